@@ -1,0 +1,1 @@
+//! Where the access units go: a WHIP server or an RTMP server.

@@ -1,0 +1,1 @@
+//! Diagnostics for SSH: the status socket, its client and the flight recorder.

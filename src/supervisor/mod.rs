@@ -1,0 +1,7 @@
+//! The watchdog: one task owns the stream's state and decides when to connect, tear down or
+//! give up. The decisions themselves are pure (`machine`, `backoff`); this module carries
+//! events in and actions out.
+
+pub mod state;
+
+pub use state::StreamState;
