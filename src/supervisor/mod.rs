@@ -2,6 +2,8 @@
 //! give up. The decisions themselves are pure (`machine`, `backoff`); this module carries
 //! events in and actions out.
 
+pub mod backoff;
+pub mod machine;
 pub mod state;
 
 pub use state::StreamState;

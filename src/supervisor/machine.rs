@@ -1,0 +1,881 @@
+//! The watchdog's decisions: state × event → state + actions, with no I/O and no clock.
+//!
+//! Everything that decides when to connect, tear down, wait or give up lives here, so it can
+//! be tested exhaustively with an injected clock (str0m's sans-I/O habit). The driver in
+//! `supervisor/mod.rs` turns actions into I/O and I/O into events. Nothing but this machine
+//! decides to connect, tear down or give up.
+
+use super::backoff::BackoffPolicy;
+use super::state::StreamState;
+use crate::config::ReconnectConfig;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The longest `Retry-After` we honour; beyond this a misconfigured server would park the box
+/// for hours. `onair retry` still cuts any wait short.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// How an output classifies a failed attempt. Protocol knowledge (which HTTP status or RTMP
+/// answer means what) lives in the outputs; the machine only knows these classes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailureClass {
+    /// Worth retrying on the backoff schedule (timeouts, refused connections, 5xx, …).
+    Transient,
+    /// Retrying cannot help until something changes (rejected stream key): go to `failed`.
+    Permanent,
+    /// The server said when to come back (429/503 with `Retry-After`).
+    RetryAfter(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Capture and encoder produce access units.
+    InputReady,
+    /// The capture device vanished or stopped delivering pictures.
+    InputLost { reason: String },
+    /// The network monitor's verdict changed (or a usable interface came or went while up).
+    NetworkChanged { online: bool },
+    /// The transport of the current attempt is up (ICE + DTLS, or the RTMP handshake).
+    Connected,
+    /// The first key frame went out on the current connection.
+    MediaFlowing,
+    /// The current attempt failed before media flowed.
+    ConnectFailed { class: FailureClass, reason: String },
+    /// An established connection died (peer state, RTCP silence, write stall, server close).
+    ConnectionLost { reason: String },
+    /// The timer armed by `Action::ArmTimer { id, .. }` fired.
+    TimerFired { id: u64 },
+    /// A person asked to retry now (`onair retry`, SIGHUP).
+    RetryNow { reason: String },
+    /// New reconnect settings (SIGHUP with only `reconnect` changed).
+    PolicyChanged(ReconnectConfig),
+    /// SIGINT/SIGTERM.
+    Stop,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Start connection attempt number `attempt` (1-based within the current streak).
+    Connect { attempt: u32 },
+    /// Close the current connection or cancel the attempt in flight, if any. Idempotent.
+    TearDown { reason: String },
+    /// (Re)arm the single timer; an earlier armed timer is forgotten.
+    ArmTimer { id: u64, after: Duration },
+    CancelTimer,
+    /// Ask the encoder for a key frame now (a new connection must start with one).
+    ForceKeyframe,
+    /// The public state changed.
+    Report(Transition),
+    /// Stop everything and exit.
+    Exit,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub from: StreamState,
+    pub to: StreamState,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not connecting: waiting for input or network (the public state says which).
+    Idle,
+    /// An attempt is in flight (from `Connect` until media flows or it fails).
+    Connecting { transport_up: bool },
+    Live,
+    /// Waiting out a backoff delay.
+    Waiting,
+    Failed,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    Starting,
+    Ok,
+    Lost,
+}
+
+/// What `onair status` shows of the watchdog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineView {
+    pub state: StreamState,
+    pub since: Instant,
+    pub attempt: u32,
+    pub next_retry_at: Option<Instant>,
+    pub reconnects: u64,
+    pub live_total: Duration,
+    pub live_since: Option<Instant>,
+    pub last_error: Option<String>,
+    pub network_up: bool,
+}
+
+pub struct Machine {
+    policy: BackoffPolicy,
+    max_attempts: u32,
+    connect_timeout: Duration,
+    stable_after: Duration,
+    phase: Phase,
+    input: Input,
+    network_up: bool,
+    /// Consecutive failures, a drop from `live` included; drives the delay.
+    streak: u32,
+    /// Consecutive failed attempts; drives `max_attempts`.
+    failed_attempts: u32,
+    /// Number of the attempt in flight or last made in this streak.
+    attempt: u32,
+    been_live: bool,
+    timer_seq: u64,
+    armed: Option<u64>,
+    rng: SmallRng,
+    state: StreamState,
+    since: Instant,
+    next_retry_at: Option<Instant>,
+    reconnects: u64,
+    live_total: Duration,
+    live_since: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl Machine {
+    /// `seed` makes the jitter reproducible in tests; the daemon passes a random one.
+    pub fn new(config: &ReconnectConfig, network_up: bool, seed: u64, now: Instant) -> Machine {
+        Machine {
+            policy: BackoffPolicy::from(config),
+            max_attempts: config.max_attempts,
+            connect_timeout: config.connect_timeout,
+            stable_after: config.stable_after,
+            phase: Phase::Idle,
+            input: Input::Starting,
+            network_up,
+            streak: 0,
+            failed_attempts: 0,
+            attempt: 0,
+            been_live: false,
+            timer_seq: 0,
+            armed: None,
+            rng: SmallRng::seed_from_u64(seed),
+            state: StreamState::Starting,
+            since: now,
+            next_retry_at: None,
+            reconnects: 0,
+            live_total: Duration::ZERO,
+            live_since: None,
+            last_error: None,
+        }
+    }
+
+    pub fn state(&self) -> StreamState {
+        self.state
+    }
+
+    pub fn view(&self) -> MachineView {
+        MachineView {
+            state: self.state,
+            since: self.since,
+            attempt: self.attempt,
+            next_retry_at: self.next_retry_at,
+            reconnects: self.reconnects,
+            live_total: self.live_total,
+            live_since: self.live_since,
+            last_error: self.last_error.clone(),
+            network_up: self.network_up,
+        }
+    }
+
+    /// Feeds one event in; returns the actions to carry out, in order.
+    pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        let reason = self.apply(now, event, &mut out);
+        self.report(now, reason, &mut out);
+        out
+    }
+
+    fn apply(&mut self, now: Instant, event: Event, out: &mut Vec<Action>) -> String {
+        if self.phase == Phase::Stopped {
+            return String::new();
+        }
+        match event {
+            Event::InputReady => {
+                self.input = Input::Ok;
+                if self.phase == Phase::Idle {
+                    self.try_connect(now, out);
+                }
+                "input ready".into()
+            }
+            Event::InputLost { reason } => {
+                self.input = Input::Lost;
+                self.last_error = Some(format!("input: {reason}"));
+                if self.phase != Phase::Failed {
+                    self.go_idle(now, &format!("input lost: {reason}"), out);
+                }
+                format!("input lost: {reason}")
+            }
+            Event::NetworkChanged { online: false } => {
+                self.network_up = false;
+                if self.phase != Phase::Failed {
+                    self.go_idle(now, "network down", out);
+                }
+                "network down".into()
+            }
+            Event::NetworkChanged { online: true } => {
+                let was_up = std::mem::replace(&mut self.network_up, true);
+                match self.phase {
+                    // A link event is one of the things that may fix a permanent error (a
+                    // captive portal, a different uplink), so it earns one more try.
+                    Phase::Failed => self.restart_streak(now, out),
+                    // Cancel the pending wait: the network, not the server, was the problem.
+                    Phase::Waiting | Phase::Idle => self.restart_streak(now, out),
+                    Phase::Connecting { .. } | Phase::Live | Phase::Stopped => {}
+                }
+                if was_up {
+                    "network changed".into()
+                } else {
+                    "network up".into()
+                }
+            }
+            Event::Connected => {
+                if let Phase::Connecting { transport_up } = &mut self.phase {
+                    *transport_up = true;
+                    out.push(Action::ForceKeyframe);
+                }
+                "connected".into()
+            }
+            Event::MediaFlowing => {
+                if matches!(self.phase, Phase::Connecting { .. }) {
+                    if self.been_live {
+                        self.reconnects += 1;
+                    }
+                    self.been_live = true;
+                    self.failed_attempts = 0;
+                    self.phase = Phase::Live;
+                    self.live_since = Some(now);
+                    self.next_retry_at = None;
+                    self.arm(self.stable_after, out);
+                }
+                "media flowing".into()
+            }
+            Event::ConnectFailed { class, reason } => {
+                if matches!(self.phase, Phase::Connecting { .. }) {
+                    self.attempt_failed(now, class, &reason, out);
+                }
+                reason
+            }
+            Event::ConnectionLost { reason } => match self.phase {
+                Phase::Live => {
+                    self.end_live(now);
+                    self.last_error = Some(reason.clone());
+                    out.push(Action::TearDown {
+                        reason: reason.clone(),
+                    });
+                    // The drop is the first failure of a new streak (or extends a streak that
+                    // never became stable).
+                    self.streak += 1;
+                    self.attempt = 0;
+                    self.schedule(now, None, out);
+                    format!("connection lost: {reason}")
+                }
+                Phase::Connecting { .. } => {
+                    self.attempt_failed(now, FailureClass::Transient, &reason, out);
+                    reason
+                }
+                _ => reason,
+            },
+            Event::TimerFired { id } => {
+                if self.armed != Some(id) {
+                    return String::new();
+                }
+                self.armed = None;
+                match self.phase {
+                    Phase::Connecting { .. } => {
+                        let reason = format!(
+                            "attempt timed out after {} ms",
+                            self.connect_timeout.as_millis()
+                        );
+                        self.attempt_failed(now, FailureClass::Transient, &reason, out);
+                        reason
+                    }
+                    Phase::Live => {
+                        // Stable long enough: the next drop gets an immediate retry again.
+                        self.streak = 0;
+                        "stable".into()
+                    }
+                    Phase::Waiting => {
+                        self.try_connect(now, out);
+                        "retry timer".into()
+                    }
+                    _ => String::new(),
+                }
+            }
+            Event::RetryNow { reason } => {
+                match self.phase {
+                    Phase::Failed | Phase::Waiting | Phase::Idle => {
+                        self.restart_streak(now, out)
+                    }
+                    Phase::Connecting { .. } | Phase::Live | Phase::Stopped => {}
+                }
+                reason
+            }
+            Event::PolicyChanged(config) => {
+                self.policy = BackoffPolicy::from(&config);
+                self.max_attempts = config.max_attempts;
+                self.connect_timeout = config.connect_timeout;
+                self.stable_after = config.stable_after;
+                "reconnect settings changed".into()
+            }
+            Event::Stop => {
+                self.end_live(now);
+                out.push(Action::TearDown {
+                    reason: "stopping".into(),
+                });
+                self.cancel_timer(out);
+                self.phase = Phase::Stopped;
+                out.push(Action::Exit);
+                "stopping".into()
+            }
+        }
+    }
+
+    /// A fresh schedule, then an attempt at once if input and network allow.
+    fn restart_streak(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.streak = 0;
+        self.failed_attempts = 0;
+        self.attempt = 0;
+        self.cancel_timer(out);
+        self.phase = Phase::Idle;
+        self.try_connect(now, out);
+    }
+
+    fn try_connect(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.next_retry_at = None;
+        if self.input != Input::Ok || !self.network_up {
+            self.cancel_timer(out);
+            self.phase = Phase::Idle;
+            return;
+        }
+        self.attempt += 1;
+        self.phase = Phase::Connecting {
+            transport_up: false,
+        };
+        out.push(Action::Connect {
+            attempt: self.attempt,
+        });
+        self.arm(self.connect_timeout, out);
+        let _ = now;
+    }
+
+    fn attempt_failed(
+        &mut self,
+        now: Instant,
+        class: FailureClass,
+        reason: &str,
+        out: &mut Vec<Action>,
+    ) {
+        self.last_error = Some(reason.to_string());
+        out.push(Action::TearDown {
+            reason: reason.to_string(),
+        });
+        if class == FailureClass::Permanent {
+            self.cancel_timer(out);
+            self.phase = Phase::Failed;
+            return;
+        }
+        self.failed_attempts += 1;
+        self.streak += 1;
+        if self.max_attempts > 0 && self.failed_attempts >= self.max_attempts {
+            self.cancel_timer(out);
+            self.phase = Phase::Failed;
+            self.last_error = Some(format!(
+                "gave up after {} attempts; last error: {reason}",
+                self.failed_attempts
+            ));
+            return;
+        }
+        let retry_after = match class {
+            FailureClass::RetryAfter(d) => Some(d.min(MAX_RETRY_AFTER)),
+            _ => None,
+        };
+        self.schedule(now, retry_after, out);
+    }
+
+    /// Waits out the backoff delay for the current streak (at least `retry_after`), or tries
+    /// at once when the delay is zero.
+    fn schedule(&mut self, now: Instant, retry_after: Option<Duration>, out: &mut Vec<Action>) {
+        let unit = self.rng.random_range(-1.0..=1.0);
+        let mut delay = self.policy.delay(self.streak, unit);
+        if let Some(at_least) = retry_after {
+            delay = delay.max(at_least);
+        }
+        if delay.is_zero() {
+            self.try_connect(now, out);
+        } else {
+            self.phase = Phase::Waiting;
+            self.next_retry_at = Some(now + delay);
+            self.arm(delay, out);
+        }
+    }
+
+    fn go_idle(&mut self, now: Instant, reason: &str, out: &mut Vec<Action>) {
+        if matches!(
+            self.phase,
+            Phase::Connecting { .. } | Phase::Live | Phase::Waiting
+        ) {
+            self.end_live(now);
+            out.push(Action::TearDown {
+                reason: reason.to_string(),
+            });
+            self.cancel_timer(out);
+        }
+        self.next_retry_at = None;
+        self.phase = Phase::Idle;
+    }
+
+    fn end_live(&mut self, now: Instant) {
+        if let Some(start) = self.live_since.take() {
+            self.live_total += now.saturating_duration_since(start);
+        }
+    }
+
+    fn arm(&mut self, after: Duration, out: &mut Vec<Action>) {
+        self.timer_seq += 1;
+        self.armed = Some(self.timer_seq);
+        out.push(Action::ArmTimer {
+            id: self.timer_seq,
+            after,
+        });
+    }
+
+    fn cancel_timer(&mut self, out: &mut Vec<Action>) {
+        if self.armed.take().is_some() {
+            out.push(Action::CancelTimer);
+        }
+    }
+
+    fn public_state(&self) -> StreamState {
+        match self.phase {
+            Phase::Stopped => self.state,
+            Phase::Failed => StreamState::Failed,
+            _ if self.input == Input::Lost => StreamState::NoInput,
+            _ if self.input == Input::Starting => StreamState::Starting,
+            _ if !self.network_up => StreamState::Offline,
+            Phase::Live => StreamState::Live,
+            Phase::Connecting { .. } | Phase::Waiting | Phase::Idle => {
+                if self.been_live {
+                    StreamState::Reconnecting
+                } else {
+                    StreamState::Connecting
+                }
+            }
+        }
+    }
+
+    fn report(&mut self, now: Instant, reason: String, out: &mut Vec<Action>) {
+        let to = self.public_state();
+        if to != self.state {
+            let from = std::mem::replace(&mut self.state, to);
+            self.since = now;
+            out.push(Action::Report(Transition { from, to, reason }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StreamState::*;
+
+    /// Drives the machine with a simulated clock that jumps to the armed timer, like str0m's
+    /// tests: no sockets, no sleeping.
+    struct Sim {
+        m: Machine,
+        now: Instant,
+        start: Instant,
+        timer: Option<(u64, Instant)>,
+        connects: Vec<(Duration, u32)>,
+        teardowns: usize,
+        keyframes: usize,
+        states: Vec<StreamState>,
+        exited: bool,
+    }
+
+    impl Sim {
+        fn new(config: ReconnectConfig, network_up: bool) -> Sim {
+            let now = Instant::now();
+            Sim {
+                m: Machine::new(&config, network_up, 7, now),
+                now,
+                start: now,
+                timer: None,
+                connects: vec![],
+                teardowns: 0,
+                keyframes: 0,
+                states: vec![Starting],
+                exited: false,
+            }
+        }
+
+        fn live_box() -> Sim {
+            let mut s = Sim::new(no_jitter(), true);
+            s.ev(Event::InputReady);
+            s.ev(Event::Connected);
+            s.ev(Event::MediaFlowing);
+            assert_eq!(s.m.state(), Live);
+            s
+        }
+
+        fn ev(&mut self, e: Event) {
+            for a in self.m.handle(self.now, e) {
+                match a {
+                    Action::Connect { attempt } => {
+                        self.connects.push((self.now - self.start, attempt))
+                    }
+                    Action::TearDown { .. } => self.teardowns += 1,
+                    Action::ArmTimer { id, after } => self.timer = Some((id, self.now + after)),
+                    Action::CancelTimer => self.timer = None,
+                    Action::ForceKeyframe => self.keyframes += 1,
+                    Action::Report(t) => {
+                        assert_eq!(Some(&t.from), self.states.last());
+                        self.states.push(t.to)
+                    }
+                    Action::Exit => self.exited = true,
+                }
+            }
+        }
+
+        fn advance(&mut self, d: Duration) {
+            let target = self.now + d;
+            while let Some((id, at)) = self.timer {
+                if at > target {
+                    break;
+                }
+                self.now = at;
+                self.timer = None;
+                self.ev(Event::TimerFired { id });
+            }
+            self.now = target;
+        }
+
+        fn fail(&mut self, class: FailureClass) {
+            self.ev(Event::ConnectFailed {
+                class,
+                reason: "nope".into(),
+            });
+        }
+
+        /// Fails the attempt in flight and runs the clock to the next attempt.
+        fn fail_until_next_attempt(&mut self) {
+            let before = self.connects.len();
+            self.fail(FailureClass::Transient);
+            if self.connects.len() == before {
+                let (_, at) = self.timer.expect("a failed attempt arms the retry timer");
+                self.advance(at - self.now);
+            }
+            assert_eq!(self.connects.len(), before + 1, "exactly one new attempt");
+        }
+
+        fn connect_times_ms(&self) -> Vec<u128> {
+            self.connects.iter().map(|(t, _)| t.as_millis()).collect()
+        }
+    }
+
+    fn no_jitter() -> ReconnectConfig {
+        ReconnectConfig {
+            jitter: 0.0,
+            ..ReconnectConfig::default()
+        }
+    }
+
+    #[test]
+    fn starts_connects_and_goes_live_with_a_key_frame() {
+        let mut s = Sim::new(ReconnectConfig::default(), true);
+        assert_eq!(s.m.state(), Starting);
+        s.ev(Event::InputReady);
+        assert_eq!(s.m.state(), Connecting);
+        assert_eq!(s.connects.len(), 1);
+        s.ev(Event::Connected);
+        assert_eq!(s.keyframes, 1, "a new connection starts with a key frame");
+        assert_eq!(s.m.state(), Connecting, "live only once media flows");
+        s.ev(Event::MediaFlowing);
+        assert_eq!(s.m.state(), Live);
+        assert_eq!(s.states, vec![Starting, Connecting, Live]);
+    }
+
+    #[test]
+    fn failed_attempts_follow_immediate_1s_2s_schedule() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        for _ in 0..3 {
+            s.fail_until_next_attempt();
+        }
+        // t=0 first try, immediate retry, +1 s, +2 s.
+        assert_eq!(s.connect_times_ms(), vec![0, 0, 1000, 3000]);
+        assert_eq!(s.m.state(), Connecting);
+    }
+
+    #[test]
+    fn drop_retries_at_once_then_backs_off_and_caps() {
+        let mut s = Sim::live_box();
+        s.advance(Duration::from_secs(11)); // stable
+        let t0 = s.now - s.start;
+        s.ev(Event::ConnectionLost {
+            reason: "ice failed".into(),
+        });
+        assert_eq!(s.m.state(), Reconnecting);
+        assert_eq!(s.connects.last().unwrap().0, t0, "first retry is immediate");
+        let mut gaps = vec![];
+        for _ in 0..8 {
+            s.fail_until_next_attempt();
+        }
+        for w in s.connects.windows(2).skip(1) {
+            gaps.push((w[1].0 - w[0].0).as_millis());
+        }
+        assert_eq!(gaps, vec![1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+    }
+
+    #[test]
+    fn jittered_waits_stay_within_ten_percent() {
+        let mut s = Sim::new(ReconnectConfig::default(), true);
+        s.ev(Event::InputReady);
+        for _ in 0..12 {
+            s.fail_until_next_attempt();
+        }
+        let expected = [0u64, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000, 30000];
+        let mut saw_jitter = false;
+        for (w, base) in s.connects.windows(2).zip(expected) {
+            let gap = (w[1].0 - w[0].0).as_millis() as u64;
+            assert!(gap * 10 >= base * 9 && gap * 10 <= base * 11, "gap {gap} vs {base}");
+            assert!(gap <= 30000);
+            saw_jitter |= gap != base;
+        }
+        assert!(saw_jitter, "jitter must actually vary the waits");
+    }
+
+    #[test]
+    fn stable_connection_resets_the_schedule_but_a_short_one_does_not() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        s.fail(FailureClass::Transient); // immediate
+        s.fail(FailureClass::Transient); // wait 1 s
+        s.advance(Duration::from_secs(1));
+        s.ev(Event::Connected);
+        s.ev(Event::MediaFlowing);
+        s.advance(Duration::from_secs(2)); // not yet stable
+        let n = s.connects.len();
+        s.ev(Event::ConnectionLost { reason: "x".into() });
+        assert_eq!(s.connects.len(), n, "an unstable drop extends the streak: no instant retry");
+        assert_eq!(s.m.view().next_retry_at, Some(s.now + Duration::from_secs(2)));
+        s.advance(Duration::from_secs(2));
+        s.ev(Event::Connected);
+        s.ev(Event::MediaFlowing);
+        s.advance(Duration::from_secs(10)); // stable_after
+        let n = s.connects.len();
+        s.ev(Event::ConnectionLost { reason: "x".into() });
+        assert_eq!(s.connects.len(), n + 1, "after a stable period the retry is immediate");
+    }
+
+    #[test]
+    fn permanent_error_fails_at_once_and_waits_for_a_reason() {
+        let mut s = Sim::new(ReconnectConfig::default(), true);
+        s.ev(Event::InputReady);
+        s.fail(FailureClass::Permanent);
+        assert_eq!(s.m.state(), Failed);
+        s.advance(Duration::from_secs(3600));
+        assert_eq!(s.connects.len(), 1, "no further attempt without a reason");
+        s.ev(Event::RetryNow {
+            reason: "SIGHUP".into(),
+        });
+        assert_eq!(s.connects.len(), 2);
+        assert_eq!(s.m.state(), Connecting);
+        s.fail(FailureClass::Permanent);
+        s.ev(Event::NetworkChanged { online: false });
+        assert_eq!(s.m.state(), Failed, "failed outranks offline");
+        s.ev(Event::NetworkChanged { online: true });
+        assert_eq!(s.connects.len(), 3, "a link event earns another try");
+    }
+
+    #[test]
+    fn max_attempts_gives_up_and_says_so() {
+        let mut s = Sim::new(
+            ReconnectConfig {
+                max_attempts: 3,
+                ..no_jitter()
+            },
+            true,
+        );
+        s.ev(Event::InputReady);
+        for _ in 0..3 {
+            s.fail(FailureClass::Transient);
+            s.advance(Duration::from_secs(5));
+        }
+        assert_eq!(s.connects.len(), 3);
+        assert_eq!(s.m.state(), Failed);
+        let err = s.m.view().last_error.unwrap();
+        assert!(err.contains("gave up after 3 attempts"), "{err}");
+    }
+
+    #[test]
+    fn zero_max_attempts_never_gives_up() {
+        let mut s = Sim::new(ReconnectConfig::default(), true);
+        s.ev(Event::InputReady);
+        for _ in 0..500 {
+            s.fail_until_next_attempt();
+        }
+        assert_eq!(s.m.state(), Connecting);
+        assert_eq!(s.connects.len(), 501);
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        s.fail(FailureClass::RetryAfter(Duration::from_secs(7)));
+        s.advance(Duration::from_millis(6999));
+        assert_eq!(s.connects.len(), 1);
+        s.advance(Duration::from_millis(1));
+        assert_eq!(s.connect_times_ms(), vec![0, 7000]);
+    }
+
+    #[test]
+    fn offline_pauses_attempts_and_link_up_retries_at_once_with_fresh_schedule() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        for _ in 0..5 {
+            s.fail(FailureClass::Transient);
+            s.advance(Duration::from_millis(100));
+        }
+        assert!(s.m.view().next_retry_at.is_some());
+        s.ev(Event::NetworkChanged { online: false });
+        assert_eq!(s.m.state(), Offline);
+        let n = s.connects.len();
+        s.advance(Duration::from_secs(45));
+        assert_eq!(s.connects.len(), n, "no attempts while offline");
+        s.ev(Event::NetworkChanged { online: true });
+        assert_eq!(s.connects.len(), n + 1, "link-up retries immediately");
+        assert_eq!(s.connects.last().unwrap().1, 1, "with a fresh schedule");
+        s.fail(FailureClass::Transient);
+        assert_eq!(s.connects.len(), n + 2, "fresh schedule: next retry immediate");
+    }
+
+    #[test]
+    fn network_down_while_live_tears_down_and_reports_offline() {
+        let mut s = Sim::live_box();
+        s.ev(Event::NetworkChanged { online: false });
+        assert_eq!(s.m.state(), Offline);
+        assert_eq!(s.teardowns, 1);
+        s.ev(Event::NetworkChanged { online: true });
+        assert_eq!(s.m.state(), Reconnecting);
+        s.ev(Event::Connected);
+        s.ev(Event::MediaFlowing);
+        assert_eq!(s.m.state(), Live);
+        assert_eq!(s.m.view().reconnects, 1);
+        assert_eq!(s.keyframes, 2, "every connection started with a key frame");
+    }
+
+    #[test]
+    fn starts_offline_when_no_network() {
+        let mut s = Sim::new(ReconnectConfig::default(), false);
+        s.ev(Event::InputReady);
+        assert_eq!(s.m.state(), Offline);
+        assert!(s.connects.is_empty());
+        s.ev(Event::NetworkChanged { online: true });
+        assert_eq!(s.connects.len(), 1);
+    }
+
+    #[test]
+    fn attempt_deadline_fails_the_attempt() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        s.advance(Duration::from_millis(10_000));
+        assert_eq!(s.connect_times_ms(), vec![0, 10_000], "timeout, then immediate retry");
+        assert!(s.m.view().last_error.unwrap().contains("timed out"));
+        s.advance(Duration::from_millis(10_000));
+        s.advance(Duration::from_millis(1_000));
+        assert_eq!(s.connect_times_ms(), vec![0, 10_000, 21_000]);
+    }
+
+    #[test]
+    fn input_loss_tears_down_and_recovers() {
+        let mut s = Sim::live_box();
+        s.ev(Event::InputLost {
+            reason: "device gone".into(),
+        });
+        assert_eq!(s.m.state(), NoInput);
+        assert_eq!(s.teardowns, 1);
+        s.advance(Duration::from_secs(100));
+        assert_eq!(s.connects.len(), 1, "no attempts without input");
+        s.ev(Event::InputReady);
+        assert_eq!(s.connects.len(), 2);
+        assert_eq!(s.m.state(), Reconnecting);
+    }
+
+    #[test]
+    fn stale_timer_is_ignored() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        s.fail(FailureClass::Transient);
+        s.fail(FailureClass::Transient); // waiting 1 s, timer id k
+        let (old, _) = s.timer.unwrap();
+        s.ev(Event::RetryNow {
+            reason: "onair retry".into(),
+        });
+        let n = s.connects.len();
+        s.ev(Event::TimerFired { id: old });
+        assert_eq!(s.connects.len(), n, "a forgotten timer does nothing");
+    }
+
+    #[test]
+    fn retry_now_cuts_a_wait_short() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        for _ in 0..6 {
+            s.fail(FailureClass::Transient);
+            s.advance(Duration::from_millis(1));
+        }
+        let n = s.connects.len();
+        s.ev(Event::RetryNow {
+            reason: "onair retry".into(),
+        });
+        assert_eq!(s.connects.len(), n + 1);
+    }
+
+    #[test]
+    fn stop_tears_down_and_exits_from_any_state() {
+        let mut s = Sim::live_box();
+        s.ev(Event::Stop);
+        assert!(s.exited);
+        assert_eq!(s.teardowns, 1);
+        assert!(s.timer.is_none());
+        let before = s.connects.len();
+        s.ev(Event::NetworkChanged { online: true });
+        s.ev(Event::InputReady);
+        assert_eq!(s.connects.len(), before, "nothing happens after stop");
+    }
+
+    #[test]
+    fn live_time_is_accounted() {
+        let mut s = Sim::live_box();
+        s.advance(Duration::from_secs(30));
+        s.ev(Event::NetworkChanged { online: false });
+        s.advance(Duration::from_secs(5));
+        let v = s.m.view();
+        assert_eq!(v.live_total, Duration::from_secs(30));
+        assert_eq!(v.live_since, None);
+    }
+
+    #[test]
+    fn policy_change_applies_to_the_next_wait() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        s.ev(Event::PolicyChanged(ReconnectConfig {
+            initial_delay: Duration::from_millis(200),
+            ..no_jitter()
+        }));
+        s.fail(FailureClass::Transient);
+        s.fail(FailureClass::Transient);
+        s.advance(Duration::from_secs(1));
+        assert_eq!(s.connect_times_ms(), vec![0, 0, 200]);
+    }
+}
