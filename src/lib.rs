@@ -5,6 +5,7 @@
 //! See README for the picture and `../shared/ARCHITECTURE.md` for the intended shape.
 
 pub mod config;
+pub mod daemon;
 pub mod leds;
 pub mod media;
 pub mod net;

@@ -1,1 +1,101 @@
 //! Where the access units go: a WHIP server or an RTMP server.
+//!
+//! An [`Output`] makes connection attempts; each success is a [`Connection`] value that owns
+//! everything it opened (sockets, tasks, GStreamer elements) and releases it all in `close`.
+//! The supervisor drops and recreates connections; the capture pipeline never notices.
+//! Protocol knowledge — which server answer is permanent, which is worth a retry — lives in
+//! the output and reaches the supervisor only as a [`FailureClass`].
+
+pub mod rtcp_watch;
+pub mod whip;
+
+use crate::media::{Door, KeyframeRequester};
+pub use crate::supervisor::machine::FailureClass;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a connection reports after `connect` returned it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectionEvent {
+    /// The first key frame went out: media flows.
+    MediaFlowing,
+    /// The connection died; the reason is for people.
+    Lost(String),
+}
+
+/// A connection's way to talk to the supervisor. Tagged with the attempt's generation so that
+/// a late event from an old connection is recognised and ignored.
+#[derive(Clone)]
+pub struct EventSender {
+    generation: u64,
+    tx: mpsc::UnboundedSender<(u64, ConnectionEvent)>,
+}
+
+impl EventSender {
+    pub fn new(generation: u64, tx: mpsc::UnboundedSender<(u64, ConnectionEvent)>) -> Self {
+        EventSender { generation, tx }
+    }
+
+    pub fn send(&self, event: ConnectionEvent) {
+        // The supervisor gone means the daemon is stopping; nobody needs the event then.
+        let _ = self.tx.send((self.generation, event));
+    }
+}
+
+/// Counters shared by every connection of one output, for `onair status`.
+#[derive(Default)]
+pub struct OutputStats {
+    frames_sent: AtomicU64,
+}
+
+impl OutputStats {
+    pub fn frame_sent(&self) {
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn frames_sent(&self) -> u64 {
+        self.frames_sent.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything one attempt needs from the rest of the daemon.
+pub struct Attempt {
+    pub number: u32,
+    pub door: Door,
+    pub keyframes: KeyframeRequester,
+    pub events: EventSender,
+    pub stats: Arc<OutputStats>,
+    /// No sign of life from the server for this long means the connection is dead.
+    pub dead_after: Duration,
+    /// Cancelled when the supervisor tears the attempt down; the attempt must clean up what it
+    /// opened and return promptly.
+    pub cancel: CancellationToken,
+}
+
+/// A failed attempt, classified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub class: FailureClass,
+    pub message: String,
+}
+
+#[async_trait::async_trait]
+pub trait Output: Send + Sync {
+    /// Makes one attempt. Returns once the transport is up; from then on the connection pulls
+    /// access units from the door and reports `MediaFlowing` and `Lost` as events.
+    async fn connect(&self, attempt: Attempt) -> Result<Box<dyn Connection>, Failure>;
+
+    /// Releases server-side state left by an earlier run or a connection that could not be
+    /// closed politely (WHIP: DELETE the remembered resource). Called at stop.
+    async fn release(&self) {}
+}
+
+#[async_trait::async_trait]
+pub trait Connection: Send {
+    /// Stops media, closes everything this connection opened, and — when `polite` (the
+    /// network is up) — tells the server the session is over. Bounded in time.
+    async fn close(self: Box<Self>, polite: bool);
+}

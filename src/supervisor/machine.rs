@@ -58,11 +58,18 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Start connection attempt number `attempt` (1-based within the current streak).
-    Connect { attempt: u32 },
+    Connect {
+        attempt: u32,
+    },
     /// Close the current connection or cancel the attempt in flight, if any. Idempotent.
-    TearDown { reason: String },
+    TearDown {
+        reason: String,
+    },
     /// (Re)arm the single timer; an earlier armed timer is forgotten.
-    ArmTimer { id: u64, after: Duration },
+    ArmTimer {
+        id: u64,
+        after: Duration,
+    },
     CancelTimer,
     /// Ask the encoder for a key frame now (a new connection must start with one).
     ForceKeyframe,
@@ -84,7 +91,9 @@ enum Phase {
     /// Not connecting: waiting for input or network (the public state says which).
     Idle,
     /// An attempt is in flight (from `Connect` until media flows or it fails).
-    Connecting { transport_up: bool },
+    Connecting {
+        transport_up: bool,
+    },
     Live,
     /// Waiting out a backoff delay.
     Waiting,
@@ -312,9 +321,7 @@ impl Machine {
             }
             Event::RetryNow { reason } => {
                 match self.phase {
-                    Phase::Failed | Phase::Waiting | Phase::Idle => {
-                        self.restart_streak(now, out)
-                    }
+                    Phase::Failed | Phase::Waiting | Phase::Idle => self.restart_streak(now, out),
                     Phase::Connecting { .. } | Phase::Live | Phase::Stopped => {}
                 }
                 reason
@@ -632,7 +639,10 @@ mod tests {
         for w in s.connects.windows(2).skip(1) {
             gaps.push((w[1].0 - w[0].0).as_millis());
         }
-        assert_eq!(gaps, vec![1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        assert_eq!(
+            gaps,
+            vec![1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
     }
 
     #[test]
@@ -642,11 +652,16 @@ mod tests {
         for _ in 0..12 {
             s.fail_until_next_attempt();
         }
-        let expected = [0u64, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000, 30000];
+        let expected = [
+            0u64, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000, 30000,
+        ];
         let mut saw_jitter = false;
         for (w, base) in s.connects.windows(2).zip(expected) {
             let gap = (w[1].0 - w[0].0).as_millis() as u64;
-            assert!(gap * 10 >= base * 9 && gap * 10 <= base * 11, "gap {gap} vs {base}");
+            assert!(
+                gap * 10 >= base * 9 && gap * 10 <= base * 11,
+                "gap {gap} vs {base}"
+            );
             assert!(gap <= 30000);
             saw_jitter |= gap != base;
         }
@@ -665,15 +680,26 @@ mod tests {
         s.advance(Duration::from_secs(2)); // not yet stable
         let n = s.connects.len();
         s.ev(Event::ConnectionLost { reason: "x".into() });
-        assert_eq!(s.connects.len(), n, "an unstable drop extends the streak: no instant retry");
-        assert_eq!(s.m.view().next_retry_at, Some(s.now + Duration::from_secs(2)));
+        assert_eq!(
+            s.connects.len(),
+            n,
+            "an unstable drop extends the streak: no instant retry"
+        );
+        assert_eq!(
+            s.m.view().next_retry_at,
+            Some(s.now + Duration::from_secs(2))
+        );
         s.advance(Duration::from_secs(2));
         s.ev(Event::Connected);
         s.ev(Event::MediaFlowing);
         s.advance(Duration::from_secs(10)); // stable_after
         let n = s.connects.len();
         s.ev(Event::ConnectionLost { reason: "x".into() });
-        assert_eq!(s.connects.len(), n + 1, "after a stable period the retry is immediate");
+        assert_eq!(
+            s.connects.len(),
+            n + 1,
+            "after a stable period the retry is immediate"
+        );
     }
 
     #[test]
@@ -756,7 +782,11 @@ mod tests {
         assert_eq!(s.connects.len(), n + 1, "link-up retries immediately");
         assert_eq!(s.connects.last().unwrap().1, 1, "with a fresh schedule");
         s.fail(FailureClass::Transient);
-        assert_eq!(s.connects.len(), n + 2, "fresh schedule: next retry immediate");
+        assert_eq!(
+            s.connects.len(),
+            n + 2,
+            "fresh schedule: next retry immediate"
+        );
     }
 
     #[test]
@@ -789,7 +819,11 @@ mod tests {
         let mut s = Sim::new(no_jitter(), true);
         s.ev(Event::InputReady);
         s.advance(Duration::from_millis(10_000));
-        assert_eq!(s.connect_times_ms(), vec![0, 10_000], "timeout, then immediate retry");
+        assert_eq!(
+            s.connect_times_ms(),
+            vec![0, 10_000],
+            "timeout, then immediate retry"
+        );
         assert!(s.m.view().last_error.unwrap().contains("timed out"));
         s.advance(Duration::from_millis(10_000));
         s.advance(Duration::from_millis(1_000));

@@ -7,3 +7,7 @@ pub mod machine;
 pub mod state;
 
 pub use state::StreamState;
+pub mod driver;
+
+pub use driver::{Driver, DriverParts};
+pub use machine::{Event, FailureClass, Machine, MachineView};

@@ -1,0 +1,139 @@
+//! The output's door: where access units leave the media pipeline.
+//!
+//! Media never waits for the network. The encoder's streaming thread offers each access unit
+//! here; if a connection has opened a tap and has room, it gets the unit, otherwise the unit is
+//! dropped on the spot (and the tap learns it must resync at the next key frame). Each
+//! connection opens its own tap and the tap closes when the connection drops it, so a torn-down
+//! connection can never hold media back or receive the next connection's frames.
+
+use super::AccessUnit;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+#[derive(Clone, Default)]
+pub struct Door {
+    inner: Arc<DoorInner>,
+}
+
+#[derive(Default)]
+struct DoorInner {
+    tap: Mutex<Option<(u64, mpsc::Sender<AccessUnit>)>>,
+    next_id: AtomicU64,
+    offered: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A connection's end of the door. Receives access units in order; a gap in `seq` means units
+/// were dropped at the door and the receiver must wait for a key frame. Dropping the tap closes
+/// it.
+pub struct Tap {
+    id: u64,
+    door: Door,
+    rx: mpsc::Receiver<AccessUnit>,
+}
+
+impl Tap {
+    pub async fn recv(&mut self) -> Option<AccessUnit> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        let mut tap = lock(&self.door.inner.tap);
+        if tap.as_ref().is_some_and(|(id, _)| *id == self.id) {
+            *tap = None;
+        }
+    }
+}
+
+impl Door {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Opens a tap holding at most `capacity` units (about a second of video is plenty: more
+    /// would only add latency). Replaces any tap still open.
+    pub fn open(&self, capacity: usize) -> Tap {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.inner.tap) = Some((id, tx));
+        Tap {
+            id,
+            door: self.clone(),
+            rx,
+        }
+    }
+
+    /// Called on the streaming thread for every access unit; never blocks.
+    pub fn offer(&self, unit: AccessUnit) {
+        self.inner.offered.fetch_add(1, Ordering::Relaxed);
+        let tap = lock(&self.inner.tap);
+        if let Some((_, tx)) = tap.as_ref()
+            && tx.try_send(unit).is_err()
+        {
+            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        lock(&self.inner.tap).is_some()
+    }
+
+    /// Units offered since start, and units dropped because the open tap was full.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.inner.offered.load(Ordering::Relaxed),
+            self.inner.dropped.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// See `keyframes::lock`: a poisoned lock guards plain data that is still valid.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn au(seq: u64) -> AccessUnit {
+        AccessUnit {
+            data: Bytes::from_static(b"\0\0\0\x01\x65"),
+            seq,
+            pts: Duration::from_millis(seq * 33),
+            duration: Duration::from_millis(33),
+            keyframe: seq == 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn closed_door_drops_and_full_tap_drops_without_blocking() {
+        let door = Door::new();
+        door.offer(au(0));
+        let mut tap = door.open(2);
+        for i in 1..=5 {
+            door.offer(au(i));
+        }
+        assert_eq!(tap.recv().await.unwrap().seq, 1);
+        assert_eq!(tap.recv().await.unwrap().seq, 2);
+        assert_eq!(door.counts(), (6, 3));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_tap_closes_only_that_tap() {
+        let door = Door::new();
+        let old = door.open(4);
+        let mut new = door.open(4);
+        drop(old);
+        assert!(door.is_open(), "the old tap must not close the new one");
+        door.offer(au(7));
+        assert_eq!(new.recv().await.unwrap().seq, 7);
+        drop(new);
+        assert!(!door.is_open());
+    }
+}

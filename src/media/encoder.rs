@@ -1,0 +1,264 @@
+//! Which H.264 encoder runs, and with what settings.
+//!
+//! The Pi 4 has a hardware encoder (`v4l2h264enc`, bcm2835-codec); the Pi 5 and a laptop do not,
+//! so `auto` falls back to `x264enc`, then `openh264enc`. Each element spells bitrate, GOP and
+//! "give me a key frame now" differently; this module hides that behind one description.
+
+use super::keyframes::KeyframeForcer;
+use crate::config::{EncoderConfig, EncoderKind};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderElement {
+    V4l2,
+    X264,
+    OpenH264,
+}
+
+impl EncoderElement {
+    pub fn factory(self) -> &'static str {
+        match self {
+            EncoderElement::V4l2 => "v4l2h264enc",
+            EncoderElement::X264 => "x264enc",
+            EncoderElement::OpenH264 => "openh264enc",
+        }
+    }
+}
+
+/// An encoder to try, and why it was picked (logged, so a person knows what runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub element: EncoderElement,
+    pub why: String,
+}
+
+/// The encoders to try in order, given the configured kind and which elements exist.
+pub fn candidates(kind: EncoderKind, exists: impl Fn(&str) -> bool) -> Vec<Candidate> {
+    let wanted = |e: EncoderElement| -> Vec<Candidate> {
+        if exists(e.factory()) {
+            vec![Candidate {
+                element: e,
+                why: "configured".into(),
+            }]
+        } else {
+            vec![]
+        }
+    };
+    match kind {
+        EncoderKind::V4l2 => wanted(EncoderElement::V4l2),
+        EncoderKind::X264 => wanted(EncoderElement::X264),
+        EncoderKind::Openh264 => wanted(EncoderElement::OpenH264),
+        EncoderKind::Auto => {
+            let mut out = Vec::new();
+            let mut missing: Vec<&str> = Vec::new();
+            for e in [
+                EncoderElement::V4l2,
+                EncoderElement::X264,
+                EncoderElement::OpenH264,
+            ] {
+                if exists(e.factory()) {
+                    let why = if missing.is_empty() {
+                        "auto: preferred".to_string()
+                    } else {
+                        format!("auto: {} not present", missing.join(", "))
+                    };
+                    out.push(Candidate { element: e, why });
+                } else {
+                    missing.push(e.factory());
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Frames between key frames for the configured interval.
+pub fn gop_frames(config: &EncoderConfig, fps: u32) -> u32 {
+    let frames = (u64::from(config.keyframe_interval_ms) * u64::from(fps)).div_ceil(1000);
+    // The Pi encoder hangs with a period of 1 (PLATFORM_NOTES); config validation already
+    // refuses such intervals, this is the belt to that brace.
+    frames.clamp(2, u64::from(u32::MAX)) as u32
+}
+
+/// Builds the encoder element and the caps it must produce (constrained baseline, which every
+/// WHIP server and browser decodes; Broadcast Box refuses Main with packetization-mode 1).
+pub fn build(
+    element: EncoderElement,
+    config: &EncoderConfig,
+    fps: u32,
+) -> Result<(gst::Element, gst::Caps), gst::glib::BoolError> {
+    let gop = gop_frames(config, fps);
+    let kbps = config.bitrate_kbps;
+    let encoder = match element {
+        EncoderElement::X264 => {
+            let e = gst::ElementFactory::make("x264enc")
+                .name("encoder")
+                .property("bitrate", kbps)
+                .property("key-int-max", gop)
+                .property("bframes", 0u32)
+                .build()?;
+            e.set_property_from_str("tune", "zerolatency");
+            e.set_property_from_str("speed-preset", "superfast");
+            e
+        }
+        EncoderElement::OpenH264 => {
+            let e = gst::ElementFactory::make("openh264enc")
+                .name("encoder")
+                .property("bitrate", kbps.saturating_mul(1000))
+                .property("gop-size", gop)
+                .build()?;
+            e.set_property_from_str("rate-control", "bitrate");
+            e.set_property_from_str("usage-type", "camera");
+            e
+        }
+        EncoderElement::V4l2 => {
+            let e = gst::ElementFactory::make("v4l2h264enc")
+                .name("encoder")
+                .build()?;
+            e.set_property("extra-controls", v4l2_controls(kbps, gop, false));
+            e
+        }
+    };
+    let mut caps = gst::Caps::builder("video/x-h264").field("profile", "constrained-baseline");
+    if element == EncoderElement::V4l2 {
+        // bcm2835-codec refuses to start unless the level is in the caps (PLATFORM_NOTES).
+        caps = caps.field("level", "4");
+    }
+    Ok((encoder, caps.build()))
+}
+
+/// The bcm2835-codec controls. `force_key_frame=1` is applied at once while the device is
+/// open, which is how the Pi encoder is asked for a key frame (it ignores GstForceKeyUnit).
+fn v4l2_controls(kbps: u32, gop: u32, force_key_frame: bool) -> gst::Structure {
+    let mut s = gst::Structure::builder("controls")
+        .field("video_bitrate", (kbps.min(24_999) * 1000) as i32)
+        .field("h264_i_frame_period", gop as i32)
+        .field("repeat_sequence_header", 1i32)
+        .build();
+    if force_key_frame {
+        s.set("force_key_frame", 1i32);
+    }
+    s
+}
+
+/// Forces key frames on the running encoder the way that encoder understands.
+pub struct ElementForcer {
+    element: EncoderElement,
+    encoder: gst::Element,
+    kbps: u32,
+    gop: u32,
+}
+
+impl ElementForcer {
+    pub fn new(
+        element: EncoderElement,
+        encoder: gst::Element,
+        config: &EncoderConfig,
+        fps: u32,
+    ) -> Self {
+        ElementForcer {
+            element,
+            encoder,
+            kbps: config.bitrate_kbps,
+            gop: gop_frames(config, fps),
+        }
+    }
+}
+
+impl KeyframeForcer for ElementForcer {
+    fn force(&self) {
+        match self.element {
+            EncoderElement::V4l2 => {
+                self.encoder
+                    .set_property("extra-controls", v4l2_controls(self.kbps, self.gop, true));
+            }
+            EncoderElement::X264 | EncoderElement::OpenH264 => {
+                let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+                    .all_headers(true)
+                    .build();
+                // Sent into the encoder through its source pad, as an upstream event from
+                // downstream would arrive.
+                if let Some(pad) = self.encoder.static_pad("src")
+                    && !pad.send_event(event)
+                {
+                    log::debug!("encoder did not accept the force-key-unit event");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(kind: EncoderKind) -> EncoderConfig {
+        EncoderConfig {
+            kind,
+            bitrate_kbps: 2500,
+            keyframe_interval_ms: 2000,
+        }
+    }
+
+    #[test]
+    fn auto_prefers_hardware_then_x264_then_openh264() {
+        let all = candidates(EncoderKind::Auto, |_| true);
+        let order: Vec<_> = all.iter().map(|c| c.element).collect();
+        assert_eq!(
+            order,
+            vec![
+                EncoderElement::V4l2,
+                EncoderElement::X264,
+                EncoderElement::OpenH264
+            ]
+        );
+    }
+
+    #[test]
+    fn auto_without_hardware_says_why() {
+        let c = candidates(EncoderKind::Auto, |f| f != "v4l2h264enc");
+        assert_eq!(c[0].element, EncoderElement::X264);
+        assert!(c[0].why.contains("v4l2h264enc not present"), "{}", c[0].why);
+    }
+
+    #[test]
+    fn explicit_kind_does_not_fall_back() {
+        assert!(candidates(EncoderKind::V4l2, |f| f != "v4l2h264enc").is_empty());
+        assert_eq!(candidates(EncoderKind::X264, |_| true).len(), 1);
+    }
+
+    #[test]
+    fn gop_from_interval() {
+        assert_eq!(gop_frames(&enc(EncoderKind::X264), 30), 60);
+        assert_eq!(gop_frames(&enc(EncoderKind::X264), 25), 50);
+    }
+
+    #[test]
+    fn software_encoders_get_bitrate_and_gop() {
+        gst::init().expect("GStreamer must initialise for this test");
+        if gst::ElementFactory::find("x264enc").is_some() {
+            let (e, caps) = build(EncoderElement::X264, &enc(EncoderKind::X264), 30).unwrap();
+            assert_eq!(e.property::<u32>("bitrate"), 2500);
+            assert_eq!(e.property::<u32>("key-int-max"), 60);
+            assert_eq!(e.property::<u32>("bframes"), 0);
+            let s = caps.structure(0).unwrap();
+            assert_eq!(s.get::<&str>("profile").unwrap(), "constrained-baseline");
+        }
+        if gst::ElementFactory::find("openh264enc").is_some() {
+            let (e, _) = build(EncoderElement::OpenH264, &enc(EncoderKind::Openh264), 30).unwrap();
+            assert_eq!(e.property::<u32>("bitrate"), 2_500_000);
+            assert_eq!(e.property::<u32>("gop-size"), 60);
+        }
+    }
+
+    #[test]
+    fn v4l2_controls_carry_bitrate_period_and_force() {
+        gst::init().expect("GStreamer must initialise for this test");
+        let s = v4l2_controls(30_000, 60, true);
+        assert_eq!(s.get::<i32>("video_bitrate").unwrap(), 24_999_000);
+        assert_eq!(s.get::<i32>("h264_i_frame_period").unwrap(), 60);
+        assert_eq!(s.get::<i32>("force_key_frame").unwrap(), 1);
+        assert!(!v4l2_controls(2500, 60, false).has_field("force_key_frame"));
+    }
+}

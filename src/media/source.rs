@@ -1,0 +1,97 @@
+//! The capture end of the pipeline: camera, HDMI bridge or test pattern, delivering raw video
+//! at the configured size and rate.
+//!
+//! Elements are created by name with typed properties, never from a launch string assembled
+//! from user input, so a device path cannot inject pipeline syntax.
+
+use crate::config::{SourceConfig, SourceFormat, SourceKind};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+/// Element names in the source chain start with this, so a bus error can be traced to the
+/// capture side (input trouble) rather than the encoder.
+pub const NAME_PREFIX: &str = "source";
+
+/// The source chain, in link order, ending in raw video of the configured size, rate and
+/// I420 format (what every encoder here accepts).
+pub fn build(config: &SourceConfig) -> Result<Vec<gst::Element>, gst::glib::BoolError> {
+    let raw_caps = gst::Caps::builder("video/x-raw")
+        .field("width", config.width as i32)
+        .field("height", config.height as i32)
+        .field("framerate", gst::Fraction::new(config.fps as i32, 1))
+        .build();
+    let mut chain = Vec::new();
+    match config.kind {
+        SourceKind::Test => {
+            let src = named("videotestsrc", "capture")
+                .property("is-live", true)
+                .build()?;
+            src.set_property_from_str("pattern", "smpte");
+            chain.push(src);
+            chain.push(
+                named("capsfilter", "caps")
+                    .property("caps", raw_caps.clone())
+                    .build()?,
+            );
+            chain.push(named("videoconvert", "convert").build()?);
+        }
+        SourceKind::V4l2 | SourceKind::Libcamera => {
+            let src = if config.kind == SourceKind::V4l2 {
+                let mut b = named("v4l2src", "capture");
+                if let Some(device) = &config.device {
+                    b = b.property("device", device.to_string_lossy().to_string());
+                }
+                b.build()?
+            } else {
+                named("libcamerasrc", "capture").build()?
+            };
+            chain.push(src);
+            if config.format == SourceFormat::Mjpeg {
+                // USB HDMI dongles deliver JPEG at useful sizes; ask for it explicitly so the
+                // device is not negotiated into a low-rate raw mode.
+                let jpeg_caps = gst::Caps::builder("image/jpeg")
+                    .field("width", config.width as i32)
+                    .field("height", config.height as i32)
+                    .build();
+                chain.push(
+                    named("capsfilter", "jpegcaps")
+                        .property("caps", jpeg_caps)
+                        .build()?,
+                );
+                chain.push(named("jpegdec", "jpegdec").build()?);
+            }
+            // A device may offer only nearby modes; convert, scale and rate-adapt so the
+            // encoder always sees exactly what the config asked for.
+            chain.push(named("videoconvert", "convert").build()?);
+            chain.push(named("videoscale", "scale").build()?);
+            chain.push(named("videorate", "rate").build()?);
+            chain.push(
+                named("capsfilter", "caps")
+                    .property("caps", raw_caps.clone())
+                    .build()?,
+            );
+        }
+    }
+    let i420 = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .build();
+    chain.push(
+        named("capsfilter", "format")
+            .property("caps", i420)
+            .build()?,
+    );
+    Ok(chain)
+}
+
+fn named(factory: &'static str, role: &str) -> gst::element_factory::ElementBuilder<'static> {
+    gst::ElementFactory::make(factory).name(format!("{NAME_PREFIX}-{role}"))
+}
+
+/// The GStreamer element a source kind needs, for a clear "not installed" message.
+pub fn capture_factory(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Test => "videotestsrc",
+        SourceKind::V4l2 => "v4l2src",
+        SourceKind::Libcamera => "libcamerasrc",
+    }
+}

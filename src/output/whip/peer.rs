@@ -1,0 +1,266 @@
+//! The WebRTC half of WHIP: one sendonly H.264 track on a webrtc-rs peer connection.
+//!
+//! Built fresh for every attempt and closed on every teardown, so a reconnect leaves no socket
+//! or driver task behind. ICE keepalives and timeouts follow `dead_after`, so a path that stops
+//! answering is noticed in the same time as a server that stops sending RTCP.
+
+use super::http::WhipError;
+use crate::media::KeyframeRequester;
+use crate::output::rtcp_watch::{RtcpClock, RtcpWatch};
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    register_default_interceptors,
+};
+
+/// Constrained baseline, packetization-mode 1: what Broadcast Box and browsers accept.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+const H264_PAYLOAD_TYPE: u8 = 102;
+/// Our interceptor only observes; next to the wire it sees inbound RTCP before anything else.
+const RTCP_WATCH_SLOT: usize = 500;
+
+/// What the peer connection tells us, in order.
+#[derive(Debug)]
+pub enum PeerEvent {
+    GatheringComplete,
+    State(RTCPeerConnectionState),
+}
+
+struct Handler {
+    tx: mpsc::UnboundedSender<PeerEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.tx.send(PeerEvent::GatheringComplete);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.tx.send(PeerEvent::State(state));
+    }
+}
+
+pub struct Peer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub track: Arc<TrackLocalStaticSample>,
+    pub ssrc: u32,
+    pub events: mpsc::UnboundedReceiver<PeerEvent>,
+    pub rtcp: RtcpClock,
+}
+
+fn h264_codec() -> RTCRtpCodec {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    };
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_owned(),
+        rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+    }
+}
+
+fn webrtc_error(e: impl std::fmt::Display) -> WhipError {
+    WhipError::WebRtc(e.to_string())
+}
+
+/// Builds the peer connection with its one sendonly video track. `server` decides which
+/// local addresses to gather on: loopback for a server on this machine, otherwise every
+/// interface of the server's address family.
+pub async fn build(
+    server: Option<IpAddr>,
+    dead_after: Duration,
+    keyframes: KeyframeRequester,
+) -> Result<Peer, WhipError> {
+    let mut media_engine = MediaEngine::default();
+    media_engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: h264_codec(),
+                payload_type: H264_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Video,
+        )
+        .map_err(webrtc_error)?;
+    let registry =
+        register_default_interceptors(Registry::new(), &mut media_engine).map_err(webrtc_error)?;
+    let rtcp = RtcpClock::new();
+    let registry = registry.with(
+        Slot::from(RTCP_WATCH_SLOT),
+        RtcpWatch::new(rtcp.clone(), keyframes),
+    );
+
+    let loopback = server.is_some_and(|ip| ip.is_loopback());
+    let bind = match server {
+        Some(ip) if ip.is_loopback() => format!("{}", std::net::SocketAddr::new(ip, 0)),
+        Some(IpAddr::V6(_)) => "[::]:0".to_string(),
+        _ => "0.0.0.0:0".to_string(),
+    };
+    // Keepalives several times per dead_after so one lost STUN packet does not look like a dead
+    // path; "disconnected" after dead_after of silence, matching the RTCP watchdog.
+    let keepalive = (dead_after / 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
+    let settings = SettingEngineBuilder::new()
+        .with_ice_timeouts(Some(dead_after), Some(dead_after), Some(keepalive))
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_include_loopback_candidate(loopback)
+        .build();
+    // No STUN/TURN servers: the box talks to its ingest server directly; nothing else may be
+    // contacted.
+    let configuration = RTCConfigurationBuilder::new().build();
+    let (tx, events) = mpsc::unbounded_channel();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(configuration)
+        .with_media_engine(media_engine)
+        .with_setting_engine(settings)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler { tx }))
+        .with_udp_addrs(vec![bind])
+        .build()
+        .await
+        .map_err(webrtc_error)?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+
+    let ssrc = rand::random::<u32>();
+    let track = match TrackLocalStaticSample::new(
+        Instant::now(),
+        MediaStreamTrack::new(
+            "onair".to_owned(),
+            "onair-video".to_owned(),
+            "video".to_owned(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: h264_codec(),
+                ..Default::default()
+            }],
+        ),
+    ) {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            close_quietly(&pc).await;
+            return Err(webrtc_error(e));
+        }
+    };
+    // WHIP publishes: a plain offer would be sendrecv.
+    if let Err(e) = pc
+        .add_transceiver_from_track(
+            Arc::clone(&track) as Arc<dyn TrackLocal>,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )
+        .await
+    {
+        close_quietly(&pc).await;
+        return Err(webrtc_error(e));
+    }
+    Ok(Peer {
+        pc,
+        track,
+        ssrc,
+        events,
+        rtcp,
+    })
+}
+
+impl Peer {
+    /// Creates the offer and waits for ICE gathering to finish (WHIP without trickle sends all
+    /// candidates in the offer).
+    pub async fn offer(&mut self) -> Result<String, WhipError> {
+        let offer = self.pc.create_offer(None).await.map_err(webrtc_error)?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(webrtc_error)?;
+        loop {
+            match self.events.recv().await {
+                Some(PeerEvent::GatheringComplete) => break,
+                Some(PeerEvent::State(RTCPeerConnectionState::Failed)) | None => {
+                    return Err(WhipError::Transport(
+                        "failed while gathering candidates".into(),
+                    ));
+                }
+                Some(PeerEvent::State(_)) => {}
+            }
+        }
+        let local = self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| WhipError::WebRtc("no local description after gathering".into()))?;
+        Ok(local.sdp)
+    }
+
+    pub async fn apply_answer(&self, sdp: String) -> Result<(), WhipError> {
+        let answer =
+            RTCSessionDescription::answer(sdp).map_err(|e| WhipError::NotSdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| WhipError::NotSdp(e.to_string()))
+    }
+
+    /// Waits until ICE and DTLS are up.
+    pub async fn connected(&mut self) -> Result<(), WhipError> {
+        loop {
+            match self.events.recv().await {
+                Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => return Ok(()),
+                Some(PeerEvent::State(
+                    s @ (RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed),
+                )) => return Err(WhipError::Transport(format!("peer connection {s}"))),
+                Some(_) => {}
+                None => {
+                    return Err(WhipError::Transport(
+                        "peer connection driver stopped".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The payload type the answer settled on for our codec.
+    pub async fn payload_type(&self) -> Result<u8, WhipError> {
+        for transceiver in self.pc.get_transceivers().await {
+            if let Ok(Some(sender)) = transceiver.sender().await {
+                let params = sender.get_parameters().await.map_err(webrtc_error)?;
+                if let Some(codec) = params.rtp_parameters.codecs.first() {
+                    return Ok(codec.payload_type);
+                }
+            }
+        }
+        Err(WhipError::NotSdp(
+            "the answer accepts no H.264 we offered".into(),
+        ))
+    }
+}
+
+/// Close errors are only logged: the connection is being thrown away either way.
+pub async fn close_quietly(pc: &Arc<dyn PeerConnection>) {
+    if let Err(e) = pc.close().await {
+        log::debug!("whip: closing peer connection: {e}");
+    }
+}

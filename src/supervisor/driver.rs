@@ -1,0 +1,274 @@
+//! The one task that runs the watchdog: feeds events into the pure machine and carries its
+//! actions out (start an attempt, close a connection, arm the timer, force a key frame, report).
+//!
+//! It owns the connection in flight and the live one, so nothing is ever left open: a torn-down
+//! attempt is cancelled and awaited, a late result from an old attempt is closed on arrival.
+
+use super::machine::{Action, Event, Machine, MachineView, Transition};
+use super::state::StreamState;
+use crate::media::{Door, KeyframeRequester, Urgency};
+use crate::output::{
+    Attempt, Connection, ConnectionEvent, EventSender, Failure, Output, OutputStats,
+};
+use crate::status::recorder::{Entry, FlightRecorder};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How long a cancelled attempt gets to clean up before the next one starts.
+const CANCEL_GRACE: Duration = Duration::from_secs(3);
+
+type AttemptResult = (u64, Result<Box<dyn Connection>, Failure>);
+
+struct InFlight {
+    generation: u64,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// What the driver needs from the rest of the daemon.
+pub struct DriverParts {
+    pub output: Arc<dyn Output>,
+    pub door: Door,
+    pub keyframes: KeyframeRequester,
+    pub stats: Arc<OutputStats>,
+    pub dead_after: Duration,
+    pub recorder: FlightRecorder,
+    /// The machine's view after every event (for `onair status`).
+    pub view: watch::Sender<MachineView>,
+    /// Just the public state (for the LEDs).
+    pub state: watch::Sender<StreamState>,
+}
+
+pub struct Driver {
+    machine: Machine,
+    parts: DriverParts,
+    generation: u64,
+    in_flight: Option<InFlight>,
+    live: Option<(u64, Box<dyn Connection>)>,
+    attempt_tx: mpsc::UnboundedSender<AttemptResult>,
+    attempt_rx: mpsc::UnboundedReceiver<AttemptResult>,
+    conn_tx: mpsc::UnboundedSender<(u64, ConnectionEvent)>,
+    conn_rx: mpsc::UnboundedReceiver<(u64, ConnectionEvent)>,
+    timer: Option<(u64, Instant)>,
+    current_attempt: u32,
+}
+
+impl Driver {
+    pub fn new(machine: Machine, parts: DriverParts) -> Driver {
+        let (attempt_tx, attempt_rx) = mpsc::unbounded_channel();
+        let (conn_tx, conn_rx) = mpsc::unbounded_channel();
+        Driver {
+            machine,
+            parts,
+            generation: 0,
+            in_flight: None,
+            live: None,
+            attempt_tx,
+            attempt_rx,
+            conn_tx,
+            conn_rx,
+            timer: None,
+            current_attempt: 0,
+        }
+    }
+
+    /// Runs until the machine says `Exit` (after `Event::Stop`) or every input is gone.
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<Event>) {
+        self.publish();
+        loop {
+            let timer_at = self.timer.map(|(_, at)| at);
+            let event = tokio::select! {
+                ev = inputs.recv() => match ev {
+                    Some(ev) => ev,
+                    // Every producer gone means the daemon is shutting down without a signal.
+                    None => Event::Stop,
+                },
+                Some((generation, result)) = self.attempt_rx.recv() => {
+                    match self.attempt_finished(generation, result).await {
+                        Some(ev) => ev,
+                        None => continue,
+                    }
+                }
+                Some((generation, ev)) = self.conn_rx.recv() => {
+                    if self.live.as_ref().map(|(g, _)| *g) != Some(generation)
+                        && self.in_flight.as_ref().map(|f| f.generation) != Some(generation)
+                    {
+                        continue;
+                    }
+                    match ev {
+                        ConnectionEvent::MediaFlowing => Event::MediaFlowing,
+                        ConnectionEvent::Lost(reason) => Event::ConnectionLost { reason },
+                    }
+                }
+                _ = sleep_until(timer_at) => {
+                    let (id, _) = self.timer.take().expect("the timer branch only runs while armed");
+                    Event::TimerFired { id }
+                }
+            };
+            self.note_event(&event);
+            let actions = self.machine.handle(Instant::now(), event);
+            let mut exit = false;
+            for action in actions {
+                exit |= self.execute(action).await;
+            }
+            self.publish();
+            if exit {
+                return;
+            }
+        }
+    }
+
+    fn note_event(&self, event: &Event) {
+        match event {
+            Event::ConnectFailed { reason, .. } => {
+                log::warn!("attempt {} failed: {reason}", self.current_attempt);
+                self.parts.recorder.record(Entry::Error {
+                    message: format!("attempt {}: {reason}", self.current_attempt),
+                });
+            }
+            Event::ConnectionLost { reason } => {
+                log::warn!("connection lost: {reason}");
+                self.parts.recorder.record(Entry::Error {
+                    message: format!("connection lost: {reason}"),
+                });
+            }
+            Event::InputLost { reason } => {
+                self.parts.recorder.record(Entry::Error {
+                    message: format!("input lost: {reason}"),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    async fn attempt_finished(
+        &mut self,
+        generation: u64,
+        result: Result<Box<dyn Connection>, Failure>,
+    ) -> Option<Event> {
+        let current = self.in_flight.as_ref().map(|f| f.generation) == Some(generation);
+        if !current {
+            // An attempt that finished after it was torn down: close what it opened.
+            if let Ok(conn) = result {
+                conn.close(self.machine.view().network_up).await;
+            }
+            return None;
+        }
+        let in_flight = self.in_flight.take().expect("checked just above");
+        let _ = in_flight.task.await;
+        match result {
+            Ok(conn) => {
+                self.live = Some((generation, conn));
+                Some(Event::Connected)
+            }
+            Err(f) => Some(Event::ConnectFailed {
+                class: f.class,
+                reason: f.message,
+            }),
+        }
+    }
+
+    /// Carries out one action; returns true on `Exit`.
+    async fn execute(&mut self, action: Action) -> bool {
+        match action {
+            Action::Connect { attempt } => self.start_attempt(attempt),
+            Action::TearDown { reason } => self.tear_down(&reason).await,
+            Action::ArmTimer { id, after } => self.timer = Some((id, Instant::now() + after)),
+            Action::CancelTimer => self.timer = None,
+            Action::ForceKeyframe => {
+                self.parts.keyframes.request(Urgency::NewConnection);
+            }
+            Action::Report(t) => self.report(&t),
+            Action::Exit => return true,
+        }
+        false
+    }
+
+    fn start_attempt(&mut self, number: u32) {
+        self.generation += 1;
+        self.current_attempt = number;
+        let generation = self.generation;
+        let cancel = CancellationToken::new();
+        let attempt = Attempt {
+            number,
+            door: self.parts.door.clone(),
+            keyframes: self.parts.keyframes.clone(),
+            events: EventSender::new(generation, self.conn_tx.clone()),
+            stats: self.parts.stats.clone(),
+            dead_after: self.parts.dead_after,
+            cancel: cancel.clone(),
+        };
+        let output = self.parts.output.clone();
+        let results = self.attempt_tx.clone();
+        log::info!("attempt {number}: connecting");
+        let task = tokio::spawn(async move {
+            let result = output.connect(attempt).await;
+            let _ = results.send((generation, result));
+        });
+        self.in_flight = Some(InFlight {
+            generation,
+            cancel,
+            task,
+        });
+    }
+
+    async fn tear_down(&mut self, reason: &str) {
+        let polite = self.machine.view().network_up;
+        if let Some(f) = self.in_flight.take() {
+            log::debug!("cancelling attempt {}: {reason}", self.current_attempt);
+            f.cancel.cancel();
+            if tokio::time::timeout(CANCEL_GRACE, f.task).await.is_err() {
+                log::warn!(
+                    "attempt {} did not stop within {CANCEL_GRACE:?}",
+                    self.current_attempt
+                );
+            }
+            // The attempt may have succeeded just before the cancel: close what it returned
+            // before anything new starts.
+            while let Ok((_, result)) = self.attempt_rx.try_recv() {
+                if let Ok(conn) = result {
+                    conn.close(polite).await;
+                }
+            }
+        }
+        if let Some((_, conn)) = self.live.take() {
+            conn.close(polite).await;
+        }
+    }
+
+    fn report(&self, t: &Transition) {
+        let view = self.machine.view();
+        let retry = view
+            .next_retry_at
+            .map(|at| {
+                format!(
+                    "; next attempt in {:.1} s",
+                    at.saturating_duration_since(Instant::now()).as_secs_f64()
+                )
+            })
+            .unwrap_or_default();
+        log::info!("state: {} -> {} ({}){retry}", t.from, t.to, t.reason);
+        self.parts.recorder.record(Entry::Transition {
+            from: t.from.to_string(),
+            to: t.to.to_string(),
+            reason: t.reason.clone(),
+        });
+    }
+
+    fn publish(&self) {
+        let view = self.machine.view();
+        self.parts.state.send_replace(view.state);
+        self.parts.view.send_replace(view);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
