@@ -10,6 +10,7 @@ use crate::media::{Door, KeyframeRequester, Media, MediaError, MediaEvent};
 use crate::net::NetworkStatus;
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
+use crate::status::StatusSources;
 use crate::status::recorder::{Entry, FlightRecorder};
 use crate::supervisor::{Driver, DriverParts, Event, Machine, StreamState};
 use std::path::{Path, PathBuf};
@@ -111,8 +112,27 @@ async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonE
         rand::random(),
         tokio::time::Instant::now(),
     );
-    let (view_tx, _view_rx) = watch::channel(machine.view());
-    let (state_tx, _state_rx) = watch::channel(StreamState::Starting);
+    let (view_tx, view_rx) = watch::channel(machine.view());
+    let (state_tx, state_rx) = watch::channel(StreamState::Starting);
+    let leds = tokio::spawn(crate::leds::run(
+        config.leds.clone(),
+        state_rx,
+        shutdown.child_token(),
+    ));
+    let _status_sources = StatusSources {
+        view: view_rx,
+        network: network.clone(),
+        media: media.stats.clone(),
+        output_stats: output_stats.clone(),
+        keyframes: keyframes.clone(),
+        started: tokio::time::Instant::now(),
+        source: format!(
+            "{} {}x{}@{}",
+            config.source.kind, config.source.width, config.source.height, config.source.fps
+        ),
+        output_kind: config.output.kind().to_string(),
+        output_url: config.output.url().redacted(),
+    };
 
     let restart: Arc<Mutex<Option<Config>>> = Arc::default();
     let signals = tokio::spawn(handle_signals(
@@ -144,6 +164,8 @@ async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonE
     let _ = tokio::time::timeout(Duration::from_millis(800), output.release()).await;
     shutdown.cancel();
     signals.abort();
+    // The LEDs go dark (and sysfs triggers are restored) before the process exits.
+    let _ = leds.await;
     if let Err(e) = media.stopped().await {
         log::debug!("media stopped with: {e}");
     }

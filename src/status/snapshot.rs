@@ -1,0 +1,110 @@
+//! What `onair status` shows: one JSON document assembled on request from the live parts.
+//!
+//! The field names are a public contract (scripts read them); change them only with README.
+//! Nothing here may carry a secret: the output URL is the redacted form.
+
+use crate::media::{KeyframeRequester, MediaStats};
+use crate::net::NetworkStatus;
+use crate::output::OutputStats;
+use crate::supervisor::{MachineView, StreamState};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    pub state: StreamState,
+    /// Seconds in the current state.
+    pub since: f64,
+    /// Number of the attempt in flight or last made in the current streak (0 before the first).
+    pub attempt: u32,
+    /// Milliseconds until the next attempt, while waiting out a backoff delay.
+    pub next_retry_ms: Option<u64>,
+    /// Times the stream came back after a drop.
+    pub reconnects: u64,
+    pub uptime_s: f64,
+    /// Total seconds live since start.
+    pub live_s: f64,
+    pub last_error: Option<String>,
+    pub network: NetworkSnapshot,
+    /// The encoder element running, once one has produced a frame.
+    pub encoder: Option<String>,
+    /// e.g. `test 1280x720@30`.
+    pub source: String,
+    /// Encoded bitrate over the last second.
+    pub bitrate_kbps: u32,
+    pub frames_encoded: u64,
+    pub frames_sent: u64,
+    pub keyframes_forced: u64,
+    pub output: OutputSnapshot,
+    pub pid: u32,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkSnapshot {
+    pub up: bool,
+    pub interfaces: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputSnapshot {
+    pub kind: String,
+    /// Redacted: no token, no stream key.
+    pub url: String,
+}
+
+/// Everything a snapshot is read from. Cheap to clone into each client's task.
+#[derive(Clone)]
+pub struct StatusSources {
+    pub view: watch::Receiver<MachineView>,
+    pub network: watch::Receiver<NetworkStatus>,
+    pub media: Arc<MediaStats>,
+    pub output_stats: Arc<OutputStats>,
+    pub keyframes: KeyframeRequester,
+    pub started: Instant,
+    pub source: String,
+    pub output_kind: String,
+    pub output_url: String,
+}
+
+impl StatusSources {
+    pub fn snapshot(&self) -> StatusSnapshot {
+        let now = Instant::now();
+        let view = self.view.borrow().clone();
+        let network = self.network.borrow().clone();
+        let live_now = view
+            .live_since
+            .map(|s| now.saturating_duration_since(s))
+            .unwrap_or_default();
+        StatusSnapshot {
+            state: view.state,
+            since: now.saturating_duration_since(view.since).as_secs_f64(),
+            attempt: view.attempt,
+            next_retry_ms: view
+                .next_retry_at
+                .map(|at| at.saturating_duration_since(now).as_millis() as u64),
+            reconnects: view.reconnects,
+            uptime_s: now.saturating_duration_since(self.started).as_secs_f64(),
+            live_s: (view.live_total + live_now).as_secs_f64(),
+            last_error: view.last_error,
+            network: NetworkSnapshot {
+                up: view.network_up,
+                interfaces: network.interfaces,
+            },
+            encoder: self.media.encoder(),
+            source: self.source.clone(),
+            bitrate_kbps: self.media.bitrate_kbps(),
+            frames_encoded: self.media.frames(),
+            frames_sent: self.output_stats.frames_sent(),
+            keyframes_forced: self.keyframes.forced_count(),
+            output: OutputSnapshot {
+                kind: self.output_kind.clone(),
+                url: self.output_url.clone(),
+            },
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
