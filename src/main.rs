@@ -33,7 +33,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,onair=info"))
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,onair=info,rtc_dtls=error"))
         .format_timestamp_millis()
         .init();
     match cli.command {
