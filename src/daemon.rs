@@ -7,7 +7,7 @@
 
 use crate::config::{Config, ConfigError, OutputConfig};
 use crate::media::{Door, KeyframeRequester, Media, MediaError, MediaEvent};
-use crate::net::NetworkStatus;
+use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr};
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
 use crate::status::StatusSources;
@@ -98,7 +98,7 @@ async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonE
     )?;
     tokio::spawn(forward_media(media_rx, events_tx.clone(), fatal.clone()));
 
-    let network = start_network(&config, &shutdown).await;
+    let (network, monitor) = start_network(&config, &shutdown).await;
     let online = network.borrow().online;
     tokio::spawn(forward_network(
         network.clone(),
@@ -166,6 +166,9 @@ async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonE
     signals.abort();
     // The LEDs go dark (and sysfs triggers are restored) before the process exits.
     let _ = leds.await;
+    if let Some(m) = monitor {
+        m.join().await;
+    }
     if let Err(e) = media.stopped().await {
         log::debug!("media stopped with: {e}");
     }
@@ -192,24 +195,31 @@ async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonE
     Ok(Outcome::Stopped)
 }
 
-/// The network monitor's verdict as a watch channel. Without netlink (disabled in config, or
-/// the socket cannot be opened) the box assumes it is online and relies on the backoff alone.
+/// The network monitor's verdict as a watch channel. If the netlink socket cannot be opened
+/// (a container without NETLINK_ROUTE, say) the box assumes it is online and relies on the
+/// backoff alone, and says so.
 async fn start_network(
     config: &Config,
-    _shutdown: &CancellationToken,
-) -> watch::Receiver<NetworkStatus> {
-    let (tx, rx) = watch::channel(NetworkStatus {
-        online: true,
-        interfaces: vec![],
-    });
-    if config.network.netlink {
-        log::debug!("network: netlink monitor not started");
+    shutdown: &CancellationToken,
+) -> (watch::Receiver<NetworkStatus>, Option<NetworkMonitor>) {
+    let server = config.output.host().map(|h| ServerAddr::from_host(&h));
+    match NetworkMonitor::start(&config.network, server, shutdown.child_token()).await {
+        Ok(monitor) => (monitor.subscribe(), Some(monitor)),
+        Err(e) => {
+            log::warn!("network: monitor unavailable ({e}); relying on the retry timer alone");
+            let (tx, rx) = watch::channel(NetworkStatus {
+                online: true,
+                interfaces: vec![],
+            });
+            // Keep the channel open for the daemon's lifetime.
+            let token = shutdown.child_token();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                drop(tx);
+            });
+            (rx, None)
+        }
     }
-    // The sender is leaked into a task that lives until shutdown so the channel stays open.
-    tokio::spawn(async move {
-        tx.closed().await;
-    });
-    rx
 }
 
 async fn forward_media(

@@ -33,9 +33,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,onair=info,rtc_dtls=error"))
-        .format_timestamp_millis()
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,onair=info,rtc_dtls=error"),
+    )
+    .format_timestamp_millis()
+    .init();
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(_) => {

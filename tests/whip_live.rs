@@ -33,8 +33,14 @@ fn test_pattern_is_decoded_at_the_configured_size_and_stop_deletes_the_session()
     let sessions = stats["sessions"].as_array().expect("sessions");
     assert_eq!(sessions.len(), 1, "one session: {stats:#}");
     let s = &sessions[0];
-    assert_eq!(s["end_reason"], "deleted", "stop must DELETE the session: {s:#}");
-    assert_eq!((s["width"].as_u64(), s["height"].as_u64()), (Some(640), Some(360)));
+    assert_eq!(
+        s["end_reason"], "deleted",
+        "stop must DELETE the session: {s:#}"
+    );
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(640), Some(360))
+    );
     let first = s["first_frame_t"].as_f64().expect("first frame");
     let last = s["last_frame_t"].as_f64().expect("last frame");
     let decoded = s["frames_decoded"].as_u64().unwrap_or(0) as f64;

@@ -156,7 +156,15 @@ impl Receiver {
 
     fn curl(&self, method: &str, path: &str, body: Option<&str>) -> Value {
         let url = format!("{}{}", self.base, path);
-        let mut cmd = vec!["curl", "-sS", "--max-time", "10", "-X", method, url.as_str()];
+        let mut cmd = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "-X",
+            method,
+            url.as_str(),
+        ];
         if let Some(b) = body {
             cmd.extend(["-H", "Content-Type: application/json", "--data-binary", b]);
         }
@@ -178,7 +186,8 @@ impl Receiver {
     }
 
     pub fn pli_flood(&self, duration_s: f64, interval_ms: u64) -> Value {
-        let body = serde_json::json!({"duration_s": duration_s, "interval_ms": interval_ms}).to_string();
+        let body =
+            serde_json::json!({"duration_s": duration_s, "interval_ms": interval_ms}).to_string();
         self.curl("POST", "/control/pli_flood", Some(&body))
     }
 
@@ -187,7 +196,11 @@ impl Receiver {
     }
 
     /// Polls the stats until `pred` holds or `timeout` passes; returns the last stats.
-    pub fn wait_for(&self, timeout: Duration, mut pred: impl FnMut(&Value) -> bool) -> (bool, Value) {
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> (bool, Value) {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.stats();
@@ -271,8 +284,11 @@ impl Daemon {
             }),
         );
         let config_path = dir.path().join("onair.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).expect("json"))
-            .expect("write config");
+        std::fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&config).expect("json"),
+        )
+        .expect("write config");
         let log_path = dir.path().join("onair.log");
         let mut cmd = spawn_in(
             netns,
@@ -298,7 +314,10 @@ impl Daemon {
     /// The daemon's pid while it runs. Never 0: `kill(0, ..)` would hit this test's own
     /// process group.
     pub fn pid(&self) -> Option<i32> {
-        self.child.as_ref().map(|c| c.id() as i32).filter(|&p| p > 0)
+        self.child
+            .as_ref()
+            .map(|c| c.id() as i32)
+            .filter(|&p| p > 0)
     }
 
     pub fn log(&self) -> String {
@@ -359,7 +378,11 @@ impl Daemon {
     }
 
     /// Polls `status` until `pred` holds; returns the last status seen.
-    pub fn wait_status(&self, timeout: Duration, mut pred: impl FnMut(&Value) -> bool) -> (bool, Value) {
+    pub fn wait_status(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> (bool, Value) {
         let deadline = Instant::now() + timeout;
         let mut last = Value::Null;
         loop {
