@@ -10,8 +10,8 @@ use crate::media::{Door, KeyframeRequester, Media, MediaError, MediaEvent};
 use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr};
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
-use crate::status::StatusSources;
 use crate::status::recorder::{Entry, FlightRecorder};
+use crate::status::{StatusContext, StatusError, StatusServer, StatusSources};
 use crate::supervisor::{Driver, DriverParts, Event, Machine, StreamState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,8 @@ pub enum DaemonError {
     Media(#[from] MediaError),
     #[error("output: {0}")]
     Output(String),
+    #[error(transparent)]
+    Status(#[from] StatusError),
     #[error("{0}")]
     Setup(String),
 }
@@ -68,6 +70,17 @@ fn build_output(config: &Config) -> Result<Arc<dyn Output>, DaemonError> {
 }
 
 async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonError> {
+    // The status socket first: a second daemon started by mistake stops here, before it
+    // touches the camera or the server session of the one already running. Anything else
+    // wrong with the socket only costs `onair status`; streaming matters more.
+    let status_server = match StatusServer::bind(&config.status.socket).await {
+        Ok(server) => Some(server),
+        Err(e) if e.is_already_running() => return Err(e.into()),
+        Err(e) => {
+            log::warn!("{e}; streaming on without `onair status`");
+            None
+        }
+    };
     let shutdown = CancellationToken::new();
     let recorder = FlightRecorder::new();
     let door = Door::new();
@@ -119,7 +132,7 @@ async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonE
         state_rx,
         shutdown.child_token(),
     ));
-    let _status_sources = StatusSources {
+    let status_sources = StatusSources {
         view: view_rx,
         network: network.clone(),
         media: media.stats.clone(),
@@ -133,6 +146,16 @@ async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonE
         output_kind: config.output.kind().to_string(),
         output_url: config.output.url().redacted(),
     };
+    let status = status_server.map(|server| {
+        tokio::spawn(server.serve(
+            StatusContext {
+                sources: status_sources,
+                recorder: recorder.clone(),
+                events: events_tx.clone(),
+            },
+            shutdown.child_token(),
+        ))
+    });
 
     let restart: Arc<Mutex<Option<Config>>> = Arc::default();
     let signals = tokio::spawn(handle_signals(
@@ -164,6 +187,10 @@ async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonE
     let _ = tokio::time::timeout(Duration::from_millis(800), output.release()).await;
     shutdown.cancel();
     signals.abort();
+    // The socket file is gone before a restart binds it again, or before the process exits.
+    if let Some(status) = status {
+        let _ = status.await;
+    }
     // The LEDs go dark (and sysfs triggers are restored) before the process exits.
     let _ = leds.await;
     if let Some(m) = monitor {

@@ -1,13 +1,18 @@
 //! The `onair` command: parse, call the library, print one clear line, exit with a code a
 //! script can act on (0 ok, 1 runtime failure, 2 bad config, 3 daemon not running).
 
-use clap::{Parser, Subcommand};
-use onair::config::Config;
+use clap::{Args, Parser, Subcommand};
+use onair::config::{Config, DEFAULT_STATUS_SOCKET};
+use onair::status::client::{self, ClientError};
+use onair::status::protocol::Request;
+use onair::status::render;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
+const EXIT_NOT_RUNNING: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +34,51 @@ enum Command {
     },
     /// Validate a config file without running anything.
     CheckConfig { config: PathBuf },
+    /// Show what the running daemon is doing (exit 3 if it is not running).
+    Status {
+        /// Print the daemon's JSON document instead of text (with --history: the recorder's).
+        #[arg(long)]
+        json: bool,
+        /// Print the flight recorder (recent transitions and errors) instead of the status.
+        #[arg(long)]
+        history: bool,
+        #[command(flatten)]
+        daemon: DaemonSocket,
+    },
+    /// Ask the running daemon to leave `failed` (or stop waiting) and connect now.
+    Retry {
+        #[command(flatten)]
+        daemon: DaemonSocket,
+    },
+}
+
+/// Where the running daemon answers.
+#[derive(Args)]
+struct DaemonSocket {
+    /// The daemon's status socket [default: `status.socket` of --config, else /run/onair/status.sock]
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Read the socket path from this config file's `status.socket`.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl DaemonSocket {
+    fn path(&self) -> Result<PathBuf, ExitCode> {
+        if let Some(socket) = &self.socket {
+            return Ok(socket.clone());
+        }
+        match &self.config {
+            Some(path) => match Config::load(path) {
+                Ok(config) => Ok(config.status.socket),
+                Err(e) => {
+                    eprintln!("onair: {e}");
+                    Err(ExitCode::from(EXIT_CONFIG))
+                }
+            },
+            None => Ok(PathBuf::from(DEFAULT_STATUS_SOCKET)),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -49,6 +99,30 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Status {
+            json,
+            history,
+            daemon,
+        } => ask_daemon(&daemon, |path| async move {
+            let request = if history {
+                Request::History
+            } else {
+                Request::Status
+            };
+            if json {
+                // The daemon's document as it came, so fields newer than this client survive.
+                return client::ask(&path, request).await;
+            }
+            let text = if history {
+                render::history(&client::history(&path).await?)
+            } else {
+                render::status(&client::status(&path).await?)
+            };
+            Ok(text.into_bytes())
+        }),
+        Command::Retry { daemon } => ask_daemon(&daemon, |path| async move {
+            Ok(render::retry(&client::retry(&path).await?).into_bytes())
+        }),
         Command::Run { config: path } => {
             let config = match Config::load(&path) {
                 Ok(c) => c,
@@ -74,6 +148,51 @@ fn main() -> ExitCode {
                     eprintln!("onair: {e}");
                     ExitCode::from(EXIT_FAILURE)
                 }
+            }
+        }
+    }
+}
+
+/// Finds the socket, runs one exchange with the daemon and prints its result: the answer on
+/// stdout, or one line on stderr and an exit code a script can act on.
+fn ask_daemon<F, Fut>(daemon: &DaemonSocket, exchange: F) -> ExitCode
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, ClientError>>,
+{
+    let path = match daemon.path() {
+        Ok(path) => path,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("onair: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(exchange(path)) {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(&out).and_then(|()| stdout.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                // A closed pipe (`onair status | head -1`) is not worth a message.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("onair: cannot write the answer: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("onair: {e}");
+            if e.is_not_running() {
+                ExitCode::from(EXIT_NOT_RUNNING)
+            } else {
+                ExitCode::from(EXIT_FAILURE)
             }
         }
     }

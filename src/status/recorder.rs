@@ -3,14 +3,14 @@
 //! When a box misbehaved overnight, the owner logs in the next morning; `onair status --history`
 //! shows what happened, and a daemon dying of a fatal error writes it to the log first.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 pub const CAPACITY: usize = 200;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
     Transition {
@@ -23,7 +23,7 @@ pub enum Entry {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Unix time in seconds (with fractions), so entries line up with journal timestamps.
     pub at: f64,

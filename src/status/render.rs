@@ -1,0 +1,323 @@
+//! What a person reads: `onair status`, `--history` and `retry` as short text for a terminal.
+//!
+//! Pure functions of the daemon's answers, so the exact text is tested here. Text that came
+//! from outside (server error bodies in `last_error`) is flattened to one printable line so it
+//! can neither break the layout nor send escape sequences to the terminal.
+
+use super::StatusSnapshot;
+use super::protocol::RetryReply;
+use super::recorder::{Entry, Record};
+use crate::supervisor::StreamState;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// The status block: one `label  value` line per thing a person checks first.
+pub fn status(s: &StatusSnapshot) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        // `write!` to a String cannot fail.
+        let _ = writeln!(out, "{label:<11} {value}");
+    };
+    line(
+        "state",
+        format!("{} for {}", s.state, duration(secs(s.since))),
+    );
+    let attempt = match (s.attempt, s.next_retry_ms) {
+        (0, _) => "none yet".to_string(),
+        (n, Some(ms)) => format!("{n}, next in {}", duration(Duration::from_millis(ms))),
+        (n, None) => n.to_string(),
+    };
+    line("attempt", attempt);
+    let network = match (s.network.up, s.network.interfaces.is_empty()) {
+        (true, true) => "up".to_string(),
+        (true, false) => format!("up ({})", s.network.interfaces.join(", ")),
+        (false, _) => "down".to_string(),
+    };
+    line("network", network);
+    line(
+        "encoder",
+        s.encoder
+            .as_deref()
+            .map(one_line)
+            .unwrap_or_else(|| "none yet".into()),
+    );
+    line("source", one_line(&s.source));
+    line("bitrate", format!("{} kbit/s", s.bitrate_kbps));
+    line(
+        "frames",
+        format!(
+            "{} encoded, {} sent, {} key frames forced",
+            s.frames_encoded, s.frames_sent, s.keyframes_forced
+        ),
+    );
+    line("reconnects", s.reconnects.to_string());
+    line(
+        "live",
+        format!(
+            "{} of {} up",
+            duration(secs(s.live_s)),
+            duration(secs(s.uptime_s))
+        ),
+    );
+    line(
+        "last error",
+        s.last_error
+            .as_deref()
+            .map(one_line)
+            .unwrap_or_else(|| "none".into()),
+    );
+    line(
+        "output",
+        format!("{} {}", one_line(&s.output.kind), one_line(&s.output.url)),
+    );
+    line(
+        "daemon",
+        format!("pid {}, onair {}", s.pid, one_line(&s.version)),
+    );
+    out
+}
+
+/// The flight recorder, one line per entry, oldest first, with local timestamps.
+pub fn history(records: &[Record]) -> String {
+    if records.is_empty() {
+        return "the flight recorder is empty\n".into();
+    }
+    let mut out = String::new();
+    for r in records {
+        let at = local_time(r.at);
+        let _ = match &r.entry {
+            Entry::Transition { from, to, reason } => writeln!(
+                out,
+                "{at}  {} -> {}  {}",
+                one_line(from),
+                one_line(to),
+                one_line(reason)
+            ),
+            Entry::Error { message } => writeln!(out, "{at}  error: {}", one_line(message)),
+        };
+    }
+    out
+}
+
+/// What `onair retry` did, in the watchdog's terms (see `Event::RetryNow` in the machine).
+pub fn retry(r: &RetryReply) -> String {
+    let what = match (r.state, r.next_retry_ms) {
+        (StreamState::Live, _) => "the daemon is live, so nothing changes".to_string(),
+        (_, Some(ms)) => format!(
+            "the daemon was {} and had {} to wait; it tries to connect now",
+            r.state,
+            duration(Duration::from_millis(ms))
+        ),
+        (StreamState::Failed, None) => "the daemon leaves failed and tries to connect now".into(),
+        (StreamState::Connecting | StreamState::Reconnecting, None) => format!(
+            "attempt {} is already under way, so nothing changes",
+            r.attempt
+        ),
+        (StreamState::Offline, None) => {
+            "the daemon is offline and tries as soon as a network is up".into()
+        }
+        (StreamState::NoInput, None) => {
+            "the daemon has no input and tries as soon as the input is back".into()
+        }
+        (StreamState::Starting, None) => {
+            "the daemon is still starting and connects once its input is ready".into()
+        }
+    };
+    format!("retry sent; {what}\n")
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_default()
+}
+
+/// `4.2s`, `59s`, `3m 05s`, `2h 03m`, `3d 04h`: precise when short, coarse when long.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..10 => format!("{:.1}s", d.as_secs_f64()),
+        10..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// Control characters (newlines, escapes) become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `2025-03-01 14:02:07.120` in the box's local time zone (UTC if it has none).
+pub fn local_time(unix_s: f64) -> String {
+    let whole = unix_s.floor();
+    let millis = ((unix_s - whole) * 1000.0).floor().clamp(0.0, 999.0) as u32;
+    let secs = whole as nix::libc::time_t;
+    // SAFETY: `localtime_r` only writes into the `tm` we own and reads `secs`; the all-zero
+    // `tm` is a valid value of a plain C struct (its `tm_zone` pointer is only read after the
+    // call has set it, and we never read it).
+    let tm = unsafe {
+        let mut tm: nix::libc::tm = std::mem::zeroed();
+        if nix::libc::localtime_r(&secs, &mut tm).is_null() {
+            return format!("{unix_s:.3}");
+        }
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{millis:03}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::snapshot::{NetworkSnapshot, OutputSnapshot};
+
+    fn snapshot() -> StatusSnapshot {
+        StatusSnapshot {
+            state: StreamState::Reconnecting,
+            since: 12.4,
+            attempt: 3,
+            next_retry_ms: Some(4200),
+            reconnects: 2,
+            uptime_s: 7385.0,
+            live_s: 7080.0,
+            last_error: Some("attempt 3: HTTP 503\n\x1b[31mSlow down".into()),
+            network: NetworkSnapshot {
+                up: true,
+                interfaces: vec!["eth0".into(), "wlan0".into()],
+            },
+            encoder: Some("x264enc".into()),
+            source: "test 1280x720@30".into(),
+            bitrate_kbps: 2480,
+            frames_encoded: 212_400,
+            frames_sent: 211_000,
+            keyframes_forced: 4,
+            output: OutputSnapshot {
+                kind: "whip".into(),
+                url: "https://whip.example.com/api/whip?token=***".into(),
+            },
+            pid: 412,
+            version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn status_block_reads_like_this() {
+        assert_eq!(
+            status(&snapshot()),
+            "\
+state       reconnecting for 12s
+attempt     3, next in 4.2s
+network     up (eth0, wlan0)
+encoder     x264enc
+source      test 1280x720@30
+bitrate     2480 kbit/s
+frames      212400 encoded, 211000 sent, 4 key frames forced
+reconnects  2
+live        1h 58m of 2h 03m up
+last error  attempt 3: HTTP 503  [31mSlow down
+output      whip https://whip.example.com/api/whip?token=***
+daemon      pid 412, onair 0.1.0
+"
+        );
+    }
+
+    #[test]
+    fn status_before_anything_happened() {
+        let mut s = snapshot();
+        s.state = StreamState::Starting;
+        s.attempt = 0;
+        s.next_retry_ms = None;
+        s.encoder = None;
+        s.last_error = None;
+        s.network.interfaces.clear();
+        let text = status(&s);
+        assert!(text.contains("attempt     none yet\n"), "{text}");
+        assert!(text.contains("encoder     none yet\n"), "{text}");
+        assert!(text.contains("last error  none\n"), "{text}");
+        assert!(text.contains("network     up\n"), "{text}");
+        s.network.up = false;
+        assert!(status(&s).contains("network     down\n"));
+    }
+
+    #[test]
+    fn history_is_one_line_per_entry() {
+        let records = vec![
+            Record {
+                at: 1_700_000_000.25,
+                entry: Entry::Transition {
+                    from: "starting".into(),
+                    to: "connecting".into(),
+                    reason: "input ready".into(),
+                },
+            },
+            Record {
+                at: 1_700_000_001.5,
+                entry: Entry::Error {
+                    message: "attempt 1: refused\nby server".into(),
+                },
+            },
+        ];
+        let text = history(&records);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let t0 = local_time(1_700_000_000.25);
+        assert_eq!(
+            lines[0],
+            format!("{t0}  starting -> connecting  input ready")
+        );
+        assert!(lines[1].ends_with(".500  error: attempt 1: refused by server"));
+        assert_eq!(history(&[]), "the flight recorder is empty\n");
+    }
+
+    #[test]
+    fn local_time_has_a_fixed_shape() {
+        let t = local_time(1_700_000_000.25);
+        assert_eq!(t.len(), "2023-11-14 22:13:20.250".len(), "{t}");
+        assert!(t.ends_with(":20.250"), "{t}");
+        assert!(t.starts_with("2023-11-1"), "{t}");
+    }
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(duration(Duration::from_millis(4200)), "4.2s");
+        assert_eq!(duration(Duration::from_secs(59)), "59s");
+        assert_eq!(duration(Duration::from_secs(185)), "3m 05s");
+        assert_eq!(duration(Duration::from_secs(7385)), "2h 03m");
+        assert_eq!(
+            duration(Duration::from_secs(3 * 86400 + 4 * 3600)),
+            "3d 04h"
+        );
+    }
+
+    #[test]
+    fn retry_says_what_happens_next() {
+        let r = |state, next_retry_ms| RetryReply {
+            requested: true,
+            state,
+            attempt: 2,
+            next_retry_ms,
+        };
+        assert_eq!(
+            retry(&r(StreamState::Failed, None)),
+            "retry sent; the daemon leaves failed and tries to connect now\n"
+        );
+        assert_eq!(
+            retry(&r(StreamState::Connecting, Some(55_300))),
+            "retry sent; the daemon was connecting and had 55s to wait; it tries to connect now\n"
+        );
+        assert_eq!(
+            retry(&r(StreamState::Reconnecting, None)),
+            "retry sent; attempt 2 is already under way, so nothing changes\n"
+        );
+        assert!(retry(&r(StreamState::Live, None)).contains("nothing changes"));
+    }
+}
