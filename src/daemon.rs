@@ -10,7 +10,7 @@ use crate::media::{Door, KeyframeRequester, Media, MediaError, MediaEvent};
 use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr};
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
-use crate::status::recorder::{Entry, FlightRecorder};
+use crate::status::recorder::FlightRecorder;
 use crate::status::{StatusContext, StatusError, StatusServer, StatusSources};
 use crate::supervisor::{Driver, DriverParts, Event, Machine, StreamState};
 use std::path::{Path, PathBuf};
@@ -45,8 +45,11 @@ enum Outcome {
 /// Runs until SIGINT/SIGTERM. Restarts its parts in place when SIGHUP brings a config that
 /// changes more than the reconnect settings.
 pub async fn run(config_path: PathBuf, mut config: Config) -> Result<(), DaemonError> {
+    // One recorder for the daemon's life, so `--history` keeps what happened before a
+    // SIGHUP restart.
+    let recorder = FlightRecorder::new();
     loop {
-        match run_once(&config_path, config).await? {
+        match run_once(&config_path, config, &recorder).await? {
             Outcome::Stopped => return Ok(()),
             Outcome::Restart(new) => {
                 log::info!("config changed beyond reconnect settings: restarting the stream");
@@ -69,7 +72,11 @@ fn build_output(config: &Config) -> Result<Arc<dyn Output>, DaemonError> {
     }
 }
 
-async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonError> {
+async fn run_once(
+    config_path: &Path,
+    config: Config,
+    recorder: &FlightRecorder,
+) -> Result<Outcome, DaemonError> {
     // The status socket first: a second daemon started by mistake stops here, before it
     // touches the camera or the server session of the one already running. Anything else
     // wrong with the socket only costs `onair status`; streaming matters more.
@@ -82,7 +89,6 @@ async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonE
         }
     };
     let shutdown = CancellationToken::new();
-    let recorder = FlightRecorder::new();
     let door = Door::new();
     let keyframes = KeyframeRequester::new();
     let output_stats = Arc::new(OutputStats::default());
@@ -214,11 +220,6 @@ async fn run_once(config_path: &Path, config: Config) -> Result<Outcome, DaemonE
     if let Some(new) = lock(&restart).take() {
         return Ok(Outcome::Restart(Box::new(new)));
     }
-    recorder.record(Entry::Transition {
-        from: "running".into(),
-        to: "stopped".into(),
-        reason: "signal".into(),
-    });
     Ok(Outcome::Stopped)
 }
 

@@ -21,6 +21,10 @@ pub enum Entry {
     Error {
         message: String,
     },
+    /// Something a person did or asked for (`onair retry`, SIGHUP).
+    Note {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

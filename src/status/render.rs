@@ -94,6 +94,7 @@ pub fn history(records: &[Record]) -> String {
                 one_line(reason)
             ),
             Entry::Error { message } => writeln!(out, "{at}  error: {}", one_line(message)),
+            Entry::Note { message } => writeln!(out, "{at}  {}", one_line(message)),
         };
     }
     out

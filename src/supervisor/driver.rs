@@ -141,6 +141,12 @@ impl Driver {
                     message: format!("input lost: {reason}"),
                 });
             }
+            Event::RetryNow { reason } => {
+                log::info!("retry requested ({reason})");
+                self.parts.recorder.record(Entry::Note {
+                    message: format!("retry requested ({reason})"),
+                });
+            }
             _ => {}
         }
     }
