@@ -111,6 +111,8 @@ impl Driver {
             };
             self.note_event(&event);
             let actions = self.machine.handle(Instant::now(), event);
+            // The decision is made: status and LEDs show it now, not after the teardown I/O.
+            self.publish();
             let mut exit = false;
             for action in actions {
                 exit |= self.execute(action).await;
