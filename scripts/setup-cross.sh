@@ -71,14 +71,18 @@ trap 'log "FAILED: command \"$BASH_COMMAND\" at line $LINENO"' ERR
 trap '[ -z "$tmp" ] || rm -rf "$tmp"' EXIT
 
 # ---------------------------------------------------------------- preflight
-if [ "$(id -u)" -eq 0 ]; then
-    as_root() { "$@"; }
-elif command -v sudo >/dev/null 2>&1; then
-    as_root() { sudo -- "$@"; }
-    log "not root: using sudo for system changes"
-else
-    die "must run as root, or as a user with sudo (neither is the case)"
-fi
+# Root is only needed when something has to change (a prepared machine can be
+# checked by any user).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        log "sudo $*"
+        sudo -- "$@"
+    else
+        die "need root for '$*': run as root, or as a user with sudo (neither is the case)"
+    fi
+}
 apt_get() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 "$@"
 }
