@@ -35,6 +35,7 @@ qemu-aarch64)
 	cat >"$BINARIES_DIR/start-qemu.sh" <<'QEMU'
 #!/bin/sh
 # Boots the onair qemu image (written by board/common/post-image.sh).
+# SSH: ssh -p 2222 root@127.0.0.1 (forwarded on loopback only).
 # Extra arguments go to qemu, e.g. -device i6300esb for a watchdog.
 cd "$(dirname "$0")" || exit 1
 exec qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 -nographic \
@@ -42,7 +43,8 @@ exec qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 -nographic \
 	-append "root=PARTUUID=6f6e6169-02 rootfstype=ext4 ro rootwait panic=10 console=ttyAMA0" \
 	-drive file=sdcard.img,if=none,format=raw,id=hd0 \
 	-device virtio-blk-device,drive=hd0 \
-	-netdev user,id=net0 -device virtio-net-device,netdev=net0 \
+	-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22 \
+	-device virtio-net-device,netdev=net0 \
 	"$@"
 QEMU
 	chmod 0755 "$BINARIES_DIR/start-qemu.sh"
