@@ -1,0 +1,33 @@
+#!/bin/sh
+# onair post-build script (BR2_ROOTFS_POST_BUILD_SCRIPT): runs on the build
+# host after the packages and the rootfs overlays are in the target directory,
+# before the filesystem images are made.
+# Arguments: $1 target directory, $2 board directory (BR2_ROOTFS_POST_SCRIPT_ARGS).
+
+set -eu
+
+TARGET_DIR=$1
+BOARD_DIR=$2
+
+# The root filesystem is mounted read-only; the data partition is mounted on
+# /data (by onair-data at boot).
+mkdir -p "$TARGET_DIR/data"
+
+# SSH state must persist, so it lives on the data partition:
+#   /etc/dropbear -> /data/ssh/dropbear   host keys, made by dropbear -R
+#   /root/.ssh    -> /data/ssh/root       authorized_keys, from onair-import
+# (Buildroot points /etc/dropbear at /var/run/dropbear on a read-only root,
+# which would give the box new host keys at every boot.)
+rm -rf "$TARGET_DIR/etc/dropbear"
+ln -s /data/ssh/dropbear "$TARGET_DIR/etc/dropbear"
+mkdir -p "$TARGET_DIR/root"
+rm -rf "$TARGET_DIR/root/.ssh"
+ln -s /data/ssh/root "$TARGET_DIR/root/.ssh"
+
+# What the image was built from, for `cat /etc/onair/build-info` over SSH.
+repo="${BR2_EXTERNAL_ONAIR_PATH:-$(dirname "$0")/../../buildroot}/.."
+{
+	echo "board=$(basename "$BOARD_DIR")"
+	echo "buildroot=${BR2_VERSION_FULL:-unknown}"
+	echo "onair=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)"
+} >"$TARGET_DIR/etc/onair/build-info"

@@ -1,0 +1,76 @@
+#!/bin/sh
+# onair post-image script (BR2_ROOTFS_POST_IMAGE_SCRIPT): stages the content
+# of the boot partition and assembles the disk image (sdcard.img) with
+# genimage, following the board's genimage.cfg.
+# Arguments: $1 images directory, $2 board directory (BR2_ROOTFS_POST_SCRIPT_ARGS).
+# Buildroot puts its host tools (genimage, mtools, mkfs.vfat, mke2fs) on PATH.
+
+set -eu
+
+BINARIES_DIR=$1
+BOARD_DIR=$2
+COMMON_DIR=$(cd "$(dirname "$0")" && pwd)
+BOARD=$(basename "$BOARD_DIR")
+STAGE=$BINARIES_DIR/boot-fs
+GENIMAGE_TMP=${BUILD_DIR:-$BINARIES_DIR/..}/genimage.tmp
+
+rm -rf "$STAGE"
+mkdir -p "$STAGE"
+
+case $BOARD in
+rpi4 | rpi5)
+	# Firmware, config.txt, cmdline.txt and DT overlays (package rpi-firmware),
+	# the board's device trees and the kernel named in config.txt.
+	cp -R "$BINARIES_DIR/rpi-firmware/." "$STAGE/"
+	cp "$BINARIES_DIR"/*.dtb "$STAGE/"
+	kernel=$(sed -n 's/^kernel=//p' "$STAGE/config.txt")
+	[ -n "$kernel" ] || {
+		echo "onair post-image: no kernel= line in config.txt" >&2
+		exit 1
+	}
+	cp "$BINARIES_DIR/$kernel" "$STAGE/$kernel"
+	;;
+qemu-aarch64)
+	# qemu loads the kernel itself; write the command line next to the image.
+	cat >"$BINARIES_DIR/start-qemu.sh" <<'QEMU'
+#!/bin/sh
+# Boots the onair qemu image (written by board/common/post-image.sh).
+# SSH: ssh -p 2222 root@127.0.0.1 (forwarded on loopback only).
+# Extra arguments go to qemu, e.g. -device i6300esb for a watchdog.
+cd "$(dirname "$0")" || exit 1
+exec qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 -nographic \
+	-kernel Image \
+	-append "root=PARTUUID=6f6e6169-02 rootfstype=ext4 ro rootwait panic=10 console=ttyAMA0" \
+	-drive file=sdcard.img,if=none,format=raw,id=hd0 \
+	-device virtio-blk-device,drive=hd0 \
+	-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22 \
+	-device virtio-net-device,netdev=net0 \
+	"$@"
+QEMU
+	chmod 0755 "$BINARIES_DIR/start-qemu.sh"
+	;;
+*)
+	echo "onair post-image: unknown board $BOARD ($BOARD_DIR)" >&2
+	exit 1
+	;;
+esac
+
+# What a user edits on a laptop before the first boot.
+cp "$COMMON_DIR/boot-files/onair.json.example" "$STAGE/"
+cp "$COMMON_DIR/boot-files/ONAIR-README.txt" "$STAGE/"
+
+# genimage resolves srcpath = "boot-fs" from the current directory. Give it
+# an empty root path: it would copy a real one in full, and no image here is
+# filled from it.
+ROOTPATH_TMP=$(mktemp -d)
+trap 'rm -rf "$ROOTPATH_TMP"' EXIT
+rm -rf "$GENIMAGE_TMP"
+cd "$BINARIES_DIR"
+genimage \
+	--rootpath "$ROOTPATH_TMP" \
+	--tmppath "$GENIMAGE_TMP" \
+	--inputpath "$BINARIES_DIR" \
+	--outputpath "$BINARIES_DIR" \
+	--config "$BOARD_DIR/genimage.cfg"
+
+echo "onair: $BOARD image: $BINARIES_DIR/sdcard.img"

@@ -1,0 +1,166 @@
+#!/bin/sh
+# Builds the onair firmware image with Buildroot.
+#
+#   scripts/build-image.sh [options] BOARD      BOARD: rpi4 | rpi5 | qemu-aarch64
+#
+# Checks the host tools Buildroot needs, fetches a pinned Buildroot release
+# (or uses --buildroot DIR), configures it with this repository's
+# br2-external tree (buildroot/) and the board's defconfig, builds in an
+# output directory outside the Buildroot tree, and prints where sdcard.img is.
+#
+# This needs the internet: Buildroot itself, the cross toolchain, the Linux
+# kernel, every package's source and the daemon's crates are downloaded
+# (a few GB on the first build, then cached in the download directory).
+# A first build takes one to several hours.
+#
+# Options:
+#   --buildroot DIR  use this Buildroot source tree instead of downloading the
+#                    pinned release (it should be the release pinned as BR_VERSION here)
+#   --output DIR     Buildroot output directory (default: target-br/BOARD in
+#                    the repository; git ignores target-*)
+#   --reconfigure    load the board's defconfig again, dropping changes made
+#                    with `make menuconfig` in the output directory
+#   -h, --help       this text
+# Environment: BR2_DL_DIR (download cache shared by the boards, default
+# target-br/dl).
+
+set -eu
+
+BR_VERSION=2026.05.1
+BR_URL=https://buildroot.org/downloads/buildroot-$BR_VERSION.tar.xz
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$REPO/target-br
+
+usage() {
+	sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0" | sed '$d'
+	exit "${1:-0}"
+}
+
+die() {
+	echo "build-image: $*" >&2
+	exit 1
+}
+
+BUILDROOT=
+OUTPUT=
+RECONFIGURE=0
+BOARD=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--buildroot)
+		[ $# -ge 2 ] || die "--buildroot needs a directory"
+		BUILDROOT=$2
+		shift 2
+		;;
+	--output)
+		[ $# -ge 2 ] || die "--output needs a directory"
+		OUTPUT=$2
+		shift 2
+		;;
+	--reconfigure)
+		RECONFIGURE=1
+		shift
+		;;
+	-h | --help) usage 0 ;;
+	-*) die "unknown option $1 (see --help)" ;;
+	*)
+		[ -z "$BOARD" ] || die "one board at a time (see --help)"
+		BOARD=$1
+		shift
+		;;
+	esac
+done
+
+case $BOARD in
+rpi4) DEFCONFIG=onair_rpi4_64_defconfig ;;
+rpi5) DEFCONFIG=onair_rpi5_defconfig ;;
+qemu-aarch64) DEFCONFIG=onair_qemu_aarch64_virt_defconfig ;;
+"") usage 2 ;;
+*) die "unknown board '$BOARD': rpi4, rpi5 or qemu-aarch64" ;;
+esac
+[ -f "$REPO/buildroot/configs/$DEFCONFIG" ] || die "missing $REPO/buildroot/configs/$DEFCONFIG"
+
+# --- host prerequisites (Buildroot manual, "System requirements") ----------
+missing=
+for tool in which sed make gcc g++ diff bash patch gzip bzip2 perl tar cpio \
+	unzip rsync file bc find awk wget git python3 xz; do
+	command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+	echo "build-image: missing host tools:$missing" >&2
+	echo "  On Debian/Ubuntu: sudo apt-get install build-essential bc bzip2 cpio debianutils diffutils file findutils gawk git gzip patch perl python3 rsync tar unzip wget xz-utils" >&2
+	exit 1
+fi
+if [ "$(id -u)" = 0 ]; then
+	echo "build-image: warning: building as root is not needed and not advised" >&2
+fi
+
+OUTPUT=${OUTPUT:-$WORK/$BOARD}
+export BR2_DL_DIR="${BR2_DL_DIR:-$WORK/dl}"
+mkdir -p "$OUTPUT" "$BR2_DL_DIR"
+OUTPUT=$(cd "$OUTPUT" && pwd)
+
+avail_kb=$(df -Pk "$OUTPUT" | awk 'NR == 2 { print $4 }')
+if [ "${avail_kb:-0}" -lt 20000000 ]; then
+	echo "build-image: warning: less than 20 GB free under $OUTPUT; a full build needs about that much" >&2
+fi
+
+# --- Buildroot -------------------------------------------------------------
+if [ -z "$BUILDROOT" ]; then
+	BUILDROOT=$WORK/buildroot-$BR_VERSION
+	if [ ! -f "$BUILDROOT/Makefile" ]; then
+		tarball=$BR2_DL_DIR/buildroot-$BR_VERSION.tar.xz
+		if [ ! -f "$tarball" ]; then
+			echo "build-image: downloading Buildroot $BR_VERSION (needs the internet)"
+			wget -O "$tarball.part" "$BR_URL" ||
+				die "cannot download $BR_URL (no internet? use --buildroot DIR with a Buildroot $BR_VERSION tree)"
+			wget -O "$tarball.sign" "$BR_URL.sign" ||
+				die "cannot download $BR_URL.sign"
+			# The .sign file is a PGP-signed list of the tarball's hashes:
+			# the tarball's SHA-256 must be in it.
+			have=$(sha256sum "$tarball.part" | awk '{ print $1 }')
+			grep -qi "$have" "$tarball.sign" ||
+				die "the SHA-256 of buildroot-$BR_VERSION.tar.xz ($have) is not in $BR_URL.sign"
+			if command -v gpg >/dev/null 2>&1; then
+				gpg --verify "$tarball.sign" 2>/dev/null ||
+					echo "build-image: warning: could not verify the PGP signature of $BR_URL.sign (import the Buildroot release key to check it)" >&2
+			fi
+			mv "$tarball.part" "$tarball"
+		fi
+		rm -rf "$BUILDROOT.tmp"
+		mkdir -p "$BUILDROOT.tmp"
+		tar -xJf "$tarball" -C "$BUILDROOT.tmp" --strip-components=1
+		mv "$BUILDROOT.tmp" "$BUILDROOT"
+	fi
+fi
+[ -f "$BUILDROOT/Makefile" ] || die "$BUILDROOT is not a Buildroot source tree"
+BUILDROOT=$(cd "$BUILDROOT" && pwd)
+br_version=$(sed -n 's/^export BR2_VERSION := //p' "$BUILDROOT/Makefile")
+if [ "$br_version" != "$BR_VERSION" ]; then
+	echo "build-image: warning: $BUILDROOT is Buildroot $br_version, the defconfigs were written for $BR_VERSION" >&2
+fi
+
+# --- configure and build ---------------------------------------------------
+brmake() {
+	make -C "$BUILDROOT" O="$OUTPUT" "$@"
+}
+
+if [ "$RECONFIGURE" = 1 ] || [ ! -f "$OUTPUT/.config" ]; then
+	brmake BR2_EXTERNAL="$REPO/buildroot" "$DEFCONFIG"
+fi
+# The daemon's source is this working tree (site method local): Buildroot
+# cannot see that it changed, so sync and rebuild it on every run.
+if [ -d "$OUTPUT/build" ] && ls -d "$OUTPUT"/build/onair-* >/dev/null 2>&1; then
+	brmake onair-rebuild
+fi
+brmake
+
+image=$OUTPUT/images/sdcard.img
+[ -f "$image" ] || die "the build finished but $image is missing"
+echo
+echo "build-image: $BOARD image: $image"
+case $BOARD in
+qemu-aarch64) echo "build-image: boot it with $OUTPUT/images/start-qemu.sh" ;;
+*) echo "build-image: write it to an SD card with: sudo $REPO/scripts/flash.sh $image /dev/sdX" ;;
+esac

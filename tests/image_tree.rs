@@ -1,0 +1,1427 @@
+//! Consistency checks of the firmware image tree: the Buildroot br2-external tree
+//! (`buildroot/`), the board files (`board/`) and the image scripts (`scripts/`).
+//!
+//! Building an image needs Buildroot and the internet (`scripts/build-image.sh`), so these
+//! tests catch, without either, the mistakes that would otherwise surface hours into a build or
+//! on the box: a misspelt Kconfig symbol, a path a defconfig names that does not exist, a
+//! script that lost its executable bit, a unit that starts a program the image lacks, a disk
+//! layout the first-boot logic cannot find, a password. The last tests run the overlay's
+//! first-boot scripts with `/bin/sh` against a temporary directory (no root, no mounts).
+//!
+//! Every assertion says what is wrong and in which file.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A board: its defconfig in `buildroot/configs/` and its directory in `board/`.
+struct Board {
+    name: &'static str,
+    defconfig: &'static str,
+    raspberry_pi: bool,
+}
+
+const BOARDS: [Board; 3] = [
+    Board {
+        name: "rpi4",
+        defconfig: "onair_rpi4_64_defconfig",
+        raspberry_pi: true,
+    },
+    Board {
+        name: "rpi5",
+        defconfig: "onair_rpi5_defconfig",
+        raspberry_pi: true,
+    },
+    Board {
+        name: "qemu-aarch64",
+        defconfig: "onair_qemu_aarch64_virt_defconfig",
+        raspberry_pi: false,
+    },
+];
+
+/// Upstream Buildroot symbols that our defconfigs and `package/onair/Config.in` use (the
+/// tree's own symbols are found in its Config.in files). Checked against Buildroot 2026.05.1,
+/// the release `scripts/build-image.sh` pins: each is a `config`/`menuconfig` in its Config.in
+/// files, and `make BR2_EXTERNAL=.../buildroot onair_<board>_defconfig` keeps every line of our
+/// three defconfigs in the resulting `.config` (Kconfig drops unknown or unmet symbols
+/// silently). When a defconfig needs a new upstream symbol, check it the same way, then add it.
+const UPSTREAM_SYMBOLS: &[&str] = &[
+    "BR2_aarch64",
+    "BR2_cortex_a72",
+    "BR2_cortex_a76",
+    "BR2_ARM_FPU_VFPV4",
+    "BR2_DOWNLOAD_FORCE_CHECK_HASHES",
+    "BR2_GLOBAL_PATCH_DIR",
+    "BR2_INIT_SYSTEMD",
+    "BR2_INIT_SYSTEMD_POPULATE_TMPFILES",
+    "BR2_INIT_SYSTEMD_VAR_FACTORY",
+    "BR2_INSTALL_LIBSTDCPP",
+    "BR2_LINUX_KERNEL",
+    "BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES",
+    "BR2_LINUX_KERNEL_CUSTOM_CONFIG_FILE",
+    "BR2_LINUX_KERNEL_CUSTOM_TARBALL",
+    "BR2_LINUX_KERNEL_CUSTOM_TARBALL_LOCATION",
+    "BR2_LINUX_KERNEL_CUSTOM_VERSION",
+    "BR2_LINUX_KERNEL_CUSTOM_VERSION_VALUE",
+    "BR2_LINUX_KERNEL_DEFCONFIG",
+    "BR2_LINUX_KERNEL_DTS_SUPPORT",
+    "BR2_LINUX_KERNEL_INTREE_DTS_NAME",
+    "BR2_LINUX_KERNEL_NEEDS_HOST_OPENSSL",
+    "BR2_LINUX_KERNEL_USE_CUSTOM_CONFIG",
+    "BR2_PACKAGE_BUSYBOX_SHOW_OTHERS",
+    "BR2_PACKAGE_CA_CERTIFICATES",
+    "BR2_PACKAGE_DROPBEAR",
+    "BR2_PACKAGE_DROPBEAR_CLIENT",
+    "BR2_PACKAGE_GST1_PLUGINS_BAD",
+    "BR2_PACKAGE_GST1_PLUGINS_BAD_PLUGIN_RTMP2",
+    "BR2_PACKAGE_GST1_PLUGINS_BAD_PLUGIN_VIDEOPARSERS",
+    "BR2_PACKAGE_GST1_PLUGINS_BASE",
+    "BR2_PACKAGE_GST1_PLUGINS_BASE_INSTALL_TOOLS",
+    "BR2_PACKAGE_GST1_PLUGINS_BASE_PLUGIN_APP",
+    "BR2_PACKAGE_GST1_PLUGINS_BASE_PLUGIN_VIDEOCONVERTSCALE",
+    "BR2_PACKAGE_GST1_PLUGINS_BASE_PLUGIN_VIDEORATE",
+    "BR2_PACKAGE_GST1_PLUGINS_BASE_PLUGIN_VIDEOTESTSRC",
+    "BR2_PACKAGE_GST1_PLUGINS_GOOD",
+    "BR2_PACKAGE_GST1_PLUGINS_GOOD_JPEG",
+    "BR2_PACKAGE_GST1_PLUGINS_GOOD_PLUGIN_V4L2",
+    "BR2_PACKAGE_GST1_PLUGINS_GOOD_PLUGIN_V4L2_PROBE",
+    "BR2_PACKAGE_GST1_PLUGINS_UGLY",
+    "BR2_PACKAGE_GST1_PLUGINS_UGLY_PLUGIN_X264",
+    "BR2_PACKAGE_GSTREAMER1",
+    "BR2_PACKAGE_GSTREAMER1_INSTALL_TOOLS",
+    "BR2_PACKAGE_HOST_DOSFSTOOLS",
+    "BR2_PACKAGE_HOST_GENIMAGE",
+    "BR2_PACKAGE_HOST_KMOD_XZ",
+    "BR2_PACKAGE_HOST_MTOOLS",
+    "BR2_PACKAGE_HOST_RUSTC",
+    "BR2_PACKAGE_HOST_RUSTC_TARGET_ARCH_SUPPORTS",
+    "BR2_PACKAGE_KMOD",
+    "BR2_PACKAGE_KMOD_TOOLS",
+    "BR2_PACKAGE_LIBCAMERA",
+    "BR2_PACKAGE_LIBCAMERA_PIPELINE_RPI_VC4",
+    "BR2_PACKAGE_LIBV4L",
+    "BR2_PACKAGE_LIBV4L_UTILS",
+    "BR2_PACKAGE_RPI_FIRMWARE",
+    "BR2_PACKAGE_RPI_FIRMWARE_CMDLINE_FILE",
+    "BR2_PACKAGE_RPI_FIRMWARE_CONFIG_FILE",
+    "BR2_PACKAGE_RPI_FIRMWARE_VARIANT_PI4",
+    "BR2_PACKAGE_XZ",
+    "BR2_ROOTFS_OVERLAY",
+    "BR2_ROOTFS_POST_BUILD_SCRIPT",
+    "BR2_ROOTFS_POST_FAKEROOT_SCRIPT",
+    "BR2_ROOTFS_POST_IMAGE_SCRIPT",
+    "BR2_ROOTFS_POST_SCRIPT_ARGS",
+    "BR2_TARGET_ENABLE_ROOT_LOGIN",
+    "BR2_TARGET_GENERIC_HOSTNAME",
+    "BR2_TARGET_GENERIC_ISSUE",
+    "BR2_TARGET_GENERIC_REMOUNT_ROOTFS_RW",
+    "BR2_TARGET_ROOTFS_EXT2",
+    "BR2_TARGET_ROOTFS_EXT2_4",
+    "BR2_TARGET_ROOTFS_EXT2_SIZE",
+    "BR2_TARGET_ROOTFS_TAR",
+    "BR2_TOOLCHAIN_EXTERNAL",
+    "BR2_TOOLCHAIN_EXTERNAL_BOOTLIN",
+    "BR2_TOOLCHAIN_EXTERNAL_BOOTLIN_AARCH64_GLIBC_STABLE",
+    "BR2_TOOLCHAIN_HAS_THREADS",
+    "BR2_TOOLCHAIN_HEADERS_AT_LEAST_3_0",
+    "BR2_USE_MMU",
+    "BR2_USE_WCHAR",
+];
+
+/// Upstream Buildroot files that defconfigs name by a path relative to Buildroot's top
+/// directory (present in 2026.05.1; the hash files under the patch directories cover the
+/// kernel tarballs the defconfigs download).
+const UPSTREAM_FILES: &[&str] = &[
+    "board/raspberrypi/patches",
+    "board/qemu/patches",
+    "board/qemu/aarch64-virt/linux.config",
+];
+
+/// The scripts that must be executable POSIX sh scripts: Buildroot's hooks, the image scripts.
+/// (Every file of the overlay's `usr/libexec/onair/` is checked as well.)
+const SCRIPTS: &[&str] = &[
+    "board/common/post-build.sh",
+    "board/common/post-fakeroot.sh",
+    "board/common/post-image.sh",
+    "scripts/build-image.sh",
+    "scripts/flash.sh",
+];
+
+const OVERLAY: &str = "board/common/rootfs-overlay";
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
+}
+
+/// Every file under `rel` (recursively), as paths relative to the repository.
+fn files_under(rel: &str) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {dir:?}: {e}"));
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).expect("under the repository");
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo(), &repo().join(rel), &mut out);
+    out.sort();
+    out
+}
+
+/// Joins Makefile/Kconfig-style continuation lines (trailing backslash).
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 0;
+    for (i, line) in text.lines().enumerate() {
+        if current.is_empty() {
+            start = i + 1;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                out.push((start, std::mem::take(&mut current)));
+            }
+        }
+    }
+    if !current.is_empty() {
+        out.push((start, current));
+    }
+    out
+}
+
+/// One line of a defconfig: `BR2_X=value` (value with quotes removed) or `# BR2_X is not set`.
+struct Setting {
+    line: usize,
+    symbol: String,
+    value: Option<String>,
+}
+
+fn defconfig(board: &Board) -> (String, Vec<Setting>) {
+    let rel = format!("buildroot/configs/{}", board.defconfig);
+    let mut settings = Vec::new();
+    for (i, line) in read(&rel).lines().enumerate() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("# ") {
+            if let Some(symbol) = rest.strip_suffix(" is not set")
+                && symbol.starts_with("BR2_")
+            {
+                settings.push(Setting {
+                    line: i + 1,
+                    symbol: symbol.to_string(),
+                    value: None,
+                });
+            }
+            continue;
+        }
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (symbol, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("{rel}:{}: not a `SYMBOL=value` line: {line}", i + 1));
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        settings.push(Setting {
+            line: i + 1,
+            symbol: symbol.to_string(),
+            value: Some(value.to_string()),
+        });
+    }
+    (rel, settings)
+}
+
+fn setting<'a>(settings: &'a [Setting], symbol: &str) -> Option<&'a Setting> {
+    settings.iter().find(|s| s.symbol == symbol)
+}
+
+/// Symbols defined by `config`/`menuconfig` in the br2-external tree's Config.in files.
+fn tree_symbols() -> BTreeSet<String> {
+    let mut symbols = BTreeSet::new();
+    for file in files_under("buildroot") {
+        let name = Path::new(&file).file_name().unwrap().to_string_lossy();
+        if !name.starts_with("Config.in") {
+            continue;
+        }
+        for line in read(&file).lines() {
+            let mut words = line.split_whitespace();
+            if let (Some("config" | "menuconfig"), Some(symbol)) = (words.next(), words.next()) {
+                symbols.insert(symbol.to_string());
+            }
+        }
+    }
+    symbols
+}
+
+/// `$(BR2_EXTERNAL_ONAIR_PATH)/x` -> the path in this repository.
+fn external_path(value: &str) -> Option<PathBuf> {
+    let rest = value.strip_prefix("$(BR2_EXTERNAL_ONAIR_PATH)")?;
+    Some(repo().join("buildroot").join(rest.trim_start_matches('/')))
+}
+
+/// Words of `text` that start with `$NAME/` or `${NAME}/`, as the path after the slash.
+fn paths_after(text: &str, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for prefix in [format!("${name}/"), format!("${{{name}}}/")] {
+        for (i, _) in text.match_indices(&prefix) {
+            let rest = &text[i + prefix.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "._-/".contains(c)))
+                .unwrap_or(rest.len());
+            if end > 0 {
+                out.push(rest[..end].to_string());
+            }
+        }
+    }
+    out
+}
+
+fn is_executable(rel: &str) -> bool {
+    let meta = fs::metadata(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    meta.permissions().mode() & 0o111 == 0o111
+}
+
+/// The mode git records for each tracked path under `paths`, or None if git is unavailable
+/// (a source tarball): then only the file system's mode bits are checked.
+fn git_modes(paths: &[&str]) -> Option<Vec<(String, String)>> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo())
+        .args(["ls-files", "-s", "--"])
+        .args(paths)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Some(
+        text.lines()
+            .filter_map(|line| {
+                let (meta, path) = line.split_once('\t')?;
+                Some((path.to_string(), meta.split(' ').next()?.to_string()))
+            })
+            .collect(),
+    )
+}
+
+// ---- genimage configuration ------------------------------------------------------------------
+
+/// A section of a genimage (libconfuse) file: `kind [title] { key = value ... sections }`.
+#[derive(Debug, Default)]
+struct Section {
+    kind: String,
+    title: String,
+    values: Vec<(String, String)>,
+    children: Vec<Section>,
+}
+
+impl Section {
+    fn value(&self, key: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn child(&self, kind: &str) -> Option<&Section> {
+        self.children.iter().find(|c| c.kind == kind)
+    }
+}
+
+fn tokenize(text: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() || c == ',' {
+            chars.next();
+        } else if c == '#' {
+            while chars.next().is_some_and(|c| c != '\n') {}
+        } else if "{}=".contains(c) {
+            tokens.push(c.to_string());
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            let s: String = chars.by_ref().take_while(|&c| c != '"').collect();
+            tokens.push(s);
+        } else {
+            let mut word = String::new();
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() || "{}=#,\"".contains(c) {
+                    break;
+                }
+                word.push(c);
+                chars.next();
+            }
+            tokens.push(word);
+        }
+    }
+    tokens
+}
+
+fn parse_block(tokens: &[String], i: &mut usize, into: &mut Section, file: &str) {
+    while *i < tokens.len() {
+        let word = tokens[*i].clone();
+        *i += 1;
+        if word == "}" {
+            return;
+        }
+        let next = tokens.get(*i).map(String::as_str);
+        match next {
+            Some("=") => {
+                *i += 1;
+                let value = if tokens.get(*i).map(String::as_str) == Some("{") {
+                    // A list: `files = { "a", "b" }`.
+                    *i += 1;
+                    let mut items = Vec::new();
+                    while *i < tokens.len() && tokens[*i] != "}" {
+                        items.push(tokens[*i].clone());
+                        *i += 1;
+                    }
+                    *i += 1;
+                    items.join(",")
+                } else {
+                    let v = tokens
+                        .get(*i)
+                        .unwrap_or_else(|| panic!("{file}: `{word} =` without a value"));
+                    *i += 1;
+                    v.clone()
+                };
+                into.values.push((word, value));
+            }
+            Some("{") => {
+                *i += 1;
+                let mut section = Section {
+                    kind: word,
+                    ..Section::default()
+                };
+                parse_block(tokens, i, &mut section, file);
+                into.children.push(section);
+            }
+            Some(title) if tokens.get(*i + 1).map(String::as_str) == Some("{") => {
+                let title = title.to_string();
+                *i += 2;
+                let mut section = Section {
+                    kind: word,
+                    title,
+                    ..Section::default()
+                };
+                parse_block(tokens, i, &mut section, file);
+                into.children.push(section);
+            }
+            _ => panic!("{file}: cannot parse near `{word}`"),
+        }
+    }
+}
+
+fn genimage(board: &Board) -> (String, Section) {
+    let rel = format!("board/{}/genimage.cfg", board.name);
+    let tokens = tokenize(&read(&rel));
+    let mut root = Section::default();
+    let mut i = 0;
+    parse_block(&tokens, &mut i, &mut root, &rel);
+    (rel, root)
+}
+
+// ---- the br2-external tree ------------------------------------------------------------------
+
+#[test]
+fn external_tree_is_a_br2_external_tree() {
+    let desc = read("buildroot/external.desc");
+    assert!(
+        desc.lines().any(|l| l.trim() == "name: ONAIR"),
+        "buildroot/external.desc must say `name: ONAIR` (the defconfigs and package use \
+         $(BR2_EXTERNAL_ONAIR_PATH))"
+    );
+    let mk = read("buildroot/external.mk");
+    assert!(
+        mk.contains("$(BR2_EXTERNAL_ONAIR_PATH)/package/*/*.mk"),
+        "buildroot/external.mk must include $(BR2_EXTERNAL_ONAIR_PATH)/package/*/*.mk"
+    );
+    let config_in = read("buildroot/Config.in");
+    let packages = fs::read_dir(repo().join("buildroot/package")).expect("buildroot/package/");
+    for entry in packages {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        for file in ["Config.in".to_string(), format!("{name}.mk")] {
+            assert!(
+                repo()
+                    .join("buildroot/package")
+                    .join(&name)
+                    .join(&file)
+                    .is_file(),
+                "buildroot/package/{name}/{file} is missing"
+            );
+        }
+        let source = format!("source \"$BR2_EXTERNAL_ONAIR_PATH/package/{name}/Config.in\"");
+        assert!(
+            config_in.contains(&source),
+            "buildroot/Config.in does not source package {name}: add `{source}`"
+        );
+    }
+    // Every reference to an external tree's path names this one.
+    for file in files_under("buildroot") {
+        let text = read(&file);
+        for (i, _) in text.match_indices("BR2_EXTERNAL_") {
+            let name: String = text[i + 13..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                name == "ONAIR_PATH",
+                "{file}: refers to BR2_EXTERNAL_{name}; this tree is BR2_EXTERNAL_ONAIR_PATH"
+            );
+        }
+    }
+}
+
+#[test]
+fn defconfig_symbols_exist() {
+    let tree = tree_symbols();
+    let upstream: BTreeSet<&str> = UPSTREAM_SYMBOLS.iter().copied().collect();
+    let mut errors = Vec::new();
+    for board in &BOARDS {
+        let (rel, settings) = defconfig(board);
+        let mut seen = BTreeSet::new();
+        for s in &settings {
+            if !tree.contains(&s.symbol) && !upstream.contains(s.symbol.as_str()) {
+                errors.push(format!(
+                    "{rel}:{}: {} is neither defined in buildroot/**/Config.in nor listed in \
+                     UPSTREAM_SYMBOLS (tests/image_tree.rs)",
+                    s.line, s.symbol
+                ));
+            }
+            if !seen.insert(s.symbol.clone()) {
+                errors.push(format!("{rel}:{}: {} is set twice", s.line, s.symbol));
+            }
+        }
+    }
+    // The package's own dependencies.
+    let rel = "buildroot/package/onair/Config.in";
+    for (i, line) in read(rel).lines().enumerate() {
+        let line = line.split('#').next().unwrap().trim();
+        if !(line.starts_with("select ") || line.starts_with("depends on ")) {
+            continue;
+        }
+        for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("BR2_") && !tree.contains(word) && !upstream.contains(word) {
+                errors.push(format!(
+                    "{rel}:{}: {word} is neither defined in this tree nor listed in \
+                     UPSTREAM_SYMBOLS (tests/image_tree.rs)",
+                    i + 1
+                ));
+            }
+        }
+    }
+    assert!(errors.is_empty(), "unknown symbols:\n{}", errors.join("\n"));
+}
+
+#[test]
+fn onair_mk_is_a_local_cargo_package() {
+    let rel = "buildroot/package/onair/onair.mk";
+    let text = read(rel);
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for (_, line) in logical_lines(&text) {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = match (line.split_once("+="), line.split_once('=')) {
+            (Some((n, v)), _) => (n, v),
+            (None, Some((n, v))) => (n, v),
+            _ => continue,
+        };
+        let name = name.trim();
+        if name.starts_with("ONAIR_") && !name.contains(' ') {
+            vars.push((name.to_string(), value.trim().to_string()));
+        }
+    }
+    let var = |name: &str| -> String {
+        vars.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    for field in [
+        "ONAIR_VERSION",
+        "ONAIR_SITE",
+        "ONAIR_SITE_METHOD",
+        "ONAIR_LICENSE",
+        "ONAIR_LICENSE_FILES",
+    ] {
+        assert!(!var(field).is_empty(), "{rel}: {field} is not set");
+    }
+
+    let cargo_toml = read("Cargo.toml");
+    let version = cargo_toml
+        .split("[package]")
+        .nth(1)
+        .and_then(|pkg| {
+            pkg.lines()
+                .find_map(|l| l.trim().strip_prefix("version = \""))
+                .and_then(|v| v.strip_suffix('"'))
+        })
+        .expect("Cargo.toml: [package] version");
+    assert_eq!(
+        var("ONAIR_VERSION"),
+        version,
+        "{rel}: ONAIR_VERSION must equal the version in Cargo.toml"
+    );
+    assert_eq!(
+        var("ONAIR_SITE_METHOD"),
+        "local",
+        "{rel}: ONAIR_SITE_METHOD"
+    );
+    assert!(
+        var("ONAIR_SITE").contains("$(BR2_EXTERNAL_ONAIR_PATH)/.."),
+        "{rel}: ONAIR_SITE must be the repository root, $(BR2_EXTERNAL_ONAIR_PATH)/.."
+    );
+    for file in var("ONAIR_LICENSE_FILES").split_whitespace() {
+        assert!(
+            repo().join(file).is_file(),
+            "{rel}: license file {file} does not exist at the repository root"
+        );
+    }
+    assert!(
+        text.contains("$(eval $(cargo-package))"),
+        "{rel}: must use the cargo infrastructure, $(eval $(cargo-package))"
+    );
+    assert!(
+        repo().join("Cargo.lock").is_file(),
+        "Cargo.lock must be committed: Buildroot builds with --locked"
+    );
+    let exclusions = var("ONAIR_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS");
+    assert!(
+        exclusions.contains("--exclude /target"),
+        "{rel}: the rsync of the local source must exclude /target \
+         (ONAIR_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS)"
+    );
+    // A local source is not downloaded, so the cargo download post-process does not vendor
+    // it: a post-rsync hook must, with the lock file.
+    let hooks = var("ONAIR_POST_RSYNC_HOOKS");
+    assert!(
+        !hooks.is_empty(),
+        "{rel}: no ONAIR_POST_RSYNC_HOOKS: nothing vendors the crates for the --offline build"
+    );
+    for hook in hooks.split_whitespace() {
+        let body = text
+            .split(&format!("define {hook}\n"))
+            .nth(1)
+            .and_then(|rest| rest.split("\nendef").next())
+            .unwrap_or_else(|| panic!("{rel}: hook {hook} has no `define {hook}`"));
+        assert!(
+            (body.contains("cargo vendor") || body.contains("cargo fetch"))
+                && body.contains("--locked"),
+            "{rel}: hook {hook} must run `cargo vendor --locked` (or `cargo fetch --locked`)"
+        );
+    }
+}
+
+#[test]
+fn onair_package_selects_what_the_daemon_needs() {
+    let rel = "buildroot/package/onair/Config.in";
+    let text = read(rel);
+    assert!(
+        text.lines().any(|l| l.trim() == "config BR2_PACKAGE_ONAIR"),
+        "{rel}: no `config BR2_PACKAGE_ONAIR`"
+    );
+    let selects: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("select "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for needed in [
+        "BR2_PACKAGE_HOST_RUSTC",
+        "BR2_PACKAGE_GSTREAMER1",
+        "BR2_PACKAGE_GST1_PLUGINS_BASE",
+        "BR2_PACKAGE_GST1_PLUGINS_BASE_PLUGIN_APP",
+        "BR2_PACKAGE_GST1_PLUGINS_BASE_PLUGIN_VIDEOTESTSRC",
+        "BR2_PACKAGE_GST1_PLUGINS_BASE_PLUGIN_VIDEOCONVERTSCALE",
+        "BR2_PACKAGE_GST1_PLUGINS_GOOD_PLUGIN_V4L2",
+        "BR2_PACKAGE_GST1_PLUGINS_GOOD_JPEG",
+        "BR2_PACKAGE_GST1_PLUGINS_BAD_PLUGIN_VIDEOPARSERS",
+        "BR2_PACKAGE_GST1_PLUGINS_BAD_PLUGIN_RTMP2",
+        "BR2_PACKAGE_GST1_PLUGINS_UGLY_PLUGIN_X264",
+        "BR2_PACKAGE_CA_CERTIFICATES",
+    ] {
+        assert!(selects.contains(needed), "{rel}: must `select {needed}`");
+    }
+    assert!(
+        text.contains("depends on BR2_PACKAGE_HOST_RUSTC_TARGET_ARCH_SUPPORTS"),
+        "{rel}: must depend on BR2_PACKAGE_HOST_RUSTC_TARGET_ARCH_SUPPORTS (cargo packages do)"
+    );
+}
+
+#[test]
+fn defconfigs_build_the_box() {
+    let common = [
+        "BR2_PACKAGE_ONAIR=y",
+        "BR2_INIT_SYSTEMD=y",
+        "BR2_PACKAGE_DROPBEAR=y",
+        "BR2_PACKAGE_CA_CERTIFICATES=y",
+        "BR2_PACKAGE_GST1_PLUGINS_GOOD_PLUGIN_V4L2=y",
+        "BR2_PACKAGE_GST1_PLUGINS_UGLY_PLUGIN_X264=y",
+        "BR2_LINUX_KERNEL=y",
+        "BR2_TARGET_ROOTFS_EXT2_4=y",
+        "BR2_PACKAGE_HOST_GENIMAGE=y",
+        "BR2_PACKAGE_HOST_MTOOLS=y",
+        "BR2_PACKAGE_HOST_DOSFSTOOLS=y",
+        "# BR2_TARGET_ENABLE_ROOT_LOGIN is not set",
+        "# BR2_TARGET_GENERIC_REMOUNT_ROOTFS_RW is not set",
+    ];
+    let pi = [
+        "BR2_PACKAGE_RPI_FIRMWARE=y",
+        "BR2_LINUX_KERNEL_DTS_SUPPORT=y",
+    ];
+    for board in &BOARDS {
+        let (rel, settings) = defconfig(board);
+        let text = read(&rel);
+        let lines: BTreeSet<&str> = text.lines().map(str::trim).collect();
+        let mut wanted: Vec<&str> = common.to_vec();
+        if board.raspberry_pi {
+            wanted.extend(pi);
+        }
+        if board.name == "rpi4" {
+            // The Pi 4's hardware encoder only exists as v4l2h264enc with the probe, and its
+            // CSI cameras need libcamera's rpi/vc4 pipeline.
+            wanted.extend([
+                "BR2_PACKAGE_GST1_PLUGINS_GOOD_PLUGIN_V4L2_PROBE=y",
+                "BR2_PACKAGE_LIBCAMERA=y",
+                "BR2_PACKAGE_LIBCAMERA_PIPELINE_RPI_VC4=y",
+                "BR2_PACKAGE_RPI_FIRMWARE_VARIANT_PI4=y",
+            ]);
+        }
+        for line in wanted {
+            assert!(lines.contains(line), "{rel}: missing `{line}`");
+        }
+        for s in &settings {
+            assert!(
+                s.symbol != "BR2_TARGET_GENERIC_ROOT_PASSWD",
+                "{rel}:{}: sets a root password; the box is SSH-key only",
+                s.line
+            );
+        }
+        // The config.txt overlays (gpio-led, cma, tc358743) must be installed.
+        assert!(
+            !lines.contains("# BR2_PACKAGE_RPI_FIRMWARE_INSTALL_DTB_OVERLAYS is not set"),
+            "{rel}: DT overlays must be installed, config.txt loads gpio-led and cma"
+        );
+        for script in [
+            "BR2_ROOTFS_POST_BUILD_SCRIPT",
+            "BR2_ROOTFS_POST_FAKEROOT_SCRIPT",
+            "BR2_ROOTFS_POST_IMAGE_SCRIPT",
+            "BR2_ROOTFS_OVERLAY",
+        ] {
+            assert!(
+                setting(&settings, script).is_some(),
+                "{rel}: {script} is not set"
+            );
+        }
+        let args = setting(&settings, "BR2_ROOTFS_POST_SCRIPT_ARGS")
+            .and_then(|s| s.value.clone())
+            .unwrap_or_default();
+        assert_eq!(
+            args,
+            format!("$(BR2_EXTERNAL_ONAIR_PATH)/../board/{}", board.name),
+            "{rel}: BR2_ROOTFS_POST_SCRIPT_ARGS must be the board directory (the post scripts \
+             take it as their second argument)"
+        );
+        let overlays = setting(&settings, "BR2_ROOTFS_OVERLAY")
+            .and_then(|s| s.value.clone())
+            .unwrap_or_default();
+        assert!(
+            overlays
+                .split_whitespace()
+                .next()
+                .is_some_and(|o| o.ends_with("board/common/rootfs-overlay")),
+            "{rel}: BR2_ROOTFS_OVERLAY must start with board/common/rootfs-overlay"
+        );
+    }
+}
+
+#[test]
+fn referenced_files_exist() {
+    let mut errors = Vec::new();
+    for board in &BOARDS {
+        let (rel, settings) = defconfig(board);
+        for s in &settings {
+            let Some(value) = &s.value else { continue };
+            for word in value.split_whitespace() {
+                if let Some(path) = external_path(word) {
+                    if !path.exists() {
+                        errors.push(format!(
+                            "{rel}:{}: {} names {word}, which does not exist ({})",
+                            s.line,
+                            s.symbol,
+                            path.display()
+                        ));
+                    }
+                } else if (word.starts_with("board/") || word.starts_with("package/"))
+                    && !UPSTREAM_FILES.contains(&word)
+                {
+                    errors.push(format!(
+                        "{rel}:{}: {} names {word}, which is neither in this tree \
+                         ($(BR2_EXTERNAL_ONAIR_PATH)/...) nor listed in UPSTREAM_FILES",
+                        s.line, s.symbol
+                    ));
+                }
+            }
+        }
+        if !repo()
+            .join("board")
+            .join(board.name)
+            .join("genimage.cfg")
+            .is_file()
+        {
+            errors.push(format!(
+                "board/{}/genimage.cfg is missing (post-image.sh uses $BOARD_DIR/genimage.cfg)",
+                board.name
+            ));
+        }
+    }
+    // Files the post scripts name through $COMMON_DIR or $BOARD_DIR.
+    for script in files_under("board/common") {
+        if !script.ends_with(".sh") {
+            continue;
+        }
+        let text = read(&script);
+        for path in paths_after(&text, "COMMON_DIR") {
+            if !repo().join("board/common").join(&path).exists() {
+                errors.push(format!(
+                    "{script}: names $COMMON_DIR/{path}, which does not exist"
+                ));
+            }
+        }
+        for path in paths_after(&text, "BOARD_DIR") {
+            for board in &BOARDS {
+                if !repo().join("board").join(board.name).join(&path).exists() {
+                    errors.push(format!(
+                        "{script}: names $BOARD_DIR/{path}, missing for board {}",
+                        board.name
+                    ));
+                }
+            }
+        }
+    }
+    // post-image.sh must know every board, and stage the boot partition where genimage reads it.
+    let post_image = read("board/common/post-image.sh");
+    for board in &BOARDS {
+        if !post_image.contains(board.name) {
+            errors.push(format!(
+                "board/common/post-image.sh does not handle board {}",
+                board.name
+            ));
+        }
+        let (rel, cfg) = genimage(board);
+        for image in &cfg.children {
+            if let Some(src) = image.value("srcpath")
+                && !post_image.contains(&format!("/{src}"))
+            {
+                errors.push(format!(
+                    "{rel}: image {} is filled from srcpath \"{src}\", which \
+                     board/common/post-image.sh does not stage",
+                    image.title
+                ));
+            }
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+// ---- scripts and units ------------------------------------------------------------------------
+
+#[test]
+fn scripts_are_executable_posix_sh() {
+    let mut scripts: Vec<String> = SCRIPTS.iter().map(|s| s.to_string()).collect();
+    scripts.extend(files_under(&format!("{OVERLAY}/usr/libexec/onair")));
+    // Anything else in the board tree that starts with a shebang is a script too.
+    for file in files_under("board") {
+        if !scripts.contains(&file) && read_bytes_start(&file).starts_with(b"#!") {
+            scripts.push(file);
+        }
+    }
+    let mut errors = Vec::new();
+    for script in &scripts {
+        let text = read(script);
+        if text.lines().next() != Some("#!/bin/sh") {
+            errors.push(format!(
+                "{script}: must start with #!/bin/sh (POSIX sh: BusyBox ash, dash)"
+            ));
+        }
+        if !is_executable(script) {
+            errors.push(format!("{script}: is not executable (chmod 755 {script})"));
+        }
+        match Command::new("sh")
+            .arg("-n")
+            .arg(repo().join(script))
+            .output()
+        {
+            Ok(out) if !out.status.success() => errors.push(format!(
+                "{script}: sh -n finds a syntax error: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push(format!("cannot run sh -n {script}: {e}")),
+        }
+    }
+    let paths: Vec<&str> = scripts.iter().map(String::as_str).collect();
+    if let Some(modes) = git_modes(&paths) {
+        for (path, mode) in modes {
+            if mode != "100755" {
+                errors.push(format!(
+                    "{path}: git records mode {mode}, must be 100755 \
+                     (git update-index --chmod=+x {path})"
+                ));
+            }
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+fn read_bytes_start(rel: &str) -> Vec<u8> {
+    let bytes = fs::read(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    bytes.into_iter().take(2).collect()
+}
+
+/// `Key=value` lines of a systemd unit or drop-in.
+fn unit_entries(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with(';') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn units_start_programs_the_image_has() {
+    let units: Vec<String> = files_under(&format!("{OVERLAY}/usr/lib/systemd/system"));
+    assert!(!units.is_empty(), "{OVERLAY}: no systemd units");
+    let unit_names: BTreeSet<String> = units
+        .iter()
+        .filter(|u| u.ends_with(".service"))
+        .map(|u| {
+            Path::new(u)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let preset = read(&format!(
+        "{OVERLAY}/usr/lib/systemd/system-preset/50-onair.preset"
+    ));
+    let mut errors = Vec::new();
+    for unit in &units {
+        let text = read(unit);
+        let entries = unit_entries(&text);
+        for (key, value) in &entries {
+            if key.starts_with("Exec") {
+                let program = value
+                    .trim_start_matches(['-', '@', '+', '!', ':'])
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("");
+                let in_overlay = repo().join(OVERLAY).join(program.trim_start_matches('/'));
+                if program != "/usr/bin/onair" && !in_overlay.is_file() {
+                    errors.push(format!(
+                        "{unit}: {key} runs {program}, which is neither /usr/bin/onair nor a file \
+                         of the overlay"
+                    ));
+                }
+                if in_overlay.is_file() && !is_executable(&format!("{OVERLAY}{program}")) {
+                    errors.push(format!("{unit}: {program} is not executable"));
+                }
+            }
+            if key == "EnvironmentFile" && !value.starts_with('-') {
+                let path = repo().join(OVERLAY).join(value.trim_start_matches('/'));
+                if !path.is_file() {
+                    errors.push(format!(
+                        "{unit}: EnvironmentFile={value} is required but not in the overlay \
+                         (prefix it with - to make it optional)"
+                    ));
+                }
+            }
+            if ["Wants", "Requires", "After", "Before", "BindsTo"].contains(&key.as_str()) {
+                for dep in value.split_whitespace() {
+                    if dep.starts_with("onair") && !unit_names.contains(dep) {
+                        errors.push(format!("{unit}: {key}={dep}, but there is no such unit"));
+                    }
+                }
+            }
+        }
+        let name = Path::new(unit).file_name().unwrap().to_string_lossy();
+        if name.ends_with(".service")
+            && text.contains("[Install]")
+            && !preset.lines().any(|l| l.trim() == format!("enable {name}"))
+        {
+            errors.push(format!(
+                "{unit}: has an [Install] section but the preset \
+                 (system-preset/50-onair.preset) does not `enable {name}`"
+            ));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+
+    // The daemon: restarted whatever happens, after the data partition and the import.
+    let rel = format!("{OVERLAY}/usr/lib/systemd/system/onair.service");
+    let entries = unit_entries(&read(&rel));
+    let has = |k: &str, v: &str| entries.iter().any(|(ek, ev)| ek == k && ev == v);
+    assert!(has("Restart", "always"), "{rel}: needs Restart=always");
+    assert!(
+        has("StartLimitIntervalSec", "0"),
+        "{rel}: needs StartLimitIntervalSec=0, or systemd stops restarting after a burst"
+    );
+    for dep in ["onair-data.service", "onair-import.service"] {
+        assert!(
+            entries
+                .iter()
+                .any(|(k, v)| k == "After" && v.split_whitespace().any(|d| d == dep)),
+            "{rel}: must start After={dep}"
+        );
+    }
+    let start = read(&format!("{OVERLAY}/usr/libexec/onair/onair-start"));
+    assert!(
+        start.contains("exec \"$BIN\" run --config") && start.contains("/usr/bin/onair"),
+        "{OVERLAY}/usr/libexec/onair/onair-start must exec /usr/bin/onair run --config FILE"
+    );
+    let watchdog = read(&format!(
+        "{OVERLAY}/usr/lib/systemd/system.conf.d/onair-watchdog.conf"
+    ));
+    assert!(
+        watchdog
+            .lines()
+            .any(|l| l.starts_with("RuntimeWatchdogSec=")),
+        "onair-watchdog.conf: systemd must feed the hardware watchdog (RuntimeWatchdogSec=)"
+    );
+    let tmpfiles = read(&format!("{OVERLAY}/usr/lib/tmpfiles.d/onair.conf"));
+    assert!(
+        tmpfiles.lines().any(|l| l.starts_with("d /run/onair ")),
+        "tmpfiles.d/onair.conf must create /run/onair, the daemon's state directory"
+    );
+}
+
+// ---- disk layout ---------------------------------------------------------------------------------
+
+#[test]
+fn disk_images_have_boot_root_and_data_partitions() {
+    let data_script = read(&format!("{OVERLAY}/usr/libexec/onair/onair-data"));
+    let import_script = read(&format!("{OVERLAY}/usr/libexec/onair/onair-import"));
+    for board in &BOARDS {
+        let (rel, cfg) = genimage(board);
+        let image = |title: &str| cfg.children.iter().find(|c| c.title == title);
+        let disk = cfg
+            .children
+            .iter()
+            .find(|c| c.child("hdimage").is_some())
+            .unwrap_or_else(|| panic!("{rel}: no hdimage (disk image) section"));
+        assert_eq!(
+            disk.title, "sdcard.img",
+            "{rel}: the disk image must be sdcard.img"
+        );
+        let hd = disk.child("hdimage").unwrap();
+        assert_eq!(
+            hd.value("partition-table-type"),
+            Some("mbr"),
+            "{rel}: the Raspberry Pi firmware needs an MBR partition table"
+        );
+        let signature = hd
+            .value("disk-signature")
+            .and_then(|s| s.strip_prefix("0x"))
+            .unwrap_or_else(|| panic!("{rel}: no fixed disk-signature (cmdline uses PARTUUID)"));
+        let partitions: Vec<&Section> = disk
+            .children
+            .iter()
+            .filter(|c| c.kind == "partition")
+            .collect();
+        assert_eq!(
+            partitions.len(),
+            3,
+            "{rel}: expected exactly boot, root and data partitions"
+        );
+
+        // 1: boot, FAT, the label onair-import looks for.
+        let boot = partitions[0];
+        assert_eq!(
+            boot.value("partition-type"),
+            Some("0xC"),
+            "{rel}: partition 1 must be FAT (partition-type = 0xC)"
+        );
+        let boot_image = boot.value("image").unwrap_or("");
+        let vfat = image(boot_image)
+            .and_then(|i| i.child("vfat"))
+            .unwrap_or_else(|| {
+                panic!("{rel}: partition 1's image {boot_image} is not a vfat image")
+            });
+        let boot_label = vfat.value("label").unwrap_or("");
+        assert!(
+            import_script.contains(&format!("LABEL={boot_label}")) && !boot_label.is_empty(),
+            "{rel}: the boot partition is labelled `{boot_label}`, but onair-import mounts \
+             another label"
+        );
+
+        // 2: the root filesystem Buildroot makes (BR2_TARGET_ROOTFS_EXT2_4).
+        assert_eq!(
+            partitions[1].value("image"),
+            Some("rootfs.ext4"),
+            "{rel}: partition 2 must be the root filesystem, rootfs.ext4"
+        );
+
+        // 3: data, ext4, the label onair-data mounts.
+        let data_image = partitions[2].value("image").unwrap_or("");
+        let ext4 = image(data_image)
+            .and_then(|i| i.child("ext4"))
+            .unwrap_or_else(|| panic!("{rel}: partition 3's image {data_image} is not ext4"));
+        let data_label = ext4.value("label").unwrap_or("");
+        assert!(
+            data_script.contains(&format!("ONAIR_DATA_LABEL:-{data_label}}}"))
+                && !data_label.is_empty(),
+            "{rel}: the data partition is labelled `{data_label}`, but onair-data mounts \
+             another label"
+        );
+
+        // The kernel command line finds the root as partition 2 of this disk, read-only.
+        let cmdline = if board.raspberry_pi {
+            read(&format!("board/{}/cmdline.txt", board.name))
+        } else {
+            read("board/common/post-image.sh")
+        };
+        let root = format!("root=PARTUUID={}-02", signature.to_lowercase());
+        assert!(
+            cmdline.contains(&root),
+            "board {}: the kernel command line must say {root} (disk-signature in {rel})",
+            board.name
+        );
+        assert!(
+            cmdline.split_whitespace().any(|w| w == "ro"),
+            "board {}: the root filesystem must be mounted read-only (ro on the command line)",
+            board.name
+        );
+    }
+}
+
+// ---- passwords ----------------------------------------------------------------------------------
+
+#[test]
+fn no_default_password_anywhere() {
+    let forbidden = [
+        "BR2_TARGET_GENERIC_ROOT_PASSWD",
+        "BR2_TARGET_ENABLE_ROOT_LOGIN=y",
+        "chpasswd",
+        "passwd -d",
+        "PermitEmptyPasswords yes",
+        "PasswordAuthentication yes",
+        "PermitRootLogin yes",
+        // password hashes as they appear in /etc/shadow
+        ":$1$",
+        ":$5$",
+        ":$6$",
+        ":$y$",
+    ];
+    let mut errors = Vec::new();
+    for dir in ["buildroot", "board", "scripts"] {
+        for file in files_under(dir) {
+            let Ok(text) = fs::read_to_string(repo().join(&file)) else {
+                continue;
+            };
+            for (i, line) in text.lines().enumerate() {
+                for pattern in forbidden {
+                    if line.contains(pattern) {
+                        errors.push(format!("{file}:{}: contains `{pattern}`", i + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "the box must have no password (SSH keys only):\n{}",
+        errors.join("\n")
+    );
+    let dropbear = read(&format!("{OVERLAY}/etc/default/dropbear"));
+    assert!(
+        dropbear
+            .lines()
+            .any(|l| l.starts_with("DROPBEAR_ARGS=") && l.contains("-s")),
+        "{OVERLAY}/etc/default/dropbear: DROPBEAR_ARGS must contain -s (no password logins)"
+    );
+    let sshd = read(&format!("{OVERLAY}/etc/ssh/sshd_config.d/onair.conf"));
+    assert!(
+        sshd.lines()
+            .any(|l| l.trim() == "PasswordAuthentication no"),
+        "{OVERLAY}/etc/ssh/sshd_config.d/onair.conf: PasswordAuthentication no"
+    );
+    assert!(
+        read("board/common/post-fakeroot.sh").contains("/etc/shadow"),
+        "board/common/post-fakeroot.sh must check /etc/shadow for passwords"
+    );
+}
+
+// ---- configs and LEDs ---------------------------------------------------------------------------
+
+#[test]
+fn shipped_configs_are_accepted_by_the_daemon() {
+    for rel in [
+        "board/common/rootfs-overlay/etc/onair/onair.json",
+        "board/common/boot-files/onair.json.example",
+        "board/qemu-aarch64/rootfs-overlay/etc/onair/onair.json",
+    ] {
+        if let Err(e) = onair::config::Config::load(&repo().join(rel)) {
+            panic!("{rel}: the daemon refuses it: {e}");
+        }
+    }
+    let default =
+        onair::config::Config::load(&repo().join(format!("{OVERLAY}/etc/onair/onair.json")))
+            .unwrap();
+    assert_eq!(
+        default.status.socket,
+        PathBuf::from("/run/onair/status.sock"),
+        "{OVERLAY}/etc/onair/onair.json: the status socket must be /run/onair/status.sock \
+         (tmpfiles.d creates /run/onair, `onair status` looks there)"
+    );
+
+    // The LED overlays in config.txt give the LEDs the names the default config uses, on the
+    // pins the gpio backend defaults to.
+    let leds = &default.leds;
+    let defaults = onair::config::LedConfig::default();
+    for board in BOARDS.iter().filter(|b| b.raspberry_pi) {
+        let rel = format!("board/{}/config.txt", board.name);
+        let text = read(&rel);
+        for (pin, label, what) in [
+            (defaults.live_pin, &leds.live_name, "live"),
+            (defaults.status_pin, &leds.status_name, "status"),
+        ] {
+            let found = text.lines().any(|l| {
+                let l = l.trim();
+                l.starts_with("dtoverlay=gpio-led,")
+                    && l.split(',').any(|p| p == format!("gpio={pin}"))
+                    && l.split(',').any(|p| p == format!("label={label}"))
+            });
+            assert!(
+                found,
+                "{rel}: needs `dtoverlay=gpio-led,gpio={pin},label={label}` for the {what} LED \
+                 (leds in {OVERLAY}/etc/onair/onair.json)"
+            );
+        }
+        assert!(
+            text.lines().any(|l| l.trim() == "#dtoverlay=tc358743"),
+            "{rel}: should carry the commented `#dtoverlay=tc358743` with its instructions"
+        );
+    }
+}
+
+// ---- the first-boot scripts, run ---------------------------------------------------------------
+
+/// A stand-in for /usr/bin/onair: `check-config` refuses files containing "BAD" with exit 2
+/// and one line naming the key, as the daemon does; `run` prints its arguments.
+const FAKE_ONAIR: &str = r#"#!/bin/sh
+case "$1" in
+check-config)
+	if grep -q BAD "$2"; then
+		echo "config key \`output.url\`: is missing" >&2
+		exit 2
+	fi
+	exit 0
+	;;
+run)
+	echo "$@"
+	exit 0
+	;;
+esac
+exit 1
+"#;
+
+struct FakeBox {
+    dir: tempfile::TempDir,
+}
+
+impl FakeBox {
+    fn new() -> FakeBox {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        for sub in ["boot", "data", "etc"] {
+            fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let fake = dir.path().join("onair");
+        fs::write(&fake, FAKE_ONAIR).unwrap();
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(dir.path().join("etc/onair.json"), "{\"default\": true}\n").unwrap();
+        let b = FakeBox { dir };
+        b.run("onair-data");
+        b
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs an overlay script with `sh`; returns (success, stdout + stderr).
+    fn run_with(&self, script: &str, bin: &Path) -> (bool, String) {
+        let out = Command::new("sh")
+            .arg(repo().join(OVERLAY).join("usr/libexec/onair").join(script))
+            .env("ONAIR_DATA_DIR", self.path("data"))
+            .env("ONAIR_DATA_NO_MOUNT", "1")
+            .env("ONAIR_BOOT_DIR", self.path("boot"))
+            .env("ONAIR_BIN", bin)
+            .env("ONAIR_DEFAULT_CONFIG", self.path("etc/onair.json"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run sh {script}: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    fn run(&self, script: &str) -> String {
+        let (ok, text) = self.run_with(script, &self.path("onair"));
+        assert!(ok, "{script} failed:\n{text}");
+        text
+    }
+
+    fn put(&self, rel: &str, content: &[u8]) {
+        fs::write(self.path(rel), content).unwrap();
+    }
+
+    fn get(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+}
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@laptop";
+
+#[test]
+fn first_boot_imports_a_valid_config_and_keys() {
+    let b = FakeBox::new();
+    // As a Windows editor may save it: byte order mark, CRLF.
+    b.put("boot/onair.json", b"\xef\xbb\xbf{\"output\": \"ok\"}\r\n");
+    b.put(
+        "boot/authorized_keys",
+        format!("# my laptop\r\n{KEY}\r\n\r\n").as_bytes(),
+    );
+    b.run("onair-import");
+
+    assert_eq!(
+        b.get("data/onair/onair.json"),
+        "{\"output\": \"ok\"}\r\n",
+        "onair-import: the imported config (without the byte order mark) must be installed"
+    );
+    let mode = fs::metadata(b.path("data/onair/onair.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "onair-import: the config holds a token: mode 0600"
+    );
+    assert!(
+        !b.path("boot/onair.json").exists(),
+        "onair-import: the imported onair.json must be deleted from the boot partition"
+    );
+    assert_eq!(
+        b.get("data/ssh/root/authorized_keys"),
+        format!("# my laptop\n{KEY}\n\n"),
+        "onair-import: authorized_keys must be installed, without carriage returns"
+    );
+    assert!(b.path("boot/authorized_keys.imported").exists());
+    let report = b.get("boot/onair-import.txt");
+    assert!(
+        report.contains("imported onair.json") && report.contains("imported authorized_keys"),
+        "onair-import.txt on the boot partition must report both imports:\n{report}"
+    );
+
+    // onair-start now runs the daemon with the imported config.
+    let out = b.run("onair-start");
+    let want = format!("run --config {}", b.path("data/onair/onair.json").display());
+    assert!(
+        out.contains(&want),
+        "onair-start: expected `{want}` in:\n{out}"
+    );
+}
+
+#[test]
+fn first_boot_keeps_the_previous_config_when_the_new_one_is_invalid() {
+    let b = FakeBox::new();
+    b.put("boot/onair.json", b"{\"good\": 1}");
+    b.run("onair-import");
+    b.put("boot/onair.json.txt", b"{\"BAD\": 1}");
+    b.put("boot/authorized_keys", b"this is not a key\n");
+    let log = b.run("onair-import");
+
+    assert_eq!(
+        b.get("data/onair/onair.json"),
+        "{\"good\": 1}",
+        "onair-import: an invalid config must not replace the previous one"
+    );
+    assert!(
+        b.path("boot/onair.json.txt.rejected").exists(),
+        "onair-import: an invalid onair.json(.txt) must be renamed .rejected"
+    );
+    assert!(
+        log.contains("REJECTED onair.json.txt") && log.contains("output.url"),
+        "onair-import: the log must say the config was rejected and name the key:\n{log}"
+    );
+    assert!(
+        log.contains("previous") && log.contains("stays in use"),
+        "onair-import: the log must say which config stays in use:\n{log}"
+    );
+    assert!(b.path("boot/authorized_keys.rejected").exists());
+    assert!(
+        !b.path("data/ssh/root/authorized_keys").exists(),
+        "onair-import: a file without keys must not be installed"
+    );
+    assert!(
+        b.get("boot/onair-import.txt").contains("REJECTED"),
+        "onair-import.txt must report the rejection"
+    );
+}
+
+#[test]
+fn first_boot_leaves_the_config_alone_when_it_cannot_check_it() {
+    let b = FakeBox::new();
+    b.put("boot/onair.json", b"{\"good\": 1}");
+    let (ok, log) = b.run_with("onair-import", &b.path("no-such-onair"));
+    assert!(ok, "onair-import must not fail the boot:\n{log}");
+    assert!(
+        b.path("boot/onair.json").exists() && !b.path("data/onair/onair.json").exists(),
+        "onair-import: without a working `onair check-config` nothing may be imported or renamed"
+    );
+}
+
+#[test]
+fn start_falls_back_to_the_default_config() {
+    let b = FakeBox::new();
+    let default = format!("run --config {}", b.path("etc/onair.json").display());
+    let out = b.run("onair-start");
+    assert!(
+        out.contains(&default),
+        "onair-start: without an imported config it must use the default:\n{out}"
+    );
+    b.put("data/onair/onair.json", b"{\"BAD\": 1}");
+    let out = b.run("onair-start");
+    assert!(
+        out.contains(&default) && out.contains("not usable"),
+        "onair-start: with a config the daemon refuses it must say so and use the default:\n{out}"
+    );
+}
