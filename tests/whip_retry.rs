@@ -99,3 +99,80 @@ fn a_server_that_never_answers_times_out_and_the_backoff_goes_on() {
         "hung requests must be closed by the box: {stats:#}"
     );
 }
+
+/// Scenario 8: 200 reconnect cycles (the server drops the session; the box comes back). Open
+/// file descriptors and resident memory must not grow: a reconnect leaves nothing behind.
+#[test]
+fn two_hundred_reconnect_cycles_leak_no_fds_and_no_memory() {
+    let _serial = serial();
+    let cycles: usize = std::env::var("ONAIR_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let receiver = Receiver::start("127.0.0.1", Some("k"), None);
+    let daemon = Daemon::start(
+        test_config(
+            &receiver.whip_url(),
+            Some("k"),
+            // Short stability window so every drop gets the immediate retry, and a short
+            // silence limit in case a drop is only noticed by the missing RTCP.
+            json!({"reconnect": {"stable_after_ms": 300, "dead_after_ms": 2000}}),
+        ),
+        None,
+    );
+    let mut at_10 = None;
+    let started = std::time::Instant::now();
+    for cycle in 1..=cycles {
+        let (live, s) = daemon.wait_status(Duration::from_secs(20), |s| s["state"] == "live");
+        assert!(
+            live,
+            "cycle {cycle}: not live again: {s:#}\n{}",
+            daemon.log()
+        );
+        let frames_before = receiver.stats()["frames_decoded"].as_u64().unwrap_or(0);
+        let (decoding, _) = receiver.wait_for(Duration::from_secs(10), |s| {
+            s["frames_decoded"].as_u64().unwrap_or(0) > frames_before + 3
+        });
+        assert!(
+            decoding,
+            "cycle {cycle}: live but nothing decoded\n{}",
+            daemon.log()
+        );
+        // Let the connection become stable so the next drop is retried at once.
+        std::thread::sleep(Duration::from_millis(350));
+        if cycle == 10 {
+            at_10 = Some(daemon.fds_and_rss());
+        }
+        let reconnects = daemon
+            .status()
+            .map(|s| s["reconnects"].as_u64().unwrap_or(0));
+        receiver.drop_sessions();
+        let (dropped, s) = daemon.wait_status(Duration::from_secs(10), |s| {
+            s["reconnects"].as_u64() != reconnects || s["state"] != "live"
+        });
+        assert!(dropped, "cycle {cycle}: the drop was not noticed: {s:#}");
+        if cycle % 50 == 0 {
+            receiver.reset();
+        }
+    }
+    let (live, _) = daemon.wait_status(Duration::from_secs(20), |s| s["state"] == "live");
+    assert!(live);
+    std::thread::sleep(Duration::from_millis(500));
+    let (fds_10, rss_10) = at_10.expect("measured at cycle 10");
+    let (fds_end, rss_end) = daemon.fds_and_rss();
+    let status = daemon.status().expect("status");
+    eprintln!(
+        "scenario 8: {cycles} cycles in {:.0} s; cycle 10: {fds_10} fds, {rss_10} kB RSS; \
+         cycle {cycles}: {fds_end} fds, {rss_end} kB RSS; reconnects {}",
+        started.elapsed().as_secs_f64(),
+        status["reconnects"]
+    );
+    assert!(fds_end <= fds_10 + 2, "fds grew from {fds_10} to {fds_end}");
+    // Allocator noise and the bounded flight recorder are allowed, not per-cycle growth.
+    assert!(
+        rss_end <= rss_10 + 8 * 1024,
+        "RSS grew from {rss_10} kB to {rss_end} kB over {} cycles",
+        cycles - 10
+    );
+    assert!(status["reconnects"].as_u64().unwrap_or(0) >= cycles as u64);
+}

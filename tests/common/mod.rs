@@ -185,6 +185,11 @@ impl Receiver {
         self.curl("POST", "/control/reset", Some("{}"));
     }
 
+    /// Ends every live session from the server side (the box must notice and come back).
+    pub fn drop_sessions(&self) {
+        self.curl("POST", "/control/drop", Some("{}"));
+    }
+
     pub fn pli_flood(&self, duration_s: f64, interval_ms: u64) -> Value {
         let body =
             serde_json::json!({"duration_s": duration_s, "interval_ms": interval_ms}).to_string();

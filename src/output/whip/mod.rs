@@ -18,6 +18,7 @@ use http::{WhipError, WhipHttp};
 use peer::{Peer, PeerEvent};
 use rtc::media::Sample;
 use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCDtlsTransportState;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::peer_connection::PeerConnection;
+use webrtc::peer_connection::transport::DtlsTransport;
 
 /// A DELETE must not hold up a reconnect or a shutdown for long.
 const DELETE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -133,6 +135,15 @@ impl WhipConnection {
                 return Err(e);
             }
         };
+        // The server's close_notify closes the DTLS transport without changing the peer
+        // connection's state, so the liveness watch looks at the transport itself.
+        let mut dtls = None;
+        for sender in peer.pc.get_senders().await {
+            if let Ok(Some(t)) = sender.transport().await {
+                dtls = Some(t);
+                break;
+            }
+        }
         let stop = CancellationToken::new();
         peer.rtcp.reset();
         let writer = tokio::spawn(write_media(
@@ -147,6 +158,7 @@ impl WhipConnection {
         ));
         let watchdog = tokio::spawn(watch_liveness(
             peer.events,
+            dtls,
             peer.rtcp,
             attempt.dead_after,
             attempt.events.clone(),
@@ -249,10 +261,11 @@ async fn write_media(
     }
 }
 
-/// Reports the connection lost when the peer connection fails or the server's RTCP goes
-/// silent for `dead_after`.
+/// Reports the connection lost when the peer connection fails, the server closes DTLS, or the
+/// server's RTCP goes silent for `dead_after`.
 async fn watch_liveness(
     mut peer_events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
+    dtls: Option<Arc<dyn DtlsTransport>>,
     rtcp: RtcpClock,
     dead_after: Duration,
     events: EventSender,
@@ -279,6 +292,12 @@ async fn watch_liveness(
                 }
             },
             _ = tick.tick() => {
+                if let Some(t) = &dtls
+                    && let Ok(state @ (RTCDtlsTransportState::Closed | RTCDtlsTransportState::Failed)) = t.state().await
+                {
+                    events.send(ConnectionEvent::Lost(format!("the server closed the session (DTLS {state})")));
+                    return;
+                }
                 let silence = rtcp.silence();
                 if silence >= dead_after {
                     events.send(ConnectionEvent::Lost(format!(
