@@ -59,7 +59,6 @@ fn scripted(receiver: &Receiver, answer: serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_refusal_is_typed_and_names_the_status() {
-    let _serial = common::serial();
     let receiver = Receiver::start("127.0.0.1", Some(KEY), None);
     let dir = tempfile::tempdir().unwrap();
     let cases = [
@@ -113,7 +112,6 @@ async fn each_refusal_is_typed_and_names_the_status() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_key_is_permanent_and_a_busy_key_is_transient() {
-    let _serial = common::serial();
     let receiver = Receiver::start("127.0.0.1", Some(KEY), None);
     let dir = tempfile::tempdir().unwrap();
 
@@ -170,7 +168,6 @@ async fn a_refused_connection_is_transient() {
 /// next POST, so the server's one-publisher rule does not lock the box out after a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_left_by_a_previous_run_is_deleted_first() {
-    let _serial = common::serial();
     let receiver = Receiver::start("127.0.0.1", Some(KEY), None);
     let dir = tempfile::tempdir().unwrap();
     let first = WhipOutput::new(
