@@ -8,6 +8,7 @@
 use crate::config::{Config, ConfigError, OutputConfig};
 use crate::media::{Door, KeyframeRequester, Media, MediaError, MediaEvent};
 use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr};
+use crate::output::rtmp::RtmpOutput;
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
 use crate::status::recorder::FlightRecorder;
@@ -66,8 +67,8 @@ fn build_output(config: &Config) -> Result<Arc<dyn Output>, DaemonError> {
             WhipOutput::new(url, token.clone(), &config.state_dir)
                 .map_err(|e| DaemonError::Output(e.to_string()))?,
         )),
-        OutputConfig::Rtmp { .. } => Err(DaemonError::Output(
-            "RTMP output is not available in this build".into(),
+        OutputConfig::Rtmp { url } => Ok(Arc::new(
+            RtmpOutput::new(url).map_err(|e| DaemonError::Output(e.to_string()))?,
         )),
     }
 }

@@ -7,6 +7,7 @@
 //! the output and reaches the supervisor only as a [`FailureClass`].
 
 pub mod rtcp_watch;
+pub mod rtmp;
 pub mod whip;
 
 use crate::media::{Door, KeyframeRequester};

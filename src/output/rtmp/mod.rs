@@ -1,0 +1,500 @@
+//! RTMP output: publish the access units as FLV to an RTMP(S) ingest (nginx-rtmp, Twitch,
+//! YouTube, …) through GStreamer's `rtmp2sink`.
+//!
+//! One attempt = build a fresh branch pipeline for this connection (see `branch`), let
+//! rtmp2sink do TCP (or TLS), handshake, `connect` and `publish`, and decide from its stats and
+//! bus what happened (see `verdict`): connected, rejected (permanent) or a network failure
+//! (transient). The connection then feeds the branch from the door, starting at a key frame,
+//! and a watchdog reports it lost on a bus error or when the socket stops taking bytes for
+//! `dead_after`. Closing sets the branch to NULL; the capture pipeline never notices.
+
+pub mod branch;
+pub mod location;
+pub mod verdict;
+
+use super::{Attempt, Connection, ConnectionEvent, EventSender, Failure, Output, OutputStats};
+use crate::media::{Door, KeyframeRequester, Urgency};
+use crate::secret::SecretUrl;
+use branch::{Branch, BranchSettings};
+use futures_util::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use location::{Location, Scrubber};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+pub use verdict::RtmpError;
+use verdict::{ConnectVerdict, Observation, Progress, StallWatch};
+
+/// Protocol tuning of the RTMP output. Fixed in code; the defaults are the documented values.
+#[derive(Debug, Clone)]
+pub struct RtmpSettings {
+    /// How long the server must keep the connection open after accepting the publish before
+    /// the attempt counts as connected. Default 500 ms: nginx-rtmp's `deny publish` hangs up
+    /// within a millisecond of `NetStream.Publish.Start`.
+    pub settle: Duration,
+    /// How often rtmp2sink's stats are read while connecting. Default 20 ms.
+    pub connect_poll: Duration,
+    /// How often the live connection's socket progress is checked. Default 100 ms.
+    pub live_poll: Duration,
+    /// Access units the connection's tap may hold (about a second). Default 32.
+    pub tap_capacity: usize,
+    /// Units waiting inside the branch beyond which new ones are dropped until the next key
+    /// frame (memory stays bounded while the socket is stuck). Default 60 (2 s at 30 fps).
+    pub max_backlog: u64,
+    /// A new connection that has seen no key frame this long asks again. Default 1 s.
+    pub keyframe_nudge: Duration,
+}
+
+impl Default for RtmpSettings {
+    fn default() -> Self {
+        RtmpSettings {
+            settle: Duration::from_millis(500),
+            connect_poll: Duration::from_millis(20),
+            live_poll: Duration::from_millis(100),
+            tap_capacity: 32,
+            max_backlog: 60,
+            keyframe_nudge: Duration::from_millis(1000),
+        }
+    }
+}
+
+pub struct RtmpOutput {
+    location: Location,
+    scrubber: Scrubber,
+    settings: RtmpSettings,
+}
+
+impl RtmpOutput {
+    /// Checks the URL and that the GStreamer elements exist; both are start-up errors.
+    pub fn new(url: &SecretUrl) -> Result<RtmpOutput, RtmpError> {
+        let location = Location::parse(url)?;
+        gst::init()
+            .map_err(|e| RtmpError::Build(format!("GStreamer failed to initialise: {e}")))?;
+        branch::check_elements()?;
+        let scrubber = Scrubber::new(url, Some(&location));
+        Ok(RtmpOutput {
+            location,
+            scrubber,
+            settings: RtmpSettings::default(),
+        })
+    }
+
+    async fn attempt(&self, attempt: &Attempt) -> Result<RtmpConnection, RtmpError> {
+        let (branch, mut bus) = Branch::build(
+            &self.location,
+            &BranchSettings::new(attempt.dead_after),
+            attempt.number,
+        )?;
+        log::debug!(
+            "rtmp: attempt {}: connecting to {}",
+            attempt.number,
+            self.location
+        );
+        branch.start()?;
+        let sink = branch.sink();
+        let mut verdict = ConnectVerdict::new(self.settings.settle);
+        let mut tick = tokio::time::interval(self.settings.connect_poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let observation = tokio::select! {
+                _ = attempt.cancel.cancelled() => {
+                    branch.shutdown(false, None).await;
+                    return Err(RtmpError::Cancelled);
+                }
+                msg = bus.next() => match msg {
+                    None => Observation::Error {
+                        text: "the RTMP branch's bus closed".into(),
+                        after_publish: false,
+                    },
+                    Some(msg) => match self.bus_observation(&msg, &sink) {
+                        Some(o) => o,
+                        None => continue,
+                    },
+                },
+                _ = tick.tick() => {
+                    if branch::sink_stats(&sink).published {
+                        Observation::Published
+                    } else {
+                        Observation::Tick
+                    }
+                }
+            };
+            match verdict.observe(Instant::now(), observation) {
+                Progress::Pending => {}
+                Progress::Connected => break,
+                Progress::Failed(e) => {
+                    branch.shutdown(false, None).await;
+                    return Err(e);
+                }
+            }
+        }
+        log::info!(
+            "rtmp: attempt {}: publishing to {}",
+            attempt.number,
+            self.location
+        );
+        Ok(RtmpConnection::start(
+            branch,
+            bus,
+            attempt,
+            self.scrubber.clone(),
+            self.settings.clone(),
+        ))
+    }
+
+    fn bus_observation(&self, msg: &gst::Message, sink: &gst::Element) -> Option<Observation> {
+        match msg.view() {
+            gst::MessageView::Error(_) => {
+                let (text, debug) = branch::error_text(msg)?;
+                log::debug!(
+                    "rtmp: branch error: {} ({})",
+                    self.scrubber.scrub(&text),
+                    self.scrubber.scrub(&debug)
+                );
+                Some(Observation::Error {
+                    text: self.scrubber.scrub(&text),
+                    after_publish: branch::sink_stats(sink).published,
+                })
+            }
+            gst::MessageView::Eos(_) => Some(Observation::Eos),
+            gst::MessageView::Warning(w) => {
+                log::debug!(
+                    "rtmp: branch warning: {}",
+                    self.scrubber.scrub(&w.error().to_string())
+                );
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Output for RtmpOutput {
+    async fn connect(&self, attempt: Attempt) -> Result<Box<dyn Connection>, Failure> {
+        match self.attempt(&attempt).await {
+            Ok(conn) => Ok(Box::new(conn)),
+            Err(e) => Err(Failure {
+                class: e.class(),
+                message: self.scrubber.scrub(&e.to_string()),
+            }),
+        }
+    }
+}
+
+/// Counters the writer shares with the watchdog.
+#[derive(Default)]
+struct Feed {
+    /// Access units the door handed to this connection (pushed or dropped).
+    offered: AtomicU64,
+}
+
+/// A published RTMP stream. Owns its branch and its two tasks.
+pub struct RtmpConnection {
+    branch: Branch,
+    stop: CancellationToken,
+    writer: JoinHandle<()>,
+    watchdog: JoinHandle<gst::bus::BusStream>,
+}
+
+impl RtmpConnection {
+    fn start(
+        branch: Branch,
+        bus: gst::bus::BusStream,
+        attempt: &Attempt,
+        scrubber: Scrubber,
+        settings: RtmpSettings,
+    ) -> RtmpConnection {
+        let stop = CancellationToken::new();
+        let feed = Arc::new(Feed::default());
+        let sink = branch.sink();
+        report_first_media(&sink, attempt.events.clone());
+        let writer = tokio::spawn(write_media(
+            attempt.door.clone(),
+            branch.appsrc(),
+            attempt.keyframes.clone(),
+            attempt.stats.clone(),
+            feed.clone(),
+            settings.clone(),
+            stop.clone(),
+        ));
+        let watchdog = tokio::spawn(watch_liveness(
+            sink,
+            bus,
+            feed,
+            attempt.dead_after,
+            settings.live_poll,
+            attempt.events.clone(),
+            scrubber,
+            stop.clone(),
+        ));
+        RtmpConnection {
+            branch,
+            stop,
+            writer,
+            watchdog,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Connection for RtmpConnection {
+    async fn close(self: Box<Self>, polite: bool) {
+        self.stop.cancel();
+        // Both tasks end at their next await once `stop` is cancelled.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.writer).await;
+        let bus = tokio::time::timeout(Duration::from_secs(1), self.watchdog)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        self.branch.shutdown(polite, bus).await;
+    }
+}
+
+/// Sends `MediaFlowing` when the first media buffer reaches rtmp2sink (which, connected,
+/// writes it straight to the socket). flvmux's stream headers come first and are skipped; the
+/// writer only ever starts with a key frame, so the first media buffer is one.
+fn report_first_media(sink: &gst::Element, events: EventSender) {
+    let Some(pad) = sink.static_pad("sink") else {
+        return;
+    };
+    let sent = AtomicBool::new(false);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let media = info
+            .buffer()
+            .is_some_and(|b| !b.flags().contains(gst::BufferFlags::HEADER));
+        if media && !sent.swap(true, Ordering::Relaxed) {
+            events.send(ConnectionEvent::MediaFlowing);
+            return gst::PadProbeReturn::Remove;
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Pulls access units from the door into the branch, starting at a key frame and resyncing at
+/// the next one after any gap.
+async fn write_media(
+    door: Door,
+    appsrc: gst_app::AppSrc,
+    keyframes: KeyframeRequester,
+    stats: Arc<OutputStats>,
+    feed: Arc<Feed>,
+    settings: RtmpSettings,
+    stop: CancellationToken,
+) {
+    let mut tap = door.open(settings.tap_capacity);
+    // A new connection must start with a key frame; ask now rather than wait for the GOP.
+    keyframes.request(Urgency::NewConnection);
+    let mut synced = false;
+    let mut expected_seq: Option<u64> = None;
+    let mut waiting_since = Instant::now();
+    let mut timeline = Timeline::default();
+    let mut backlog_drops = 0u64;
+    let mut push_errors = 0u64;
+    loop {
+        let unit = tokio::select! {
+            _ = stop.cancelled() => return,
+            u = tap.recv() => match u { Some(u) => u, None => return },
+        };
+        feed.offered.fetch_add(1, Ordering::Relaxed);
+        if expected_seq.is_some_and(|e| e != unit.seq) {
+            // Units were dropped at the door: a decoder would show garbage until the next key
+            // frame, so wait for one (and ask for it).
+            synced = false;
+            waiting_since = Instant::now();
+            keyframes.request(Urgency::ServerRequest);
+        }
+        expected_seq = Some(unit.seq + 1);
+        if !synced {
+            if !unit.keyframe {
+                if waiting_since.elapsed() > settings.keyframe_nudge {
+                    keyframes.request(Urgency::NewConnection);
+                    waiting_since = Instant::now();
+                }
+                continue;
+            }
+            synced = true;
+        }
+        let backlog = appsrc.property::<u64>("current-level-buffers");
+        if backlog >= settings.max_backlog {
+            // The socket is not keeping up. Dropping here (and resyncing at a key frame) keeps
+            // memory bounded; the watchdog decides whether the connection is dead.
+            backlog_drops += 1;
+            if backlog_drops == 1 {
+                log::debug!("rtmp: branch backed up ({backlog} units); dropping to a key frame");
+            }
+            synced = false;
+            waiting_since = Instant::now();
+            continue;
+        }
+        let pts = timeline.stamp(unit.pts, unit.duration);
+        let mut buffer = gst::Buffer::from_slice(unit.data);
+        {
+            let b = buffer.make_mut();
+            let pts = gst::ClockTime::from_nseconds(pts.as_nanos() as u64);
+            b.set_pts(pts);
+            // No B-frames (the encoders are configured without them): decode order is
+            // presentation order.
+            b.set_dts(pts);
+            b.set_duration(gst::ClockTime::from_nseconds(
+                unit.duration.as_nanos() as u64
+            ));
+            if !unit.keyframe {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+        }
+        match appsrc.push_buffer(buffer) {
+            Ok(_) => stats.frame_sent(),
+            Err(e) => {
+                // The branch is flushing or failed; the watchdog reports why.
+                push_errors += 1;
+                if push_errors == 1 {
+                    log::debug!("rtmp: push into the branch failed: {e:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Reports the connection lost on an error from the branch, or when the socket has taken no
+/// bytes for `dead_after` while there was media to send. Hands the bus back when stopped, for
+/// a polite close.
+#[allow(clippy::too_many_arguments)]
+async fn watch_liveness(
+    sink: gst::Element,
+    mut bus: gst::bus::BusStream,
+    feed: Arc<Feed>,
+    dead_after: Duration,
+    poll: Duration,
+    events: EventSender,
+    scrubber: Scrubber,
+    stop: CancellationToken,
+) -> gst::bus::BusStream {
+    let mut stall = StallWatch::new(
+        Instant::now(),
+        dead_after,
+        branch::sink_stats(&sink).bytes_out,
+        feed.offered.load(Ordering::Relaxed),
+    );
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = false;
+    let mut report = |reason: String| {
+        if !std::mem::replace(&mut reported, true) {
+            events.send(ConnectionEvent::Lost(reason));
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return bus,
+            msg = bus.next() => match msg {
+                None => {
+                    report("the RTMP branch's bus closed".into());
+                    stop.cancelled().await;
+                    return bus;
+                }
+                Some(msg) => match msg.view() {
+                    gst::MessageView::Error(_) => {
+                        if let Some((text, debug)) = branch::error_text(&msg) {
+                            log::debug!("rtmp: branch error: {}", scrubber.scrub(&debug));
+                            report(scrubber.scrub(&text));
+                        }
+                    }
+                    gst::MessageView::Eos(_) => report("the RTMP branch ended".into()),
+                    _ => {}
+                },
+            },
+            _ = tick.tick() => {
+                let bytes = branch::sink_stats(&sink).bytes_out;
+                if let Some(stuck) = stall.observe(Instant::now(), bytes, feed.offered.load(Ordering::Relaxed)) {
+                    report(format!(
+                        "the server took no data for {:.1} s (write stalled)",
+                        stuck.as_secs_f64()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Presentation times for one connection: 0 at its first unit, then the encoder's spacing.
+/// If the encoder's clock jumps backwards or far ahead (the capture pipeline restarted after
+/// an input loss), the timeline carries on one frame later instead of following it, so the
+/// server and its players never see time go backwards.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// (input pts, output pts, duration) of the last unit.
+    last: Option<(Duration, Duration, Duration)>,
+}
+
+/// Largest forward jump in the encoder's timestamps taken at face value. Gaps from dropped
+/// units waiting for a key frame stay well below it.
+const MAX_JUMP: Duration = Duration::from_secs(10);
+
+impl Timeline {
+    pub fn stamp(&mut self, pts: Duration, duration: Duration) -> Duration {
+        let out = match self.last {
+            None => Duration::ZERO,
+            Some((last_in, last_out, last_duration)) => {
+                match pts.checked_sub(last_in) {
+                    Some(delta) if !delta.is_zero() && delta <= MAX_JUMP => last_out + delta,
+                    // Backwards, stuck or a leap: one frame on.
+                    _ => last_out + last_duration.max(Duration::from_millis(1)),
+                }
+            }
+        };
+        self.last = Some((pts, out, duration));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRAME: Duration = Duration::from_millis(33);
+
+    #[test]
+    fn timeline_starts_at_zero_and_keeps_the_encoder_spacing() {
+        let mut t = Timeline::default();
+        let base = Duration::from_secs(100);
+        assert_eq!(t.stamp(base, FRAME), Duration::ZERO);
+        assert_eq!(t.stamp(base + FRAME, FRAME), FRAME);
+        // A resync gap (units dropped until the next key frame) is kept.
+        assert_eq!(t.stamp(base + FRAME * 60, FRAME), FRAME * 60);
+    }
+
+    #[test]
+    fn timeline_never_goes_backwards_when_capture_restarts() {
+        let mut t = Timeline::default();
+        t.stamp(Duration::from_secs(50), FRAME);
+        let after = t.stamp(Duration::from_millis(10), FRAME);
+        assert_eq!(after, FRAME);
+        assert_eq!(t.stamp(Duration::from_millis(10) + FRAME, FRAME), FRAME * 2);
+        // A leap forward is not followed either.
+        assert_eq!(t.stamp(Duration::from_secs(3600), FRAME), FRAME * 3);
+    }
+
+    #[test]
+    fn settings_defaults_are_the_documented_ones() {
+        let s = RtmpSettings::default();
+        assert_eq!(s.settle, Duration::from_millis(500));
+        assert_eq!(s.max_backlog, 60);
+        assert_eq!(
+            BranchSettings::new(Duration::from_millis(5000)).io_timeout_s,
+            5
+        );
+        assert_eq!(
+            BranchSettings::new(Duration::from_millis(1200)).io_timeout_s,
+            2
+        );
+        assert_eq!(
+            BranchSettings::new(Duration::from_millis(10)).io_timeout_s,
+            1
+        );
+    }
+}
