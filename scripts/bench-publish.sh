@@ -29,12 +29,9 @@ trap cleanup EXIT
 mono() { .venv/bin/python -c 'import time; print(time.monotonic())'; }
 tck=$(getconf CLK_TCK)
 
-.venv/bin/python tests/peers/whip_receiver.py --listen 127.0.0.1:0 --token bench \
-  >"$work/receiver.out" 2>"$work/receiver.log" &
-receiver_pid=$!
-for _ in $(seq 100); do grep -q '^READY ' "$work/receiver.out" 2>/dev/null && break; sleep 0.1; done
-base="$(sed -n 's/^READY //p' "$work/receiver.out")"
-[ -n "$base" ] || { echo "bench: receiver did not start" >&2; exit 1; }
+source scripts/lib/receiver.sh
+start_receiver "$work" 127.0.0.1:0 bench
+base="$receiver_base"
 
 cat >"$work/onair.json" <<JSON
 {"source": {"kind": "test", "width": $width, "height": $height, "fps": $fps},

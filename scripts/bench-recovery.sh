@@ -29,6 +29,7 @@ teardown() {
 }
 trap 'teardown; rm -rf "$work"' EXIT
 mono() { .venv/bin/python -c 'import time; print(time.monotonic())'; }
+source scripts/lib/receiver.sh
 
 lab_up() {
   ip netns add "$box"; ip netns add "$srv"
@@ -46,10 +47,7 @@ stats() { ip netns exec "$srv" curl -s --max-time 5 http://192.0.2.1:8080/contro
 one_run() {
   local outage="$1" netlink="$2"
   lab_up
-  ip netns exec "$srv" .venv/bin/python tests/peers/whip_receiver.py --listen 192.0.2.1:8080 \
-    --token bench >"$work/r.out" 2>"$work/r.log" &
-  receiver_pid=$!
-  for _ in $(seq 100); do grep -q '^READY ' "$work/r.out" 2>/dev/null && break; sleep 0.1; done
+  start_receiver "$work" 192.0.2.1:8080 bench "$srv"
   cat >"$work/onair.json" <<JSON
 {"source": {"kind": "test", "width": 640, "height": 360, "fps": 30},
  "encoder": {"kind": "x264", "bitrate_kbps": 1000, "keyframe_interval_ms": 2000},
@@ -101,9 +99,9 @@ for outage in "${outages[@]}"; do
   done
 done
 
-printf '\n%-10s %-30s %-30s %s\n' "outage" "netlink on: median (runs)" "timer only: median (runs)" "ratio"
+printf '\n%-10s %-30s %-30s %s\n' "outage" "netlink on: median (runs)" "timer only: median (runs)" "timer / netlink"
 for outage in "${outages[@]}"; do
   on="${result[$outage-true]}" off="${result[$outage-false]}"
-  ratio=$(awk -v a="${on%% *}" -v b="${off%% *}" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.1fx faster", b/a; else print "-" }')
+  ratio=$(awk -v a="${on%% *}" -v b="${off%% *}" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.1f", b/a; else print "-" }')
   printf '%-10s %-30s %-30s %s\n' "${outage} s" "$on" "$off" "$ratio"
 done

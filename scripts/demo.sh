@@ -27,12 +27,9 @@ cleanup() {
 trap cleanup EXIT
 
 token="demo-$RANDOM$RANDOM"
-.venv/bin/python tests/peers/whip_receiver.py --listen 127.0.0.1:0 --token "$token" \
-  >"$work/receiver.out" 2>"$work/receiver.log" &
-receiver_pid=$!
-for _ in $(seq 100); do grep -q '^READY ' "$work/receiver.out" 2>/dev/null && break; sleep 0.1; done
-base="$(sed -n 's/^READY //p' "$work/receiver.out")"
-[ -n "$base" ] || { echo "demo: the receiver did not start:" >&2; cat "$work/receiver.log" >&2; exit 1; }
+source scripts/lib/receiver.sh
+start_receiver "$work" 127.0.0.1:0 "$token"
+base="$receiver_base"
 echo "demo: receiver listening at $base"
 
 cat >"$work/onair.json" <<JSON

@@ -47,19 +47,6 @@ fn wait_live(daemon: &Daemon, receiver: &Receiver) {
     assert!(decoding, "live but nothing decoded\n{}", daemon.log());
 }
 
-/// Samples the box's state every 50 ms for `d`; returns (seconds since start, state).
-fn sample_states(daemon: &Daemon, d: Duration) -> Vec<(f64, String)> {
-    let start = Instant::now();
-    let mut out = vec![];
-    while start.elapsed() < d {
-        if let Some(s) = daemon.status() {
-            out.push((start.elapsed().as_secs_f64(), state(&s).to_string()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    out
-}
-
 /// Waits for the first decoded frame after `t` (CLOCK_MONOTONIC); returns its delay.
 fn frames_resume_after(receiver: &Receiver, t: f64, within: Duration) -> Option<f64> {
     let (ok, stats) = receiver.wait_for(within, |s| first_frame_after(s, t).is_some());
@@ -88,8 +75,12 @@ fn link_down_3s_goes_offline_and_resumes_within_1s_of_link_up() {
     let daemon = start_box(&lab, json!({}));
     wait_live(&daemon, &receiver);
 
+    let t_cut = mono_now();
     lab.cut();
-    let states = sample_states(&daemon, Duration::from_secs(3));
+    let states: Vec<(f64, String)> = sample_for(&daemon, Duration::from_secs(3))
+        .into_iter()
+        .map(|s| (s.t - t_cut, s.state))
+        .collect();
     let t_up = mono_now();
     lab.restore();
 

@@ -6,6 +6,7 @@ pub mod encoder;
 pub mod keyframes;
 pub mod pipeline;
 pub mod source;
+pub mod sync;
 
 use bytes::Bytes;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 pub use door::{Door, Tap};
 pub use keyframes::{KeyframeRequester, Urgency};
 pub use pipeline::{Media, MediaError, MediaEvent, MediaStats};
+pub use sync::KeyframeSync;
 
 /// One encoded picture in Annex-B byte-stream form (start codes, SPS/PPS before every IDR).
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ pub mod location;
 pub mod verdict;
 
 use super::{Attempt, Connection, ConnectionEvent, EventSender, Failure, Output, OutputStats};
-use crate::media::{Door, KeyframeRequester, Urgency};
+use crate::media::{Door, KeyframeRequester, KeyframeSync};
 use crate::secret::SecretUrl;
 use branch::{Branch, BranchSettings};
 use futures_util::StreamExt;
@@ -287,11 +287,7 @@ async fn write_media(
     stop: CancellationToken,
 ) {
     let mut tap = door.open(settings.tap_capacity);
-    // A new connection must start with a key frame; ask now rather than wait for the GOP.
-    keyframes.request(Urgency::NewConnection);
-    let mut synced = false;
-    let mut expected_seq: Option<u64> = None;
-    let mut waiting_since = Instant::now();
+    let mut sync = KeyframeSync::new(keyframes, settings.keyframe_nudge);
     let mut timeline = Timeline::default();
     let mut backlog_drops = 0u64;
     let mut push_errors = 0u64;
@@ -301,23 +297,8 @@ async fn write_media(
             u = tap.recv() => match u { Some(u) => u, None => return },
         };
         feed.offered.fetch_add(1, Ordering::Relaxed);
-        if expected_seq.is_some_and(|e| e != unit.seq) {
-            // Units were dropped at the door: a decoder would show garbage until the next key
-            // frame, so wait for one (and ask for it).
-            synced = false;
-            waiting_since = Instant::now();
-            keyframes.request(Urgency::ServerRequest);
-        }
-        expected_seq = Some(unit.seq + 1);
-        if !synced {
-            if !unit.keyframe {
-                if waiting_since.elapsed() > settings.keyframe_nudge {
-                    keyframes.request(Urgency::NewConnection);
-                    waiting_since = Instant::now();
-                }
-                continue;
-            }
-            synced = true;
+        if !sync.admit(&unit) {
+            continue;
         }
         let backlog = appsrc.property::<u64>("current-level-buffers");
         if backlog >= settings.max_backlog {
@@ -327,8 +308,7 @@ async fn write_media(
             if backlog_drops == 1 {
                 log::debug!("rtmp: branch backed up ({backlog} units); dropping to a key frame");
             }
-            synced = false;
-            waiting_since = Instant::now();
+            sync.resync();
             continue;
         }
         let pts = timeline.stamp(unit.pts, unit.duration);

@@ -11,7 +11,7 @@ pub mod http;
 pub mod peer;
 
 use super::{Attempt, Connection, ConnectionEvent, EventSender, Failure, Output, OutputStats};
-use crate::media::{Door, KeyframeRequester, Urgency};
+use crate::media::{Door, KeyframeRequester, KeyframeSync};
 use crate::output::rtcp_watch::RtcpClock;
 use crate::secret::{Secret, SecretUrl};
 use http::{WhipError, WhipHttp};
@@ -202,35 +202,16 @@ async fn write_media(
     stop: CancellationToken,
 ) {
     let mut tap = door.open(TAP_CAPACITY);
-    // A new connection must start with a key frame; ask now rather than wait for the GOP.
-    keyframes.request(Urgency::NewConnection);
-    let mut synced = false;
+    let mut sync = KeyframeSync::new(keyframes, KEYFRAME_NUDGE);
     let mut flowing = false;
-    let mut expected_seq: Option<u64> = None;
-    let mut waiting_since = Instant::now();
     let mut write_errors = 0u32;
     loop {
         let unit = tokio::select! {
             _ = stop.cancelled() => return,
             u = tap.recv() => match u { Some(u) => u, None => return },
         };
-        if expected_seq.is_some_and(|e| e != unit.seq) {
-            // Units were dropped at the door: the decoder would show garbage until the next
-            // key frame, so wait for one (and ask for it).
-            synced = false;
-            waiting_since = Instant::now();
-            keyframes.request(Urgency::ServerRequest);
-        }
-        expected_seq = Some(unit.seq + 1);
-        if !synced {
-            if !unit.keyframe {
-                if waiting_since.elapsed() > KEYFRAME_NUDGE {
-                    keyframes.request(Urgency::NewConnection);
-                    waiting_since = Instant::now();
-                }
-                continue;
-            }
-            synced = true;
+        if !sync.admit(&unit) {
+            continue;
         }
         let sample = Sample {
             data: unit.data,
