@@ -138,3 +138,33 @@ fn a_missing_camera_is_no_input_and_the_daemon_stays_up() {
     assert_eq!(code, Some(0), "{}", daemon.log());
     assert!(took <= Duration::from_secs(3));
 }
+
+/// Off a Raspberry Pi the GPIO backend cannot open: one clear warning, and the box streams on
+/// without LEDs.
+#[test]
+fn a_gpio_backend_that_cannot_open_does_not_stop_the_stream() {
+    let _serial = serial();
+    let receiver = Receiver::start("127.0.0.1", Some("k"), None);
+    let mut daemon = Daemon::start(
+        test_config(
+            &receiver.whip_url(),
+            Some("k"),
+            json!({"leds": {"backend": "gpio"}}),
+        ),
+        None,
+    );
+    let (live, s) = daemon.wait_status(Duration::from_secs(20), |s| s["state"] == "live");
+    assert!(live, "{s:#}\n{}", daemon.log());
+    let (decoding, _) = receiver.wait_for(Duration::from_secs(10), |s| {
+        s["frames_decoded"].as_u64().unwrap_or(0) > 10
+    });
+    assert!(decoding);
+    let log = daemon.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("gpio backend unavailable"))
+        .count();
+    assert_eq!(warnings, 1, "one warning about the LEDs, not more:\n{log}");
+    let (code, _) = daemon.stop(Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+}

@@ -81,8 +81,17 @@ fn link_down_3s_goes_offline_and_resumes_within_1s_of_link_up() {
         .into_iter()
         .map(|s| (s.t - t_cut, s.state))
         .collect();
+    let text = daemon.status_text();
     let t_up = mono_now();
     lab.restore();
+    assert!(
+        text.starts_with("state       offline for "),
+        "onair status while cut:\n{text}"
+    );
+    assert!(
+        text.contains("network     down"),
+        "onair status while cut:\n{text}"
+    );
 
     let first_offline = states.iter().find(|(_, s)| s == "offline").map(|(t, _)| *t);
     let first_offline = first_offline
@@ -327,6 +336,16 @@ fn rejected_key_fails_at_once_and_retries_only_on_sighup_or_link_event() {
     assert!(
         s["last_error"].as_str().unwrap_or("").contains("401"),
         "last_error should name the 401: {s:#}"
+    );
+    let text = daemon.status_text();
+    assert!(text.starts_with("state       failed for "), "{text}");
+    assert!(
+        text.contains("last error  WHIP server answered 401"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wrong-key"),
+        "the key leaked into onair status:\n{text}"
     );
     std::thread::sleep(Duration::from_secs(30));
     let posts = |r: &Receiver| r.stats()["posts"].as_array().map(Vec::len).unwrap_or(0);

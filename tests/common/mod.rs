@@ -382,6 +382,16 @@ impl Daemon {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// `onair status` for a person, as printed.
+    pub fn status_text(&self) -> String {
+        Command::new(onair_bin())
+            .args(["status", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
     /// Polls `status` until `pred` holds; returns the last status seen.
     pub fn wait_status(
         &self,
