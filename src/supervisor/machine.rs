@@ -211,7 +211,7 @@ impl Machine {
             Event::InputReady => {
                 self.input = Input::Ok;
                 if self.phase == Phase::Idle {
-                    self.try_connect(now, out);
+                    self.try_connect(out);
                 }
                 "input ready".into()
             }
@@ -235,9 +235,9 @@ impl Machine {
                 match self.phase {
                     // A link event is one of the things that may fix a permanent error (a
                     // captive portal, a different uplink), so it earns one more try.
-                    Phase::Failed => self.restart_streak(now, out),
+                    Phase::Failed => self.restart_streak(out),
                     // Cancel the pending wait: the network, not the server, was the problem.
-                    Phase::Waiting | Phase::Idle => self.restart_streak(now, out),
+                    Phase::Waiting | Phase::Idle => self.restart_streak(out),
                     Phase::Connecting { .. } | Phase::Live | Phase::Stopped => {}
                 }
                 if was_up {
@@ -313,7 +313,7 @@ impl Machine {
                         "stable".into()
                     }
                     Phase::Waiting => {
-                        self.try_connect(now, out);
+                        self.try_connect(out);
                         "retry timer".into()
                     }
                     _ => String::new(),
@@ -321,7 +321,7 @@ impl Machine {
             }
             Event::RetryNow { reason } => {
                 match self.phase {
-                    Phase::Failed | Phase::Waiting | Phase::Idle => self.restart_streak(now, out),
+                    Phase::Failed | Phase::Waiting | Phase::Idle => self.restart_streak(out),
                     Phase::Connecting { .. } | Phase::Live | Phase::Stopped => {}
                 }
                 reason
@@ -347,16 +347,16 @@ impl Machine {
     }
 
     /// A fresh schedule, then an attempt at once if input and network allow.
-    fn restart_streak(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn restart_streak(&mut self, out: &mut Vec<Action>) {
         self.streak = 0;
         self.failed_attempts = 0;
         self.attempt = 0;
         self.cancel_timer(out);
         self.phase = Phase::Idle;
-        self.try_connect(now, out);
+        self.try_connect(out);
     }
 
-    fn try_connect(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn try_connect(&mut self, out: &mut Vec<Action>) {
         self.next_retry_at = None;
         if self.input != Input::Ok || !self.network_up {
             self.cancel_timer(out);
@@ -371,7 +371,6 @@ impl Machine {
             attempt: self.attempt,
         });
         self.arm(self.connect_timeout, out);
-        let _ = now;
     }
 
     fn attempt_failed(
@@ -417,7 +416,7 @@ impl Machine {
             delay = delay.max(at_least);
         }
         if delay.is_zero() {
-            self.try_connect(now, out);
+            self.try_connect(out);
         } else {
             self.phase = Phase::Waiting;
             self.next_retry_at = Some(now + delay);
