@@ -17,20 +17,10 @@ bitrate=2500
 
 bash scripts/setup.sh >/dev/null
 cargo build --release --locked --quiet
-work="$(mktemp -d)"
-receiver_pid="" onair_pid=""
-cleanup() {
-  [ -n "$onair_pid" ] && kill "$onair_pid" 2>/dev/null || true
-  [ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mono() { .venv/bin/python -c 'import time; print(time.monotonic())'; }
+source scripts/lib/run.sh
 tck=$(getconf CLK_TCK)
 
-source scripts/lib/receiver.sh
-start_receiver "$work" 127.0.0.1:0 bench
+start_receiver 127.0.0.1:0 bench
 base="$receiver_base"
 
 cat >"$work/onair.json" <<JSON

@@ -16,9 +16,8 @@ outages=("${@:-}")
 
 bash scripts/setup.sh >/dev/null
 cargo build --release --locked --quiet
-work="$(mktemp -d)"
+source scripts/lib/run.sh
 box="oa-bench-box-$$" srv="oa-bench-srv-$$"
-receiver_pid="" onair_pid=""
 teardown() {
   [ -n "$onair_pid" ] && kill "$onair_pid" 2>/dev/null || true
   [ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null || true
@@ -27,9 +26,7 @@ teardown() {
   ip netns del "$box" 2>/dev/null || true
   ip netns del "$srv" 2>/dev/null || true
 }
-trap 'teardown; rm -rf "$work"' EXIT
-mono() { .venv/bin/python -c 'import time; print(time.monotonic())'; }
-source scripts/lib/receiver.sh
+trap 'teardown; cleanup' EXIT
 
 lab_up() {
   ip netns add "$box"; ip netns add "$srv"
@@ -47,7 +44,7 @@ stats() { ip netns exec "$srv" curl -s --max-time 5 http://192.0.2.1:8080/contro
 one_run() {
   local outage="$1" netlink="$2"
   lab_up
-  start_receiver "$work" 192.0.2.1:8080 bench "$srv"
+  start_receiver 192.0.2.1:8080 bench "$srv"
   cat >"$work/onair.json" <<JSON
 {"source": {"kind": "test", "width": 640, "height": 360, "fps": 30},
  "encoder": {"kind": "x264", "bitrate_kbps": 1000, "keyframe_interval_ms": 2000},

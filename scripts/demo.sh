@@ -16,19 +16,10 @@ bash scripts/setup.sh
 echo "demo: building onair (release)"
 cargo build --release --locked --quiet
 
-work="$(mktemp -d)"
-receiver_pid="" onair_pid=""
-cleanup() {
-  [ -n "$onair_pid" ] && kill "$onair_pid" 2>/dev/null || true
-  [ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/run.sh
 
 token="demo-$RANDOM$RANDOM"
-source scripts/lib/receiver.sh
-start_receiver "$work" 127.0.0.1:0 "$token"
+start_receiver 127.0.0.1:0 "$token"
 base="$receiver_base"
 echo "demo: receiver listening at $base"
 
