@@ -16,7 +16,8 @@
 #   2. the box streams: the independent WHIP receiver (tests/peers/whip_receiver.py) on the
 #      host decodes the 320x240 test pattern sent with the token from the boot partition;
 #   3. SSH with the key from the boot partition works and `onair status` says "live";
-#   4. a password login is refused (the server offers public-key authentication only);
+#   4. a password login is refused, even with root's right password (set in RAM for the
+#      test): the server offers public-key authentication only;
 #   5. `systemctl poweroff` stops the daemon cleanly (the receiver sees the WHIP DELETE) and
 #      the boot partition shows what was imported (onair-import.txt).
 #
@@ -440,13 +441,27 @@ if [ $ssh_ok = 1 ]; then
         fail "ssh: \`onair status --json\` over SSH gave state=$state ($status_json)"
     fi
 
-    # 4. Password logins are refused: the server offers public-key authentication only.
-    pw_out=$(timeout 60 ip netns exec "$NS" sshpass -p 'onair-not-the-password' ssh "${SSH_OPTS[@]}" \
+    # 4. Password logins are refused. The box has no password (the build checks /etc/shadow),
+    # so to show that the SSH server itself refuses passwords, root is given a known one
+    # first, in RAM only (a copy of /etc/shadow bind-mounted over it, gone at poweroff),
+    # and that right password is tried: the server must offer public-key authentication
+    # only ("Permission denied (publickey)"; with passwords allowed it would list
+    # "password" and the login would succeed).
+    PW=onair-qemu-password
+    pw_setup=$(timeout 60 "${BOX_SSH[@]}" "set -e
+        hash=\$(perl -e 'print crypt(\$ARGV[0], q(\$6\$onairqemu\$))' '$PW')
+        sed \"s|^root:[^:]*:|root:\$hash:|\" /etc/shadow >/run/onair-test-shadow
+        chmod 0640 /run/onair-test-shadow
+        mount --bind /run/onair-test-shadow /etc/shadow
+        grep -q '^root:\\\$6\\\$onairqemu\\\$' /etc/shadow && echo root-password-set" 2>&1) || true
+    pw_out=$(timeout 60 ip netns exec "$NS" sshpass -p "$PW" ssh "${SSH_OPTS[@]}" \
         -o PubkeyAuthentication=no -o PreferredAuthentications=password,keyboard-interactive \
         -o NumberOfPasswordPrompts=1 "root@$BOX_IP" true 2>&1) && pw_rc=0 || pw_rc=$?
     denied=$(grep -o 'Permission denied ([^)]*)' <<<"$pw_out" | head -1)
-    if [ "$pw_rc" != 0 ] && [ "$denied" = "Permission denied (publickey)" ]; then
-        pass "password login refused: ssh with password/keyboard-interactive only -> \"$denied\" (no password method offered)"
+    if [ "$pw_setup" != root-password-set ]; then
+        fail "password login: could not give root a test password ($pw_setup)"
+    elif [ "$pw_rc" != 0 ] && [ "$denied" = "Permission denied (publickey)" ]; then
+        pass "password login refused: root's right password over ssh (password/keyboard-interactive only) -> \"$denied\": no password method offered"
     else
         fail "password login: expected \"Permission denied (publickey)\", got exit $pw_rc: $pw_out"
     fi
