@@ -215,6 +215,11 @@ EOF
         grep '^Remv ' <<<"$sim" >&2
         die "apt would remove the packages above; refusing"
     fi
+    # The cross build's tests run qemu-aarch64-static (scripts/setup-cross.sh); backports'
+    # qemu-user-static is a transitional package with other binaries and binfmt entries.
+    if grep -q '^Inst qemu-user-static \[' <<<"$sim"; then
+        die "apt would upgrade qemu-user-static to the backports version; refusing (install qemu-system-arm yourself, then use --no-setup)"
+    fi
     apt_get install -y --no-install-recommends "${want[@]}" >/dev/null
     command -v qemu-system-aarch64 >/dev/null || die "qemu-system-aarch64 still missing"
     [ -z "$(missing_pkgs "${HOST_PKGS[@]}")" ] || die "still missing: $(missing_pkgs "${HOST_PKGS[@]}")"
@@ -417,7 +422,7 @@ if [ $ssh_ok = 1 ]; then
         echo keys=\$(readlink /root/.ssh)
         echo failed_units=\$(systemctl list-units --failed --no-legend --plain | awk '{print \$1}')
         echo address=\$(ip -4 -o addr show scope global | awk '{print \$2\":\"\$4\":\"(\$0 ~ /dynamic/ ? \"dhcp\" : \"static\")}')
-        journalctl -b -o cat -u onair-import.service -u onair.service | grep -E '^onair-(import|start):' | sed 's/^/log: /'
+        journalctl -b -o cat -u onair-import.service -u onair.service | grep -E '^onair-(import|start):' | awk '!seen[\$0]++' | sed 's/^/log: /'
     " 2>&1) || true
     printf '%s\n' "$facts" | sed 's/^/    /'
     fact() { sed -n "s/^$1=//p" <<<"$facts" | head -1; }
