@@ -18,7 +18,7 @@
 #   3. SSH with the key from the boot partition works and `onair status` says "live";
 #   4. a password login is refused, even with root's right password (set in RAM for the
 #      test): the server offers public-key authentication only;
-#   5. `systemctl poweroff` stops the daemon cleanly (the receiver sees the WHIP DELETE) and
+#   5. `systemctl poweroff` stops the daemon cleanly (it sends its WHIP DELETE) and
 #      the boot partition shows what was imported (onair-import.txt).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
@@ -37,12 +37,12 @@
 # host prerequisites (qemu-system-arm from bookworm-backports, mmdebstrap, mtools, ...), and
 # runs scripts/setup-cross.sh and scripts/setup.sh (receiver's .venv) unless --no-setup.
 #
-# Options:  --hold      after the checks, keep the box running for manual SSH until Ctrl-C
+# Options:  --hold      after the checks, keep the box running for manual SSH until Enter
 #           --rebuild   ignore the caches (rebuild the Debian tarball and the image)
 #           --no-setup  do not install anything (the prerequisites must be there)
 # Environment: ONAIR_QEMU_BIN (an aarch64 onair binary to use instead of building one),
 #   ONAIR_QEMU_DIR, ONAIR_QEMU_CPU (cortex-a72), ONAIR_QEMU_SMP (2), ONAIR_QEMU_MEM (1024),
-#   ONAIR_QEMU_BOOT_TIMEOUT (s until SSH answers, 900), ONAIR_QEMU_STREAM_TIMEOUT (s after
+#   ONAIR_QEMU_BOOT_TIMEOUT (s until SSH answers, 600), ONAIR_QEMU_STREAM_TIMEOUT (s after
 #   that until enough frames are decoded, 300), ONAIR_QEMU_FRAMES (frames required, 150).
 set -euo pipefail
 
@@ -66,7 +66,7 @@ QDIR=${ONAIR_QEMU_DIR:-$REPO_ROOT/target/qemu}
 CPU=${ONAIR_QEMU_CPU:-cortex-a72}
 SMP=${ONAIR_QEMU_SMP:-2}
 MEM=${ONAIR_QEMU_MEM:-1024}
-BOOT_TIMEOUT=${ONAIR_QEMU_BOOT_TIMEOUT:-900}
+BOOT_TIMEOUT=${ONAIR_QEMU_BOOT_TIMEOUT:-600}
 STREAM_TIMEOUT=${ONAIR_QEMU_STREAM_TIMEOUT:-300}
 FRAMES=${ONAIR_QEMU_FRAMES:-150}
 SHUTDOWN_TIMEOUT=180
