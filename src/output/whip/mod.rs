@@ -181,10 +181,12 @@ impl Connection for WhipConnection {
             // Both tasks end at the next await once `stop` is cancelled.
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
-        peer::close_quietly(&self.pc).await;
+        // DELETE while the peer connection still stands: the server then ends the session
+        // because we asked, not because the transport vanished under it.
         if polite {
             self.http.delete_remembered(DELETE_TIMEOUT).await;
         }
+        peer::close_quietly(&self.pc).await;
     }
 }
 
