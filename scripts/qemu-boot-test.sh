@@ -419,7 +419,7 @@ if [ $ssh_ok = 1 ]; then
         echo config_sum=\$(sha256sum </data/onair/onair.json | cut -c1-64)
         echo data_mount=\$(findmnt -n -o SOURCE,FSTYPE /data | tr ' ' ,)
         echo root_opts=\$(findmnt -n -o OPTIONS / | cut -d, -f1)
-        echo keys=\$(readlink /root/.ssh)
+        echo keys=\$(readlink ~root/.ssh)
         echo failed_units=\$(systemctl list-units --failed --no-legend --plain | awk '{print \$1}')
         echo address=\$(ip -4 -o addr show scope global | awk '{print \$2\":\"\$4\":\"(\$0 ~ /dynamic/ ? \"dhcp\" : \"static\")}')
         journalctl -b -o cat -u onair-import.service -u onair.service | grep -E '^onair-(import|start):' | awk '!seen[\$0]++' | sed 's/^/log: /'

@@ -1342,7 +1342,7 @@ fn first_boot_imports_a_valid_config_and_keys() {
         "onair-import: the imported onair.json must be deleted from the boot partition"
     );
     assert_eq!(
-        b.get("data/ssh/root/authorized_keys"),
+        b.get("data/ssh/root-keys/authorized_keys"),
         format!("# my laptop\n{KEY}\n\n"),
         "onair-import: authorized_keys must be installed, without carriage returns"
     );
@@ -1390,7 +1390,7 @@ fn first_boot_keeps_the_previous_config_when_the_new_one_is_invalid() {
     );
     assert!(b.path("boot/authorized_keys.rejected").exists());
     assert!(
-        !b.path("data/ssh/root/authorized_keys").exists(),
+        !b.path("data/ssh/root-keys/authorized_keys").exists(),
         "onair-import: a file without keys must not be installed"
     );
     assert!(

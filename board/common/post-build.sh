@@ -15,14 +15,15 @@ mkdir -p "$TARGET_DIR/data"
 
 # SSH state must persist, so it lives on the data partition:
 #   /etc/dropbear -> /data/ssh/dropbear   host keys, made by dropbear -R
-#   /root/.ssh    -> /data/ssh/root       authorized_keys, from onair-import
+#   ~root/.ssh    -> /data/ssh/root-keys  authorized_keys, from onair-import
 # (Buildroot points /etc/dropbear at /var/run/dropbear on a read-only root,
 # which would give the box new host keys at every boot.)
 rm -rf "$TARGET_DIR/etc/dropbear"
 ln -s /data/ssh/dropbear "$TARGET_DIR/etc/dropbear"
 mkdir -p "$TARGET_DIR/root"
-rm -rf "$TARGET_DIR/root/.ssh"
-ln -s /data/ssh/root "$TARGET_DIR/root/.ssh"
+root_home="$TARGET_DIR/root"
+rm -rf "$root_home/.ssh"
+ln -s /data/ssh/root-keys "$root_home/.ssh"
 
 # What the image was built from, for `cat /etc/onair/build-info` over SSH.
 repo="${BR2_EXTERNAL_ONAIR_PATH:-$(dirname "$0")/../../buildroot}/.."

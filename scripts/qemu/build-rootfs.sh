@@ -16,7 +16,7 @@
 #                          needs no emulation.
 # Stage 2 does for Debian what Buildroot does for the qemu-aarch64 image: the overlays
 # board/common/rootfs-overlay then board/qemu-aarch64/rootfs-overlay (copied with Buildroot's
-# rsync options), /usr/bin/onair, the post-build steps (/data, /root/.ssh -> /data/ssh/root),
+# rsync options), /usr/bin/onair, the post-build steps (/data, ~root/.ssh -> /data/ssh/root-keys),
 # `systemctl preset` of the units in 50-onair.preset, the post-fakeroot password check, and a
 # read-only root with tmpfs on /tmp and /var (Buildroot: BR2_INIT_SYSTEMD_VAR_FACTORY).
 #
@@ -203,8 +203,9 @@ install -m 0755 -o 0 -g 0 "$BIN" "$root/usr/bin/onair"
 # mount point, root's ~/.ssh lives on it (onair-import writes authorized_keys there).
 # OpenSSH's host keys stay in /etc/ssh (made at package install time, read-only root).
 mkdir -p "$root/data"
-rm -rf "$root/root/.ssh"
-ln -s /data/ssh/root "$root/root/.ssh"
+root_home="$root/root"
+rm -rf "$root_home/.ssh"
+ln -s /data/ssh/root-keys "$root_home/.ssh"
 {
     echo "board=qemu-aarch64 (Debian $SUITE rootfs, scripts/qemu/build-rootfs.sh)"
     echo "debian=$key1"
