@@ -97,6 +97,11 @@ pub fn build(
                 .property("bitrate", kbps)
                 .property("key-int-max", gop)
                 .property("bframes", 0u32)
+                // Key frames at the configured interval and nowhere else: platforms expect a
+                // fixed GOP, and x264's scene-cut detection reads a noisy picture as a new scene
+                // (the 720p test pattern got a key frame every ~9 frames), spending the bitrate
+                // on I-frames. Forced key frames (new connection, PLI) still come at once.
+                .property("option-string", "scenecut=0")
                 .build()?;
             e.set_property_from_str("tune", "zerolatency");
             e.set_property_from_str("speed-preset", "superfast");
@@ -107,6 +112,8 @@ pub fn build(
                 .name("encoder")
                 .property("bitrate", kbps.saturating_mul(1000))
                 .property("gop-size", gop)
+                // As scenecut=0 for x264 above.
+                .property("scene-change-detection", false)
                 .build()?;
             e.set_property_from_str("rate-control", "bitrate");
             e.set_property_from_str("usage-type", "camera");
@@ -249,6 +256,70 @@ mod tests {
             let (e, _) = build(EncoderElement::OpenH264, &enc(EncoderKind::Openh264), 30).unwrap();
             assert_eq!(e.property::<u32>("bitrate"), 2_500_000);
             assert_eq!(e.property::<u32>("gop-size"), 60);
+        }
+    }
+
+    /// Encodes `frames` frames of the 720p test pattern and returns the indexes of the key
+    /// frames that came out.
+    fn key_frame_positions(element: EncoderElement, frames: u32) -> Vec<u32> {
+        use gst::prelude::*;
+        let mut config = enc(EncoderKind::Auto);
+        config.keyframe_interval_ms = 1000;
+        let (encoder, caps) = build(element, &config, 30).expect("encoder");
+        let pipeline = gst::Pipeline::new();
+        let src = gst::ElementFactory::make("videotestsrc")
+            .property("num-buffers", frames as i32)
+            .build()
+            .unwrap();
+        let raw = gst::Caps::builder("video/x-raw")
+            .field("width", 1280)
+            .field("height", 720)
+            .field("framerate", gst::Fraction::new(30, 1))
+            .field("format", "I420")
+            .build();
+        let raw_filter = gst::ElementFactory::make("capsfilter")
+            .property("caps", raw)
+            .build()
+            .unwrap();
+        let h264_filter = gst::ElementFactory::make("capsfilter")
+            .property("caps", caps)
+            .build()
+            .unwrap();
+        let sink = gstreamer_app::AppSink::builder().sync(false).build();
+        pipeline
+            .add_many([&src, &raw_filter, &encoder, &h264_filter, sink.upcast_ref()])
+            .unwrap();
+        gst::Element::link_many([&src, &raw_filter, &encoder, &h264_filter, sink.upcast_ref()])
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut keys = Vec::new();
+        let mut index = 0;
+        while let Ok(sample) = sink.pull_sample() {
+            let buffer = sample.buffer().expect("samples carry buffers");
+            if !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                keys.push(index);
+            }
+            index += 1;
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert_eq!(index, frames, "every frame came out encoded");
+        keys
+    }
+
+    #[test]
+    fn software_encoders_make_key_frames_only_at_the_interval() {
+        gst::init().expect("GStreamer must initialise for this test");
+        // 1 s at 30 fps: key frames at 0, 30 and 60, and no scene-cut ones in between.
+        for element in [EncoderElement::X264, EncoderElement::OpenH264] {
+            if gst::ElementFactory::find(element.factory()).is_none() {
+                continue;
+            }
+            assert_eq!(
+                key_frame_positions(element, 75),
+                vec![0, 30, 60],
+                "{}",
+                element.factory()
+            );
         }
     }
 
