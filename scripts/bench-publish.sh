@@ -58,7 +58,7 @@ frames=$((seconds * fps))
 /usr/bin/time -f '%U %S %M' -o "$work/ref.time" gst-launch-1.0 -q videotestsrc is-live=true num-buffers="$frames" \
   ! "video/x-raw,width=$width,height=$height,framerate=$fps/1" ! videoconvert ! video/x-raw,format=I420 \
   ! queue max-size-buffers=3 leaky=downstream \
-  ! x264enc tune=zerolatency speed-preset=superfast bitrate=$bitrate key-int-max=$((fps * 2)) bframes=0 \
+  ! x264enc tune=zerolatency speed-preset=superfast bitrate=$bitrate key-int-max=$((fps * 2)) bframes=0 option-string=scenecut=0 \
   ! video/x-h264,profile=constrained-baseline ! h264parse ! fakesink >/dev/null
 read -r ref_user ref_sys ref_rss < "$work/ref.time"
 
