@@ -530,12 +530,13 @@ fn overrun_is_survived_by_re_reading_the_state() {
     // (each address brings an address and a local-route message), and take the carrier away
     // while it cannot read: the carrier message itself is lost in the overrun.
     watcher.signal(nix::sys::signal::Signal::SIGSTOP);
+    // 198.18.0.0/15 is reserved for benchmarks (RFC 2544), big enough and never routed.
     let mut script = String::new();
     for i in 0..3000u32 {
         script.push_str(&format!(
-            "addr add 10.{}.{}.1/32 dev vbox\n",
+            "addr add 198.18.{}.{}/32 dev vbox\n",
             i / 250,
-            i % 250
+            i % 250 + 1
         ));
     }
     run_ip(&["-n", &lab.box_ns, "-batch", "-"], Some(&script));
