@@ -48,7 +48,7 @@ try() {
   t1=$(date +%s.%N)
   said=$(grep -m1 '^ERROR: from element' "$work/out" | sed -E 's/^ERROR: from element [^ ]+: //' | cut -c1-80)
   [ $rc -eq 124 ] && said="(still running after 45 s)"
-  printf '| %-46s | %-9s | %6.2f s | %s |\n' "$3" "$sink" "$(echo "$t1 - $t0" | bc)" "$said"
+  printf '| %-46s | %-9s | %6.2f s | %s |\n' "$3" "$sink" "$(awk "BEGIN { print $t1 - $t0 }")" "$said"
 }
 
 echo "| case | element | fails after | what it says |"

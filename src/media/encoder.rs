@@ -99,7 +99,7 @@ pub fn build(
                 .property("bframes", 0u32)
                 // Key frames at the configured interval and nowhere else: platforms expect a
                 // fixed GOP, and x264's scene-cut detection reads a noisy picture as a new scene
-                // (the 720p test pattern got a key frame every ~9 frames), spending the bitrate
+                // (the 720p test pattern got a key frame every 5 to 9 frames), spending the bitrate
                 // on I-frames. Forced key frames (new connection, PLI) still come at once.
                 .property("option-string", "scenecut=0")
                 .build()?;
