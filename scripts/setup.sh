@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up of a Debian bookworm machine for building, demoing and testing onair:
 # GStreamer (dev files and the plugins the pipeline uses), the tools the tests drive
-# (iproute2, nftables, curl, nginx with RTMP, ffprobe) and the Python virtualenv of the
+# (iproute2, nftables, sysctl, curl, nginx with RTMP, ffprobe, /usr/bin/time for the benchmarks) and the Python virtualenv of the
 # independent WHIP receiver (tests/peers). Idempotent: a second run only checks.
 set -euo pipefail
 
@@ -20,7 +20,7 @@ packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   python3 python3-venv
-  iproute2 nftables
+  iproute2 nftables procps time
   nginx libnginx-mod-rtmp ffmpeg
 )
 missing=()
