@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-time set-up of a Debian bookworm machine for building, demoing and testing onair:
 # GStreamer (dev files and the plugins the pipeline uses), the tools the tests drive
-# (iproute2, nftables, sysctl, curl, nginx with RTMP, ffprobe, /usr/bin/time for the benchmarks) and the Python virtualenv of the
-# independent WHIP receiver (tests/peers). Idempotent: a second run only checks.
+# (iproute2, nftables, sysctl, curl, nginx with RTMP, ffprobe; /usr/bin/time for the
+# benchmarks) and the Python virtualenv of the independent WHIP receiver (tests/peers).
+# Idempotent: a second run only checks.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
