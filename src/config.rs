@@ -130,9 +130,7 @@ impl OutputConfig {
 
     /// Host of the server, for the network monitor's "is there a route to it" question.
     pub fn host(&self) -> Option<String> {
-        reqwest::Url::parse(self.url().expose())
-            .ok()
-            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
+        self.url().host()
     }
 }
 

@@ -1,24 +1,29 @@
-//! `onair run`: wires media, output, network monitor, LEDs and status around the watchdog, and
-//! owns start-up and shutdown order.
+//! `onair run`: the composition root. It wires media, output, network monitor, LEDs and status
+//! around the watchdog, and owns start-up and shutdown order.
 //!
-//! Every task started here is stopped here: one cancellation token goes down to all of them,
-//! and shutdown waits for each part in the order that lets the server hear a DELETE before the
-//! pipeline stops.
+//! One run reads as start → run → stop: [`Parts::start`] starts everything in order and hands
+//! back the watchdog; the watchdog runs until an `Event::Stop` says why the run ends (a signal,
+//! a reload that needs a restart, media that cannot work); [`Parts::stop`] stops everything in
+//! the reverse order, so the server hears a DELETE before the pipeline stops. Every task started
+//! here is stopped here: one cancellation token goes down to all of them.
 
 use crate::config::{Config, ConfigError, OutputConfig};
+use crate::leds;
 use crate::media::{Door, KeyframeRequester, Media, MediaError, MediaEvent};
 use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr};
 use crate::output::rtmp::RtmpOutput;
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
-use crate::status::recorder::FlightRecorder;
+use crate::recorder::FlightRecorder;
 use crate::status::{StatusContext, StatusError, StatusServer, StatusSources};
-use crate::supervisor::{Driver, DriverParts, Event, Machine, StreamState};
+use crate::supervisor::{Driver, DriverParts, Event, Machine, MachineView, StopCause, StreamState};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,21 +32,17 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error("media: {0}")]
     Media(#[from] MediaError),
+    /// Capture and encoding stopped working for good while running (no encoder works).
+    #[error("{0}")]
+    MediaFailed(String),
     #[error("output: {0}")]
     Output(String),
     #[error(transparent)]
     Status(#[from] StatusError),
-    #[error("{0}")]
-    Setup(String),
 }
 
-/// How one run of the daemon ended.
-enum Outcome {
-    Stopped,
-    /// SIGHUP brought a config that changes more than the reconnect policy.
-    Restart(Box<Config>),
-    Fatal(String),
-}
+/// How long the stop may spend on DELETEing a session the watchdog could not close politely.
+const RELEASE_BUDGET: Duration = Duration::from_millis(800);
 
 /// Runs until SIGINT/SIGTERM. Restarts its parts in place when SIGHUP brings a config that
 /// changes more than the reconnect settings.
@@ -50,13 +51,189 @@ pub async fn run(config_path: PathBuf, mut config: Config) -> Result<(), DaemonE
     // SIGHUP restart.
     let recorder = FlightRecorder::new();
     loop {
-        match run_once(&config_path, config, &recorder).await? {
-            Outcome::Stopped => return Ok(()),
-            Outcome::Restart(new) => {
+        let (parts, watchdog) = Parts::start(&config_path, config, &recorder).await?;
+        let cause = watchdog.run().await;
+        parts.stop().await;
+        match cause {
+            StopCause::Signal(_) | StopCause::InputsClosed => return Ok(()),
+            StopCause::Restart(new) => {
                 log::info!("config changed beyond reconnect settings: restarting the stream");
                 config = *new;
             }
-            Outcome::Fatal(reason) => return Err(DaemonError::Setup(reason)),
+            StopCause::MediaFatal(reason) => {
+                log_flight_recorder(&recorder, &reason);
+                return Err(DaemonError::MediaFailed(reason));
+            }
+        }
+    }
+}
+
+/// The watchdog of one run and the channel every event reaches it by.
+struct Watchdog {
+    driver: Driver,
+    events: mpsc::Receiver<Event>,
+}
+
+/// What the watchdog publishes after every event.
+struct Views {
+    /// Its whole view, for `onair status`.
+    machine: watch::Receiver<MachineView>,
+    /// Just the public state, for the LEDs.
+    state: watch::Receiver<StreamState>,
+}
+
+impl Watchdog {
+    fn new(
+        config: &Config,
+        online: bool,
+        output: Arc<dyn Output>,
+        shared: &Shared,
+        recorder: &FlightRecorder,
+        events: mpsc::Receiver<Event>,
+    ) -> (Watchdog, Views) {
+        let machine = Machine::new(&config.reconnect, online, rand::random(), Instant::now());
+        let (view_tx, view_rx) = watch::channel(machine.view());
+        let (state_tx, state_rx) = watch::channel(StreamState::Starting);
+        let parts = DriverParts {
+            output,
+            door: shared.door.clone(),
+            keyframes: shared.keyframes.clone(),
+            stats: shared.output_stats.clone(),
+            dead_after: watch::Sender::new(config.reconnect.dead_after),
+            recorder: recorder.clone(),
+            view: view_tx,
+            state: state_tx,
+        };
+        let watchdog = Watchdog {
+            driver: Driver::new(machine, parts),
+            events,
+        };
+        let views = Views {
+            machine: view_rx,
+            state: state_rx,
+        };
+        (watchdog, views)
+    }
+
+    async fn run(self) -> StopCause {
+        self.driver.run(self.events).await
+    }
+}
+
+/// The handles the media pipeline and every connection share.
+struct Shared {
+    door: Door,
+    keyframes: KeyframeRequester,
+    output_stats: Arc<OutputStats>,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            door: Door::new(),
+            keyframes: KeyframeRequester::new(),
+            output_stats: Arc::new(OutputStats::default()),
+        }
+    }
+}
+
+/// Everything one run started besides the watchdog, in start order.
+struct Parts {
+    shutdown: CancellationToken,
+    output: Arc<dyn Output>,
+    media: Media,
+    monitor: Option<NetworkMonitor>,
+    leds: JoinHandle<()>,
+    status: Option<JoinHandle<()>>,
+    signals: JoinHandle<()>,
+}
+
+impl Parts {
+    /// Starts everything in order: what can refuse to start first, then the data path, then
+    /// what shows the state, then the signals that can stop it all.
+    async fn start(
+        config_path: &Path,
+        config: Config,
+        recorder: &FlightRecorder,
+    ) -> Result<(Parts, Watchdog), DaemonError> {
+        // The status socket first: a second daemon started by mistake stops here, before it
+        // touches the camera or the server session of the one already running.
+        let status_server = bind_status(&config).await?;
+        let shutdown = CancellationToken::new();
+        let output = build_output(&config)?;
+        log_what_runs(&config);
+        let (events, events_rx) = mpsc::channel::<Event>(64);
+        let shared = Shared::new();
+        let media = start_media(&config, &shared, events.clone(), &shutdown)?;
+        let (network, monitor) = start_network(&config, &events, &shutdown).await;
+        let online = network.borrow().online;
+        let (watchdog, views) = Watchdog::new(
+            &config,
+            online,
+            output.clone(),
+            &shared,
+            recorder,
+            events_rx,
+        );
+        let leds = tokio::spawn(leds::run(
+            config.leds.clone(),
+            views.state,
+            shutdown.child_token(),
+        ));
+        let status = status_server.map(|server| {
+            let context = StatusContext {
+                sources: status_sources(&config, &shared, &media, network, views.machine),
+                recorder: recorder.clone(),
+                events: events.clone(),
+            };
+            tokio::spawn(server.serve(context, shutdown.child_token()))
+        });
+        // The last sender moves into the signal task: once every producer is gone the
+        // watchdog hears `InputsClosed`.
+        let signals = handle_signals(config_path.to_path_buf(), config, events, &shutdown);
+        let parts = Parts {
+            shutdown,
+            output,
+            media,
+            monitor,
+            leds,
+            status,
+            signals,
+        };
+        Ok((parts, watchdog))
+    }
+
+    /// Stops what `start` started, in reverse order. The watchdog has already closed the
+    /// connection (DELETE included) on its way out.
+    async fn stop(self) {
+        // Catches a session that could not be deleted then, within a small budget.
+        let _ = tokio::time::timeout(RELEASE_BUDGET, self.output.release()).await;
+        self.shutdown.cancel();
+        self.signals.abort();
+        // The socket file is gone before a restart binds it again, or the process exits.
+        if let Some(status) = self.status {
+            let _ = status.await;
+        }
+        // The LEDs go dark (and sysfs triggers are restored) before the process exits.
+        let _ = self.leds.await;
+        if let Some(monitor) = self.monitor {
+            monitor.join().await;
+        }
+        if let Err(e) = self.media.stopped().await {
+            log::debug!("media stopped with: {e}");
+        }
+    }
+}
+
+/// Anything wrong with the status socket only costs `onair status` (streaming matters more),
+/// except another daemon answering on it.
+async fn bind_status(config: &Config) -> Result<Option<StatusServer>, DaemonError> {
+    match StatusServer::bind(&config.status.socket).await {
+        Ok(server) => Ok(Some(server)),
+        Err(e) if e.is_already_running() => Err(e.into()),
+        Err(e) => {
+            log::warn!("{e}; streaming on without `onair status`");
+            Ok(None)
         }
     }
 }
@@ -73,197 +250,101 @@ fn build_output(config: &Config) -> Result<Arc<dyn Output>, DaemonError> {
     }
 }
 
-async fn run_once(
-    config_path: &Path,
-    config: Config,
-    recorder: &FlightRecorder,
-) -> Result<Outcome, DaemonError> {
-    // The status socket first: a second daemon started by mistake stops here, before it
-    // touches the camera or the server session of the one already running. Anything else
-    // wrong with the socket only costs `onair status`; streaming matters more.
-    let status_server = match StatusServer::bind(&config.status.socket).await {
-        Ok(server) => Some(server),
-        Err(e) if e.is_already_running() => return Err(e.into()),
-        Err(e) => {
-            log::warn!("{e}; streaming on without `onair status`");
-            None
-        }
-    };
-    let shutdown = CancellationToken::new();
-    let door = Door::new();
-    let keyframes = KeyframeRequester::new();
-    let output_stats = Arc::new(OutputStats::default());
-    let output = build_output(&config)?;
+fn source_line(config: &Config) -> String {
+    let s = &config.source;
+    format!("{} {}x{}@{}", s.kind, s.width, s.height, s.fps)
+}
+
+fn log_what_runs(config: &Config) {
     log::info!(
-        "onair: {} {}x{}@{} -> {} {}",
-        config.source.kind,
-        config.source.width,
-        config.source.height,
-        config.source.fps,
+        "onair: {} -> {} {}",
+        source_line(config),
         config.output.kind(),
         config.output.url()
     );
+}
 
-    let (events_tx, events_rx) = mpsc::channel::<Event>(64);
-    let fatal: Arc<Mutex<Option<String>>> = Arc::default();
-
+/// Starts capture and encoding; what the pipeline reports reaches the watchdog as events.
+fn start_media(
+    config: &Config,
+    shared: &Shared,
+    events: mpsc::Sender<Event>,
+    shutdown: &CancellationToken,
+) -> Result<Media, DaemonError> {
     let (media_tx, media_rx) = mpsc::channel(8);
     let media = Media::start(
         config.source.clone(),
         config.encoder.clone(),
-        door.clone(),
-        keyframes.clone(),
+        shared.door.clone(),
+        shared.keyframes.clone(),
         media_tx,
         shutdown.child_token(),
     )?;
-    tokio::spawn(forward_media(media_rx, events_tx.clone(), fatal.clone()));
-
-    let (network, monitor) = start_network(&config, &shutdown).await;
-    let online = network.borrow().online;
-    tokio::spawn(forward_network(
-        network.clone(),
-        events_tx.clone(),
-        shutdown.child_token(),
-    ));
-
-    let machine = Machine::new(
-        &config.reconnect,
-        online,
-        rand::random(),
-        tokio::time::Instant::now(),
-    );
-    let (view_tx, view_rx) = watch::channel(machine.view());
-    let (state_tx, state_rx) = watch::channel(StreamState::Starting);
-    let leds = tokio::spawn(crate::leds::run(
-        config.leds.clone(),
-        state_rx,
-        shutdown.child_token(),
-    ));
-    let status_sources = StatusSources {
-        view: view_rx,
-        network: network.clone(),
-        media: media.stats.clone(),
-        output_stats: output_stats.clone(),
-        keyframes: keyframes.clone(),
-        started: tokio::time::Instant::now(),
-        source: format!(
-            "{} {}x{}@{}",
-            config.source.kind, config.source.width, config.source.height, config.source.fps
-        ),
-        output_kind: config.output.kind().to_string(),
-        output_url: config.output.url().redacted(),
-    };
-    let status = status_server.map(|server| {
-        tokio::spawn(server.serve(
-            StatusContext {
-                sources: status_sources,
-                recorder: recorder.clone(),
-                events: events_tx.clone(),
-            },
-            shutdown.child_token(),
-        ))
-    });
-
-    let restart: Arc<Mutex<Option<Config>>> = Arc::default();
-    let signals = tokio::spawn(handle_signals(
-        config_path.to_path_buf(),
-        config.clone(),
-        events_tx.clone(),
-        restart.clone(),
-        shutdown.child_token(),
-    ));
-
-    let driver = Driver::new(
-        machine,
-        DriverParts {
-            output: output.clone(),
-            door,
-            keyframes,
-            stats: output_stats,
-            dead_after: config.reconnect.dead_after,
-            recorder: recorder.clone(),
-            view: view_tx,
-            state: state_tx,
-        },
-    );
-    drop(events_tx);
-    driver.run(events_rx).await;
-
-    // The driver closed the connection (DELETE included) on its way out; this catches a
-    // session that could not be deleted then, within the same small budget.
-    let _ = tokio::time::timeout(Duration::from_millis(800), output.release()).await;
-    shutdown.cancel();
-    signals.abort();
-    // The socket file is gone before a restart binds it again, or before the process exits.
-    if let Some(status) = status {
-        let _ = status.await;
-    }
-    // The LEDs go dark (and sysfs triggers are restored) before the process exits.
-    let _ = leds.await;
-    if let Some(m) = monitor {
-        m.join().await;
-    }
-    if let Err(e) = media.stopped().await {
-        log::debug!("media stopped with: {e}");
-    }
-
-    if let Some(reason) = lock(&fatal).take() {
-        log::error!("fatal: {reason}; flight recorder follows");
-        for r in recorder.snapshot() {
-            log::error!(
-                "  {:.3} {}",
-                r.at,
-                serde_json::to_string(&r.entry).unwrap_or_default()
-            );
-        }
-        return Ok(Outcome::Fatal(reason));
-    }
-    if let Some(new) = lock(&restart).take() {
-        return Ok(Outcome::Restart(Box::new(new)));
-    }
-    Ok(Outcome::Stopped)
+    tokio::spawn(forward_media(media_rx, events));
+    Ok(media)
 }
 
-/// The network monitor's verdict as a watch channel. If the netlink socket cannot be opened
-/// (a container without NETLINK_ROUTE, say) the box assumes it is online and relies on the
-/// backoff alone, and says so.
+fn status_sources(
+    config: &Config,
+    shared: &Shared,
+    media: &Media,
+    network: watch::Receiver<NetworkStatus>,
+    view: watch::Receiver<MachineView>,
+) -> StatusSources {
+    StatusSources {
+        view,
+        network,
+        media: media.stats.clone(),
+        output_stats: shared.output_stats.clone(),
+        keyframes: shared.keyframes.clone(),
+        started: Instant::now(),
+        source: source_line(config),
+        output_kind: config.output.kind().to_string(),
+        output_url: config.output.url().redacted(),
+    }
+}
+
+/// The network monitor's verdict as a watch channel, its changes forwarded to the watchdog.
+/// If the netlink socket cannot be opened (a container without NETLINK_ROUTE, say) the box
+/// assumes it is online and relies on the backoff alone, and says so.
 async fn start_network(
     config: &Config,
+    events: &mpsc::Sender<Event>,
     shutdown: &CancellationToken,
 ) -> (watch::Receiver<NetworkStatus>, Option<NetworkMonitor>) {
     let server = config.output.host().map(|h| ServerAddr::from_host(&h));
-    match NetworkMonitor::start(&config.network, server, shutdown.child_token()).await {
-        Ok(monitor) => (monitor.subscribe(), Some(monitor)),
-        Err(e) => {
-            log::warn!("network: monitor unavailable ({e}); relying on the retry timer alone");
-            let (tx, rx) = watch::channel(NetworkStatus {
-                online: true,
-                interfaces: vec![],
-            });
-            // Keep the channel open for the daemon's lifetime.
-            let token = shutdown.child_token();
-            tokio::spawn(async move {
-                token.cancelled().await;
-                drop(tx);
-            });
-            (rx, None)
-        }
-    }
+    let (network, monitor) =
+        match NetworkMonitor::start(&config.network, server, shutdown.child_token()).await {
+            Ok(monitor) => (monitor.subscribe(), Some(monitor)),
+            Err(e) => {
+                log::warn!("network: monitor unavailable ({e}); relying on the retry timer alone");
+                let (tx, rx) = watch::channel(NetworkStatus {
+                    online: true,
+                    interfaces: vec![],
+                });
+                // Keep the channel open for the daemon's lifetime.
+                let token = shutdown.child_token();
+                tokio::spawn(async move {
+                    token.cancelled().await;
+                    drop(tx);
+                });
+                (rx, None)
+            }
+        };
+    tokio::spawn(forward_network(
+        network.clone(),
+        events.clone(),
+        shutdown.child_token(),
+    ));
+    (network, monitor)
 }
 
-async fn forward_media(
-    mut rx: mpsc::Receiver<MediaEvent>,
-    events: mpsc::Sender<Event>,
-    fatal: Arc<Mutex<Option<String>>>,
-) {
+async fn forward_media(mut rx: mpsc::Receiver<MediaEvent>, events: mpsc::Sender<Event>) {
     while let Some(ev) = rx.recv().await {
         let event = match ev {
             MediaEvent::Ready => Event::InputReady,
             MediaEvent::Lost(reason) => Event::InputLost { reason },
-            MediaEvent::Fatal(reason) => {
-                *lock(&fatal) = Some(reason);
-                Event::Stop
-            }
+            MediaEvent::Fatal(reason) => Event::Stop(StopCause::MediaFatal(reason)),
         };
         if events.send(event).await.is_err() {
             return;
@@ -296,11 +377,25 @@ async fn forward_network(
     }
 }
 
-async fn handle_signals(
+/// Turns signals into events: SIGINT/SIGTERM stop the run, SIGHUP reloads the config.
+fn handle_signals(
+    config_path: PathBuf,
+    current: Config,
+    events: mpsc::Sender<Event>,
+    shutdown: &CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(signal_events(
+        config_path,
+        current,
+        events,
+        shutdown.child_token(),
+    ))
+}
+
+async fn signal_events(
     config_path: PathBuf,
     mut current: Config,
     events: mpsc::Sender<Event>,
-    restart: Arc<Mutex<Option<Config>>>,
     shutdown: CancellationToken,
 ) {
     let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
@@ -312,37 +407,56 @@ async fn handle_signals(
         return;
     };
     loop {
-        let event = tokio::select! {
+        let batch = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = int.recv() => { log::info!("SIGINT: stopping"); Event::Stop }
-            _ = term.recv() => { log::info!("SIGTERM: stopping"); Event::Stop }
-            _ = hup.recv() => match Config::load(&config_path) {
-                Err(e) => {
-                    log::error!("SIGHUP: keeping the running config: {e}");
-                    continue;
-                }
-                Ok(new) if new == current || current.differs_only_in_reconnect(&new) => {
-                    log::info!("SIGHUP: config reloaded; retrying now");
-                    let policy = new.reconnect.clone();
-                    current = new;
-                    if events.send(Event::PolicyChanged(policy)).await.is_err() {
-                        return;
-                    }
-                    Event::RetryNow { reason: "SIGHUP".into() }
-                }
-                Ok(new) => {
-                    *lock(&restart) = Some(new);
-                    Event::Stop
-                }
-            },
+            _ = int.recv() => stop_for("SIGINT"),
+            _ = term.recv() => stop_for("SIGTERM"),
+            _ = hup.recv() => reload(&config_path, &mut current),
         };
-        if events.send(event).await.is_err() {
-            return;
+        for event in batch {
+            if events.send(event).await.is_err() {
+                return;
+            }
         }
     }
 }
 
-/// See `media::keyframes::lock`.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+fn stop_for(signal: &'static str) -> Vec<Event> {
+    log::info!("{signal}: stopping");
+    vec![Event::Stop(StopCause::Signal(signal))]
+}
+
+/// What a SIGHUP means: nothing (the new file is invalid: the running config stays), new
+/// reconnect settings applied in place (and a retry now), or a restart with the new config.
+fn reload(path: &Path, current: &mut Config) -> Vec<Event> {
+    match Config::load(path) {
+        Err(e) => {
+            log::error!("SIGHUP: keeping the running config: {e}");
+            vec![]
+        }
+        Ok(new) if new == *current || current.differs_only_in_reconnect(&new) => {
+            log::info!("SIGHUP: config reloaded; retrying now");
+            let policy = new.reconnect.clone();
+            *current = new;
+            vec![
+                Event::PolicyChanged(policy),
+                Event::RetryNow {
+                    reason: "SIGHUP".into(),
+                },
+            ]
+        }
+        Ok(new) => vec![Event::Stop(StopCause::Restart(Box::new(new)))],
+    }
+}
+
+/// A daemon dying of a fatal error leaves what led to it in the journal.
+fn log_flight_recorder(recorder: &FlightRecorder, reason: &str) {
+    log::error!("fatal: {reason}; flight recorder follows");
+    for r in recorder.snapshot() {
+        log::error!(
+            "  {:.3} {}",
+            r.at,
+            serde_json::to_string(&r.entry).unwrap_or_default()
+        );
+    }
 }

@@ -7,9 +7,11 @@
 pub mod config;
 pub mod daemon;
 pub mod leds;
+pub mod lock;
 pub mod media;
 pub mod net;
 pub mod output;
+pub mod recorder;
 pub mod secret;
 pub mod status;
 pub mod supervisor;

@@ -73,6 +73,15 @@ impl SecretUrl {
     pub fn redacted(&self) -> String {
         redact_url(&self.raw, self.secret_segments)
     }
+
+    /// The server's host (an IPv6 literal without brackets), which is never secret: what the
+    /// network monitor asks a route for and what a WHIP peer binds its sockets towards.
+    pub fn host(&self) -> Option<String> {
+        reqwest::Url::parse(&self.raw)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
+            .filter(|h| !h.is_empty())
+    }
 }
 
 impl fmt::Debug for SecretUrl {

@@ -7,6 +7,7 @@
 //! connection can never hold media back or receive the next connection's frames.
 
 use super::AccessUnit;
+use crate::lock::lock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -88,11 +89,6 @@ impl Door {
             self.inner.dropped.load(Ordering::Relaxed),
         )
     }
-}
-
-/// See `keyframes::lock`: a poisoned lock guards plain data that is still valid.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@
 //! already on its way. A new connection's request skips the interval (it must start with a key
 //! frame) but still joins a pending one.
 
+use crate::lock::lock;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// At most one forced key frame per this interval in answer to server requests.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
@@ -128,12 +130,6 @@ impl KeyframeRequester {
     pub fn forced_count(&self) -> u64 {
         self.inner.forced.load(std::sync::atomic::Ordering::Relaxed)
     }
-}
-
-/// A poisoned lock here only means another thread panicked mid-update of plain data; the data
-/// is still usable, and a key-frame request must never take the streaming thread down.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod door;
 pub mod encoder;
+pub mod health;
 pub mod keyframes;
 pub mod pipeline;
 pub mod source;

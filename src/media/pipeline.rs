@@ -2,17 +2,18 @@
 //!
 //! The pipeline is built by code, element by element. It is started once and keeps running
 //! across network trouble (outputs come and go at the `Door`). Only input trouble restarts it:
-//! a camera unplugged, an HDMI source without signal, a device that stalls. Then it reports
-//! `Lost`, retries every `RESTART_DELAY`, and reports `Ready` when pictures flow again. With
-//! `encoder.kind = auto`, an encoder that fails before its first frame is skipped for the next
-//! candidate; once one has worked, it stays.
+//! a camera unplugged, an HDMI source without signal, a device that stalls. When to start,
+//! stop, restart, skip an encoder or give up is decided by the pure [`Health`] machine; this
+//! runner only builds pipelines, reads their bus and counters, and carries the actions out.
 
 use super::AccessUnit;
 use super::door::Door;
 use super::encoder::{self, Candidate, ElementForcer};
+use super::health::{Action, Cause, Flow, Health, HealthSettings, Observation, Side};
 use super::keyframes::KeyframeRequester;
 use super::source;
 use crate::config::{EncoderConfig, SourceConfig};
+use crate::lock::lock;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use gstreamer as gst;
@@ -20,17 +21,13 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Wait between attempts to bring a lost input back.
-pub const RESTART_DELAY: Duration = Duration::from_secs(2);
-/// How long a freshly started pipeline may take to deliver its first access unit (a USB
-/// camera or the Pi's codec can take seconds to open).
-pub const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(8);
-/// No access unit for this long on a running pipeline means the input stalled.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a running pipeline's counters are read.
+const HEALTH_TICK: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -144,8 +141,12 @@ impl Media {
             events,
             stats: stats.clone(),
             seq: Arc::new(AtomicU64::new(0)),
+            candidates,
+            settings: HealthSettings::default(),
+            current: None,
+            restart_at: None,
         };
-        let task = tokio::spawn(runner.run(candidates, shutdown));
+        let task = tokio::spawn(runner.run(shutdown));
         Ok(Media { stats, task })
     }
 
@@ -168,96 +169,151 @@ struct Runner {
     events: mpsc::Sender<MediaEvent>,
     stats: Arc<MediaStats>,
     seq: Arc<AtomicU64>,
-}
-
-/// Why a pipeline run ended.
-#[derive(Debug)]
-enum Ended {
-    Shutdown,
-    /// The capture side failed or delivered nothing: input trouble.
-    Input(String),
-    /// The encoder side failed while pictures were arriving.
-    Encoder(String),
+    candidates: Vec<Candidate>,
+    settings: HealthSettings,
+    /// The pipeline of the current run, while one runs.
+    current: Option<Running>,
+    restart_at: Option<Instant>,
 }
 
 impl Runner {
-    async fn run(
-        self,
-        candidates: Vec<Candidate>,
-        shutdown: CancellationToken,
-    ) -> Result<(), MediaError> {
-        let mut index = 0;
-        let mut proven = false;
-        let mut lost = false;
-        let mut encoder_failures: Vec<String> = Vec::new();
+    async fn run(mut self, shutdown: CancellationToken) -> Result<(), MediaError> {
+        let (mut health, mut actions) = Health::new(self.settings, self.candidates.len());
+        let mut tick = tokio::time::interval(HEALTH_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if shutdown.is_cancelled() {
-                return Ok(());
+            let mut next = None;
+            for action in actions {
+                // `Start` is always the last action of a step; its outcome is observed next.
+                next = self.execute(action).await?;
             }
-            let candidate = &candidates[index];
-            let ended = match self.build(candidate) {
-                Ok(run) => {
-                    let ended = self
-                        .watch(&run, candidate, &mut proven, &mut lost, &shutdown)
-                        .await;
-                    self.keyframes.set_forcer(None);
-                    stop_pipeline(run.pipeline).await;
-                    ended
-                }
-                Err(ended) => ended,
+            let observation = match next {
+                Some(o) => o,
+                None => tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    o = self.observe(&mut tick) => o,
+                },
             };
-            match ended {
-                Ended::Shutdown => return Ok(()),
-                Ended::Encoder(reason) if !proven => {
-                    log::warn!(
-                        "media: encoder {} failed before its first frame: {reason}",
-                        candidate.element.factory()
-                    );
-                    encoder_failures.push(format!("{}: {reason}", candidate.element.factory()));
-                    index += 1;
-                    if index == candidates.len() {
-                        let err = MediaError::AllEncodersFailed(encoder_failures.join("; "));
-                        let _ = self.events.send(MediaEvent::Fatal(err.to_string())).await;
-                        return Err(err);
-                    }
-                    continue;
-                }
-                Ended::Input(reason) | Ended::Encoder(reason) => {
-                    if !lost {
-                        lost = true;
-                        log::warn!(
-                            "media: input lost: {reason}; retrying every {}s",
-                            RESTART_DELAY.as_secs()
-                        );
-                        let _ = self.events.send(MediaEvent::Lost(reason)).await;
-                    } else {
-                        log::debug!("media: still no input: {reason}");
-                    }
-                }
+            actions = health.handle(Instant::now(), observation);
+        }
+        self.stop_current().await;
+        Ok(())
+    }
+
+    /// Waits for the next thing worth telling the health machine.
+    async fn observe(&mut self, tick: &mut tokio::time::Interval) -> Observation {
+        let restart_at = self.restart_at;
+        let observation = match self.current.as_mut() {
+            None => {
+                sleep_until(restart_at).await;
+                Observation::RestartDue
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(RESTART_DELAY) => {}
+            Some(run) => loop {
+                tokio::select! {
+                    _ = sleep_until(restart_at) => break Observation::RestartDue,
+                    msg = run.bus.next() => match msg {
+                        None => break Observation::Ended(Cause::EncoderFailed("pipeline bus closed".into())),
+                        Some(msg) => if let Some(cause) = bus_cause(&msg, &run.input) {
+                            break Observation::Ended(cause);
+                        },
+                    },
+                    _ = tick.tick() => break Observation::Tick(run.flow()),
+                }
+            },
+        };
+        if observation == Observation::RestartDue {
+            self.restart_at = None;
+        }
+        observation
+    }
+
+    /// Carries out one action; a `Start` returns what came of it.
+    async fn execute(&mut self, action: Action) -> Result<Option<Observation>, MediaError> {
+        match action {
+            Action::Start { candidate } => {
+                self.stop_current().await;
+                return Ok(Some(match self.build(&self.candidates[candidate]) {
+                    Ok(run) => {
+                        self.current = Some(run);
+                        Observation::Started
+                    }
+                    Err(cause) => Observation::StartFailed(cause),
+                }));
             }
+            Action::Stop => self.stop_current().await,
+            Action::RestartAt(at) => self.restart_at = Some(at),
+            Action::Ready { candidate, first } => self.ready(candidate, first).await,
+            Action::Lost(cause) => {
+                log::warn!(
+                    "media: input lost: {cause}; retrying every {} s",
+                    self.settings.restart_delay.as_secs()
+                );
+                let _ = self.events.send(MediaEvent::Lost(cause.to_string())).await;
+            }
+            Action::Skip { candidate, cause } => log::warn!(
+                "media: encoder {} failed before its first frame: {cause}",
+                self.candidates[candidate].element.factory()
+            ),
+            Action::Fatal(failures) => {
+                self.stop_current().await;
+                let reasons: Vec<String> = failures
+                    .iter()
+                    .map(|(c, cause)| format!("{}: {cause}", self.candidates[*c].element.factory()))
+                    .collect();
+                let err = MediaError::AllEncodersFailed(reasons.join("; "));
+                let _ = self.events.send(MediaEvent::Fatal(err.to_string())).await;
+                return Err(err);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn ready(&mut self, candidate: usize, first: bool) {
+        let chosen = &self.candidates[candidate];
+        if first {
+            *lock(&self.stats.encoder) = Some(chosen.element.factory().to_string());
+            log::info!(
+                "media: encoder {} ({})",
+                chosen.element.factory(),
+                chosen.why
+            );
+        } else {
+            log::info!("media: input back");
+        }
+        if let Some(run) = &self.current {
+            self.keyframes.set_forcer(Some(Arc::new(ElementForcer::new(
+                chosen.element,
+                run.encoder.clone(),
+                &self.encoder,
+                self.source.fps,
+            ))));
+        }
+        let _ = self.events.send(MediaEvent::Ready).await;
+    }
+
+    async fn stop_current(&mut self) {
+        if let Some(run) = self.current.take() {
+            self.keyframes.set_forcer(None);
+            stop_pipeline(run.pipeline).await;
         }
     }
 
-    fn build(&self, candidate: &Candidate) -> Result<Running, Ended> {
+    fn build(&self, candidate: &Candidate) -> Result<Running, Cause> {
         let capture = source::capture_factory(self.source.kind);
         if gst::ElementFactory::find(capture).is_none() {
-            return Err(Ended::Input(format!(
+            return Err(Cause::InputLost(format!(
                 "GStreamer element {capture} is not installed"
             )));
         }
-        let source_chain =
-            source::build(&self.source).map_err(|e| Ended::Input(format!("source: {e}")))?;
+        let input =
+            source::build(&self.source).map_err(|e| Cause::InputLost(format!("source: {e}")))?;
         let (enc, enc_caps) = encoder::build(candidate.element, &self.encoder, self.source.fps)
-            .map_err(|e| Ended::Encoder(e.to_string()))?;
+            .map_err(|e| Cause::EncoderFailed(e.to_string()))?;
         let make = |factory: &str, name: &str| {
             gst::ElementFactory::make(factory)
                 .name(name)
                 .build()
-                .map_err(|e| Ended::Encoder(format!("{factory}: {e}")))
+                .map_err(|e| Cause::EncoderFailed(format!("{factory}: {e}")))
         };
         // A short leaky queue between capture and encoder: if the encoder falls behind, old
         // raw frames are dropped instead of stalling the camera.
@@ -284,7 +340,7 @@ impl Runner {
             .build();
 
         let pipeline = gst::Pipeline::builder().name("onair-media").build();
-        let mut chain: Vec<gst::Element> = source_chain;
+        let mut chain: Vec<gst::Element> = input.clone();
         chain.push(queue);
         chain.push(enc.clone());
         chain.push(enc_filter);
@@ -292,45 +348,39 @@ impl Runner {
         chain.push(sink.clone().upcast());
         pipeline
             .add_many(&chain)
-            .map_err(|e| Ended::Encoder(e.to_string()))?;
-        gst::Element::link_many(&chain).map_err(|e| Ended::Encoder(format!("link: {e}")))?;
+            .map_err(|e| Cause::EncoderFailed(e.to_string()))?;
+        gst::Element::link_many(&chain).map_err(|e| Cause::EncoderFailed(format!("link: {e}")))?;
 
-        // Raw frames reaching the encoder tell input trouble from encoder trouble.
-        let raw_in = Arc::new(AtomicU64::new(0));
+        let counters = Arc::new(RunCounters::default());
+        // Raw pictures reaching the encoder tell input trouble from encoder trouble.
         if let Some(pad) = enc.static_pad("sink") {
-            let raw_in = raw_in.clone();
+            let counters = counters.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                raw_in.fetch_add(1, Ordering::Relaxed);
+                counters.pictures_in.fetch_add(1, Ordering::Relaxed);
                 gst::PadProbeReturn::Ok
             });
         }
-        let last_au = Arc::new(Mutex::new(None::<Instant>));
-        self.install_sink(&sink, last_au.clone());
+        self.install_sink(&sink, counters.clone());
         let bus = pipeline
             .bus()
-            .ok_or_else(|| Ended::Encoder("pipeline has no bus".into()))?;
-        let run = Running {
-            pipeline,
-            encoder: enc,
-            bus,
-            raw_in,
-            last_au,
-        };
-        if let Err(e) = run.pipeline.set_state(gst::State::Playing) {
+            .ok_or_else(|| Cause::EncoderFailed("pipeline has no bus".into()))?;
+        if let Err(e) = pipeline.set_state(gst::State::Playing) {
             // The bus says who failed; read it before giving up on this run.
-            let reason = first_error(&run.bus).unwrap_or_else(|| (true, e.to_string()));
-            let ended = if reason.0 {
-                Ended::Input(reason.1)
-            } else {
-                Ended::Encoder(reason.1)
-            };
-            let _ = run.pipeline.set_state(gst::State::Null);
-            return Err(ended);
+            let cause =
+                first_error(&bus, &input).unwrap_or_else(|| Cause::InputLost(e.to_string()));
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(cause);
         }
-        Ok(run)
+        Ok(Running {
+            bus: bus.stream(),
+            pipeline,
+            input,
+            encoder: enc,
+            counters,
+        })
     }
 
-    fn install_sink(&self, sink: &gst_app::AppSink, last_au: Arc<Mutex<Option<Instant>>>) {
+    fn install_sink(&self, sink: &gst_app::AppSink, counters: Arc<RunCounters>) {
         let door = self.door.clone();
         let keyframes = self.keyframes.clone();
         let stats = self.stats.clone();
@@ -349,7 +399,7 @@ impl Runner {
                         keyframes.key_frame_seen();
                     }
                     stats.record(map.len());
-                    *lock(&last_au) = Some(Instant::now());
+                    counters.unit_out(Instant::now());
                     door.offer(AccessUnit {
                         data: Bytes::copy_from_slice(map.as_slice()),
                         seq: seq.fetch_add(1, Ordering::Relaxed),
@@ -368,116 +418,89 @@ impl Runner {
                 .build(),
         );
     }
+}
 
-    /// Watches a running pipeline until it fails, stalls or shutdown is asked.
-    async fn watch(
-        &self,
-        run: &Running,
-        candidate: &Candidate,
-        proven: &mut bool,
-        lost: &mut bool,
-        shutdown: &CancellationToken,
-    ) -> Ended {
-        let started = Instant::now();
-        let mut flowing = false;
-        let mut bus = run.bus.stream();
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ended::Shutdown,
-                msg = bus.next() => {
-                    let Some(msg) = msg else {
-                        return Ended::Encoder("pipeline bus closed".into());
-                    };
-                    match msg.view() {
-                        gst::MessageView::Error(err) => {
-                            let from_source = msg
-                                .src()
-                                .is_some_and(|s| s.name().starts_with(source::NAME_PREFIX));
-                            let reason = format!(
-                                "{}: {}",
-                                msg.src().map(|s| s.name().to_string()).unwrap_or_default(),
-                                err.error()
-                            );
-                            return if from_source {
-                                Ended::Input(reason)
-                            } else {
-                                Ended::Encoder(reason)
-                            };
-                        }
-                        gst::MessageView::Eos(_) => return Ended::Input("capture ended".into()),
-                        gst::MessageView::Warning(w) => {
-                            log::debug!("media: warning from {:?}: {}", msg.src().map(|s| s.name()), w.error());
-                        }
-                        _ => {}
-                    }
-                }
-                _ = tick.tick() => {
-                    let last = *lock(&run.last_au);
-                    match last {
-                        Some(_) if !flowing => {
-                            flowing = true;
-                            if !*proven {
-                                *proven = true;
-                                *lock(&self.stats.encoder) = Some(candidate.element.factory().to_string());
-                                log::info!("media: encoder {} ({})", candidate.element.factory(), candidate.why);
-                            }
-                            self.keyframes.set_forcer(Some(Arc::new(ElementForcer::new(
-                                candidate.element,
-                                run.encoder.clone(),
-                                &self.encoder,
-                                self.source.fps,
-                            ))));
-                            if *lost {
-                                log::info!("media: input back");
-                            }
-                            *lost = false;
-                            let _ = self.events.send(MediaEvent::Ready).await;
-                        }
-                        Some(at) if at.elapsed() > STALL_TIMEOUT => {
-                            return self.stalled(run, &format!("no pictures for {} s", STALL_TIMEOUT.as_secs()));
-                        }
-                        None if started.elapsed() > FIRST_FRAME_TIMEOUT => {
-                            return self.stalled(run, &format!("no pictures within {} s of start", FIRST_FRAME_TIMEOUT.as_secs()));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
+/// One run's streaming-side counters, written on GStreamer's threads.
+#[derive(Default)]
+struct RunCounters {
+    pictures_in: AtomicU64,
+    units_out: AtomicU64,
+    last_unit: Mutex<Option<Instant>>,
+}
 
-    /// A stall is the encoder's fault if raw frames were still reaching it lately.
-    fn stalled(&self, run: &Running, what: &str) -> Ended {
-        let before = run.raw_in.load(Ordering::Relaxed);
-        // The counter is cumulative; compare against the frames that became access units.
-        if before > self.stats.frames() + 10 {
-            Ended::Encoder(format!("{what} (the encoder is not producing output)"))
-        } else {
-            Ended::Input(what.to_string())
-        }
+impl RunCounters {
+    fn unit_out(&self, now: Instant) {
+        self.units_out.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_unit) = Some(now);
     }
 }
 
 struct Running {
     pipeline: gst::Pipeline,
+    /// The capture side's elements: an error from one of them is input trouble.
+    input: Vec<gst::Element>,
     encoder: gst::Element,
-    bus: gst::Bus,
-    raw_in: Arc<AtomicU64>,
-    last_au: Arc<Mutex<Option<Instant>>>,
+    bus: gst::bus::BusStream,
+    counters: Arc<RunCounters>,
 }
 
-/// The first error waiting on the bus: (came from the capture side, text).
-fn first_error(bus: &gst::Bus) -> Option<(bool, String)> {
+impl Running {
+    fn flow(&self) -> Flow {
+        Flow {
+            last_unit: *lock(&self.counters.last_unit),
+            pictures_in: self.counters.pictures_in.load(Ordering::Relaxed),
+            units_out: self.counters.units_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a bus message means for the run: an error (blamed on the side of the element that
+/// posted it) or the end of the capture.
+fn bus_cause(msg: &gst::Message, input: &[gst::Element]) -> Option<Cause> {
+    match msg.view() {
+        gst::MessageView::Error(err) => {
+            let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+            Some(Cause::error(
+                side_of(msg, input),
+                format!("{element}: {}", err.error()),
+            ))
+        }
+        gst::MessageView::Eos(_) => Some(Cause::InputLost("capture ended".into())),
+        gst::MessageView::Warning(w) => {
+            log::debug!(
+                "media: warning from {:?}: {}",
+                msg.src().map(|s| s.name()),
+                w.error()
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Which side posted a message: one of the capture elements, or anything else.
+fn side_of(msg: &gst::Message, input: &[gst::Element]) -> Side {
+    match msg.src() {
+        Some(src) if input.iter().any(|e| e.upcast_ref::<gst::Object>() == src) => Side::Input,
+        _ => Side::Encoder,
+    }
+}
+
+/// The first error waiting on the bus, blamed on its side.
+fn first_error(bus: &gst::Bus, input: &[gst::Element]) -> Option<Cause> {
     while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
         if let gst::MessageView::Error(err) = msg.view() {
-            let from_source = msg
-                .src()
-                .is_some_and(|s| s.name().starts_with(source::NAME_PREFIX));
-            return Some((from_source, err.error().to_string()));
+            return Some(Cause::error(side_of(&msg, input), err.error().to_string()));
         }
     }
     None
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Setting NULL can block on a device; keep it off the async threads.
@@ -486,9 +509,4 @@ async fn stop_pipeline(pipeline: gst::Pipeline) {
         let _ = pipeline.set_state(gst::State::Null);
     })
     .await;
-}
-
-/// See `keyframes::lock`.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -8,8 +8,8 @@ use crate::config::{SourceConfig, SourceFormat, SourceKind};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-/// Element names in the source chain start with this, so a bus error can be traced to the
-/// capture side (input trouble) rather than the encoder.
+/// Element names in the source chain start with this, so a person reading an error sees at
+/// once that it came from the capture side.
 pub const NAME_PREFIX: &str = "source";
 
 /// The source chain, in link order, ending in raw video of the configured size, rate and

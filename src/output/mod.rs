@@ -3,20 +3,43 @@
 //! An [`Output`] makes connection attempts; each success is a [`Connection`] value that owns
 //! everything it opened (sockets, tasks, GStreamer elements) and releases it all in `close`.
 //! The supervisor drops and recreates connections; the capture pipeline never notices.
+//!
+//! This module is the outputs' contract with the supervisor: what an attempt gets
+//! ([`Attempt`]), what it reports ([`ConnectionEvent`], [`Failure`] with its [`FailureClass`]).
 //! Protocol knowledge — which server answer is permanent, which is worth a retry — lives in
-//! the output and reaches the supervisor only as a [`FailureClass`].
+//! each output and reaches the supervisor only as a class. What every output does the same
+//! way (door → key-frame sync → writer, and the liveness loop) is in [`pump`].
 
+pub mod pump;
 pub mod rtcp_watch;
 pub mod rtmp;
 pub mod whip;
 
 use crate::media::{Door, KeyframeRequester};
-pub use crate::supervisor::machine::FailureClass;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+/// How an output classifies a failed attempt. Protocol knowledge (which HTTP status or RTMP
+/// answer means what) lives in the outputs; the supervisor only knows these classes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailureClass {
+    /// Worth retrying on the backoff schedule (timeouts, refused connections, 5xx, …).
+    Transient,
+    /// Retrying cannot help until something changes (rejected stream key): go to `failed`.
+    Permanent,
+    /// The server said when to come back (429/503 with `Retry-After`).
+    RetryAfter(Duration),
+}
+
+/// A failed attempt, classified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub class: FailureClass,
+    pub message: String,
+}
 
 /// What a connection reports after `connect` returned it.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,18 +92,20 @@ pub struct Attempt {
     pub keyframes: KeyframeRequester,
     pub events: EventSender,
     pub stats: Arc<OutputStats>,
-    /// No sign of life from the server for this long means the connection is dead.
-    pub dead_after: Duration,
+    /// No sign of life from the server for this long means the connection is dead. A watch,
+    /// because a SIGHUP may change it while the connection is live; the liveness loop reads
+    /// the current value on every check.
+    pub dead_after: watch::Receiver<Duration>,
     /// Cancelled when the supervisor tears the attempt down; the attempt must clean up what it
     /// opened and return promptly.
     pub cancel: CancellationToken,
 }
 
-/// A failed attempt, classified.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    pub class: FailureClass,
-    pub message: String,
+impl Attempt {
+    /// `dead_after` as it is now (for what is fixed when a connection is built).
+    pub fn dead_after_now(&self) -> Duration {
+        *self.dead_after.borrow()
+    }
 }
 
 #[async_trait::async_trait]

@@ -17,11 +17,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tokio::time::Instant as TokioInstant;
 
-/// When the server last sent RTCP, readable from any task.
+/// When the server last sent RTCP, readable from any task. The interceptor stamps arrivals
+/// with the clock as it reads them; readers pass their own `now`.
 #[derive(Clone)]
 pub struct RtcpClock {
-    epoch: Instant,
+    epoch: TokioInstant,
     last_ms: Arc<AtomicU64>,
     key_requests: Arc<AtomicU64>,
 }
@@ -31,26 +33,26 @@ impl RtcpClock {
     /// report).
     pub fn new() -> Self {
         RtcpClock {
-            epoch: Instant::now(),
+            epoch: TokioInstant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
             key_requests: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
+    fn touch(&self, now: TokioInstant) {
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Restarts the silence count (when the transport comes up).
-    pub fn reset(&self) {
-        self.touch();
+    pub fn reset(&self, now: TokioInstant) {
+        self.touch(now);
     }
 
-    /// How long since the last RTCP packet (or since `new`/`reset`).
-    pub fn silence(&self) -> std::time::Duration {
+    /// How long since the last RTCP packet (or since `new`/`reset`) at `now`.
+    pub fn silence(&self, now: TokioInstant) -> std::time::Duration {
         let last = self.last_ms.load(Ordering::Relaxed);
-        let now = self.epoch.elapsed().as_millis() as u64;
+        let now = now.saturating_duration_since(self.epoch).as_millis() as u64;
         std::time::Duration::from_millis(now.saturating_sub(last))
     }
 
@@ -94,7 +96,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpWatch {
         if let Packet::Rtcp(packets) = &msg.message.packet
             && !packets.is_empty()
         {
-            self.clock.touch();
+            self.clock.touch(TokioInstant::now());
             let wants_key = packets.iter().any(|p| {
                 let any = p.as_any();
                 any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()

@@ -6,7 +6,7 @@
 
 use super::StatusSnapshot;
 use super::protocol::{ErrorReply, Request, RetryReply};
-use super::recorder::Record;
+use crate::recorder::Record;
 use serde::de::DeserializeOwned;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -21,7 +21,7 @@ pub const MAX_REQUEST_BYTES: usize = 64;
 pub enum Request {
     /// The live [`StatusSnapshot`](super::StatusSnapshot).
     Status,
-    /// The flight recorder, oldest first (a JSON array of [`Record`](super::recorder::Record)).
+    /// The flight recorder, oldest first (a JSON array of [`Record`](crate::recorder::Record)).
     History,
     /// Ask the watchdog to leave `failed` (or cut a backoff wait short) now: [`RetryReply`].
     Retry,

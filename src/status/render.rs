@@ -6,7 +6,7 @@
 
 use super::StatusSnapshot;
 use super::protocol::RetryReply;
-use super::recorder::{Entry, Record};
+use crate::recorder::{Entry, Record};
 use crate::supervisor::StreamState;
 use std::fmt::Write;
 use std::time::Duration;

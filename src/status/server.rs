@@ -422,7 +422,7 @@ mod tests {
     use crate::media::{KeyframeRequester, MediaStats};
     use crate::net::NetworkStatus;
     use crate::output::OutputStats;
-    use crate::status::recorder::{Entry, Record};
+    use crate::recorder::{Entry, Record};
     use crate::status::{StatusSnapshot, protocol::RetryReply};
     use crate::supervisor::{Machine, MachineView, StreamState};
     use std::time::Instant as StdInstant;

@@ -4,13 +4,13 @@
 //! It owns the connection in flight and the live one, so nothing is ever left open: a torn-down
 //! attempt is cancelled and awaited, a late result from an old attempt is closed on arrival.
 
-use super::machine::{Action, Event, Machine, MachineView, Transition};
+use super::machine::{Action, Event, Machine, MachineView, StopCause, Transition};
 use super::state::StreamState;
 use crate::media::{Door, KeyframeRequester, Urgency};
 use crate::output::{
     Attempt, Connection, ConnectionEvent, EventSender, Failure, Output, OutputStats,
 };
-use crate::status::recorder::{Entry, FlightRecorder};
+use crate::recorder::{Entry, FlightRecorder};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -35,7 +35,9 @@ pub struct DriverParts {
     pub door: Door,
     pub keyframes: KeyframeRequester,
     pub stats: Arc<OutputStats>,
-    pub dead_after: Duration,
+    /// The liveness deadline every connection reads (the driver owns it; a reconnect-only
+    /// reload changes it for the live connection too).
+    pub dead_after: watch::Sender<Duration>,
     pub recorder: FlightRecorder,
     /// The machine's view after every event (for `onair status`).
     pub view: watch::Sender<MachineView>,
@@ -76,16 +78,16 @@ impl Driver {
         }
     }
 
-    /// Runs until the machine says `Exit` (after `Event::Stop`) or every input is gone.
-    pub async fn run(mut self, mut inputs: mpsc::Receiver<Event>) {
+    /// Runs until the machine says `Exit` (after `Event::Stop`, or when every input is gone)
+    /// and returns why the run ended.
+    pub async fn run(mut self, mut inputs: mpsc::Receiver<Event>) -> StopCause {
         self.publish();
         loop {
             let timer_at = self.timer.map(|(_, at)| at);
             let event = tokio::select! {
                 ev = inputs.recv() => match ev {
                     Some(ev) => ev,
-                    // Every producer gone means the daemon is shutting down without a signal.
-                    None => Event::Stop,
+                    None => Event::Stop(StopCause::InputsClosed),
                 },
                 Some((generation, result)) = self.attempt_rx.recv() => {
                     match self.attempt_finished(generation, result).await {
@@ -110,16 +112,23 @@ impl Driver {
                 }
             };
             self.note_event(&event);
+            if let Event::PolicyChanged(policy) = &event {
+                // The machine owns the retry schedule and the attempt deadlines; the liveness
+                // deadline is read by the connections from this watch, the live one included.
+                self.parts.dead_after.send_replace(policy.dead_after);
+            }
             let actions = self.machine.handle(Instant::now(), event);
             // The decision is made: status and LEDs show it now, not after the teardown I/O.
             self.publish();
-            let mut exit = false;
+            let mut exit = None;
             for action in actions {
-                exit |= self.execute(action).await;
+                if let Some(cause) = self.execute(action).await {
+                    exit = Some(cause);
+                }
             }
             self.publish();
-            if exit {
-                return;
+            if let Some(cause) = exit {
+                return cause;
             }
         }
     }
@@ -180,8 +189,8 @@ impl Driver {
         }
     }
 
-    /// Carries out one action; returns true on `Exit`.
-    async fn execute(&mut self, action: Action) -> bool {
+    /// Carries out one action; returns the cause on `Exit`.
+    async fn execute(&mut self, action: Action) -> Option<StopCause> {
         match action {
             Action::Connect { attempt } => self.start_attempt(attempt),
             Action::TearDown { reason } => self.tear_down(&reason).await,
@@ -191,9 +200,9 @@ impl Driver {
                 self.parts.keyframes.request(Urgency::NewConnection);
             }
             Action::Report(t) => self.report(&t),
-            Action::Exit => return true,
+            Action::Exit(cause) => return Some(cause),
         }
-        false
+        None
     }
 
     fn start_attempt(&mut self, number: u32) {
@@ -207,7 +216,7 @@ impl Driver {
             keyframes: self.parts.keyframes.clone(),
             events: EventSender::new(generation, self.conn_tx.clone()),
             stats: self.parts.stats.clone(),
-            dead_after: self.parts.dead_after,
+            dead_after: self.parts.dead_after.subscribe(),
             cancel: cancel.clone(),
         };
         let output = self.parts.output.clone();

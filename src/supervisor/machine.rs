@@ -7,7 +7,8 @@
 
 use super::backoff::BackoffPolicy;
 use super::state::StreamState;
-use crate::config::ReconnectConfig;
+use crate::config::{Config, ReconnectConfig};
+use crate::output::FailureClass;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use std::time::Duration;
@@ -16,18 +17,6 @@ use tokio::time::Instant;
 /// The longest `Retry-After` we honour; beyond this a misconfigured server would park the box
 /// for hours. `onair retry` still cuts any wait short.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
-
-/// How an output classifies a failed attempt. Protocol knowledge (which HTTP status or RTMP
-/// answer means what) lives in the outputs; the machine only knows these classes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FailureClass {
-    /// Worth retrying on the backoff schedule (timeouts, refused connections, 5xx, …).
-    Transient,
-    /// Retrying cannot help until something changes (rejected stream key): go to `failed`.
-    Permanent,
-    /// The server said when to come back (429/503 with `Retry-After`).
-    RetryAfter(Duration),
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -51,8 +40,22 @@ pub enum Event {
     RetryNow { reason: String },
     /// New reconnect settings (SIGHUP with only `reconnect` changed).
     PolicyChanged(ReconnectConfig),
-    /// SIGINT/SIGTERM.
-    Stop,
+    /// The daemon's run ends, and why.
+    Stop(StopCause),
+}
+
+/// Why a run of the daemon ends. It travels with `Event::Stop` through the machine and comes
+/// back out of `Action::Exit`, so the daemon learns it from the one event channel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopCause {
+    /// SIGINT or SIGTERM (the signal's name).
+    Signal(&'static str),
+    /// SIGHUP brought a config that changes more than the reconnect policy: run again with it.
+    Restart(Box<Config>),
+    /// Capture and encoding cannot work at all (no encoder works): stop and say why.
+    MediaFatal(String),
+    /// Every producer of events is gone: the daemon is being torn down without a signal.
+    InputsClosed,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,8 +78,8 @@ pub enum Action {
     ForceKeyframe,
     /// The public state changed.
     Report(Transition),
-    /// Stop everything and exit.
-    Exit,
+    /// Stop everything and end the run, for this cause.
+    Exit(StopCause),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -333,14 +336,14 @@ impl Machine {
                 self.stable_after = config.stable_after;
                 "reconnect settings changed".into()
             }
-            Event::Stop => {
+            Event::Stop(cause) => {
                 self.end_live(now);
                 out.push(Action::TearDown {
                     reason: "stopping".into(),
                 });
                 self.cancel_timer(out);
                 self.phase = Phase::Stopped;
-                out.push(Action::Exit);
+                out.push(Action::Exit(cause));
                 "stopping".into()
             }
         }
@@ -546,7 +549,7 @@ mod tests {
                         assert_eq!(Some(&t.from), self.states.last());
                         self.states.push(t.to)
                     }
-                    Action::Exit => self.exited = true,
+                    Action::Exit(_) => self.exited = true,
                 }
             }
         }
@@ -877,7 +880,7 @@ mod tests {
     #[test]
     fn stop_tears_down_and_exits_from_any_state() {
         let mut s = Sim::live_box();
-        s.ev(Event::Stop);
+        s.ev(Event::Stop(StopCause::Signal("SIGTERM")));
         assert!(s.exited);
         assert_eq!(s.teardowns, 1);
         assert!(s.timer.is_none());

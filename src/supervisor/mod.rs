@@ -10,4 +10,4 @@ pub use state::StreamState;
 pub mod driver;
 
 pub use driver::{Driver, DriverParts};
-pub use machine::{Event, FailureClass, Machine, MachineView};
+pub use machine::{Event, Machine, MachineView, StopCause};

@@ -12,8 +12,9 @@ pub mod branch;
 pub mod location;
 pub mod verdict;
 
-use super::{Attempt, Connection, ConnectionEvent, EventSender, Failure, Output, OutputStats};
-use crate::media::{Door, KeyframeRequester, KeyframeSync};
+use super::pump::{self, Delivery, LivenessProbe, PumpCounters, PumpSettings, UnitWriter};
+use super::{Attempt, Connection, ConnectionEvent, EventSender, Failure, Output};
+use crate::media::AccessUnit;
 use crate::secret::SecretUrl;
 use branch::{Branch, BranchSettings};
 use futures_util::StreamExt;
@@ -22,9 +23,10 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use location::{Location, Scrubber};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 pub use verdict::RtmpError;
 use verdict::{ConnectVerdict, Observation, Progress, StallWatch};
@@ -38,15 +40,11 @@ pub struct RtmpSettings {
     pub settle: Duration,
     /// How often rtmp2sink's stats are read while connecting. Default 20 ms.
     pub connect_poll: Duration,
-    /// How often the live connection's socket progress is checked. Default 100 ms.
-    pub live_poll: Duration,
-    /// Access units the connection's tap may hold (about a second). Default 32.
-    pub tap_capacity: usize,
     /// Units waiting inside the branch beyond which new ones are dropped until the next key
     /// frame (memory stays bounded while the socket is stuck). Default 60 (2 s at 30 fps).
     pub max_backlog: u64,
-    /// A new connection that has seen no key frame this long asks again. Default 1 s.
-    pub keyframe_nudge: Duration,
+    /// What every output's connections share (tap, key-frame nudge, liveness poll).
+    pub pump: PumpSettings,
 }
 
 impl Default for RtmpSettings {
@@ -54,10 +52,8 @@ impl Default for RtmpSettings {
         RtmpSettings {
             settle: Duration::from_millis(500),
             connect_poll: Duration::from_millis(20),
-            live_poll: Duration::from_millis(100),
-            tap_capacity: 32,
             max_backlog: 60,
-            keyframe_nudge: Duration::from_millis(1000),
+            pump: PumpSettings::default(),
         }
     }
 }
@@ -86,7 +82,7 @@ impl RtmpOutput {
     async fn attempt(&self, attempt: &Attempt) -> Result<RtmpConnection, RtmpError> {
         let (branch, mut bus) = Branch::build(
             &self.location,
-            &BranchSettings::new(attempt.dead_after),
+            &BranchSettings::new(attempt.dead_after_now()),
             attempt.number,
         )?;
         log::debug!(
@@ -186,19 +182,12 @@ impl Output for RtmpOutput {
     }
 }
 
-/// Counters the writer shares with the watchdog.
-#[derive(Default)]
-struct Feed {
-    /// Access units the door handed to this connection (pushed or dropped).
-    offered: AtomicU64,
-}
-
 /// A published RTMP stream. Owns its branch and its two tasks.
 pub struct RtmpConnection {
     branch: Branch,
     stop: CancellationToken,
-    writer: JoinHandle<()>,
-    watchdog: JoinHandle<gst::bus::BusStream>,
+    pump: JoinHandle<()>,
+    liveness: JoinHandle<RtmpLiveness>,
 }
 
 impl RtmpConnection {
@@ -210,33 +199,31 @@ impl RtmpConnection {
         settings: RtmpSettings,
     ) -> RtmpConnection {
         let stop = CancellationToken::new();
-        let feed = Arc::new(Feed::default());
         let sink = branch.sink();
         report_first_media(&sink, attempt.events.clone());
-        let writer = tokio::spawn(write_media(
-            attempt.door.clone(),
-            branch.appsrc(),
-            attempt.keyframes.clone(),
-            attempt.stats.clone(),
-            feed.clone(),
-            settings.clone(),
-            stop.clone(),
-        ));
-        let watchdog = tokio::spawn(watch_liveness(
+        let writer = BranchWriter {
+            appsrc: branch.appsrc(),
+            timeline: Timeline::default(),
+            max_backlog: settings.max_backlog,
+        };
+        let (pump, counters) = pump::spawn_pump(writer, attempt, &settings.pump, stop.clone());
+        let probe = RtmpLiveness {
+            stall: StallWatch::new(
+                Instant::now(),
+                branch::sink_stats(&sink).bytes_out,
+                counters.offered(),
+            ),
             sink,
             bus,
-            feed,
-            attempt.dead_after,
-            settings.live_poll,
-            attempt.events.clone(),
+            counters,
             scrubber,
-            stop.clone(),
-        ));
+        };
+        let liveness = pump::spawn_liveness(probe, attempt, &settings.pump, stop.clone());
         RtmpConnection {
             branch,
             stop,
-            writer,
-            watchdog,
+            pump,
+            liveness,
         }
     }
 }
@@ -246,18 +233,19 @@ impl Connection for RtmpConnection {
     async fn close(self: Box<Self>, polite: bool) {
         self.stop.cancel();
         // Both tasks end at their next await once `stop` is cancelled.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.writer).await;
-        let bus = tokio::time::timeout(Duration::from_secs(1), self.watchdog)
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.pump).await;
+        let bus = tokio::time::timeout(Duration::from_secs(1), self.liveness)
             .await
             .ok()
-            .and_then(Result::ok);
+            .and_then(Result::ok)
+            .map(|probe| probe.bus);
         self.branch.shutdown(polite, bus).await;
     }
 }
 
 /// Sends `MediaFlowing` when the first media buffer reaches rtmp2sink (which, connected,
 /// writes it straight to the socket). flvmux's stream headers come first and are skipped; the
-/// writer only ever starts with a key frame, so the first media buffer is one.
+/// pump only ever starts with a key frame, so the first media buffer is one.
 fn report_first_media(sink: &gst::Element, events: EventSender) {
     let Some(pad) = sink.static_pad("sink") else {
         return;
@@ -275,43 +263,22 @@ fn report_first_media(sink: &gst::Element, events: EventSender) {
     });
 }
 
-/// Pulls access units from the door into the branch, starting at a key frame and resyncing at
-/// the next one after any gap.
-async fn write_media(
-    door: Door,
+/// Pushes access units into the branch's appsrc with a per-connection timeline.
+struct BranchWriter {
     appsrc: gst_app::AppSrc,
-    keyframes: KeyframeRequester,
-    stats: Arc<OutputStats>,
-    feed: Arc<Feed>,
-    settings: RtmpSettings,
-    stop: CancellationToken,
-) {
-    let mut tap = door.open(settings.tap_capacity);
-    let mut sync = KeyframeSync::new(keyframes, settings.keyframe_nudge);
-    let mut timeline = Timeline::default();
-    let mut backlog_drops = 0u64;
-    let mut push_errors = 0u64;
-    loop {
-        let unit = tokio::select! {
-            _ = stop.cancelled() => return,
-            u = tap.recv() => match u { Some(u) => u, None => return },
-        };
-        feed.offered.fetch_add(1, Ordering::Relaxed);
-        if !sync.admit(&unit) {
-            continue;
-        }
-        let backlog = appsrc.property::<u64>("current-level-buffers");
-        if backlog >= settings.max_backlog {
-            // The socket is not keeping up. Dropping here (and resyncing at a key frame) keeps
-            // memory bounded; the watchdog decides whether the connection is dead.
-            backlog_drops += 1;
-            if backlog_drops == 1 {
-                log::debug!("rtmp: branch backed up ({backlog} units); dropping to a key frame");
-            }
-            sync.resync();
-            continue;
-        }
-        let pts = timeline.stamp(unit.pts, unit.duration);
+    timeline: Timeline,
+    max_backlog: u64,
+}
+
+#[async_trait::async_trait]
+impl UnitWriter for BranchWriter {
+    fn backed_up(&self) -> bool {
+        // The socket is not keeping up; the liveness probe decides whether it is dead.
+        self.appsrc.property::<u64>("current-level-buffers") >= self.max_backlog
+    }
+
+    async fn write(&mut self, unit: AccessUnit) -> Result<Delivery, String> {
+        let pts = self.timeline.stamp(unit.pts, unit.duration);
         let mut buffer = gst::Buffer::from_slice(unit.data);
         {
             let b = buffer.make_mut();
@@ -327,77 +294,50 @@ async fn write_media(
                 b.set_flags(gst::BufferFlags::DELTA_UNIT);
             }
         }
-        match appsrc.push_buffer(buffer) {
-            Ok(_) => stats.frame_sent(),
-            Err(e) => {
-                // The branch is flushing or failed; the watchdog reports why.
-                push_errors += 1;
-                if push_errors == 1 {
-                    log::debug!("rtmp: push into the branch failed: {e:?}");
-                }
-            }
-        }
+        // A failed push means the branch is flushing or failed; the probe reports why.
+        self.appsrc
+            .push_buffer(buffer)
+            .map(|_| Delivery::Queued)
+            .map_err(|e| format!("push into the branch failed: {e:?}"))
     }
 }
 
-/// Reports the connection lost on an error from the branch, or when the socket has taken no
-/// bytes for `dead_after` while there was media to send. Hands the bus back when stopped, for
-/// a polite close.
-#[allow(clippy::too_many_arguments)]
-async fn watch_liveness(
+/// An RTMP connection is dead on an error from the branch, or when the socket has taken no
+/// bytes for `dead_after` while there was media to send. Keeps the bus for a polite close.
+struct RtmpLiveness {
     sink: gst::Element,
-    mut bus: gst::bus::BusStream,
-    feed: Arc<Feed>,
-    dead_after: Duration,
-    poll: Duration,
-    events: EventSender,
+    bus: gst::bus::BusStream,
+    counters: Arc<PumpCounters>,
+    stall: StallWatch,
     scrubber: Scrubber,
-    stop: CancellationToken,
-) -> gst::bus::BusStream {
-    let mut stall = StallWatch::new(
-        Instant::now(),
-        dead_after,
-        branch::sink_stats(&sink).bytes_out,
-        feed.offered.load(Ordering::Relaxed),
-    );
-    let mut tick = tokio::time::interval(poll);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut reported = false;
-    let mut report = |reason: String| {
-        if !std::mem::replace(&mut reported, true) {
-            events.send(ConnectionEvent::Lost(reason));
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return bus,
-            msg = bus.next() => match msg {
-                None => {
-                    report("the RTMP branch's bus closed".into());
-                    stop.cancelled().await;
-                    return bus;
-                }
-                Some(msg) => match msg.view() {
-                    gst::MessageView::Error(_) => {
-                        if let Some((text, debug)) = branch::error_text(&msg) {
-                            log::debug!("rtmp: branch error: {}", scrubber.scrub(&debug));
-                            report(scrubber.scrub(&text));
-                        }
-                    }
-                    gst::MessageView::Eos(_) => report("the RTMP branch ended".into()),
-                    _ => {}
-                },
-            },
-            _ = tick.tick() => {
-                let bytes = branch::sink_stats(&sink).bytes_out;
-                if let Some(stuck) = stall.observe(Instant::now(), bytes, feed.offered.load(Ordering::Relaxed)) {
-                    report(format!(
-                        "the server took no data for {:.1} s (write stalled)",
-                        stuck.as_secs_f64()
-                    ));
-                }
+}
+
+#[async_trait::async_trait]
+impl LivenessProbe for RtmpLiveness {
+    async fn next_event(&mut self) -> Option<String> {
+        let Some(msg) = self.bus.next().await else {
+            return Some("the RTMP branch's bus closed".into());
+        };
+        match msg.view() {
+            gst::MessageView::Error(_) => {
+                let (text, debug) = branch::error_text(&msg)?;
+                log::debug!("rtmp: branch error: {}", self.scrubber.scrub(&debug));
+                Some(self.scrubber.scrub(&text))
             }
+            gst::MessageView::Eos(_) => Some("the RTMP branch ended".into()),
+            _ => None,
         }
+    }
+
+    async fn check(&mut self, now: Instant, dead_after: Duration) -> Option<String> {
+        let bytes = branch::sink_stats(&self.sink).bytes_out;
+        let stuck = self
+            .stall
+            .observe(now, dead_after, bytes, self.counters.offered())?;
+        Some(format!(
+            "the server took no data for {:.1} s (write stalled)",
+            stuck.as_secs_f64()
+        ))
     }
 }
 

@@ -14,7 +14,8 @@
 //! time; a close inside that window is a rejection.
 
 use crate::output::FailureClass;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Why an RTMP attempt or connection failed, with the class the supervisor acts on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -189,7 +190,6 @@ impl ConnectVerdict {
 /// the server (or the path to it) stopped taking data.
 #[derive(Debug)]
 pub struct StallWatch {
-    dead_after: Duration,
     last_bytes: u64,
     last_progress: Instant,
     /// Units offered for sending when the byte count last moved.
@@ -199,17 +199,23 @@ pub struct StallWatch {
 impl StallWatch {
     /// `offered` counts the access units the connection received from the door, whether it
     /// could push them or had to drop them because the branch was backed up.
-    pub fn new(now: Instant, dead_after: Duration, bytes: u64, offered: u64) -> StallWatch {
+    pub fn new(now: Instant, bytes: u64, offered: u64) -> StallWatch {
         StallWatch {
-            dead_after,
             last_bytes: bytes,
             last_progress: now,
             offered_at_progress: offered,
         }
     }
 
-    /// Returns how long writing has been stuck once that reaches `dead_after`.
-    pub fn observe(&mut self, now: Instant, bytes: u64, offered: u64) -> Option<Duration> {
+    /// Returns how long writing has been stuck once that reaches `dead_after` (passed on
+    /// every call: a reload may change it while the connection is live).
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        dead_after: Duration,
+        bytes: u64,
+        offered: u64,
+    ) -> Option<Duration> {
         if bytes != self.last_bytes || offered == self.offered_at_progress {
             // Bytes moved, or there was nothing new to send (the input paused): not a stall.
             self.last_bytes = bytes;
@@ -218,7 +224,7 @@ impl StallWatch {
             return None;
         }
         let stuck = now.saturating_duration_since(self.last_progress);
-        (stuck >= self.dead_after).then_some(stuck)
+        (stuck >= dead_after).then_some(stuck)
     }
 }
 
@@ -356,15 +362,18 @@ mod tests {
     fn stall_needs_pending_data_and_no_bytes_for_dead_after() {
         let t0 = Instant::now();
         let dead = Duration::from_secs(5);
-        let mut w = StallWatch::new(t0, dead, 100, 0);
+        let mut w = StallWatch::new(t0, 100, 0);
         let s = |n| t0 + Duration::from_secs(n);
         // Bytes move: fine.
-        assert_eq!(w.observe(s(1), 200, 30), None);
+        assert_eq!(w.observe(s(1), dead, 200, 30), None);
         // Input paused: nothing pushed, nothing sent — not a stall however long.
-        assert_eq!(w.observe(s(10), 200, 30), None);
+        assert_eq!(w.observe(s(10), dead, 200, 30), None);
         // More to send, bytes stuck.
-        assert_eq!(w.observe(s(11), 200, 40), None);
-        assert_eq!(w.observe(s(14), 200, 100), None);
-        assert_eq!(w.observe(s(15), 200, 130), Some(Duration::from_secs(5)));
+        assert_eq!(w.observe(s(11), dead, 200, 40), None);
+        assert_eq!(w.observe(s(14), dead, 200, 100), None);
+        assert_eq!(
+            w.observe(s(15), dead, 200, 130),
+            Some(Duration::from_secs(5))
+        );
     }
 }

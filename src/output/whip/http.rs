@@ -6,6 +6,7 @@
 //! a bad key. The resource URL is remembered on disk so a restarted daemon can DELETE the
 //! session its previous life left behind.
 
+use crate::lock::lock;
 use crate::output::FailureClass;
 use crate::secret::{Secret, SecretUrl};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
@@ -277,11 +278,6 @@ fn write_atomically(file: &Path, text: &str) -> std::io::Result<()> {
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, file)
-}
-
-/// See `media::keyframes::lock`.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@
 pub mod http;
 pub mod peer;
 
-use super::{Attempt, Connection, ConnectionEvent, EventSender, Failure, Output, OutputStats};
-use crate::media::{Door, KeyframeRequester, KeyframeSync};
+use super::pump::{self, Delivery, LivenessProbe, PumpSettings, UnitWriter};
+use super::{Attempt, Connection, Failure, Output};
+use crate::media::AccessUnit;
 use crate::output::rtcp_watch::RtcpClock;
 use crate::secret::{Secret, SecretUrl};
 use http::{WhipError, WhipHttp};
@@ -22,8 +23,10 @@ use rtc::peer_connection::transport::RTCDtlsTransportState;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::peer_connection::PeerConnection;
@@ -31,14 +34,11 @@ use webrtc::peer_connection::transport::DtlsTransport;
 
 /// A DELETE must not hold up a reconnect or a shutdown for long.
 const DELETE_TIMEOUT: Duration = Duration::from_millis(1000);
-/// Access units a connection may hold while its writer catches up (about a second).
-const TAP_CAPACITY: usize = 32;
-/// A new connection that has seen no key frame this long asks again.
-const KEYFRAME_NUDGE: Duration = Duration::from_millis(1000);
 
 pub struct WhipOutput {
     http: Arc<WhipHttp>,
     server_ip: Option<IpAddr>,
+    settings: PumpSettings,
 }
 
 impl WhipOutput {
@@ -48,11 +48,12 @@ impl WhipOutput {
         state_dir: &Path,
     ) -> Result<WhipOutput, WhipError> {
         let http = Arc::new(WhipHttp::new(url, token, state_dir)?);
-        let server_ip = reqwest::Url::parse(url.expose())
-            .ok()
-            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()))
-            .and_then(|h| h.parse::<IpAddr>().ok());
-        Ok(WhipOutput { http, server_ip })
+        let server_ip = url.host().and_then(|h| h.parse::<IpAddr>().ok());
+        Ok(WhipOutput {
+            http,
+            server_ip,
+            settings: PumpSettings::default(),
+        })
     }
 
     async fn attempt(&self, attempt: &Attempt) -> Result<WhipConnection, WhipError> {
@@ -60,13 +61,13 @@ impl WhipOutput {
         self.http.delete_remembered(DELETE_TIMEOUT).await;
         let mut peer = peer::build(
             self.server_ip,
-            attempt.dead_after,
+            attempt.dead_after_now(),
             attempt.keyframes.clone(),
         )
         .await?;
         let result = self.negotiate(&mut peer, attempt).await;
         match result {
-            Ok(()) => Ok(WhipConnection::start(peer, self.http.clone(), attempt).await?),
+            Ok(()) => WhipConnection::start(peer, self.http.clone(), attempt, &self.settings).await,
             Err(e) => {
                 peer::close_quietly(&peer.pc).await;
                 Err(e)
@@ -119,7 +120,8 @@ pub struct WhipConnection {
     pc: Arc<dyn PeerConnection>,
     http: Arc<WhipHttp>,
     stop: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    pump: JoinHandle<()>,
+    liveness: JoinHandle<WhipLiveness>,
 }
 
 impl WhipConnection {
@@ -127,6 +129,7 @@ impl WhipConnection {
         peer: Peer,
         http: Arc<WhipHttp>,
         attempt: &Attempt,
+        settings: &PumpSettings,
     ) -> Result<WhipConnection, WhipError> {
         let payload_type = match peer.payload_type().await {
             Ok(pt) => pt,
@@ -136,7 +139,7 @@ impl WhipConnection {
             }
         };
         // The server's close_notify closes the DTLS transport without changing the peer
-        // connection's state, so the liveness watch looks at the transport itself.
+        // connection's state, so the liveness probe looks at the transport itself.
         let mut dtls = None;
         for sender in peer.pc.get_senders().await {
             if let Ok(Some(t)) = sender.transport().await {
@@ -145,30 +148,25 @@ impl WhipConnection {
             }
         }
         let stop = CancellationToken::new();
-        peer.rtcp.reset();
-        let writer = tokio::spawn(write_media(
-            attempt.door.clone(),
-            peer.track.clone(),
-            peer.ssrc,
+        peer.rtcp.reset(Instant::now());
+        let writer = TrackWriter {
+            track: peer.track.clone(),
+            ssrc: peer.ssrc,
             payload_type,
-            attempt.keyframes.clone(),
-            attempt.events.clone(),
-            attempt.stats.clone(),
-            stop.clone(),
-        ));
-        let watchdog = tokio::spawn(watch_liveness(
-            peer.events,
+        };
+        let (pump, _) = pump::spawn_pump(writer, attempt, settings, stop.clone());
+        let probe = WhipLiveness {
+            peer_events: peer.events,
             dtls,
-            peer.rtcp,
-            attempt.dead_after,
-            attempt.events.clone(),
-            stop.clone(),
-        ));
+            rtcp: peer.rtcp,
+        };
+        let liveness = pump::spawn_liveness(probe, attempt, settings, stop.clone());
         Ok(WhipConnection {
             pc: peer.pc,
             http,
             stop,
-            tasks: vec![writer, watchdog],
+            pump,
+            liveness,
         })
     }
 }
@@ -177,10 +175,9 @@ impl WhipConnection {
 impl Connection for WhipConnection {
     async fn close(self: Box<Self>, polite: bool) {
         self.stop.cancel();
-        for task in self.tasks {
-            // Both tasks end at the next await once `stop` is cancelled.
-            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
-        }
+        // Both tasks end at their next await once `stop` is cancelled.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.pump).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.liveness).await;
         // DELETE while the peer connection still stands: the server then ends the session
         // because we asked, not because the transport vanished under it.
         if polite {
@@ -190,106 +187,61 @@ impl Connection for WhipConnection {
     }
 }
 
-/// Pulls access units from the door and writes them to the track, starting at a key frame and
-/// resyncing at the next one after any gap.
-#[allow(clippy::too_many_arguments)]
-async fn write_media(
-    door: Door,
+/// Writes access units to the track as samples (webrtc-rs packetizes them).
+struct TrackWriter {
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
-    keyframes: KeyframeRequester,
-    events: EventSender,
-    stats: Arc<OutputStats>,
-    stop: CancellationToken,
-) {
-    let mut tap = door.open(TAP_CAPACITY);
-    let mut sync = KeyframeSync::new(keyframes, KEYFRAME_NUDGE);
-    let mut flowing = false;
-    let mut write_errors = 0u32;
-    loop {
-        let unit = tokio::select! {
-            _ = stop.cancelled() => return,
-            u = tap.recv() => match u { Some(u) => u, None => return },
-        };
-        if !sync.admit(&unit) {
-            continue;
-        }
+}
+
+#[async_trait::async_trait]
+impl UnitWriter for TrackWriter {
+    async fn write(&mut self, unit: AccessUnit) -> Result<Delivery, String> {
         let sample = Sample {
             data: unit.data,
             duration: unit.duration,
-            ..Sample::new(Instant::now())
+            ..Sample::new(std::time::Instant::now())
         };
-        match track
-            .sample_writer(ssrc, payload_type)
+        self.track
+            .sample_writer(self.ssrc, self.payload_type)
             .write_sample(&sample)
             .await
-        {
-            Ok(()) => {
-                stats.frame_sent();
-                if !flowing {
-                    flowing = true;
-                    events.send(ConnectionEvent::MediaFlowing);
-                }
-            }
-            Err(e) => {
-                // Writes fail while the transport is going down; the liveness watch reports
-                // that, so one log line is enough.
-                write_errors += 1;
-                if write_errors == 1 {
-                    log::debug!("whip: write failed: {e}");
-                }
-            }
-        }
+            .map(|()| Delivery::OnTheWire)
+            .map_err(|e| e.to_string())
     }
 }
 
-/// Reports the connection lost when the peer connection fails, the server closes DTLS, or the
+/// A WHIP connection is dead when the peer connection fails, the server closes DTLS, or the
 /// server's RTCP goes silent for `dead_after`.
-async fn watch_liveness(
-    mut peer_events: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
+struct WhipLiveness {
+    peer_events: mpsc::UnboundedReceiver<PeerEvent>,
     dtls: Option<Arc<dyn DtlsTransport>>,
     rtcp: RtcpClock,
-    dead_after: Duration,
-    events: EventSender,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            ev = peer_events.recv() => match ev {
-                Some(PeerEvent::State(
-                    s @ (RTCPeerConnectionState::Failed
-                    | RTCPeerConnectionState::Disconnected
-                    | RTCPeerConnectionState::Closed),
-                )) => {
-                    events.send(ConnectionEvent::Lost(format!("peer connection {s}")));
-                    return;
-                }
-                Some(_) => {}
-                None => {
-                    events.send(ConnectionEvent::Lost("peer connection driver stopped".into()));
-                    return;
-                }
-            },
-            _ = tick.tick() => {
-                if let Some(t) = &dtls
-                    && let Ok(state @ (RTCDtlsTransportState::Closed | RTCDtlsTransportState::Failed)) = t.state().await
-                {
-                    events.send(ConnectionEvent::Lost(format!("the server closed the session (DTLS {state})")));
-                    return;
-                }
-                let silence = rtcp.silence();
-                if silence >= dead_after {
-                    events.send(ConnectionEvent::Lost(format!(
-                        "no RTCP from the server for {:.1} s",
-                        silence.as_secs_f64()
-                    )));
-                    return;
-                }
-            }
+}
+
+#[async_trait::async_trait]
+impl LivenessProbe for WhipLiveness {
+    async fn next_event(&mut self) -> Option<String> {
+        match self.peer_events.recv().await {
+            Some(PeerEvent::State(
+                s @ (RTCPeerConnectionState::Failed
+                | RTCPeerConnectionState::Disconnected
+                | RTCPeerConnectionState::Closed),
+            )) => Some(format!("peer connection {s}")),
+            Some(_) => None,
+            None => Some("peer connection driver stopped".into()),
         }
+    }
+
+    async fn check(&mut self, now: Instant, dead_after: Duration) -> Option<String> {
+        if let Some(t) = &self.dtls
+            && let Ok(state @ (RTCDtlsTransportState::Closed | RTCDtlsTransportState::Failed)) =
+                t.state().await
+        {
+            return Some(format!("the server closed the session (DTLS {state})"));
+        }
+        let silence = self.rtcp.silence(now);
+        (silence >= dead_after)
+            .then(|| format!("no RTCP from the server for {:.1} s", silence.as_secs_f64()))
     }
 }

@@ -2,7 +2,11 @@
 //!
 //! When a box misbehaved overnight, the owner logs in the next morning; `onair status --history`
 //! shows what happened, and a daemon dying of a fatal error writes it to the log first.
+//!
+//! A leaf module: the supervisor writes it and the status server reads it, and neither has to
+//! reach up into the other for it.
 
+use crate::lock::lock;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -50,7 +54,7 @@ impl FlightRecorder {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = lock(&self.inner);
         if q.len() == CAPACITY {
             q.pop_front();
         }
@@ -59,12 +63,7 @@ impl FlightRecorder {
 
     /// Oldest first.
     pub fn snapshot(&self) -> Vec<Record> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        lock(&self.inner).iter().cloned().collect()
     }
 }
 
