@@ -257,6 +257,47 @@ fn silent_server_drop_is_detected_within_6s_and_recovered_by_backoff() {
     );
 }
 
+/// A reload that changes only `reconnect.dead_after_ms` reaches the live connection: the
+/// stream is kept, and a silent drop after SIGHUP is detected at the new deadline (2 s), not
+/// at the one the connection was made with (8 s).
+#[test]
+fn reloaded_dead_after_applies_to_the_live_connection() {
+    let _serial = serial();
+    let lab = lab_or_skip!();
+    let receiver = start_receiver(&lab);
+    let daemon = start_box(&lab, json!({"reconnect": {"dead_after_ms": 8000}}));
+    wait_live(&daemon, &receiver);
+
+    daemon.patch_config(json!({"reconnect": {"dead_after_ms": 2000}}));
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = daemon.status().expect("status");
+    assert_eq!(state(&s), "live", "the reload dropped the stream: {s:#}");
+    assert_eq!(
+        posts_between(&receiver.stats(), 0.0, f64::MAX),
+        1,
+        "a reconnect-only reload must not make a new session"
+    );
+
+    let t_drop = mono_now();
+    lab.drop_server_udp();
+    let (detected, s) = daemon.wait_status(Duration::from_secs(12), |s| state(s) == "reconnecting");
+    let detected_after = mono_now() - t_drop;
+    assert!(
+        detected,
+        "silent drop never detected: {s:#}\n{}",
+        daemon.log()
+    );
+    eprintln!("reloaded dead_after 2000 ms (was 8000): drop detected after {detected_after:.2} s");
+    // The last RTCP report came at most ~1.5 s before the drop (aiortc reports every
+    // 0.5–1.5 s): 2 s after it, plus the 100 ms check and the status poll.
+    assert!(
+        detected_after <= 3.5,
+        "detected after {detected_after:.2} s: the old deadline still applies\n{}",
+        daemon.log()
+    );
+}
+
 /// Scenario 4: the server is killed and restarted after 10 s. Frames resume at the first
 /// backoff step after the server is back.
 #[test]

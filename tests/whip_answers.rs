@@ -25,7 +25,7 @@ fn attempt() -> Attempt {
         keyframes: KeyframeRequester::new(),
         events: EventSender::new(1, tx),
         stats: Arc::new(OutputStats::default()),
-        dead_after: Duration::from_secs(5),
+        dead_after: tokio::sync::watch::channel(Duration::from_secs(5)).1,
         cancel: CancellationToken::new(),
     }
 }

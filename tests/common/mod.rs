@@ -35,10 +35,31 @@ pub fn onair_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_onair"))
 }
 
+/// Held while a media-heavy test runs; see [`serial`].
+pub struct Serial {
+    _in_process: MutexGuard<'static, ()>,
+    _across_processes: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
 /// Media-heavy tests share two cores; running them one at a time keeps timings meaningful.
-pub fn serial() -> MutexGuard<'static, ()> {
+/// One at a time within this test binary (a mutex) and across the test binaries of any
+/// checkout on this machine (an flock on a file in the temp dir), so two `cargo test` runs
+/// side by side do not distort each other's timings.
+pub fn serial() -> Serial {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    let in_process = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let path = std::env::temp_dir().join("onair-media-tests.lock");
+    let across = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ok()
+        .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
+    Serial {
+        _in_process: in_process,
+        _across_processes: across,
+    }
 }
 
 pub fn is_root() -> bool {
@@ -327,6 +348,15 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Merges `patch` into the daemon's config file (for a SIGHUP to read).
+    pub fn patch_config(&self, patch: Value) {
+        let mut config: Value =
+            serde_json::from_slice(&std::fs::read(&self.config_path).expect("read config"))
+                .expect("the test wrote valid JSON");
+        merge(&mut config, patch);
+        std::fs::write(&self.config_path, config.to_string()).expect("write config");
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
