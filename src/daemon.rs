@@ -392,6 +392,11 @@ fn handle_signals(
     ))
 }
 
+/// How long a SIGHUP's config read may take. The loader refuses FIFOs and devices without
+/// waiting, so this only guards against a file system that hangs; the signal task never waits
+/// for it either way.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn signal_events(
     config_path: PathBuf,
     mut current: Config,
@@ -406,12 +411,46 @@ async fn signal_events(
         log::error!("cannot install signal handlers; stop the daemon with SIGKILL");
         return;
     };
+    // The config being read for a SIGHUP, if any. Reading happens off this task, so SIGTERM
+    // is heard while it runs, however long it takes.
+    let mut reloading: Option<(Instant, Reload)> = None;
     loop {
         let batch = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = int.recv() => stop_for("SIGINT"),
             _ = term.recv() => stop_for("SIGTERM"),
-            _ = hup.recv() => reload(&config_path, &mut current),
+            _ = hup.recv() => {
+                if reloading.is_some() {
+                    log::info!("SIGHUP: the config is already being read");
+                } else {
+                    let deadline = Instant::now() + RELOAD_TIMEOUT;
+                    reloading = Some((deadline, load_in_background(config_path.clone())));
+                }
+                vec![]
+            }
+            loaded = async {
+                match reloading.as_mut() {
+                    Some((deadline, rx)) => tokio::time::timeout_at(*deadline, rx).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                reloading = None;
+                match loaded {
+                    Ok(Ok(result)) => reload(result, &mut current),
+                    Ok(Err(_)) => {
+                        log::error!("SIGHUP: the config reader stopped; keeping the running config");
+                        vec![]
+                    }
+                    Err(_) => {
+                        log::error!(
+                            "SIGHUP: reading {} took more than {} s; keeping the running config",
+                            config_path.display(),
+                            RELOAD_TIMEOUT.as_secs()
+                        );
+                        vec![]
+                    }
+                }
+            }
         };
         for event in batch {
             if events.send(event).await.is_err() {
@@ -421,6 +460,25 @@ async fn signal_events(
     }
 }
 
+/// The config a SIGHUP asked for, on its way.
+type Reload = tokio::sync::oneshot::Receiver<Result<Config, ConfigError>>;
+
+/// Reads the config on a thread of its own. A plain thread rather than the runtime's blocking
+/// pool: one stuck in a hung file system must not hold up the runtime's shutdown.
+fn load_in_background(path: PathBuf) -> Reload {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("onair-reload".into())
+        .spawn(move || {
+            let _ = tx.send(Config::load(&path));
+        });
+    if let Err(e) = spawned {
+        // The sender was moved into the closure and dropped with it: the receiver reports it.
+        log::error!("SIGHUP: cannot start a thread to read the config: {e}");
+    }
+    rx
+}
+
 fn stop_for(signal: &'static str) -> Vec<Event> {
     log::info!("{signal}: stopping");
     vec![Event::Stop(StopCause::Signal(signal))]
@@ -428,8 +486,8 @@ fn stop_for(signal: &'static str) -> Vec<Event> {
 
 /// What a SIGHUP means: nothing (the new file is invalid: the running config stays), new
 /// reconnect settings applied in place (and a retry now), or a restart with the new config.
-fn reload(path: &Path, current: &mut Config) -> Vec<Event> {
-    match Config::load(path) {
+fn reload(loaded: Result<Config, ConfigError>, current: &mut Config) -> Vec<Event> {
+    match loaded {
         Err(e) => {
             log::error!("SIGHUP: keeping the running config: {e}");
             vec![]

@@ -2,8 +2,10 @@
 //!
 //! The socket is a diagnostics aid and must never get in the way of streaming: every client
 //! is served by its own task under read and write deadlines, the number of clients at once is
-//! bounded, and a client that connects and then does nothing only ever holds up itself. The
-//! protocol is in [`super::protocol`].
+//! bounded, and a client that connects and then does nothing only ever holds up itself: when
+//! every slot is taken, the client that has waited longest without sending its request makes
+//! room for the new one, so idle connections (a slow-loris) cannot lock `onair status` out.
+//! The protocol is in [`super::protocol`].
 //!
 //! Binding is separate from serving so that the daemon binds first, before it touches the
 //! camera or the server: a second daemon started by mistake must stop there, and never take
@@ -18,11 +20,13 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, Id, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Owner and group may talk to the daemon; put the people who may run `onair status` in the
@@ -96,20 +100,34 @@ impl StatusError {
 pub struct Limits {
     /// Clients served at once; one more is told the daemon is busy and closed at once.
     pub max_clients: usize,
-    /// Time for a client to send its request line.
+    /// Time for a client to send its request line (`onair status` sends it at once).
     pub read_timeout: Duration,
     /// Time for a client to take the answer.
     pub write_timeout: Duration,
+    /// A client that has sent nothing for this long gives its slot to a new client when all
+    /// slots are taken (oldest first). Zero: any client that has not sent its request yet;
+    /// a real client sends it at once, and is the newest, so the last to go.
+    pub idle_grace: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_clients: 8,
-            read_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(2),
+            idle_grace: Duration::ZERO,
         }
     }
+}
+
+/// A client being served, as the accept loop sees it.
+struct Slot {
+    id: Id,
+    accepted: Instant,
+    /// Set once the client's request line is in: from then on it is never evicted.
+    asked: Arc<AtomicBool>,
+    task: AbortHandle,
 }
 
 /// What the server answers from.
@@ -181,27 +199,44 @@ impl StatusServer {
         let ctx = Arc::new(ctx);
         let limits = self.limits;
         let mut clients = JoinSet::new();
+        let mut slots: Vec<Slot> = Vec::new();
         log::debug!("status socket: listening on {}", self.path().display());
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => accepted,
             };
-            while let Some(done) = clients.try_join_next() {
-                if let Err(e) = done {
-                    log::error!("status socket: a client task failed: {e}");
-                }
+            while let Some(done) = clients.try_join_next_with_id() {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => {
+                        if !e.is_cancelled() {
+                            log::error!("status socket: a client task failed: {e}");
+                        }
+                        e.id()
+                    }
+                };
+                slots.retain(|s| s.id != id);
             }
             match accepted {
-                Ok((stream, _)) if clients.len() >= limits.max_clients => {
-                    log::debug!(
-                        "status socket: {} clients already; refusing one",
-                        clients.len()
-                    );
-                    refuse_busy(&stream);
-                }
                 Ok((stream, _)) => {
-                    clients.spawn(serve_client(stream, ctx.clone(), limits));
+                    if slots.len() >= limits.max_clients && !evict_idle(&mut slots, &limits) {
+                        log::debug!(
+                            "status socket: {} clients already; refusing one",
+                            slots.len()
+                        );
+                        refuse_busy(&stream);
+                        continue;
+                    }
+                    let asked = Arc::new(AtomicBool::new(false));
+                    let task =
+                        clients.spawn(serve_client(stream, ctx.clone(), limits, asked.clone()));
+                    slots.push(Slot {
+                        id: task.id(),
+                        accepted: Instant::now(),
+                        asked,
+                        task,
+                    });
                 }
                 Err(e) => {
                     log::warn!("status socket: accept failed: {e}");
@@ -305,6 +340,27 @@ async fn remove_if_stale(path: &Path) -> Result<(), StatusError> {
     }
 }
 
+/// Closes the client that has waited longest without sending a request, if one has waited at
+/// least `idle_grace`; says whether a slot was freed.
+fn evict_idle(slots: &mut Vec<Slot>, limits: &Limits) -> bool {
+    let now = Instant::now();
+    let oldest = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.asked.load(Ordering::Acquire) && now - s.accepted >= limits.idle_grace)
+        .min_by_key(|(_, s)| s.accepted)
+        .map(|(i, _)| i);
+    match oldest {
+        Some(i) => {
+            let slot = slots.swap_remove(i);
+            slot.task.abort();
+            log::debug!("status socket: closed a client that sent nothing, to serve a new one");
+            true
+        }
+        None => false,
+    }
+}
+
 /// Tells a client over the limit why it is closed, without ever waiting for it.
 fn refuse_busy(stream: &UnixStream) {
     let reply = json_line(&ErrorReply {
@@ -313,8 +369,15 @@ fn refuse_busy(stream: &UnixStream) {
     let _ = stream.try_write(&reply);
 }
 
-async fn serve_client(mut stream: UnixStream, ctx: Arc<StatusContext>, limits: Limits) {
-    let reply = match tokio::time::timeout(limits.read_timeout, read_request(&mut stream)).await {
+async fn serve_client(
+    mut stream: UnixStream,
+    ctx: Arc<StatusContext>,
+    limits: Limits,
+    asked: Arc<AtomicBool>,
+) {
+    let request = tokio::time::timeout(limits.read_timeout, read_request(&mut stream)).await;
+    asked.store(true, Ordering::Release);
+    let reply = match request {
         Ok(Ok(line)) => match Request::parse(&line) {
             Some(request) => answer(request, &ctx, limits).await,
             None => error_line("unknown request; send one line: status, history or retry"),
@@ -602,6 +665,8 @@ mod tests {
         let limits = Limits {
             max_clients: 2,
             read_timeout: Duration::from_secs(30),
+            // Not evicted while this test looks: they stand for clients busy being served.
+            idle_grace: Duration::from_secs(30),
             ..Limits::default()
         };
         let f = start(limits).await;
@@ -618,6 +683,29 @@ mod tests {
                 break;
             }
             assert!(StdInstant::now() < deadline, "never served again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A slow-loris: many more idle connections than slots, held open (and reopened when the
+    /// server closes them), must not lock a real client out.
+    #[tokio::test]
+    async fn idle_connections_cannot_lock_a_real_client_out() {
+        let limits = Limits {
+            read_timeout: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        let f = start(limits).await;
+        let mut idle = Vec::new();
+        for _ in 0..20 {
+            idle.push(UnixStream::connect(&f.path).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..5 {
+            let s: StatusSnapshot = parse(&ask(&f.path, "status\n").await);
+            assert_eq!(s.state, StreamState::Starting);
+            // The idle ones come back, as an attacker's would.
+            idle.push(UnixStream::connect(&f.path).await.expect("connect"));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
