@@ -23,6 +23,7 @@ packages=(
   python3 python3-venv
   iproute2 nftables procps time
   nginx libnginx-mod-rtmp ffmpeg
+  busybox  # tests/import_card.rs runs the first-boot import with the image's shell tools
 )
 missing=()
 for p in "${packages[@]}"; do
