@@ -414,6 +414,12 @@ async fn signal_events(
     // The config being read for a SIGHUP, if any. Reading happens off this task, so SIGTERM
     // is heard while it runs, however long it takes.
     let mut reloading: Option<(Instant, Reload)> = None;
+    // A SIGHUP came while reading: what is being read may predate the change it announces.
+    let mut read_again = false;
+    let start_reading = || {
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        Some((deadline, load_in_background(config_path.clone())))
+    };
     loop {
         let batch = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -421,10 +427,10 @@ async fn signal_events(
             _ = term.recv() => stop_for("SIGTERM"),
             _ = hup.recv() => {
                 if reloading.is_some() {
-                    log::info!("SIGHUP: the config is already being read");
+                    log::info!("SIGHUP: the config is being read; it will be read again after");
+                    read_again = true;
                 } else {
-                    let deadline = Instant::now() + RELOAD_TIMEOUT;
-                    reloading = Some((deadline, load_in_background(config_path.clone())));
+                    reloading = start_reading();
                 }
                 vec![]
             }
@@ -436,6 +442,11 @@ async fn signal_events(
             } => {
                 reloading = None;
                 match loaded {
+                    _ if read_again => {
+                        read_again = false;
+                        reloading = start_reading();
+                        vec![]
+                    }
                     Ok(Ok(result)) => reload(result, &mut current),
                     Ok(Err(_)) => {
                         log::error!("SIGHUP: the config reader stopped; keeping the running config");
