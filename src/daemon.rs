@@ -50,8 +50,11 @@ pub async fn run(config_path: PathBuf, mut config: Config) -> Result<(), DaemonE
     // One recorder for the daemon's life, so `--history` keeps what happened before a
     // SIGHUP restart.
     let recorder = FlightRecorder::new();
+    // Before anything else: from here on a signal is an event, never its default action
+    // (which would end the process without a DELETE or removing the socket).
+    let signals = Signals::install();
     loop {
-        let (parts, watchdog) = Parts::start(&config_path, config, &recorder).await?;
+        let (parts, watchdog) = Parts::start(&config_path, config, &recorder, &signals).await?;
         let cause = watchdog.run().await;
         parts.stop().await;
         match cause {
@@ -155,6 +158,7 @@ impl Parts {
         config_path: &Path,
         config: Config,
         recorder: &FlightRecorder,
+        signals: &Signals,
     ) -> Result<(Parts, Watchdog), DaemonError> {
         // The status socket first: a second daemon started by mistake stops here, before it
         // touches the camera or the server session of the one already running.
@@ -190,7 +194,13 @@ impl Parts {
         });
         // The last sender moves into the signal task: once every producer is gone the
         // watchdog hears `InputsClosed`.
-        let signals = handle_signals(config_path.to_path_buf(), config, events, &shutdown);
+        let signals = handle_signals(
+            config_path.to_path_buf(),
+            config,
+            events,
+            signals.clone(),
+            &shutdown,
+        );
         let parts = Parts {
             shutdown,
             output,
@@ -377,17 +387,53 @@ async fn forward_network(
     }
 }
 
+/// SIGINT, SIGTERM and SIGHUP, taken over for the daemon's whole life: installed once before
+/// the first part starts, so a signal during start-up (or between two runs) waits for the
+/// signal task instead of killing the process; each run's signal task borrows them.
+#[derive(Clone)]
+struct Signals(Option<Arc<tokio::sync::Mutex<SignalStreams>>>);
+
+struct SignalStreams {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(int), Ok(term), Ok(hup)) => {
+                Signals(Some(Arc::new(tokio::sync::Mutex::new(SignalStreams {
+                    int,
+                    term,
+                    hup,
+                }))))
+            }
+            _ => {
+                log::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+                Signals(None)
+            }
+        }
+    }
+}
+
 /// Turns signals into events: SIGINT/SIGTERM stop the run, SIGHUP reloads the config.
 fn handle_signals(
     config_path: PathBuf,
     current: Config,
     events: mpsc::Sender<Event>,
+    signals: Signals,
     shutdown: &CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(signal_events(
         config_path,
         current,
         events,
+        signals,
         shutdown.child_token(),
     ))
 }
@@ -401,16 +447,15 @@ async fn signal_events(
     config_path: PathBuf,
     mut current: Config,
     events: mpsc::Sender<Event>,
+    signals: Signals,
     shutdown: CancellationToken,
 ) {
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        log::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+    let Some(signals) = signals.0 else {
         return;
     };
+    // The previous run's task is aborted before this one starts; the lock is free by then.
+    let mut streams = signals.lock().await;
+    let SignalStreams { int, term, hup } = &mut *streams;
     // The config being read for a SIGHUP, if any. Reading happens off this task, so SIGTERM
     // is heard while it runs, however long it takes.
     let mut reloading: Option<(Instant, Reload)> = None;

@@ -147,6 +147,67 @@ fn a_sighup_that_finds_a_fifo_does_not_stop_sigterm() {
     assert!(!d.socket.exists(), "the status socket was left behind");
 }
 
+/// `onair run` on a config written into `dir` (status socket `dir/status.sock`), not waited for.
+struct Run {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    log_path: std::path::PathBuf,
+}
+
+impl Run {
+    fn start(dir: &Path, extra: serde_json::Value) -> Run {
+        let socket = dir.join("status.sock");
+        let mut config = test_config("http://127.0.0.1:9/api/whip", Some(TOKEN), extra);
+        common::merge(&mut config, json!({"status": {"socket": socket}}));
+        let config_path = dir.join("onair.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let log_path = dir.join("onair.log");
+        let child = Command::new(onair_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn,onair=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("onair runs");
+        Run {
+            child,
+            socket,
+            log_path,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGTERM; the exit code (None: killed after 5 s, or ended by the signal itself).
+    fn terminate(&mut self) -> (Option<i32>, Duration) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        let stopping = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.code(), stopping.elapsed());
+            }
+            if stopping.elapsed() > Duration::from_secs(5) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return (None, stopping.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A FIFO where the WHIP session file belongs: start-up does not wait on it, the daemon runs,
 /// and SIGTERM stops it cleanly.
 #[test]
@@ -156,30 +217,12 @@ fn a_fifo_for_the_session_file_does_not_hang_start_up() {
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     mkfifo(&state.join("whip-resource"));
-    let socket = dir.path().join("status.sock");
-    let config = test_config(
-        "http://127.0.0.1:9/api/whip",
-        Some(TOKEN),
-        json!({"state_dir": state, "status": {"socket": socket}}),
-    );
-    let config_path = dir.path().join("onair.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let log_path = dir.path().join("onair.log");
-    let mut child = Command::new(onair_bin())
-        .arg("run")
-        .arg("--config")
-        .arg(&config_path)
-        .env("RUST_LOG", "warn,onair=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .expect("onair runs");
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut run = Run::start(dir.path(), json!({"state_dir": state}));
     let started = Instant::now();
     let up = loop {
         let out = Command::new(onair_bin())
             .args(["status", "--json", "--socket"])
-            .arg(&socket)
+            .arg(&run.socket)
             .output()
             .expect("onair status");
         if out.status.success() {
@@ -190,29 +233,37 @@ fn a_fifo_for_the_session_file_does_not_hang_start_up() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-    let stopping = Instant::now();
-    let code = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status.code();
+    let (code, took) = run.terminate();
+    println!("with a FIFO as the session file: up {up}, exit {code:?} {took:?} after SIGTERM");
+    assert!(up, "start-up hung on the FIFO:\n{}", run.log());
+    assert_eq!(code, Some(0), "{}", run.log());
+    assert!(run.log().contains("whip-resource"), "{}", run.log());
+    assert!(!run.socket.exists(), "the status socket was left behind");
+}
+
+/// SIGTERM while the daemon is still starting (the moment its status socket appears, before
+/// the media pipeline is up): it stops cleanly, not by the signal's default action.
+#[test]
+fn a_sigterm_during_start_up_still_stops_cleanly() {
+    let _serial = common::serial();
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = Run::start(dir.path(), json!({}));
+        let started = Instant::now();
+        while !run.socket.exists() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        if stopping.elapsed() > Duration::from_secs(5) {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    println!(
-        "with a FIFO as the session file: up {up} after {:?}, exit {code:?} {:?} after SIGTERM",
-        stopping - started,
-        stopping.elapsed()
-    );
-    assert!(up, "start-up hung on the FIFO:\n{}", log());
-    assert_eq!(code, Some(0), "{}", log());
-    assert!(log().contains("whip-resource"), "{}", log());
-    assert!(!socket.exists(), "the status socket was left behind");
+        let (code, took) = run.terminate();
+        println!(
+            "round {round}: SIGTERM {:?} after start: exit {code:?} after {took:?}",
+            started.elapsed()
+        );
+        assert_eq!(code, Some(0), "round {round}: {}", run.log());
+        assert!(
+            !run.socket.exists(),
+            "round {round}: the status socket was left behind"
+        );
+    }
 }
 
 /// 20 idle connections, reopened as fast as the daemon closes them: `onair status` still
