@@ -9,7 +9,7 @@ mod common;
 use common::{Daemon, test_config};
 use onair::media::{Door, KeyframeRequester};
 use onair::output::whip::WhipOutput;
-use onair::output::whip::http::{MAX_ANSWER_BYTES, SESSION_FILE, WhipHttp};
+use onair::output::whip::http::{ANSWER_DEADLINE, MAX_ANSWER_BYTES, SESSION_FILE, WhipHttp};
 use onair::output::{Attempt, EventSender, Failure, FailureClass, Output, OutputStats};
 use onair::secret::{Secret, SecretUrl};
 use serde_json::{Value, json};
@@ -258,6 +258,24 @@ async fn endless_bodies_end_the_attempt_at_their_limit() {
             f.message
         );
     }
+}
+
+/// An answer that starts and then stops coming ends the attempt at the answer's deadline,
+/// well inside the attempt's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_answer_ends_the_attempt_at_its_deadline() {
+    let h = Hostile::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = output(&h.whip_url(), TOKEN, dir.path());
+    h.script(json!([{"status": 201, "location": "/api/whip/slow", "endless": "stall"}]));
+    let (f, took) = failing_attempt(&out, Duration::from_secs(9)).await;
+    println!("a stalled answer: failed after {took:?}: {}", f.message);
+    assert_eq!(f.class, FailureClass::Transient, "{f:?}");
+    assert!(f.message.contains("did not arrive within"), "{}", f.message);
+    assert!(
+        took >= ANSWER_DEADLINE && took < ANSWER_DEADLINE + Duration::from_secs(2),
+        "took {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,7 +24,8 @@ A step (all fields optional):
                 only audio (ICE and DTLS attributes present, so it parses as a real answer)
   endless       "close" (no Content-Length, sent until the client hangs up) | "chunked";
                 the body starts with `body` (or "v=0\\r\\n" for a 201) and goes on with junk
-                lines, up to --max-body-bytes (a safety cap for runs against old builds)
+                lines, up to --max-body-bytes (a safety cap for runs against old builds);
+                "stall": the start of the body, then nothing until the client hangs up
   headers       extra headers {name: value}
 An unscripted POST gets 500 "no script". DELETE and anything else on /api/whip... gets 204.
 
@@ -140,7 +141,8 @@ async def send(writer: asyncio.StreamWriter, status: int, body: bytes = b"",
     await writer.drain()
 
 
-async def send_endless(writer: asyncio.StreamWriter, status: int, headers: dict[str, str],
+async def send_endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       status: int, headers: dict[str, str],
                        start: bytes, mode: str, cap: int, record: dict[str, Any]) -> None:
     h = dict(headers)
     if mode == "chunked":
@@ -148,6 +150,17 @@ async def send_endless(writer: asyncio.StreamWriter, status: int, headers: dict[
     writer.write(head(status, h))
     sent = 0
     record["endless_bytes"] = 0
+    if mode == "stall":
+        # The start of a body, then nothing, until the client hangs up (at most a minute).
+        writer.write(start)
+        await writer.drain()
+        record["endless_bytes"] = len(start)
+        try:
+            await asyncio.wait_for(until_eof(reader), 60)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        record["endless_end_t"] = time.monotonic()
+        return
     try:
         first = True
         while sent < cap:
@@ -163,6 +176,12 @@ async def send_endless(writer: asyncio.StreamWriter, status: int, headers: dict[
     except (ConnectionError, OSError):
         pass
     record["endless_end_t"] = time.monotonic()
+
+
+async def until_eof(reader: asyncio.StreamReader) -> None:
+    """Returns once the peer has closed its end."""
+    while await reader.read(4096):
+        pass
 
 
 async def handle(state: State, listener: str, reader: asyncio.StreamReader,
@@ -186,7 +205,8 @@ async def handle(state: State, listener: str, reader: asyncio.StreamReader,
                        {"Content-Type": "application/json"})
             return
         if method == "POST" and path == "/api/whip":
-            await answer_post(state, writer, headers, body.decode("utf-8", "replace"), record)
+            await answer_post(state, reader, writer, headers, body.decode("utf-8", "replace"),
+                              record)
             return
         await send(writer, 204)
     except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -199,8 +219,8 @@ async def handle(state: State, listener: str, reader: asyncio.StreamReader,
             pass
 
 
-async def answer_post(state: State, writer: asyncio.StreamWriter, headers: dict[str, str],
-                      offer: str, record: dict[str, Any]) -> None:
+async def answer_post(state: State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      headers: dict[str, str], offer: str, record: dict[str, Any]) -> None:
     if not state.script:
         await send(writer, 500, b"no script")
         return
@@ -218,7 +238,8 @@ async def answer_post(state: State, writer: asyncio.StreamWriter, headers: dict[
         text = fill(step.get("body", ""), state, token)
     if step.get("endless"):
         start = text.encode() if text else (b"v=0\r\n" if status == 201 else b"")
-        await send_endless(writer, status, out, start, step["endless"], state.max_body, record)
+        await send_endless(reader, writer, status, out, start, step["endless"], state.max_body,
+                           record)
         return
     await send(writer, status, text.encode(), out)
 
