@@ -420,8 +420,9 @@ impl Config {
     }
 }
 
-/// Opens without following a FIFO's wait (O_NONBLOCK), checks what the path is on the open
-/// file itself, and reads at most [`MAX_CONFIG_BYTES`] (a file may grow after the check).
+/// Opens without waiting for a FIFO's writer (O_NONBLOCK), checks what the path is on the open
+/// file itself (no race with a rename), and reads at most [`MAX_CONFIG_BYTES`] (a file may
+/// grow after the check).
 fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     use std::io::Read;
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
@@ -451,7 +452,7 @@ fn read_config_file(path: &Path) -> Result<String, ConfigError> {
     } else if kind.is_socket() {
         return not_a_file("a socket");
     } else if !kind.is_file() {
-        return not_a_file("not a file");
+        return not_a_file("something else");
     }
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::TooLarge {
