@@ -16,7 +16,9 @@ use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
 use crate::recorder::FlightRecorder;
 use crate::status::{StatusContext, StatusError, StatusServer, StatusSources};
-use crate::supervisor::{Driver, DriverParts, Event, Machine, MachineView, StopCause, StreamState};
+use crate::supervisor::{
+    Driver, DriverParts, Event, Heartbeat, Machine, MachineView, StopCause, StreamState, notify,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,9 @@ pub async fn run(config_path: PathBuf, mut config: Config) -> Result<(), DaemonE
     loop {
         let (parts, watchdog) = Parts::start(&config_path, config, &recorder).await?;
         let cause = watchdog.run().await;
+        if !matches!(cause, StopCause::Restart(_)) {
+            notify::stopping();
+        }
         parts.stop().await;
         match cause {
             StopCause::Signal(_) | StopCause::InputsClosed => return Ok(()),
@@ -103,6 +108,7 @@ impl Watchdog {
             recorder: recorder.clone(),
             view: view_tx,
             state: state_tx,
+            heartbeat: Heartbeat::from_env(),
         };
         let watchdog = Watchdog {
             driver: Driver::new(machine, parts),

@@ -5,6 +5,7 @@
 //! attempt is cancelled and awaited, a late result from an old attempt is closed on arrival.
 
 use super::machine::{Action, Event, Machine, MachineView, StopCause, Transition};
+use super::notify::{self, Beat, Heartbeat};
 use super::state::StreamState;
 use crate::media::{Door, KeyframeRequester, Urgency};
 use crate::output::{
@@ -43,6 +44,8 @@ pub struct DriverParts {
     pub view: watch::Sender<MachineView>,
     /// Just the public state (for the LEDs).
     pub state: watch::Sender<StreamState>,
+    /// systemd's service watchdog: pinged from this loop only, so a stuck loop gets restarted.
+    pub heartbeat: Heartbeat,
 }
 
 pub struct Driver {
@@ -82,6 +85,7 @@ impl Driver {
     /// and returns why the run ended.
     pub async fn run(mut self, mut inputs: mpsc::Receiver<Event>) -> StopCause {
         self.publish();
+        self.parts.heartbeat.ready(self.machine.view().state);
         loop {
             let timer_at = self.timer.map(|(_, at)| at);
             let event = tokio::select! {
@@ -109,6 +113,14 @@ impl Driver {
                 _ = sleep_until(timer_at) => {
                     let (id, _) = self.timer.take().expect("the timer branch only runs while armed");
                     Event::TimerFired { id }
+                }
+                // The service watchdog's ping: only served while this loop turns.
+                beat = self.parts.heartbeat.due() => {
+                    match beat {
+                        Beat::Ping => self.parts.heartbeat.ping(),
+                        Beat::Stall => notify::stall().await,
+                    }
+                    continue;
                 }
             };
             self.note_event(&event);
@@ -276,8 +288,9 @@ impl Driver {
         });
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let view = self.machine.view();
+        self.parts.heartbeat.status(view.state);
         self.parts.state.send_replace(view.state);
         self.parts.view.send_replace(view);
     }
