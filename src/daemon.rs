@@ -7,7 +7,7 @@
 //! the reverse order, so the server hears a DELETE before the pipeline stops. Every task started
 //! here is stopped here: one cancellation token goes down to all of them.
 
-use crate::config::{Config, ConfigError, OutputConfig};
+use crate::config::{Config, ConfigError, OutputConfig, PathsMode};
 use crate::leds;
 use crate::media::{Door, KeyframeRequester, Media, MediaError, MediaEvent};
 use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr};
@@ -85,12 +85,13 @@ struct Views {
 impl Watchdog {
     fn new(
         config: &Config,
-        online: bool,
+        network: &watch::Receiver<NetworkStatus>,
         output: Arc<dyn Output>,
         shared: &Shared,
         recorder: &FlightRecorder,
         events: mpsc::Receiver<Event>,
     ) -> (Watchdog, Views) {
+        let online = network.borrow().online;
         let machine = Machine::new(&config.reconnect, online, rand::random(), Instant::now());
         let (view_tx, view_rx) = watch::channel(machine.view());
         let (state_tx, state_rx) = watch::channel(StreamState::Starting);
@@ -100,6 +101,9 @@ impl Watchdog {
             keyframes: shared.keyframes.clone(),
             stats: shared.output_stats.clone(),
             dead_after: watch::Sender::new(config.reconnect.dead_after),
+            // Bound to the path's source address, a connection leaves by the uplink the
+            // path names; `ignore` keeps the old way (every interface).
+            path: (config.network.paths != PathsMode::Ignore).then(|| network.clone()),
             recorder: recorder.clone(),
             view: view_tx,
             state: state_tx,
@@ -166,10 +170,9 @@ impl Parts {
         let shared = Shared::new();
         let media = start_media(&config, &shared, events.clone(), &shutdown)?;
         let (network, monitor) = start_network(&config, &events, &shutdown).await;
-        let online = network.borrow().online;
         let (watchdog, views) = Watchdog::new(
             &config,
-            online,
+            &network,
             output.clone(),
             &shared,
             recorder,
@@ -320,7 +323,7 @@ async fn start_network(
                 log::warn!("network: monitor unavailable ({e}); relying on the retry timer alone");
                 let (tx, rx) = watch::channel(NetworkStatus {
                     online: true,
-                    interfaces: vec![],
+                    ..NetworkStatus::default()
                 });
                 // Keep the channel open for the daemon's lifetime.
                 let token = shutdown.child_token();
@@ -333,6 +336,7 @@ async fn start_network(
         };
     tokio::spawn(forward_network(
         network.clone(),
+        config.network.paths != PathsMode::Ignore,
         events.clone(),
         shutdown.child_token(),
     ));
@@ -352,8 +356,13 @@ async fn forward_media(mut rx: mpsc::Receiver<MediaEvent>, events: mpsc::Sender<
     }
 }
 
+/// Turns the monitor's status into the watchdog's events: online/offline and a change of
+/// the usable interfaces as `NetworkChanged`, a change of path while online as
+/// `PathChanged` (which reconnects unless `network.paths` is `ignore`). Counters and uplink
+/// states alone are for `onair status`, not for the watchdog.
 async fn forward_network(
     mut rx: watch::Receiver<NetworkStatus>,
+    follow_path: bool,
     events: mpsc::Sender<Event>,
     shutdown: CancellationToken,
 ) {
@@ -364,15 +373,31 @@ async fn forward_network(
             changed = rx.changed() => if changed.is_err() { return },
         }
         let now = rx.borrow_and_update().clone();
-        if now == last {
-            continue;
+        let mut batch = Vec::new();
+        let path_changed = match (&last.path, &now.path) {
+            (Some(old), Some(new)) if old != new && now.online => Some(Event::PathChanged {
+                reason: match &now.last_switch {
+                    Some(line) if now.switches != last.switches => line.clone(),
+                    _ => format!("{old} -> {new}"),
+                },
+                reconnect: follow_path,
+            }),
+            _ => None,
+        };
+        // A path change that reconnects also does what "network changed" would (a waiting
+        // retry is tried now); sending both would start an attempt only to restart it.
+        let subsumed = path_changed.is_some() && follow_path;
+        if (now.online, &now.interfaces) != (last.online, &last.interfaces) && !subsumed {
+            // A new usable interface while already online is also worth telling the
+            // watchdog: a waiting retry may succeed on it.
+            batch.push(Event::NetworkChanged { online: now.online });
         }
-        // A new usable interface while already online is also worth telling the watchdog:
-        // a waiting retry may succeed on it.
-        let event = Event::NetworkChanged { online: now.online };
+        batch.extend(path_changed);
         last = now;
-        if events.send(event).await.is_err() {
-            return;
+        for event in batch {
+            if events.send(event).await.is_err() {
+                return;
+            }
         }
     }
 }

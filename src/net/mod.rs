@@ -1,21 +1,29 @@
-//! Network awareness: whether the box has a usable network right now.
+//! Network awareness: whether the box has a usable network right now, and which path its
+//! traffic to the server takes.
 //!
 //! The supervisor must know at once when the box loses its way to the server (stop burning
-//! retry attempts) and when it comes back (retry now instead of waiting out a backoff). The
-//! [`NetworkMonitor`] listens to the kernel over rtnetlink and publishes a [`NetworkStatus`] on
-//! a watch channel: once at start, then on every change.
+//! retry attempts), when it comes back (retry now instead of waiting out a backoff), and when
+//! the way changes (the connection is bound to a path that no longer exists: reconnect over
+//! the new one). The [`NetworkMonitor`] listens to the kernel over rtnetlink and publishes a
+//! [`NetworkStatus`] on a watch channel: once at start, then on every change.
 //!
 //! - `decide.rs`: the pure decision over a snapshot of links, addresses and routes.
+//! - `uplinks.rs`: the pure choice of uplink: preference order, settle time, flap damping.
+//! - `steer.rs`: the pure plan of policy routes and rules that carry the choice out.
 //! - `debounce.rs`: one evaluation per burst of netlink messages, within 50 ms.
-//! - `netlink.rs`: the socket: subscribe, dump, ask the kernel for its route to the server.
+//! - `netlink.rs`: the socket: subscribe, dump, ask the kernel for its route to the server,
+//!   install and remove the steering.
 //! - `monitor.rs`: the task that ties them together, and the server-name resolver.
 
 mod debounce;
 mod decide;
 mod monitor;
 mod netlink;
+mod steer;
+mod uplinks;
 
 use crate::config::NetworkConfig;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -24,20 +32,118 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// What the network monitor reports: whether the box can reach its server now, and which
-/// watched interfaces are usable (up, carrier, address).
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+/// What the network monitor reports: whether the box can reach its server now, which
+/// watched interfaces are usable (up, carrier, address), the path its traffic to the server
+/// takes, and the uplinks it knows.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct NetworkStatus {
     pub online: bool,
     pub interfaces: Vec<String>,
+    /// The kernel's route to the server right now (`None` while offline).
+    pub path: Option<Path>,
+    /// Every interface that has had a default route since start, in order of preference.
+    pub uplinks: Vec<UplinkStatus>,
+    /// Times the path changed while the box stayed online.
+    pub switches: u64,
+    /// The last change of path: from, to and why.
+    pub last_switch: Option<String>,
+    /// The daemon steers the server's traffic with policy routing right now.
+    pub steered: bool,
+}
+
+/// The way packets to the server leave the box: what `ip route get SERVER` says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Path {
+    pub interface: String,
+    /// The source address the kernel picks (the box's address on that interface).
+    pub local: Option<IpAddr>,
+    /// `None` when the server is on the link itself (or on this box).
+    pub gateway: Option<IpAddr>,
+}
+
+impl fmt::Display for Path {
+    /// `eth0 src 192.0.2.2 gw 192.0.2.1`, as `ip route get` would put it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.interface)?;
+        if let Some(local) = self.local {
+            write!(f, " src {local}")?;
+        }
+        if let Some(gateway) = self.gateway {
+            write!(f, " gw {gateway}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One uplink as `onair status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    pub name: String,
+    pub state: UplinkState,
+    /// Could carry the stream now (`in_use`, `usable` or `settling`).
+    pub usable: bool,
+    /// Times it stopped being usable since the daemon started.
+    pub flaps: u64,
+}
+
+/// An uplink's state. The names are a public contract (`onair status --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UplinkState {
+    /// Carries the traffic to the server.
+    InUse,
+    /// Could carry it; not preferred (or the kernel routes elsewhere).
+    Usable,
+    /// Preferred and usable again, waiting out its settle time before the stream returns.
+    Settling,
+    Down,
+    NoCarrier,
+    Dormant,
+    NoAddress,
+    /// Up and addressed, but no default route through it.
+    NoRoute,
+    Gone,
+}
+
+impl UplinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UplinkState::InUse => "in_use",
+            UplinkState::Usable => "usable",
+            UplinkState::Settling => "settling",
+            UplinkState::Down => "down",
+            UplinkState::NoCarrier => "no_carrier",
+            UplinkState::Dormant => "dormant",
+            UplinkState::NoAddress => "no_address",
+            UplinkState::NoRoute => "no_route",
+            UplinkState::Gone => "gone",
+        }
+    }
+
+    pub fn usable(self) -> bool {
+        matches!(
+            self,
+            UplinkState::InUse | UplinkState::Usable | UplinkState::Settling
+        )
+    }
+}
+
+impl fmt::Display for UplinkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl fmt::Display for NetworkStatus {
-    /// `online eth0,wlan0` / `offline` / `online` (server on this box, no interface needed).
+    /// `online eth0,wlan0 (path eth0 src 192.0.2.2 gw 192.0.2.1)` / `offline` / `online (path
+    /// lo src 127.0.0.1)` (server on this box, no interface needed).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.online { "online" } else { "offline" })?;
         if !self.interfaces.is_empty() {
             write!(f, " {}", self.interfaces.join(","))?;
+        }
+        if let Some(path) = &self.path {
+            write!(f, " (path {path})")?;
         }
         Ok(())
     }
@@ -173,11 +279,21 @@ mod tests {
 
     #[test]
     fn status_display() {
-        let status = NetworkStatus {
+        let mut status = NetworkStatus {
             online: true,
             interfaces: vec!["eth0".into(), "wlan0".into()],
+            ..NetworkStatus::default()
         };
         assert_eq!(status.to_string(), "online eth0,wlan0");
+        status.path = Some(Path {
+            interface: "eth0".into(),
+            local: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2))),
+            gateway: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+        });
+        assert_eq!(
+            status.to_string(),
+            "online eth0,wlan0 (path eth0 src 192.0.2.2 gw 192.0.2.1)"
+        );
         assert_eq!(NetworkStatus::default().to_string(), "offline");
     }
 }
