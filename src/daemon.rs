@@ -10,7 +10,7 @@
 use crate::config::{Config, ConfigError, OutputConfig, PathsMode};
 use crate::leds;
 use crate::media::{Door, KeyframeRequester, Media, MediaError, MediaEvent};
-use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr};
+use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr, StatusChange};
 use crate::output::rtmp::RtmpOutput;
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
@@ -356,10 +356,8 @@ async fn forward_media(mut rx: mpsc::Receiver<MediaEvent>, events: mpsc::Sender<
     }
 }
 
-/// Turns the monitor's status into the watchdog's events: online/offline and a change of
-/// the usable interfaces as `NetworkChanged`, a change of path while online as
-/// `PathChanged` (which reconnects unless `network.paths` is `ignore`). Counters and uplink
-/// states alone are for `onair status`, not for the watchdog.
+/// Turns the monitor's status into the watchdog's events ([`NetworkStatus::changes_since`]):
+/// a path change reconnects unless `network.paths` is `ignore`.
 async fn forward_network(
     mut rx: watch::Receiver<NetworkStatus>,
     follow_path: bool,
@@ -373,28 +371,16 @@ async fn forward_network(
             changed = rx.changed() => if changed.is_err() { return },
         }
         let now = rx.borrow_and_update().clone();
-        let mut batch = Vec::new();
-        let path_changed = match (&last.path, &now.path) {
-            (Some(old), Some(new)) if old != new && now.online => Some(Event::PathChanged {
-                reason: match &now.last_switch {
-                    Some(line) if now.switches != last.switches => line.clone(),
-                    _ => format!("{old} -> {new}"),
-                },
-                reconnect: follow_path,
-            }),
-            _ => None,
-        };
-        // A path change that reconnects also does what "network changed" would (a waiting
-        // retry is tried now); sending both would start an attempt only to restart it.
-        let subsumed = path_changed.is_some() && follow_path;
-        if (now.online, &now.interfaces) != (last.online, &last.interfaces) && !subsumed {
-            // A new usable interface while already online is also worth telling the
-            // watchdog: a waiting retry may succeed on it.
-            batch.push(Event::NetworkChanged { online: now.online });
-        }
-        batch.extend(path_changed);
+        let changes = now.changes_since(&last, follow_path);
         last = now;
-        for event in batch {
+        for change in changes {
+            let event = match change {
+                StatusChange::Network { online } => Event::NetworkChanged { online },
+                StatusChange::Path { reason } => Event::PathChanged {
+                    reason,
+                    reconnect: follow_path,
+                },
+            };
             if events.send(event).await.is_err() {
                 return;
             }

@@ -134,6 +134,44 @@ impl fmt::Display for UplinkState {
     }
 }
 
+/// What a new status means for the watchdog (see [`NetworkStatus::changes_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusChange {
+    /// Online or offline; or, ignoring paths, the usable interfaces changed.
+    Network { online: bool },
+    /// The path to the server changed while online: from, to and why.
+    Path { reason: String },
+}
+
+impl NetworkStatus {
+    /// What changed since `last` that the watchdog must hear. Online/offline always; a change
+    /// of path while online; with `follow_path == false` (`network.paths: ignore`) also a
+    /// change of the usable interfaces, which may be the way a waiting retry succeeds.
+    /// Following the path, a change beside it (an uplink flapping while another carries the
+    /// stream) says nothing, and a path change already retries at once. Counters and uplink
+    /// states are for `onair status` only.
+    pub fn changes_since(&self, last: &NetworkStatus, follow_path: bool) -> Vec<StatusChange> {
+        let mut out = Vec::new();
+        let interfaces_changed = self.interfaces != last.interfaces && !follow_path;
+        if self.online != last.online || interfaces_changed {
+            out.push(StatusChange::Network {
+                online: self.online,
+            });
+        }
+        if let (Some(old), Some(new)) = (&last.path, &self.path)
+            && old != new
+            && self.online
+        {
+            let reason = match &self.last_switch {
+                Some(line) if self.switches != last.switches => line.clone(),
+                _ => format!("{old} -> {new}"),
+            };
+            out.push(StatusChange::Path { reason });
+        }
+        out
+    }
+}
+
 impl fmt::Display for NetworkStatus {
     /// `online eth0,wlan0 (path eth0 src 192.0.2.2 gw 192.0.2.1)` / `offline` / `online (path
     /// lo src 127.0.0.1)` (server on this box, no interface needed).
@@ -274,6 +312,64 @@ mod tests {
         assert_eq!(
             ServerAddr::from_host("whip.example.com"),
             ServerAddr::Name("whip.example.com".into())
+        );
+    }
+
+    fn path(interface: &str, local: &str) -> Option<Path> {
+        Some(Path {
+            interface: interface.into(),
+            local: Some(local.parse().expect("literal")),
+            gateway: None,
+        })
+    }
+
+    #[test]
+    fn what_the_watchdog_hears() {
+        let live = NetworkStatus {
+            online: true,
+            interfaces: vec!["eth0".into(), "wlan0".into()],
+            path: path("eth0", "192.0.2.2"),
+            ..NetworkStatus::default()
+        };
+        // wlan0 blinks beside the path: only `ignore` tells the watchdog.
+        let blink = NetworkStatus {
+            interfaces: vec!["eth0".into()],
+            ..live.clone()
+        };
+        assert_eq!(blink.changes_since(&live, true), vec![]);
+        assert_eq!(
+            blink.changes_since(&live, false),
+            vec![StatusChange::Network { online: true }]
+        );
+        // Counters alone say nothing.
+        let counted = NetworkStatus {
+            switches: 4,
+            ..live.clone()
+        };
+        assert_eq!(counted.changes_since(&live, true), vec![]);
+        // eth0 dies, wlan0 takes over: a path change with the monitor's reason.
+        let moved = NetworkStatus {
+            interfaces: vec!["wlan0".into()],
+            path: path("wlan0", "198.51.100.2"),
+            switches: 1,
+            last_switch: Some("eth0 ... -> wlan0 ... (eth0 lost carrier)".into()),
+            ..live.clone()
+        };
+        assert_eq!(
+            moved.changes_since(&live, true),
+            vec![StatusChange::Path {
+                reason: "eth0 ... -> wlan0 ... (eth0 lost carrier)".into()
+            }]
+        );
+        // Offline, then back on another path: no switch, two network changes.
+        let offline = NetworkStatus::default();
+        assert_eq!(
+            offline.changes_since(&live, true),
+            vec![StatusChange::Network { online: false }]
+        );
+        assert_eq!(
+            moved.changes_since(&offline, true),
+            vec![StatusChange::Network { online: true }]
         );
     }
 

@@ -2,13 +2,13 @@
 //! which it actually sends.
 //!
 //! A WHIP server sends the box a steady trickle: receiver reports (about once a second),
-//! answers to the box's ICE consent checks (every 0.5 s), transport-wide congestion feedback
+//! answers to the box's ICE consent checks (2.5 a second), transport-wide congestion feedback
 //! (Broadcast Box: ten a second). A fixed timeout has to be long enough for the sparsest
 //! server and the lossiest path, so it is slow everywhere. Here the silence counts against
 //! the gaps this connection has seen: the connection is dead once nothing has arrived for
 //! [`FACTOR`] × the 90th percentile of its recent gaps — on a path that still works, that
-//! many expected packets in a row would all have to be lost (at 5 % loss and two packets a
-//! second: about one chance in a million per second) — but never sooner than [`FLOOR`] (a
+//! many expected packets in a row would all have to be lost (at 5 % loss and three packets a
+//! second: less than one chance in a million per second) — but never sooner than [`FLOOR`] (a
 //! Wi-Fi roam or a burst of loss is not a death) and never later than `dead_after`
 //! (`reconnect.dead_after_ms`, also what applies until enough gaps are known). A lossy path
 //! makes its own gaps longer, and so its own limit.
@@ -26,7 +26,7 @@ pub const FACTOR: u32 = 4;
 pub const FLOOR: Duration = Duration::from_millis(2000);
 /// Gaps needed before the cadence is trusted (until then `dead_after` applies).
 pub const MIN_GAPS: usize = 8;
-/// Gaps remembered (about half a minute at two packets a second).
+/// Gaps remembered (about twenty seconds at three packets a second).
 pub const WINDOW: usize = 64;
 
 /// What bounds the silence a connection may keep.
@@ -220,7 +220,7 @@ mod tests {
         assert_eq!(c.typical_gap(), Some(ms(200)));
     }
 
-    /// What the WHIP probe sees: answers to consent checks every 500 ms and receiver reports
+    /// What the WHIP probe sees: answers to consent checks every 400 ms and receiver reports
     /// every 0.5–1.5 s (aiortc), each lost with probability `loss` (a consent check needs the
     /// request and the answer through), sampled every 100 ms. Returns the first judgement of
     /// death after `start`, with the time of the last arrival before it.
@@ -236,7 +236,7 @@ mod tests {
         let mut arrivals: Vec<Duration> = Vec::new();
         let mut t = ms(0);
         while t < Duration::from_secs(seconds) {
-            t += ms(500);
+            t += ms(400);
             if rng.random::<f64>() >= 1.0 - (1.0 - loss) * (1.0 - loss) {
                 arrivals.push(t + ms(20));
             }

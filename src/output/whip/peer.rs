@@ -3,7 +3,7 @@
 //! Built fresh for every attempt and closed on every teardown, so a reconnect leaves no socket
 //! or driver task behind. Its UDP socket is bound to the source address of the path to the
 //! server, so it leaves by the uplink that path names (the steering's `from ADDRESS` rule).
-//! ICE consent checks go out every 0.5 s: their answers are part of the cadence the liveness
+//! ICE consent checks go out every 0.4 s: their answers are part of the cadence the liveness
 //! rule judges silence by; ICE's own timeouts follow `dead_after`, the rule's ceiling.
 
 use super::http::WhipError;
@@ -122,10 +122,10 @@ pub async fn build(
         (Some(IpAddr::V6(_)), _) => "[::]:0".to_string(),
         _ => "0.0.0.0:0".to_string(),
     };
-    // Consent checks at least twice a second: their answers give the liveness rule a cadence
+    // Consent checks 2.5 times a second: their answers give the liveness rule a cadence
     // of its own making, whatever the server's RTCP habits. ICE itself says "disconnected"
     // after dead_after of silence, the rule's ceiling.
-    let keepalive = (dead_after / 5).clamp(Duration::from_millis(200), Duration::from_millis(500));
+    let keepalive = (dead_after / 5).clamp(Duration::from_millis(200), Duration::from_millis(400));
     let settings = SettingEngineBuilder::new()
         .with_ice_timeouts(Some(dead_after), Some(dead_after), Some(keepalive))
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
