@@ -204,9 +204,11 @@ fn attempt_starts(samples: &[Sample]) -> Vec<(u64, f64)> {
 }
 
 /// Scenario 3: the server silently goes away (a firewall drops all its UDP; the link stays
-/// up). Detected within 6 s; recovery by backoff once the drop is lifted.
+/// up), a second after the box went live. Detected within 3 s (the server's cadence is not
+/// known yet: the consent-check interval stands in); recovery by backoff once the drop is
+/// lifted.
 #[test]
-fn silent_server_drop_is_detected_within_6s_and_recovered_by_backoff() {
+fn silent_server_drop_is_detected_within_3s_and_recovered_by_backoff() {
     let _serial = serial();
     let lab = lab_or_skip!();
     let receiver = start_receiver(&lab);
@@ -223,7 +225,7 @@ fn silent_server_drop_is_detected_within_6s_and_recovered_by_backoff() {
         daemon.log()
     );
     assert!(
-        detected_after <= 6.0,
+        detected_after <= 3.0,
         "detected after {detected_after:.2} s"
     );
 
@@ -243,8 +245,11 @@ fn silent_server_drop_is_detected_within_6s_and_recovered_by_backoff() {
     let resumed = frames_resume_after(&receiver, t_lift, Duration::from_secs(30));
     let resumed =
         resumed.unwrap_or_else(|| panic!("no frame after the drop was lifted\n{}", daemon.log()));
+    let judged = judged_silence(&daemon)
+        .map(|(_, r)| r)
+        .unwrap_or_else(|| "not by the silence rule".into());
     eprintln!(
-        "scenario 3: detected after {detected_after:.2} s; {tried} POSTs during the drop; \
+        "scenario 3: detected after {detected_after:.2} s ({judged}); {tried} POSTs during the drop; \
          lifted with {:.1} s to the next attempt; frames resumed {resumed:.2} s after the lift",
         wait_ms as f64 / 1000.0
     );
@@ -485,12 +490,7 @@ fn uplink_of<'a>(s: &'a Value, name: &str) -> &'a Value {
 /// has a gap as long as the window). Returns the gap and when it began.
 fn longest_gap(stats: &Value, from: f64, to: f64) -> (f64, f64) {
     let frames = frame_times(stats);
-    let mut previous = frames
-        .iter()
-        .copied()
-        .filter(|&t| t < from)
-        .next_back()
-        .unwrap_or(from);
+    let mut previous = frames.iter().copied().rfind(|&t| t < from).unwrap_or(from);
     let mut longest = (0.0, previous);
     for t in frames
         .into_iter()

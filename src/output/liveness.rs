@@ -10,8 +10,9 @@
 //! many expected packets in a row would all have to be lost (at 5 % loss and three packets a
 //! second: less than one chance in a million per second) — but never sooner than [`FLOOR`] (a
 //! Wi-Fi roam or a burst of loss is not a death) and never later than `dead_after`
-//! (`reconnect.dead_after_ms`, also what applies until enough gaps are known). A lossy path
-//! makes its own gaps longer, and so its own limit.
+//! (`reconnect.dead_after_ms`). Until enough gaps are known the expected gap stands in (the
+//! WHIP peer's consent-check interval: every ICE agent must answer those), or, without one,
+//! `dead_after`. A lossy path makes its own gaps longer, and so its own limit.
 //!
 //! Pure: the caller says when something arrived and what time it is.
 
@@ -24,8 +25,9 @@ use tokio::time::Instant;
 pub const FACTOR: u32 = 4;
 /// Never dead sooner than this.
 pub const FLOOR: Duration = Duration::from_millis(2000);
-/// Gaps needed before the cadence is trusted (until then `dead_after` applies).
-pub const MIN_GAPS: usize = 8;
+/// Gaps needed before the cadence is trusted (until then the expected gap, or `dead_after`,
+/// applies): about 1.5 s into a connection.
+pub const MIN_GAPS: usize = 4;
 /// Gaps remembered (about twenty seconds at three packets a second).
 pub const WINDOW: usize = 64;
 
@@ -71,14 +73,17 @@ impl fmt::Display for Dead {
 pub struct Cadence {
     last: Instant,
     gaps: VecDeque<Duration>,
+    expected: Option<Duration>,
 }
 
 impl Cadence {
-    /// Counting starts now (the transport just came up).
-    pub fn new(now: Instant) -> Self {
+    /// Counting starts now (the transport just came up). `expected`: the gap to assume until
+    /// enough are seen (`None`: `dead_after` applies until then).
+    pub fn new(now: Instant, expected: Option<Duration>) -> Self {
         Cadence {
             last: now,
             gaps: VecDeque::with_capacity(WINDOW),
+            expected,
         }
     }
 
@@ -99,10 +104,11 @@ impl Cadence {
         now.saturating_duration_since(self.last)
     }
 
-    /// The 90th percentile of the recent gaps, once there are enough of them.
+    /// The 90th percentile of the recent gaps, once there are enough of them; the expected
+    /// gap before.
     pub fn typical_gap(&self) -> Option<Duration> {
         if self.gaps.len() < MIN_GAPS {
-            return None;
+            return self.expected;
         }
         let mut sorted: Vec<Duration> = self.gaps.iter().copied().collect();
         sorted.sort_unstable();
@@ -156,16 +162,30 @@ mod tests {
     #[test]
     fn dead_after_applies_until_the_cadence_is_known() {
         let t0 = Instant::now();
-        let c = Cadence::new(t0);
+        let c = Cadence::new(t0, None);
         assert_eq!(c.limit(DEAD_AFTER), (DEAD_AFTER, Limit::DeadAfter));
         assert!(c.judge(t0 + ms(4999), DEAD_AFTER).is_none());
         assert!(c.judge(t0 + ms(5000), DEAD_AFTER).is_some());
+        // With an expected gap (the consent-check interval), that gap stands in.
+        let mut c = Cadence::new(t0, Some(ms(400)));
+        assert_eq!(c.limit(DEAD_AFTER), (FLOOR, Limit::Floor));
+        let mut sparse = Cadence::new(t0, Some(ms(400)));
+        for i in 1..=(MIN_GAPS as u64) {
+            c.heard(t0 + ms(300 * i));
+            sparse.heard(t0 + ms(1000 * i));
+        }
+        assert_eq!(c.limit(DEAD_AFTER), (FLOOR, Limit::Floor));
+        assert_eq!(
+            sparse.limit(DEAD_AFTER),
+            (ms(4000), Limit::Cadence(ms(1000))),
+            "what is seen replaces what was expected"
+        );
     }
 
     #[test]
     fn a_steady_server_is_judged_by_its_cadence() {
         let t0 = Instant::now();
-        let mut c = Cadence::new(t0);
+        let mut c = Cadence::new(t0, None);
         // One packet a second (receiver reports only).
         for i in 1..=10 {
             c.heard(t0 + ms(1000 * i));
@@ -184,7 +204,7 @@ mod tests {
     #[test]
     fn a_chatty_server_is_held_to_the_floor_and_dead_after_caps_everything() {
         let t0 = Instant::now();
-        let mut c = Cadence::new(t0);
+        let mut c = Cadence::new(t0, None);
         for i in 1..=50 {
             c.heard(t0 + ms(100 * i));
         }
@@ -195,7 +215,7 @@ mod tests {
             (ms(1000), Limit::DeadAfter),
             "dead_after is the ceiling"
         );
-        let mut sparse = Cadence::new(t0);
+        let mut sparse = Cadence::new(t0, None);
         for i in 1..=10 {
             sparse.heard(t0 + ms(3000 * i));
         }
@@ -205,7 +225,7 @@ mod tests {
     #[test]
     fn the_window_forgets_old_gaps() {
         let t0 = Instant::now();
-        let mut c = Cadence::new(t0);
+        let mut c = Cadence::new(t0, None);
         let mut t = t0;
         for _ in 0..WINDOW {
             t += ms(1000);
@@ -232,7 +252,7 @@ mod tests {
     ) -> Option<(Duration, Dead)> {
         let mut rng = SmallRng::seed_from_u64(seed);
         let t0 = Instant::now();
-        let mut c = Cadence::new(t0);
+        let mut c = Cadence::new(t0, Some(ms(400)));
         let mut arrivals: Vec<Duration> = Vec::new();
         let mut t = ms(0);
         while t < Duration::from_secs(seconds) {

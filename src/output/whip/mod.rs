@@ -161,7 +161,7 @@ impl WhipConnection {
             dtls,
             pc: peer.pc.clone(),
             received: 0,
-            cadence: Cadence::new(Instant::now()),
+            cadence: Cadence::new(Instant::now(), Some(peer.consent_interval)),
         };
         let liveness = pump::spawn_liveness(probe, attempt, settings, stop.clone());
         Ok(WhipConnection {

@@ -65,6 +65,9 @@ pub struct Peer {
     pub ssrc: u32,
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
     pub rtcp: RtcpClock,
+    /// How often ICE consent checks go out: the server answers each, so it is the gap the
+    /// liveness rule expects until it has seen the server's own cadence.
+    pub consent_interval: Duration,
 }
 
 fn h264_codec() -> RTCRtpCodec {
@@ -192,6 +195,7 @@ pub async fn build(
         ssrc,
         events,
         rtcp,
+        consent_interval: keepalive,
     })
 }
 
