@@ -114,7 +114,8 @@ declare -A gaps firsts
 for arm in "${arms[@]}"; do
   g=() f=()
   for run in $(seq "$runs"); do
-    read -r gap first < <(one_run "${bins[$arm]}" "${paths[$arm]}"; echo)
+    result=$(one_run "${bins[$arm]}" "${paths[$arm]}")
+    read -r gap first <<<"$result"
     g+=("${gap:-fail}"); f+=("${first:--}")
     echo "  ${arm} run ${run}: longest gap ${gap:-fail} s, first frame of the new session ${first:--} s after the pull"
   done

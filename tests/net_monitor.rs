@@ -798,11 +798,30 @@ fn two_uplinks_are_steered_to_the_preferred_one_and_back_after_it_settles() {
     let from_wl = lab.box_output(&["route", "get", FAR_SERVER, "from", "198.51.100.2"]);
     assert!(from_wl.contains("dev vwl"), "{from_wl}");
 
+    // The kernel skips routes through an interface without carrier (as if a network manager
+    // had removed them): a socket still bound to vbox's address must then fail on the box,
+    // not leak out of vwl with the wrong source address.
+    run_ip(
+        &[
+            "netns",
+            "exec",
+            &lab.box_ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.ignore_routes_with_linkdown=1",
+        ],
+        None,
+    );
     let since = Instant::now();
     lab.carrier(false);
     let (moved, s) = watcher.expect_status(since, REPORT_WITHIN, "path vwl", |s| {
         path_of(s) == ("vwl".into(), "198.51.100.2".into())
     });
+    let leak = lab.box_output(&["route", "get", FAR_SERVER, "from", "192.0.2.2"]);
+    assert!(
+        !leak.contains("vwl"),
+        "vbox's address leaks out of vwl: {leak}"
+    );
     assert_eq!(s["switches"], 1, "{s:#}");
     assert_eq!(uplink(&s, "vbox")["state"], "no_carrier", "{s:#}");
     assert_eq!(uplink(&s, "vbox")["flaps"], 1, "{s:#}");

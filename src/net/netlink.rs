@@ -410,6 +410,9 @@ fn describe_route(r: &RouteSpec) -> String {
         Some(d) => format!("route {d}"),
         None => "default route".to_string(),
     };
+    if r.unreachable {
+        return format!("unreachable {text} table {} metric {}", r.table, r.metric);
+    }
     if let Some(g) = r.gateway {
         text.push_str(&format!(" via {g}"));
     }
@@ -452,12 +455,18 @@ fn route_message(r: &RouteSpec) -> RouteMessage {
     let mut builder = RouteMessageBuilder::<IpAddr>::new()
         .table_id(r.table)
         .protocol(RouteProtocol::Other(RTPROT_ONAIR))
-        .output_interface(r.oif)
-        .scope(if r.gateway.is_some() {
-            RouteScope::Universe
-        } else {
-            RouteScope::Link
-        });
+        .priority(r.metric);
+    if r.unreachable {
+        builder = builder.kind(RouteType::Unreachable);
+    } else {
+        builder = builder
+            .output_interface(r.oif)
+            .scope(if r.gateway.is_some() {
+                RouteScope::Universe
+            } else {
+                RouteScope::Link
+            });
+    }
     builder.get_mut().header.address_family = family(r.v6);
     // The builder refuses only a mismatch of address families, which a plan never has.
     if let Some(d) = r.destination
@@ -600,6 +609,19 @@ fn our_route(route: &RouteMessage) -> Option<RouteSpec> {
         })?),
         _ => return None,
     };
+    let v6 = route.header.address_family == AddressFamily::Inet6;
+    if route.header.kind == RouteType::Unreachable {
+        return Some(RouteSpec {
+            table: table(route),
+            destination,
+            gateway: None,
+            oif: 0,
+            source: None,
+            v6,
+            metric: metric(route),
+            unreachable: true,
+        });
+    }
     let hop = nexthops(route).into_iter().next()?;
     Some(RouteSpec {
         table: table(route),
@@ -607,7 +629,9 @@ fn our_route(route: &RouteMessage) -> Option<RouteSpec> {
         gateway: hop.gateway,
         oif: hop.oif,
         source: prefsrc(route),
-        v6: route.header.address_family == AddressFamily::Inet6,
+        v6,
+        metric: metric(route),
+        unreachable: false,
     })
 }
 

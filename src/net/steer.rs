@@ -11,7 +11,12 @@
 //! - `priority 8501: from ADDRESS lookup T+ifindex` — each uplink's own table holds its
 //!   default route, so a socket bound to an uplink's address (the WHIP peer's, a TCP
 //!   connection once it has its source) leaves by that uplink whatever the destination (the
-//!   server's ICE candidates may be other addresses) — also after the choice moved on;
+//!   server's ICE candidates may be other addresses) — also after the choice moved on. Below
+//!   it an `unreachable` default: when the uplink is dead (and the kernel ignores its route),
+//!   such a socket's packets fail on the box instead of leaking out of another uplink with
+//!   the wrong source address (where they would be dropped, and their ARP requests, sent from
+//!   that wrong address, ignored by a provider that checks — delaying the new connection's
+//!   first packets by a second);
 //! - `priority 8502: to SERVER lookup T` — table `T` (`network.route_table`) holds one route
 //!   to the server, via the chosen uplink: a new unbound socket (HTTP, rtmp2sink's TCP, which
 //!   cannot bind) follows the choice.
@@ -34,6 +39,8 @@ pub const RTPROT_ONAIR: u8 = 111;
 
 /// Tables the kernel reserves (unspec, compat, default, main, local).
 const RESERVED_TABLES: [u32; 5] = [0, 252, 253, 254, 255];
+/// Metric of the `unreachable` default under each uplink's own default route.
+pub const UNREACHABLE_METRIC: u32 = 4_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
@@ -69,9 +76,13 @@ pub struct RouteSpec {
     /// A host route to this address; `None` for a default route.
     pub destination: Option<IpAddr>,
     pub gateway: Option<IpAddr>,
+    /// 0 for an `unreachable` route.
     pub oif: u32,
     pub source: Option<IpAddr>,
     pub v6: bool,
+    pub metric: u32,
+    /// `unreachable`: the lookup ends here with an error.
+    pub unreachable: bool,
 }
 
 /// Everything the kernel must hold for the steering: empty when there is nothing to steer.
@@ -121,6 +132,18 @@ pub fn plan(
             oif: u.index,
             source: Some(local),
             v6: local.is_ipv6(),
+            metric: 0,
+            unreachable: false,
+        });
+        plan.routes.insert(RouteSpec {
+            table: own,
+            destination: None,
+            gateway: None,
+            oif: 0,
+            source: None,
+            v6: local.is_ipv6(),
+            metric: UNREACHABLE_METRIC,
+            unreachable: true,
         });
         plan.rules.insert(Rule::FromLocal { local, table: own });
     }
@@ -138,6 +161,8 @@ pub fn plan(
                 oif: c.index,
                 source: Some(local),
                 v6: local.is_ipv6(),
+                metric: 0,
+                unreachable: false,
             });
             plan.rules.insert(Rule::ToServer { server, table });
         }
@@ -172,7 +197,7 @@ impl Changes {
 pub fn changes(current: &Plan, desired: &Plan) -> Changes {
     // A route with the same table and destination is replaced, not removed and re-added.
     let same_key = |a: &RouteSpec, b: &RouteSpec| {
-        a.table == b.table && a.destination == b.destination && a.v6 == b.v6
+        a.table == b.table && a.destination == b.destination && a.v6 == b.v6 && a.metric == b.metric
     };
     Changes {
         add_routes: desired
@@ -258,7 +283,19 @@ mod tests {
         assert_eq!(to_server.oif, 2);
         assert_eq!(to_server.gateway, Some(ip("192.0.2.1")));
         assert_eq!(to_server.source, Some(ip("192.0.2.2")));
-        assert_eq!(p.routes.len(), 3);
+        let mut wlan: Vec<(u32, bool, u32)> = p
+            .routes
+            .iter()
+            .filter(|r| r.table == 1103)
+            .map(|r| (r.metric, r.unreachable, r.oif))
+            .collect();
+        wlan.sort();
+        assert_eq!(
+            wlan,
+            vec![(0, false, 3), (UNREACHABLE_METRIC, true, 0)],
+            "its default route, and an unreachable one below it"
+        );
+        assert_eq!(p.routes.len(), 5);
     }
 
     #[test]
@@ -283,7 +320,7 @@ mod tests {
         assert!(plan(1100, &[], None, &[ip("203.0.113.1")]).is_empty());
         let c = changes(&p, &Plan::default());
         assert_eq!(c.remove_rules.len(), 3);
-        assert_eq!(c.remove_routes.len(), 2);
+        assert_eq!(c.remove_routes.len(), 4);
     }
 
     #[test]
@@ -299,7 +336,7 @@ mod tests {
         u[1].state = UplinkState::NoAddress;
         u[1].local = None;
         let p = plan(1100, &u, Some(&u[0]), &[]);
-        assert_eq!(p.routes.len(), 1);
+        assert_eq!(p.routes.len(), 2);
         assert_eq!(uplink_table(1100, 2), Some(1102));
         assert_eq!(uplink_table(u32::MAX, 2), None);
         assert_eq!(uplink_table(250, 4), None, "254 is main");
