@@ -4,8 +4,8 @@
 # from the pull to the first frame of the new session; median and max over RUNS runs, with
 # path awareness on (`network.paths: steer`, the default) and off (`ignore`: the connection
 # is left to notice the dead path by itself, as before path awareness). Optionally a third
-# column for another build of onair (BASELINE=/path/to/onair, run with its own defaults and
-# `ignore`-free config), e.g. the main branch before this feature.
+# column for another build of onair (BASELINE=/path/to/onair, run with its own defaults and no
+# `network.paths` key), e.g. the main branch before this feature.
 #
 # The lab: a box namespace with eth0 (192.0.2.2, metric 100) and wlan0 (198.51.100.2, metric
 # 200) to a server namespace whose address 203.0.113.1 is on its lo, with strict reverse-path
@@ -123,7 +123,10 @@ for arm in "${arms[@]}"; do
 done
 
 printf '\n%-34s' ""
-for arm in "${arms[@]}"; do printf '%-30s' "paths: ${arm}"; done
+for arm in "${arms[@]}"; do
+  case "$arm" in baseline) label="BASELINE build" ;; *) label="paths: ${arm}" ;; esac
+  printf '%-30s' "$label"
+done
 printf '\n%-34s' "longest gap, median (max)"
 for arm in "${arms[@]}"; do
   # shellcheck disable=SC2086
