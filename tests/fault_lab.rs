@@ -318,7 +318,7 @@ fn judged_silence(daemon: &Daemon) -> Option<(f64, String)> {
     let line = log
         .lines()
         .rev()
-        .find(|l| l.contains("nothing from the server for"))?;
+        .find(|l| l.contains("] connection lost: nothing from the server for"))?;
     let reason = line[line.find("nothing from the server for")?..].to_string();
     let silence = reason
         .strip_prefix("nothing from the server for ")?

@@ -156,6 +156,7 @@ pub(super) async fn start(
         last_switch: None,
     };
     let querier = session.querier();
+    let steers = monitor.steering == Steering::On;
     let first = async {
         if monitor.steering == Steering::On {
             // What a killed daemon left behind would steer with stale choices.
@@ -164,7 +165,13 @@ pub(super) async fn start(
         monitor.evaluate(&querier, Instant::now(), true).await
     };
     tokio::select! {
-        _ = shutdown.cancelled() => return Err(NetError::Shutdown),
+        _ = shutdown.cancelled() => {
+            if steers {
+                // Best effort: a start that never finished leaves no routing behind.
+                let _ = querier.flush().await;
+            }
+            return Err(NetError::Shutdown);
+        }
         result = first => result?,
     }
     monitor.session = Some(session);
