@@ -163,23 +163,73 @@ impl Default for ReconnectConfig {
     }
 }
 
-/// Which interfaces count for "is the box online". Empty `interfaces` = all but loopback.
-/// Entries ending in `*` match by prefix (`wlan*`).
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Which interfaces count for "is the box online", and how the stream follows the path to
+/// its server. Empty `interfaces` = all but loopback. Entries ending in `*` match by prefix
+/// (`wlan*`), in `interfaces`, `ignore` and `prefer` alike.
+#[derive(Debug, Clone, PartialEq)]
 pub struct NetworkConfig {
     pub interfaces: Vec<String>,
     pub ignore: Vec<String>,
     /// Off only for benchmarks that compare against the backoff timer alone.
     pub netlink: bool,
+    /// Uplinks in order of preference (patterns); uplinks matching none come after, in the
+    /// kernel's order (route metric). Empty: the kernel's order alone.
+    pub prefer: Vec<String>,
+    /// How long a preferred uplink that came back must stay usable before the stream returns
+    /// to it (longer for an uplink that keeps flapping).
+    pub settle: Duration,
+    pub paths: PathsMode,
+    /// The daemon's routing table for `PathsMode::Steer`; each uplink's own table is this
+    /// number plus its interface index.
+    pub route_table: u32,
+}
+
+/// What a change of the path to the server (outgoing interface, source address, gateway)
+/// does to the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PathsMode {
+    /// The daemon picks the uplink (`prefer`, `settle`) and steers the server's traffic to it
+    /// with policy routing; a path change reconnects at once over the new path.
+    #[default]
+    Steer,
+    /// The kernel's routes pick the uplink; a path change reconnects at once.
+    Follow,
+    /// Path changes do not touch the connection (the liveness checks notice a dead path).
+    Ignore,
+}
+
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(5_000);
+pub const DEFAULT_ROUTE_TABLE: u32 = 1100;
+/// Tables above this are left to other software (and `route_table + ifindex` must fit).
+const MAX_ROUTE_TABLE: u32 = 0x7fff_0000;
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            interfaces: Vec::new(),
+            ignore: Vec::new(),
+            netlink: true,
+            prefer: Vec::new(),
+            settle: DEFAULT_SETTLE,
+            paths: PathsMode::Steer,
+            route_table: DEFAULT_ROUTE_TABLE,
+        }
+    }
+}
+
+/// `eth0` matches itself; `wlan*` matches by prefix.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
 }
 
 impl NetworkConfig {
     /// Whether an interface counts towards "online".
     pub fn watches(&self, name: &str) -> bool {
-        let matches = |pattern: &String| match pattern.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => pattern == name,
-        };
+        let matches = |pattern: &String| pattern_matches(pattern, name);
         if self.ignore.iter().any(matches) {
             return false;
         }
@@ -188,6 +238,15 @@ impl NetworkConfig {
         } else {
             self.interfaces.iter().any(matches)
         }
+    }
+
+    /// Position of `name` in the preference order: the index of the first `prefer` pattern
+    /// it matches, or `prefer.len()` for an uplink that matches none.
+    pub fn preference(&self, name: &str) -> usize {
+        self.prefer
+            .iter()
+            .position(|p| pattern_matches(p, name))
+            .unwrap_or(self.prefer.len())
     }
 }
 
@@ -320,6 +379,73 @@ struct RawNetwork {
     #[serde(default)]
     ignore: Vec<String>,
     netlink: Option<bool>,
+    #[serde(default)]
+    prefer: Vec<String>,
+    settle_ms: Option<u64>,
+    paths: Option<PathsMode>,
+    route_table: Option<u32>,
+}
+
+/// Longest settle time accepted: beyond an hour a preferred uplink would in effect never
+/// be returned to.
+const MAX_SETTLE_MS: u64 = 3_600_000;
+
+impl RawNetwork {
+    fn validate(self) -> Result<NetworkConfig, ConfigError> {
+        for (list, names) in [
+            ("interfaces", &self.interfaces),
+            ("ignore", &self.ignore),
+            ("prefer", &self.prefer),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                if name.is_empty() || name == "*" && list == "prefer" {
+                    return Err(ConfigError::invalid(
+                        &format!("network.{list}[{i}]"),
+                        if name.is_empty() {
+                            "interface name is empty"
+                        } else {
+                            "`*` alone prefers nothing over anything"
+                        },
+                    ));
+                }
+            }
+        }
+        let settle = match self.settle_ms {
+            None => DEFAULT_SETTLE,
+            Some(ms) if ms > MAX_SETTLE_MS => {
+                return Err(ConfigError::invalid(
+                    "network.settle_ms",
+                    format!("{ms} is out of range 0..={MAX_SETTLE_MS}"),
+                ));
+            }
+            Some(ms) => Duration::from_millis(ms),
+        };
+        let route_table = match self.route_table {
+            None => DEFAULT_ROUTE_TABLE,
+            Some(t @ (0 | 253..=255)) => {
+                return Err(ConfigError::invalid(
+                    "network.route_table",
+                    format!("{t} is reserved by the kernel (unspec, default, main, local)"),
+                ));
+            }
+            Some(t) if t > MAX_ROUTE_TABLE => {
+                return Err(ConfigError::invalid(
+                    "network.route_table",
+                    format!("{t} is out of range 1..={MAX_ROUTE_TABLE}"),
+                ));
+            }
+            Some(t) => t,
+        };
+        Ok(NetworkConfig {
+            interfaces: self.interfaces,
+            ignore: self.ignore,
+            netlink: self.netlink.unwrap_or(true),
+            prefer: self.prefer,
+            settle,
+            paths: self.paths.unwrap_or_default(),
+            route_table,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -458,19 +584,7 @@ impl RawConfig {
         let encoder = self.encoder.validate(source.fps)?;
         let output = self.output.validate()?;
         let reconnect = self.reconnect.validate()?;
-        for (i, name) in self.network.interfaces.iter().enumerate() {
-            if name.is_empty() {
-                return Err(ConfigError::invalid(
-                    &format!("network.interfaces[{i}]"),
-                    "interface name is empty",
-                ));
-            }
-        }
-        let network = NetworkConfig {
-            interfaces: self.network.interfaces,
-            ignore: self.network.ignore,
-            netlink: self.network.netlink.unwrap_or(true),
-        };
+        let network = self.network.validate()?;
         let leds = self.leds.validate()?;
         let status = StatusConfig {
             socket: self
@@ -972,19 +1086,69 @@ mod tests {
     #[test]
     fn interface_patterns() {
         let n = NetworkConfig {
-            interfaces: vec![],
             ignore: vec!["docker*".into()],
-            netlink: true,
+            ..NetworkConfig::default()
         };
         assert!(n.watches("eth0"));
         assert!(!n.watches("lo"));
         assert!(!n.watches("docker0"));
         let n = NetworkConfig {
             interfaces: vec!["wlan*".into(), "eth0".into()],
-            ignore: vec![],
-            netlink: true,
+            ..NetworkConfig::default()
         };
         assert!(n.watches("wlan1") && n.watches("eth0") && !n.watches("eth1"));
+    }
+
+    #[test]
+    fn uplink_preferences_and_paths() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.network, NetworkConfig::default());
+        assert_eq!(c.network.paths, PathsMode::Steer);
+        assert_eq!(c.network.settle, Duration::from_secs(5));
+        let c = Config::parse(&with(
+            r#"{"network": {"prefer": ["eth*", "wlan0"], "settle_ms": 0, "paths": "follow", "route_table": 2000}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.network.settle, Duration::ZERO);
+        assert_eq!(c.network.paths, PathsMode::Follow);
+        assert_eq!(c.network.route_table, 2000);
+        let n = c.network;
+        assert_eq!(
+            (
+                n.preference("eth1"),
+                n.preference("wlan0"),
+                n.preference("wwan0")
+            ),
+            (0, 1, 2)
+        );
+        for (patch, key) in [
+            (r#"{"network": {"prefer": [""]}}"#, "network.prefer[0]"),
+            (
+                r#"{"network": {"prefer": ["eth0", "*"]}}"#,
+                "network.prefer[1]",
+            ),
+            (
+                r#"{"network": {"settle_ms": 3600001}}"#,
+                "network.settle_ms",
+            ),
+            (r#"{"network": {"settle_ms": -1}}"#, "network.settle_ms"),
+            (r#"{"network": {"paths": "bond"}}"#, "network.paths"),
+            (
+                r#"{"network": {"route_table": 254}}"#,
+                "network.route_table",
+            ),
+            (r#"{"network": {"route_table": 0}}"#, "network.route_table"),
+            (
+                r#"{"network": {"route_table": 4294967295}}"#,
+                "network.route_table",
+            ),
+            (
+                r#"{"network": {"interfaces": [""]}}"#,
+                "network.interfaces[0]",
+            ),
+        ] {
+            assert_eq!(refused_key(&with(patch)), key, "{patch}");
+        }
     }
 
     #[test]

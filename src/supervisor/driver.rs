@@ -8,6 +8,7 @@ use super::machine::{Action, Event, Machine, MachineView, StopCause, Transition}
 use super::notify::{self, Beat, Heartbeat};
 use super::state::StreamState;
 use crate::media::{Door, KeyframeRequester, Urgency};
+use crate::net::NetworkStatus;
 use crate::output::{
     Attempt, Connection, ConnectionEvent, EventSender, Failure, Output, OutputStats,
 };
@@ -40,6 +41,9 @@ pub struct DriverParts {
     /// reload changes it for the live connection too).
     pub dead_after: watch::Sender<Duration>,
     pub recorder: FlightRecorder,
+    /// The network monitor's status, when attempts bind to the path's source address
+    /// (`None`: they bind to every interface).
+    pub path: Option<watch::Receiver<NetworkStatus>>,
     /// The machine's view after every event (for `onair status`).
     pub view: watch::Sender<MachineView>,
     /// Just the public state (for the LEDs).
@@ -164,6 +168,19 @@ impl Driver {
                     message: format!("input lost: {reason}"),
                 });
             }
+            Event::PathChanged { reason, reconnect } => {
+                log::info!(
+                    "path changed: {reason}{}",
+                    if *reconnect {
+                        "; reconnecting over the new path"
+                    } else {
+                        " (network.paths: ignore)"
+                    }
+                );
+                self.parts.recorder.record(Entry::PathSwitch {
+                    message: reason.clone(),
+                });
+            }
             Event::RetryNow { reason } => {
                 log::info!("retry requested ({reason})");
                 self.parts.recorder.record(Entry::Note {
@@ -229,11 +246,19 @@ impl Driver {
             events: EventSender::new(generation, self.conn_tx.clone()),
             stats: self.parts.stats.clone(),
             dead_after: self.parts.dead_after.subscribe(),
+            local_address: self
+                .parts
+                .path
+                .as_ref()
+                .and_then(|status| status.borrow().path.as_ref().and_then(|p| p.local)),
             cancel: cancel.clone(),
         };
         let output = self.parts.output.clone();
         let results = self.attempt_tx.clone();
-        log::info!("attempt {number}: connecting");
+        match attempt.local_address {
+            Some(local) => log::info!("attempt {number}: connecting from {local}"),
+            None => log::info!("attempt {number}: connecting"),
+        }
         let task = tokio::spawn(async move {
             let result = output.connect(attempt).await;
             let _ = results.send((generation, result));
