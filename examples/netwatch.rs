@@ -7,11 +7,13 @@
 //! cargo run --example netwatch -- --server whip.example.com --interface 'eth*' --ignore wlan0
 //! ```
 //!
-//! Output: `<seconds since start> online eth0,wlan0` / `<seconds> offline`. The monitor's own
-//! log lines (why it went offline) go to stderr; `RUST_LOG=debug` shows more.
+//! Output: `<seconds since start> online eth0,wlan0 (path eth0 src 192.0.2.2 gw 192.0.2.1)` /
+//! `<seconds> offline`. The monitor's own log lines (why it went offline, path switches) go to
+//! stderr; `RUST_LOG=debug` shows more. It reports the kernel's own path and never installs
+//! the daemon's steering.
 
 use clap::Parser;
-use onair::config::NetworkConfig;
+use onair::config::{NetworkConfig, PathsMode};
 use onair::net::{NetworkMonitor, ServerAddr};
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,6 +33,10 @@ struct Args {
     /// Interfaces to ignore (repeatable; `docker*` matches by prefix).
     #[arg(long)]
     ignore: Vec<String>,
+    /// Uplink preference order (repeatable; `eth*` matches by prefix), shown in the uplink
+    /// states; netwatch never changes routing.
+    #[arg(long)]
+    prefer: Vec<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -40,7 +46,11 @@ async fn main() -> ExitCode {
     let config = NetworkConfig {
         interfaces: args.interfaces,
         ignore: args.ignore,
-        netlink: true,
+        prefer: args.prefer,
+        // A diagnostic must not touch the box's routing (nor the running daemon's steering):
+        // it reports the kernel's own path.
+        paths: PathsMode::Follow,
+        ..NetworkConfig::default()
     };
     let shutdown = CancellationToken::new();
     let server = args.server.as_deref().map(ServerAddr::from_host);

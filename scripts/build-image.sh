@@ -11,18 +11,26 @@
 # This needs the internet: Buildroot itself, the cross toolchain, the Linux
 # kernel, every package's source and the daemon's crates are downloaded
 # (a few GB on the first build, then cached in the download directory).
-# A first build takes one to several hours.
+# Without internet: run it with --download-only where there is, copy the
+# work directory over, and build. A first build takes one to several hours.
 #
 # Options:
 #   --buildroot DIR  use this Buildroot source tree instead of downloading the
 #                    pinned release (it should be the release pinned as BR_VERSION here)
-#   --output DIR     Buildroot output directory (default: target-br/BOARD in
-#                    the repository; git ignores target-*)
+#   --output DIR     Buildroot output directory (default: $ONAIR_BUILD_DIR/BOARD)
 #   --reconfigure    load the board's defconfig again, dropping changes made
 #                    with `make menuconfig` in the output directory
+#   --download-only  fetch everything the build needs and build nothing:
+#                    Buildroot, every package's source (make source) and the
+#                    daemon's crates (cargo vendor, into $BR2_DL_DIR/onair-crates);
+#                    then copy $ONAIR_BUILD_DIR to a machine without internet
+#                    and build there
 #   -h, --help       this text
-# Environment: BR2_DL_DIR (download cache shared by the boards, default
-# target-br/dl).
+# Environment: ONAIR_BUILD_DIR (where the pinned Buildroot, the downloads and
+# the output directories go; default ~/onair-build, outside the repository:
+# a build writes gigabytes there while it runs), BR2_DL_DIR (download cache
+# shared by the boards, default $ONAIR_BUILD_DIR/dl; it also holds the crates
+# fetched by --download-only, onair-crates: see README, "Build without internet").
 
 set -eu
 
@@ -30,7 +38,7 @@ BR_VERSION=2026.05.1
 BR_URL=https://buildroot.org/downloads/buildroot-$BR_VERSION.tar.xz
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$REPO/target-br
+WORK=${ONAIR_BUILD_DIR:-${HOME:?}/onair-build}
 
 usage() {
 	sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0" | sed '$d'
@@ -45,6 +53,7 @@ die() {
 BUILDROOT=
 OUTPUT=
 RECONFIGURE=0
+DOWNLOAD_ONLY=0
 BOARD=
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -60,6 +69,10 @@ while [ $# -gt 0 ]; do
 		;;
 	--reconfigure)
 		RECONFIGURE=1
+		shift
+		;;
+	--download-only)
+		DOWNLOAD_ONLY=1
 		shift
 		;;
 	-h | --help) usage 0 ;;
@@ -100,6 +113,11 @@ OUTPUT=${OUTPUT:-$WORK/$BOARD}
 export BR2_DL_DIR="${BR2_DL_DIR:-$WORK/dl}"
 mkdir -p "$OUTPUT" "$BR2_DL_DIR"
 OUTPUT=$(cd "$OUTPUT" && pwd)
+case $OUTPUT/ in
+"$REPO"/*)
+	echo "build-image: note: $OUTPUT is inside the repository: keep it outside, or name it target-* (git and the package's copy of the source leave those out)" >&2
+	;;
+esac
 
 avail_kb=$(df -Pk "$OUTPUT" | awk 'NR == 2 { print $4 }')
 if [ "${avail_kb:-0}" -lt 20000000 ]; then
@@ -148,6 +166,26 @@ brmake() {
 
 if [ "$RECONFIGURE" = 1 ] || [ ! -f "$OUTPUT/.config" ]; then
 	brmake BR2_EXTERNAL="$REPO/buildroot" "$DEFCONFIG"
+fi
+
+if [ "$DOWNLOAD_ONLY" = 1 ]; then
+	brmake source
+	# A local package downloads nothing in `make source`: vendor the daemon's crates where
+	# the package looks for them (buildroot/package/onair/onair.mk, ONAIR_CARGO_VENDOR).
+	command -v cargo >/dev/null 2>&1 ||
+		die "cargo is needed to fetch the daemon's crates (install Rust with rustup)"
+	crates=$BR2_DL_DIR/onair-crates
+	rm -rf "$crates.tmp"
+	mkdir -p "$crates.tmp"
+	(cd "$REPO" && cargo vendor --locked "$crates.tmp/vendor" >/dev/null) ||
+		die "cargo vendor failed (no access to crates.io?)"
+	cp "$REPO/Cargo.lock" "$crates.tmp/Cargo.lock"
+	rm -rf "$crates"
+	mv "$crates.tmp" "$crates"
+	echo
+	echo "build-image: everything the $BOARD build downloads is in $BR2_DL_DIR (crates: $crates)"
+	echo "build-image: copy $WORK to the machine without internet (same path, or set ONAIR_BUILD_DIR) and run $0 $BOARD there"
+	exit 0
 fi
 # The daemon's source is this working tree (site method local): Buildroot
 # cannot see that it changed, so sync and rebuild it on every run.

@@ -3,7 +3,7 @@
 #
 #   sudo scripts/flash.sh [--yes] [--force] IMAGE DEVICE
 #
-# IMAGE   the disk image, e.g. target-br/rpi4/images/sdcard.img
+# IMAGE   the disk image, e.g. ~/onair-build/rpi4/images/sdcard.img
 # DEVICE  the whole card, e.g. /dev/sdb or /dev/mmcblk0 (not a partition);
 #         `lsblk -d -o NAME,SIZE,MODEL,TRAN,RM` lists the candidates
 #

@@ -19,7 +19,10 @@
 #   4. a password login is refused, even with root's right password (set in RAM for the
 #      test): the server offers public-key authentication only;
 #   5. `systemctl poweroff` stops the daemon cleanly (it sends its WHIP DELETE) and
-#      the boot partition shows what was imported (onair-import.txt).
+#      the boot partition shows what was imported (onair-import.txt);
+#   6. (before 5) systemd's service watchdog restarts a hung daemon within WatchdogSec and the
+#      new one goes live (scripts/qemu/watchdog-check.sh; the test hook that hangs it is armed
+#      by the test-only kernel argument systemd.setenv=ONAIR_TEST_HOOKS=1).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
 # receiver and a DHCP server (dnsmasq, one lease: 192.0.2.2, no router, no DNS), so the box
@@ -329,6 +332,8 @@ phase "boot until SSH answers (qemu -M virt -cpu $CPU -smp $SMP, TCG)"
 # The journal is forwarded to the serial console so that console.log tells the story even
 # when SSH never comes up (a test-only kernel argument; the box's journal stays in RAM).
 cmdline="$(cat "$IMAGE/cmdline") systemd.journald.forward_to_console=1"
+# Test only: arms the daemon's SIGUSR2 hook that stops its supervisor loop (check 6).
+cmdline="$cmdline systemd.setenv=ONAIR_TEST_HOOKS=1"
 qemu_start_mono=$(python3 -c 'import time; print(time.monotonic())')
 ip netns exec "$NS" qemu-system-aarch64 -M virt -accel tcg,thread=multi -cpu "$CPU" -smp "$SMP" -m "$MEM" \
     -nodefaults -no-user-config -display none -no-reboot \
@@ -474,6 +479,15 @@ else
     fail "import: not checked (no SSH)"
     fail "ssh: the key from the boot partition did not give a login"
     fail "password login: not checked (no SSH)"
+fi
+
+# ------------------------------------------------------------------ 6. service watchdog
+# shellcheck source=scripts/qemu/watchdog-check.sh
+. "$SCRIPT_DIR/qemu/watchdog-check.sh"
+if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && qemu_alive; then
+    watchdog_check
+else
+    fail "service watchdog: not checked (no SSH or no stream)"
 fi
 
 # ------------------------------------------------------------------ 5. shutdown

@@ -2,7 +2,7 @@
 # One-time set-up of a Debian bookworm machine for building, demoing and testing onair:
 # GStreamer (dev files and the plugins the pipeline uses), the tools the tests drive
 # (iproute2, nftables, sysctl, curl, nginx with RTMP, ffprobe; /usr/bin/time for the
-# benchmarks) and the Python virtualenv of the independent WHIP receiver (tests/peers).
+# benchmarks; genimage and friends for the image layout test) and the Python virtualenv of the independent WHIP receiver (tests/peers).
 # Idempotent: a second run only checks.
 set -euo pipefail
 
@@ -23,6 +23,9 @@ packages=(
   python3 python3-venv
   iproute2 nftables procps time
   nginx libnginx-mod-rtmp ffmpeg
+  # tests/image_tree.rs: the image's disk layout made by Debian's genimage from fake inputs
+  # and read back (sfdisk, mtools, blkid), the package's source copy (make, rsync)
+  genimage fdisk mtools dosfstools e2fsprogs util-linux make rsync
   busybox  # tests/import_card.rs runs the first-boot import with the image's shell tools
 )
 missing=()

@@ -169,23 +169,73 @@ impl Default for ReconnectConfig {
     }
 }
 
-/// Which interfaces count for "is the box online". Empty `interfaces` = all but loopback.
-/// Entries ending in `*` match by prefix (`wlan*`).
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Which interfaces count for "is the box online", and how the stream follows the path to
+/// its server. Empty `interfaces` = all but loopback. Entries ending in `*` match by prefix
+/// (`wlan*`), in `interfaces`, `ignore` and `prefer` alike.
+#[derive(Debug, Clone, PartialEq)]
 pub struct NetworkConfig {
     pub interfaces: Vec<String>,
     pub ignore: Vec<String>,
     /// Off only for benchmarks that compare against the backoff timer alone.
     pub netlink: bool,
+    /// Uplinks in order of preference (patterns); uplinks matching none come after, in the
+    /// kernel's order (route metric). Empty: the kernel's order alone.
+    pub prefer: Vec<String>,
+    /// How long a preferred uplink that came back must stay usable before the stream returns
+    /// to it (longer for an uplink that keeps flapping).
+    pub settle: Duration,
+    pub paths: PathsMode,
+    /// The daemon's routing table for `PathsMode::Steer`; each uplink's own table is this
+    /// number plus its interface index.
+    pub route_table: u32,
+}
+
+/// What a change of the path to the server (outgoing interface, source address, gateway)
+/// does to the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PathsMode {
+    /// The daemon picks the uplink (`prefer`, `settle`) and steers the server's traffic to it
+    /// with policy routing; a path change reconnects at once over the new path.
+    #[default]
+    Steer,
+    /// The kernel's routes pick the uplink; a path change reconnects at once.
+    Follow,
+    /// Path changes do not touch the connection (the liveness checks notice a dead path).
+    Ignore,
+}
+
+pub const DEFAULT_SETTLE: Duration = Duration::from_millis(5_000);
+pub const DEFAULT_ROUTE_TABLE: u32 = 1100;
+/// Tables above this are left to other software (and `route_table + ifindex` must fit).
+const MAX_ROUTE_TABLE: u32 = 0x7fff_0000;
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            interfaces: Vec::new(),
+            ignore: Vec::new(),
+            netlink: true,
+            prefer: Vec::new(),
+            settle: DEFAULT_SETTLE,
+            paths: PathsMode::Steer,
+            route_table: DEFAULT_ROUTE_TABLE,
+        }
+    }
+}
+
+/// `eth0` matches itself; `wlan*` matches by prefix.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
 }
 
 impl NetworkConfig {
     /// Whether an interface counts towards "online".
     pub fn watches(&self, name: &str) -> bool {
-        let matches = |pattern: &String| match pattern.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => pattern == name,
-        };
+        let matches = |pattern: &String| pattern_matches(pattern, name);
         if self.ignore.iter().any(matches) {
             return false;
         }
@@ -194,6 +244,15 @@ impl NetworkConfig {
         } else {
             self.interfaces.iter().any(matches)
         }
+    }
+
+    /// Position of `name` in the preference order: the index of the first `prefer` pattern
+    /// it matches, or `prefer.len()` for an uplink that matches none.
+    pub fn preference(&self, name: &str) -> usize {
+        self.prefer
+            .iter()
+            .position(|p| pattern_matches(p, name))
+            .unwrap_or(self.prefer.len())
     }
 }
 
@@ -330,6 +389,73 @@ struct RawNetwork {
     #[serde(default)]
     ignore: Vec<String>,
     netlink: Option<bool>,
+    #[serde(default)]
+    prefer: Vec<String>,
+    settle_ms: Option<u64>,
+    paths: Option<PathsMode>,
+    route_table: Option<u32>,
+}
+
+/// Longest settle time accepted: beyond an hour a preferred uplink would in effect never
+/// be returned to.
+const MAX_SETTLE_MS: u64 = 3_600_000;
+
+impl RawNetwork {
+    fn validate(self) -> Result<NetworkConfig, ConfigError> {
+        for (list, names) in [
+            ("interfaces", &self.interfaces),
+            ("ignore", &self.ignore),
+            ("prefer", &self.prefer),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                if name.is_empty() || name == "*" && list == "prefer" {
+                    return Err(ConfigError::invalid(
+                        &format!("network.{list}[{i}]"),
+                        if name.is_empty() {
+                            "interface name is empty"
+                        } else {
+                            "`*` alone prefers nothing over anything"
+                        },
+                    ));
+                }
+            }
+        }
+        let settle = match self.settle_ms {
+            None => DEFAULT_SETTLE,
+            Some(ms) if ms > MAX_SETTLE_MS => {
+                return Err(ConfigError::invalid(
+                    "network.settle_ms",
+                    format!("{ms} is out of range 0..={MAX_SETTLE_MS}"),
+                ));
+            }
+            Some(ms) => Duration::from_millis(ms),
+        };
+        let route_table = match self.route_table {
+            None => DEFAULT_ROUTE_TABLE,
+            Some(t @ (0 | 253..=255)) => {
+                return Err(ConfigError::invalid(
+                    "network.route_table",
+                    format!("{t} is reserved by the kernel (unspec, default, main, local)"),
+                ));
+            }
+            Some(t) if t > MAX_ROUTE_TABLE => {
+                return Err(ConfigError::invalid(
+                    "network.route_table",
+                    format!("{t} is out of range 1..={MAX_ROUTE_TABLE}"),
+                ));
+            }
+            Some(t) => t,
+        };
+        Ok(NetworkConfig {
+            interfaces: self.interfaces,
+            ignore: self.ignore,
+            netlink: self.netlink.unwrap_or(true),
+            prefer: self.prefer,
+            settle,
+            paths: self.paths.unwrap_or_default(),
+            route_table,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -685,19 +811,7 @@ impl RawConfig {
         let encoder = self.encoder.validate(source.fps)?;
         let output = self.output.validate()?;
         let reconnect = self.reconnect.validate()?;
-        for (i, name) in self.network.interfaces.iter().enumerate() {
-            if name.is_empty() {
-                return Err(ConfigError::invalid(
-                    &format!("network.interfaces[{i}]"),
-                    "interface name is empty",
-                ));
-            }
-        }
-        let network = NetworkConfig {
-            interfaces: self.network.interfaces,
-            ignore: self.network.ignore,
-            netlink: self.network.netlink.unwrap_or(true),
-        };
+        let network = self.network.validate()?;
         let leds = self.leds.validate()?;
         let status = StatusConfig {
             socket: self
@@ -1026,6 +1140,79 @@ impl fmt::Display for SourceKind {
     }
 }
 
+// ---- placeholders: what the shipped example says instead of real values ----
+
+/// The stream key of the shipped `onair.json.example`.
+pub const PLACEHOLDER_TOKEN: &str = "REPLACE-ME";
+
+impl Config {
+    /// Refuses a config that still carries a value of the shipped example where the box needs
+    /// a real one: an example host in `output.url` (the reserved names of RFC 2606 and 6761,
+    /// `example.invalid` in the example file), or the placeholder stream key `REPLACE-ME` (or a
+    /// `<key>`-style one) in `output.token` or at the end of an RTMP URL. `check-config` (and so
+    /// the first-boot import) refuses such a file: a card copied without editing must not
+    /// replace a working config with one that streams nowhere. `run` still accepts it, because
+    /// the image's own default config is the example.
+    pub fn check_no_placeholders(&self) -> Result<(), ConfigError> {
+        let url = self.output.url();
+        if let Some(host) = url.host()
+            && is_example_host(&host)
+        {
+            return Err(ConfigError::invalid(
+                "output.url",
+                format!(
+                    "still names the example host {host}: set the address of your {} server",
+                    self.output.kind().to_uppercase()
+                ),
+            ));
+        }
+        match &self.output {
+            OutputConfig::Whip {
+                token: Some(token), ..
+            } if is_placeholder_key(token.expose()) => Err(ConfigError::invalid(
+                "output.token",
+                "is still the example's placeholder: put your stream key here",
+            )),
+            OutputConfig::Rtmp { url }
+                if rtmp_key(url.expose()).is_some_and(is_placeholder_key) =>
+            {
+                Err(ConfigError::invalid(
+                    "output.url",
+                    "still ends in the example's placeholder stream key: put your stream key there",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Host names that can never be a real server: RFC 2606 / RFC 6761 reserve them for examples.
+fn is_example_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let under = |domain: &str| host == domain || host.ends_with(&format!(".{domain}"));
+    [
+        "example.com",
+        "example.net",
+        "example.org",
+        "example",
+        "invalid",
+    ]
+    .iter()
+    .any(|d| under(d))
+}
+
+fn is_placeholder_key(key: &str) -> bool {
+    let key = key.trim();
+    key.eq_ignore_ascii_case(PLACEHOLDER_TOKEN) || (key.starts_with('<') && key.ends_with('>'))
+}
+
+/// The stream key of an RTMP URL: its last path segment, before any query.
+fn rtmp_key(url: &str) -> Option<&str> {
+    let path = url.split(['?', '#']).next()?;
+    let key = path.rsplit('/').next()?;
+    (!key.is_empty()).then_some(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1262,19 +1449,69 @@ mod tests {
     #[test]
     fn interface_patterns() {
         let n = NetworkConfig {
-            interfaces: vec![],
             ignore: vec!["docker*".into()],
-            netlink: true,
+            ..NetworkConfig::default()
         };
         assert!(n.watches("eth0"));
         assert!(!n.watches("lo"));
         assert!(!n.watches("docker0"));
         let n = NetworkConfig {
             interfaces: vec!["wlan*".into(), "eth0".into()],
-            ignore: vec![],
-            netlink: true,
+            ..NetworkConfig::default()
         };
         assert!(n.watches("wlan1") && n.watches("eth0") && !n.watches("eth1"));
+    }
+
+    #[test]
+    fn uplink_preferences_and_paths() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.network, NetworkConfig::default());
+        assert_eq!(c.network.paths, PathsMode::Steer);
+        assert_eq!(c.network.settle, Duration::from_secs(5));
+        let c = Config::parse(&with(
+            r#"{"network": {"prefer": ["eth*", "wlan0"], "settle_ms": 0, "paths": "follow", "route_table": 2000}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.network.settle, Duration::ZERO);
+        assert_eq!(c.network.paths, PathsMode::Follow);
+        assert_eq!(c.network.route_table, 2000);
+        let n = c.network;
+        assert_eq!(
+            (
+                n.preference("eth1"),
+                n.preference("wlan0"),
+                n.preference("wwan0")
+            ),
+            (0, 1, 2)
+        );
+        for (patch, key) in [
+            (r#"{"network": {"prefer": [""]}}"#, "network.prefer[0]"),
+            (
+                r#"{"network": {"prefer": ["eth0", "*"]}}"#,
+                "network.prefer[1]",
+            ),
+            (
+                r#"{"network": {"settle_ms": 3600001}}"#,
+                "network.settle_ms",
+            ),
+            (r#"{"network": {"settle_ms": -1}}"#, "network.settle_ms"),
+            (r#"{"network": {"paths": "bond"}}"#, "network.paths"),
+            (
+                r#"{"network": {"route_table": 254}}"#,
+                "network.route_table",
+            ),
+            (r#"{"network": {"route_table": 0}}"#, "network.route_table"),
+            (
+                r#"{"network": {"route_table": 4294967295}}"#,
+                "network.route_table",
+            ),
+            (
+                r#"{"network": {"interfaces": [""]}}"#,
+                "network.interfaces[0]",
+            ),
+        ] {
+            assert_eq!(refused_key(&with(patch)), key, "{patch}");
+        }
     }
 
     #[test]
@@ -1285,5 +1522,113 @@ mod tests {
         assert!(a.differs_only_in_reconnect(&b));
         b.encoder.bitrate_kbps = 1000;
         assert!(!a.differs_only_in_reconnect(&b));
+    }
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::*;
+
+    fn whip(url: &str, token: &str) -> Config {
+        Config::parse(&format!(
+            r#"{{"source": {{"kind": "test"}},
+                "output": {{"kind": "whip", "url": "{url}", "token": "{token}"}}}}"#
+        ))
+        .expect("a valid config")
+    }
+
+    fn rtmp(url: &str) -> Config {
+        Config::parse(&format!(
+            r#"{{"source": {{"kind": "test"}}, "output": {{"kind": "rtmp", "url": "{url}"}}}}"#
+        ))
+        .expect("a valid config")
+    }
+
+    fn refused_key(c: &Config) -> Option<String> {
+        c.check_no_placeholders()
+            .err()
+            .and_then(|e| e.key().map(str::to_string))
+    }
+
+    #[test]
+    fn the_shipped_example_is_refused_naming_the_url_first() {
+        let c = whip("https://example.invalid/api/whip", "REPLACE-ME");
+        let e = c.check_no_placeholders().unwrap_err();
+        assert_eq!(e.key(), Some("output.url"));
+        assert_eq!(
+            e.to_string(),
+            "config key `output.url`: still names the example host example.invalid: set the \
+             address of your WHIP server"
+        );
+    }
+
+    #[test]
+    fn a_real_url_with_the_placeholder_token_is_refused_naming_the_token() {
+        for token in ["REPLACE-ME", "replace-me", "<stream-key>"] {
+            let c = whip("https://live.broadcast.box/api/whip", token);
+            assert_eq!(refused_key(&c).as_deref(), Some("output.token"), "{token}");
+            let text = c.check_no_placeholders().unwrap_err().to_string();
+            assert!(!text.contains(token), "the token is never printed: {text}");
+        }
+    }
+
+    #[test]
+    fn example_hosts_are_refused_real_ones_pass() {
+        for url in [
+            "https://broadcast.example.org/api/whip",
+            "http://example.com/api/whip",
+            "https://WHIP.EXAMPLE.NET./api/whip",
+            "https://box.example/api/whip",
+            "https://x.invalid/api/whip",
+        ] {
+            assert_eq!(
+                refused_key(&whip(url, "k")).as_deref(),
+                Some("output.url"),
+                "{url}"
+            );
+        }
+        for url in [
+            "http://192.0.2.1:8080/api/whip",
+            "https://example.com.evil.tld/api/whip",
+            "https://myexample.com/api/whip",
+            "https://broadcast.example-tv.de/api/whip",
+        ] {
+            assert_eq!(refused_key(&whip(url, "k")), None, "{url}");
+        }
+    }
+
+    #[test]
+    fn rtmp_placeholder_keys_are_refused() {
+        assert_eq!(
+            refused_key(&rtmp("rtmp://192.168.1.10/live/REPLACE-ME")).as_deref(),
+            Some("output.url")
+        );
+        assert_eq!(
+            refused_key(&rtmp("rtmp://a.rtmp.youtube.com/live2/<key>")).as_deref(),
+            Some("output.url")
+        );
+        assert_eq!(
+            refused_key(&rtmp("rtmps://a.rtmps.example.com:443/live2/abcd")).as_deref(),
+            Some("output.url")
+        );
+        assert_eq!(
+            refused_key(&rtmp("rtmp://192.168.1.10/live/abcd-1234")),
+            None
+        );
+        let text = rtmp("rtmp://10.0.0.1/live/REPLACE-ME")
+            .check_no_placeholders()
+            .unwrap_err()
+            .to_string();
+        assert!(!text.contains("REPLACE-ME"), "{text}");
+    }
+
+    #[test]
+    fn no_token_is_not_a_placeholder() {
+        let c = Config::parse(
+            r#"{"source": {"kind": "test"},
+                "output": {"kind": "whip", "url": "http://192.0.2.1/api/whip"}}"#,
+        )
+        .unwrap();
+        assert!(c.check_no_placeholders().is_ok());
     }
 }

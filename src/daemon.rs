@@ -7,16 +7,18 @@
 //! the reverse order, so the server hears a DELETE before the pipeline stops. Every task started
 //! here is stopped here: one cancellation token goes down to all of them.
 
-use crate::config::{Config, ConfigError, OutputConfig};
+use crate::config::{Config, ConfigError, OutputConfig, PathsMode};
 use crate::leds;
 use crate::media::{Door, KeyframeRequester, Media, MediaError, MediaEvent};
-use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr};
+use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr, StatusChange};
 use crate::output::rtmp::RtmpOutput;
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
 use crate::recorder::FlightRecorder;
 use crate::status::{StatusContext, StatusError, StatusServer, StatusSources};
-use crate::supervisor::{Driver, DriverParts, Event, Machine, MachineView, StopCause, StreamState};
+use crate::supervisor::{
+    Driver, DriverParts, Event, Heartbeat, Machine, MachineView, StopCause, StreamState, notify,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +58,9 @@ pub async fn run(config_path: PathBuf, mut config: Config) -> Result<(), DaemonE
     loop {
         let (parts, watchdog) = Parts::start(&config_path, config, &recorder, &signals).await?;
         let cause = watchdog.run().await;
+        if !matches!(cause, StopCause::Restart(_)) {
+            notify::stopping();
+        }
         parts.stop().await;
         match cause {
             StopCause::Signal(_) | StopCause::InputsClosed => return Ok(()),
@@ -88,12 +93,13 @@ struct Views {
 impl Watchdog {
     fn new(
         config: &Config,
-        online: bool,
+        network: &watch::Receiver<NetworkStatus>,
         output: Arc<dyn Output>,
         shared: &Shared,
         recorder: &FlightRecorder,
         events: mpsc::Receiver<Event>,
     ) -> (Watchdog, Views) {
+        let online = network.borrow().online;
         let machine = Machine::new(&config.reconnect, online, rand::random(), Instant::now());
         let (view_tx, view_rx) = watch::channel(machine.view());
         let (state_tx, state_rx) = watch::channel(StreamState::Starting);
@@ -103,9 +109,13 @@ impl Watchdog {
             keyframes: shared.keyframes.clone(),
             stats: shared.output_stats.clone(),
             dead_after: watch::Sender::new(config.reconnect.dead_after),
+            // Bound to the path's source address, a connection leaves by the uplink the
+            // path names; `ignore` keeps the old way (every interface).
+            path: (config.network.paths != PathsMode::Ignore).then(|| network.clone()),
             recorder: recorder.clone(),
             view: view_tx,
             state: state_tx,
+            heartbeat: Heartbeat::from_env(),
         };
         let watchdog = Watchdog {
             driver: Driver::new(machine, parts),
@@ -170,10 +180,9 @@ impl Parts {
         let shared = Shared::new();
         let media = start_media(&config, &shared, events.clone(), &shutdown)?;
         let (network, monitor) = start_network(&config, &events, &shutdown).await;
-        let online = network.borrow().online;
         let (watchdog, views) = Watchdog::new(
             &config,
-            online,
+            &network,
             output.clone(),
             &shared,
             recorder,
@@ -330,7 +339,7 @@ async fn start_network(
                 log::warn!("network: monitor unavailable ({e}); relying on the retry timer alone");
                 let (tx, rx) = watch::channel(NetworkStatus {
                     online: true,
-                    interfaces: vec![],
+                    ..NetworkStatus::default()
                 });
                 // Keep the channel open for the daemon's lifetime.
                 let token = shutdown.child_token();
@@ -343,6 +352,7 @@ async fn start_network(
         };
     tokio::spawn(forward_network(
         network.clone(),
+        config.network.paths != PathsMode::Ignore,
         events.clone(),
         shutdown.child_token(),
     ));
@@ -362,8 +372,11 @@ async fn forward_media(mut rx: mpsc::Receiver<MediaEvent>, events: mpsc::Sender<
     }
 }
 
+/// Turns the monitor's status into the watchdog's events ([`NetworkStatus::changes_since`]):
+/// a path change reconnects unless `network.paths` is `ignore`.
 async fn forward_network(
     mut rx: watch::Receiver<NetworkStatus>,
+    follow_path: bool,
     events: mpsc::Sender<Event>,
     shutdown: CancellationToken,
 ) {
@@ -374,15 +387,19 @@ async fn forward_network(
             changed = rx.changed() => if changed.is_err() { return },
         }
         let now = rx.borrow_and_update().clone();
-        if now == last {
-            continue;
-        }
-        // A new usable interface while already online is also worth telling the watchdog:
-        // a waiting retry may succeed on it.
-        let event = Event::NetworkChanged { online: now.online };
+        let changes = now.changes_since(&last, follow_path);
         last = now;
-        if events.send(event).await.is_err() {
-            return;
+        for change in changes {
+            let event = match change {
+                StatusChange::Network { online } => Event::NetworkChanged { online },
+                StatusChange::Path { reason } => Event::PathChanged {
+                    reason,
+                    reconnect: follow_path,
+                },
+            };
+            if events.send(event).await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -89,16 +89,19 @@ fn main() -> ExitCode {
     .format_timestamp_millis()
     .init();
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+        // A config that still carries the example's placeholders is not one to install.
+        Command::CheckConfig { config } => {
+            match Config::load(&config).and_then(|c| c.check_no_placeholders()) {
+                Ok(()) => {
+                    println!("{}: ok", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("onair: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
             }
-            Err(e) => {
-                eprintln!("onair: {e}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
+        }
         Command::Status {
             json,
             history,
@@ -131,6 +134,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            // The image's default config is the example: run it (the LEDs and `onair status`
+            // work), but say why the box cannot stream.
+            if let Err(e) = config.check_no_placeholders() {
+                log::warn!("{e} (this config cannot stream until it is replaced)");
+            }
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("onair")

@@ -29,6 +29,10 @@ pub enum Entry {
     Note {
         message: String,
     },
+    /// The path to the server changed: from, to, and why.
+    PathSwitch {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -74,6 +74,7 @@ const UPSTREAM_SYMBOLS: &[&str] = &[
     "BR2_PACKAGE_CA_CERTIFICATES",
     "BR2_PACKAGE_DROPBEAR",
     "BR2_PACKAGE_DROPBEAR_CLIENT",
+    "BR2_PACKAGE_GLIB_NETWORKING",
     "BR2_PACKAGE_GST1_PLUGINS_BAD",
     "BR2_PACKAGE_GST1_PLUGINS_BAD_PLUGIN_RTMP2",
     "BR2_PACKAGE_GST1_PLUGINS_GOOD_PLUGIN_FLV",
@@ -97,6 +98,7 @@ const UPSTREAM_SYMBOLS: &[&str] = &[
     "BR2_PACKAGE_HOST_KMOD_XZ",
     "BR2_PACKAGE_HOST_MTOOLS",
     "BR2_PACKAGE_HOST_RUSTC",
+    "BR2_PACKAGE_HOST_RASPBERRYPI_USBBOOT",
     "BR2_PACKAGE_HOST_RUSTC_TARGET_ARCH_SUPPORTS",
     "BR2_PACKAGE_KMOD",
     "BR2_PACKAGE_KMOD_TOOLS",
@@ -114,6 +116,7 @@ const UPSTREAM_SYMBOLS: &[&str] = &[
     "BR2_ROOTFS_POST_FAKEROOT_SCRIPT",
     "BR2_ROOTFS_POST_IMAGE_SCRIPT",
     "BR2_ROOTFS_POST_SCRIPT_ARGS",
+    "BR2_STATIC_LIBS",
     "BR2_TARGET_ENABLE_ROOT_LOGIN",
     "BR2_TARGET_GENERIC_HOSTNAME",
     "BR2_TARGET_GENERIC_ISSUE",
@@ -535,19 +538,18 @@ fn defconfig_symbols_exist() {
     assert!(errors.is_empty(), "unknown symbols:\n{}", errors.join("\n"));
 }
 
-#[test]
-fn onair_mk_is_a_local_cargo_package() {
-    let rel = "buildroot/package/onair/onair.mk";
-    let text = read(rel);
+/// The `ONAIR_*` variables of `onair.mk` as written (continuation lines joined, `+=` appended).
+fn onair_mk_vars() -> Vec<(String, String)> {
+    let text = read("buildroot/package/onair/onair.mk");
     let mut vars: Vec<(String, String)> = Vec::new();
     for (_, line) in logical_lines(&text) {
         let line = line.trim();
-        if line.starts_with('#') {
+        if line.starts_with('#') || line.starts_with('\t') {
             continue;
         }
         let (name, value) = match (line.split_once("+="), line.split_once('=')) {
-            (Some((n, v)), _) => (n, v),
-            (None, Some((n, v))) => (n, v),
+            (Some((n, v)), _) if !n.contains('=') => (n, v),
+            (_, Some((n, v))) => (n, v),
             _ => continue,
         };
         let name = name.trim();
@@ -555,13 +557,43 @@ fn onair_mk_is_a_local_cargo_package() {
             vars.push((name.to_string(), value.trim().to_string()));
         }
     }
-    let var = |name: &str| -> String {
-        vars.iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    vars
+}
+
+fn mk_var(vars: &[(String, String)], name: &str) -> String {
+    vars.iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The body of `define NAME` ... `endef` in a make file.
+fn make_define<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.split(&format!("define {name}\n"))
+        .nth(1)
+        .and_then(|rest| rest.split("\nendef").next())
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run sha256sum: {e}"));
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn onair_mk_is_a_local_cargo_package() {
+    let rel = "buildroot/package/onair/onair.mk";
+    let text = read(rel);
+    let vars = onair_mk_vars();
+    let var = |name: &str| mk_var(&vars, name);
     for field in [
         "ONAIR_VERSION",
         "ONAIR_SITE",
@@ -573,19 +605,28 @@ fn onair_mk_is_a_local_cargo_package() {
     }
 
     let cargo_toml = read("Cargo.toml");
-    let version = cargo_toml
-        .split("[package]")
-        .nth(1)
-        .and_then(|pkg| {
-            pkg.lines()
-                .find_map(|l| l.trim().strip_prefix("version = \""))
-                .and_then(|v| v.strip_suffix('"'))
-        })
-        .expect("Cargo.toml: [package] version");
+    let package_field = |key: &str| {
+        cargo_toml
+            .split("[package]")
+            .nth(1)
+            .and_then(|pkg| {
+                pkg.lines()
+                    .find_map(|l| l.trim().strip_prefix(&format!("{key} = \"")))
+                    .and_then(|v| v.strip_suffix('"'))
+            })
+            .unwrap_or_else(|| panic!("Cargo.toml: [package] {key}"))
+            .to_string()
+    };
     assert_eq!(
         var("ONAIR_VERSION"),
-        version,
+        package_field("version"),
         "{rel}: ONAIR_VERSION must equal the version in Cargo.toml"
+    );
+    // Buildroot spells SPDX's `OR` in lower case.
+    assert_eq!(
+        var("ONAIR_LICENSE"),
+        package_field("license").replace(" OR ", " or "),
+        "{rel}: ONAIR_LICENSE must say what Cargo.toml's license says"
     );
     assert_eq!(
         var("ONAIR_SITE_METHOD"),
@@ -593,15 +634,54 @@ fn onair_mk_is_a_local_cargo_package() {
         "{rel}: ONAIR_SITE_METHOD"
     );
     assert!(
-        var("ONAIR_SITE").contains("$(BR2_EXTERNAL_ONAIR_PATH)/.."),
-        "{rel}: ONAIR_SITE must be the repository root, $(BR2_EXTERNAL_ONAIR_PATH)/.."
+        var("ONAIR_REPO").contains("$(BR2_EXTERNAL_ONAIR_PATH)/.."),
+        "{rel}: ONAIR_REPO must be the repository root, $(BR2_EXTERNAL_ONAIR_PATH)/.."
     );
-    for file in var("ONAIR_LICENSE_FILES").split_whitespace() {
+    assert!(
+        !var("ONAIR_SITE").contains("$(BR2_EXTERNAL_ONAIR_PATH)"),
+        "{rel}: ONAIR_SITE must not be the repository itself: legal-info would archive its \
+         target/ and .venv (it excludes VCS folders only)"
+    );
+
+    // The licence texts: real files, the ones Cargo.toml's licence names, hashed.
+    let hash_rel = "buildroot/package/onair/onair.hash";
+    let hashes = read(hash_rel);
+    let files: Vec<String> = var("ONAIR_LICENSE_FILES")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    for (license, marker) in [
+        ("MIT", "Permission is hereby granted, free of charge"),
+        (
+            "Apache-2.0",
+            "Apache License\n                           Version 2.0",
+        ),
+    ] {
+        let found = files
+            .iter()
+            .any(|f| fs::read_to_string(repo().join(f)).is_ok_and(|text| text.contains(marker)));
         assert!(
-            repo().join(file).is_file(),
-            "{rel}: license file {file} does not exist at the repository root"
+            found,
+            "{rel}: ONAIR_LICENSE_FILES ({files:?}) holds no {license} licence text"
         );
     }
+    for file in &files {
+        let path = repo().join(file);
+        assert!(
+            path.is_file(),
+            "{rel}: licence file {file} does not exist in the repository"
+        );
+        assert!(
+            !file.ends_with("Cargo.toml"),
+            "{rel}: {file} is not a licence text"
+        );
+        let want = format!("sha256  {}  {file}", sha256(&path));
+        assert!(
+            hashes.lines().any(|l| l.trim() == want),
+            "{hash_rel}: needs the line `{want}` (Buildroot checks licence files against it)"
+        );
+    }
+
     assert!(
         text.contains("$(eval $(cargo-package))"),
         "{rel}: must use the cargo infrastructure, $(eval $(cargo-package))"
@@ -610,30 +690,337 @@ fn onair_mk_is_a_local_cargo_package() {
         repo().join("Cargo.lock").is_file(),
         "Cargo.lock must be committed: Buildroot builds with --locked"
     );
-    let exclusions = var("ONAIR_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS");
-    assert!(
-        exclusions.contains("--exclude /target"),
-        "{rel}: the rsync of the local source must exclude /target \
-         (ONAIR_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS)"
-    );
     // A local source is not downloaded, so the cargo download post-process does not vendor
-    // it: a post-rsync hook must, with the lock file.
-    let hooks = var("ONAIR_POST_RSYNC_HOOKS");
+    // it: a hook before the sync stages the clean copy and vendors into it, with the lock file.
+    let hooks = var("ONAIR_PRE_RSYNC_HOOKS");
+    let bodies: Vec<&str> = hooks
+        .split_whitespace()
+        .map(|hook| {
+            make_define(&text, hook)
+                .unwrap_or_else(|| panic!("{rel}: hook {hook} has no `define {hook}`"))
+        })
+        .collect();
     assert!(
-        !hooks.is_empty(),
-        "{rel}: no ONAIR_POST_RSYNC_HOOKS: nothing vendors the crates for the --offline build"
+        bodies
+            .iter()
+            .any(|b| b.contains("rsync") && b.contains("$(ONAIR_SITE)")),
+        "{rel}: no ONAIR_PRE_RSYNC_HOOKS hook copies the repository into $(ONAIR_SITE)"
     );
-    for hook in hooks.split_whitespace() {
-        let body = text
-            .split(&format!("define {hook}\n"))
-            .nth(1)
-            .and_then(|rest| rest.split("\nendef").next())
-            .unwrap_or_else(|| panic!("{rel}: hook {hook} has no `define {hook}`"));
-        assert!(
-            (body.contains("cargo vendor") || body.contains("cargo fetch"))
-                && body.contains("--locked"),
-            "{rel}: hook {hook} must run `cargo vendor --locked` (or `cargo fetch --locked`)"
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("cargo vendor") && b.contains("--locked")),
+        "{rel}: no ONAIR_PRE_RSYNC_HOOKS hook runs `cargo vendor --locked`: nothing vendors \
+         the crates for the --offline build"
+    );
+}
+
+/// `onair.mk` loaded by GNU make the way Buildroot loads it, with the few variables of
+/// Buildroot it reads set as Buildroot 2026.05.1 sets them (RSYNC_VCS_EXCLUSIONS from its
+/// Makefile; the infrastructure macro left empty), so its variables can be printed and its
+/// hooks run against a directory.
+struct OnairMk {
+    makefile: PathBuf,
+}
+
+impl OnairMk {
+    fn new(dir: &Path, checkout: &Path) -> OnairMk {
+        let makefile = dir.join("harness.mk");
+        let text = format!(
+            "BR2_EXTERNAL_ONAIR_PATH := {checkout}/buildroot\n\
+             BUILD_DIR := {out}/build\n\
+             DL_DIR := {out}/dl\n\
+             BR_CARGO_HOME := {out}/br-cargo-home\n\
+             RSYNC_VCS_EXCLUSIONS = --exclude .svn --exclude .git --exclude .hg --exclude .bzr --exclude CVS\n\
+             ONAIR_TARGET_RSYNC = $(BUILD_DIR)/onair-$(ONAIR_VERSION)/.stamp_rsynced\n\
+             include {checkout}/buildroot/package/onair/onair.mk\n\
+             print-%: ; $(info $($*))@:\n\
+             call-%: ; $(call $*)\n",
+            checkout = checkout.display(),
+            out = dir.display(),
         );
+        fs::write(&makefile, text).expect("write the make harness");
+        OnairMk { makefile }
+    }
+
+    fn make(&self, goal: &str) -> String {
+        self.try_make(goal, None)
+            .unwrap_or_else(|e| panic!("make {goal} failed:\n{e}"))
+    }
+
+    /// Runs a goal, with `path` as PATH if given; Err carries make's output.
+    fn try_make(&self, goal: &str, path: Option<&str>) -> Result<String, String> {
+        let mut cmd = Command::new("make");
+        cmd.args(["--no-print-directory", "-f"])
+            .arg(&self.makefile)
+            .arg(goal);
+        if let Some(path) = path {
+            cmd.env("PATH", path);
+        }
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run make: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(text)
+        }
+    }
+
+    fn var(&self, name: &str) -> String {
+        self.make(&format!("print-{name}")).trim().to_string()
+    }
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run sh: {e}"));
+    assert!(
+        out.status.success(),
+        "sh -c {script:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Tools a test needs: in CI (scripts/setup.sh installs them) their absence fails the test;
+/// elsewhere the test says what is missing and passes without checking.
+fn tools_or_skip(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: {missing:?} missing in CI (scripts/setup.sh installs them)"
+    );
+    eprintln!("SKIPPED {test}: {missing:?} not installed (scripts/setup.sh installs them)");
+    false
+}
+
+#[test]
+fn legal_info_archives_the_source_without_build_output() {
+    if !tools_or_skip(
+        "legal_info_archives_the_source_without_build_output",
+        &["make", "rsync"],
+    ) {
+        return;
+    }
+    // A developer's checkout: the repository's files plus what building and testing leave in
+    // it (cargo's target/, the receiver's .venv, build-image.sh output kept in the tree,
+    // Python caches) and their own cross settings in .cargo/.
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let checkout = tmp.path().join("checkout");
+    sh(&format!(
+        "rsync -a --exclude .git --filter=':- .gitignore' '{}/' '{}/'",
+        repo().display(),
+        checkout.display()
+    ));
+    for (junk, content) in [
+        ("target/release/onair", "build output"),
+        (".venv/bin/python", "virtualenv"),
+        ("target-br/rpi4/build/busybox/Makefile", "Buildroot output"),
+        (
+            "tests/peers/__pycache__/whip_receiver.cpython-311.pyc",
+            "cache",
+        ),
+        (
+            ".cargo/config.toml",
+            "[build]\ntarget-dir = \"/home/me/cache\"\n",
+        ),
+    ] {
+        let path = checkout.join(junk);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content).unwrap();
+    }
+    let mk = OnairMk::new(tmp.path(), &checkout);
+    let site = PathBuf::from(mk.var("ONAIR_SITE"));
+    let license_files = mk.var("ONAIR_LICENSE_FILES");
+    mk.make("call-ONAIR_STAGE_SOURCE");
+
+    // What `make legal-info` does for a local package (Buildroot 2026.05.1,
+    // package/pkg-generic.mk): copy the site with only VCS folders excluded, then archive it.
+    let vcs = mk.var("RSYNC_VCS_EXCLUSIONS");
+    let legal = tmp.path().join("legal-info-rsync");
+    let copy = |from: &Path, to: &Path| {
+        sh(&format!(
+            "rsync -au --chmod=u=rwX,go=rX {vcs} '{}/' '{}/'",
+            from.display(),
+            to.display()
+        ))
+    };
+    copy(&site, &legal);
+    for kept in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "src/main.rs",
+        "buildroot/external.desc",
+    ] {
+        assert!(
+            legal.join(kept).is_file(),
+            "legal-info's copy of the source lacks {kept}"
+        );
+    }
+    for file in license_files.split_whitespace() {
+        // Buildroot copies the licence files from the package's build directory, which is
+        // synced from the same site.
+        assert!(
+            legal.join(file).is_file(),
+            "legal-info would find no licence file {file} in the package's source"
+        );
+    }
+    for left_out in ["target", ".venv", "target-br", "tests/peers/__pycache__"] {
+        assert!(
+            !legal.join(left_out).exists(),
+            "legal-info's copy of the source carries {left_out}: the package must build from \
+             a clean copy (ONAIR_STAGE_SOURCE)"
+        );
+    }
+    assert!(
+        !legal.join(".cargo/config.toml").exists(),
+        "a developer's .cargo/config.toml must not reach the package's source (the vendoring \
+         hook writes the build's own)"
+    );
+    // The same copy of the checkout itself (a site that is the repository) carries it all:
+    // what this test guards against.
+    let unguarded = tmp.path().join("unguarded");
+    copy(&checkout, &unguarded);
+    assert!(unguarded.join("target/release/onair").is_file());
+}
+
+/// What Buildroot 2026.05.1's package/pkg-cargo.mk puts into every target cargo package's
+/// environment for the release profile (with its default BR2_OPTIMIZE_2, no BR2_ENABLE_LTO, no
+/// debug): each of them overrides Cargo.toml's [profile.release].
+const BUILDROOT_RELEASE_PROFILE_ENV: &[(&str, &str)] = &[
+    ("CARGO_PROFILE_RELEASE_INCREMENTAL", "false"),
+    ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16"),
+    ("CARGO_PROFILE_RELEASE_SPLIT_DEBUGINFO", "off"),
+    ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "2"),
+    ("CARGO_PROFILE_RELEASE_LTO", "false"),
+    ("CARGO_PROFILE_RELEASE_DEBUG", "0"),
+    ("CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS", "false"),
+    ("CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS", "false"),
+];
+
+#[test]
+fn the_image_builds_the_release_profile_ci_tests() {
+    // The profile both builds use: Cargo.toml's, with nothing on top.
+    let cargo_toml = read("Cargo.toml");
+    let release = cargo_toml
+        .split("[profile.release]")
+        .nth(1)
+        .map(|rest| rest.split("\n[").next().unwrap_or(rest))
+        .expect("Cargo.toml has a [profile.release]");
+    for line in ["lto = \"thin\"", "codegen-units = 4"] {
+        assert!(
+            release.lines().any(|l| l.trim() == line),
+            "Cargo.toml [profile.release]: README and onair.mk describe `{line}`"
+        );
+    }
+    // CI's cross build (and the emulated box's binary): `cargo build --release` for aarch64,
+    // no profile options, no profile settings in the cargo config.
+    for script in ["scripts/test-cross.sh", "scripts/qemu-boot-test.sh"] {
+        let text = read(script);
+        assert!(
+            text.contains("cargo build --release --target"),
+            "{script}: expected `cargo build --release --target ...`"
+        );
+        for option in ["CARGO_PROFILE_", "--profile", "--config"] {
+            assert!(
+                !text.contains(option),
+                "{script}: {option} would make CI's binary differ from the image's"
+            );
+        }
+    }
+    let config = read(".cargo/config.toml");
+    assert!(
+        !config.contains("[profile") && !config.contains("CARGO_PROFILE_"),
+        ".cargo/config.toml: a profile setting here would apply to CI's build only"
+    );
+
+    if !tools_or_skip("the_image_builds_the_release_profile_ci_tests", &["make"]) {
+        return;
+    }
+    // Buildroot runs `... $(PKG_CARGO_ENV) $(ONAIR_CARGO_ENV) cargo build|install`: run that
+    // line with `env` in place of cargo and see what reaches it.
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let mk = OnairMk::new(tmp.path(), &repo());
+    let package_env = mk.var("ONAIR_CARGO_ENV");
+    let buildroot_env: String = BUILDROOT_RELEASE_PROFILE_ENV
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{v}\" "))
+        .collect();
+    let overrides = |line: &str| -> Vec<String> {
+        sh(line)
+            .lines()
+            .filter(|l| l.starts_with("CARGO_PROFILE_RELEASE_"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        overrides(&format!("{buildroot_env} env")).len(),
+        BUILDROOT_RELEASE_PROFILE_ENV.len(),
+        "the shell should pass Buildroot's settings on (or this test proves nothing)"
+    );
+    let left = overrides(&format!("{buildroot_env} {package_env} env"));
+    assert!(
+        left.is_empty(),
+        "buildroot/package/onair/onair.mk: ONAIR_CARGO_ENV lets Buildroot's profile \
+         overrides reach cargo, so the image's binary is not the one CI tests: {left:?}"
+    );
+}
+
+#[test]
+fn rtmps_works_on_every_image() {
+    // The daemon accepts rtmps:// ...
+    onair::config::Config::parse(
+        r#"{"source": {"kind": "test"},
+            "output": {"kind": "rtmp", "url": "rtmps://live.example.net:443/app/key"}}"#,
+    )
+    .expect("the daemon accepts rtmps URLs");
+    // ... which rtmp2sink can only open with GIO's TLS module (glib-networking) and CA
+    // certificates to check the server with. The package selects both, so every image that
+    // has the daemon has them.
+    let rel = "buildroot/package/onair/Config.in";
+    let selects: Vec<String> = read(rel)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("select "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    for needed in ["BR2_PACKAGE_GLIB_NETWORKING", "BR2_PACKAGE_CA_CERTIFICATES"] {
+        assert!(
+            selects.iter().any(|s| s == needed),
+            "{rel}: must `select {needed}` (rtmps)"
+        );
+    }
+    for board in &BOARDS {
+        let (rel, settings) = defconfig(board);
+        assert!(
+            setting(&settings, "BR2_PACKAGE_ONAIR")
+                .is_some_and(|s| s.value.as_deref() == Some("y")),
+            "{rel}: BR2_PACKAGE_ONAIR=y"
+        );
+        for symbol in ["BR2_PACKAGE_GLIB_NETWORKING", "BR2_PACKAGE_CA_CERTIFICATES"] {
+            assert!(
+                setting(&settings, symbol).is_none_or(|s| s.value.is_some()),
+                "{rel}: must not unset {symbol} (rtmps)"
+            );
+        }
     }
 }
 
@@ -989,6 +1376,22 @@ fn units_start_programs_the_image_has() {
     let entries = unit_entries(&read(&rel));
     let has = |k: &str, v: &str| entries.iter().any(|(ek, ev)| ek == k && ev == v);
     assert!(has("Restart", "always"), "{rel}: needs Restart=always");
+    // A hung daemon is restarted too: systemd's service watchdog, fed by the daemon's
+    // supervisor loop (tests/service_watchdog.rs shows the pings, scripts/qemu/watchdog-check.sh
+    // the restart). Type=notify needs the daemon to be the main process: onair-start execs it.
+    assert!(
+        has("Type", "notify") && has("NotifyAccess", "main"),
+        "{rel}: needs Type=notify and NotifyAccess=main (the daemon sends READY=1 and WATCHDOG=1)"
+    );
+    let watchdog_s: Option<u64> = entries
+        .iter()
+        .find(|(k, _)| k == "WatchdogSec")
+        .and_then(|(_, v)| v.strip_suffix('s').unwrap_or(v).parse().ok());
+    assert!(
+        watchdog_s.is_some_and(|s| (10..=60).contains(&s)),
+        "{rel}: needs WatchdogSec= in seconds, 10 to 60 (well above the supervisor loop's \
+         longest legitimate wait, well below a person's patience); found {watchdog_s:?}"
+    );
     assert!(
         has("StartLimitIntervalSec", "0"),
         "{rel}: needs StartLimitIntervalSec=0, or systemd stops restarting after a burst"
@@ -1101,23 +1504,35 @@ fn disk_images_have_boot_root_and_data_partitions() {
              another label"
         );
 
-        // The kernel command line finds the root as partition 2 of this disk, read-only.
-        let cmdline = if board.raspberry_pi {
-            read(&format!("board/{}/cmdline.txt", board.name))
+        // The kernel command line finds the root as partition 2 of this disk, read-only;
+        // every command line config.txt can pick (cmdline-cm5.txt for the CM5) alike.
+        let cmdlines: Vec<(String, String)> = if board.raspberry_pi {
+            files_under(&format!("board/{}", board.name))
+                .into_iter()
+                .filter(|f| {
+                    let name = Path::new(f).file_name().unwrap().to_string_lossy();
+                    name.starts_with("cmdline") && name.ends_with(".txt")
+                })
+                .map(|f| (read(&f), f))
+                .collect()
         } else {
-            read("board/common/post-image.sh")
+            vec![(
+                read("board/common/post-image.sh"),
+                "board/common/post-image.sh".into(),
+            )]
         };
+        assert!(!cmdlines.is_empty(), "board {}: no cmdline.txt", board.name);
         let root = format!("root=PARTUUID={}-02", signature.to_lowercase());
-        assert!(
-            cmdline.contains(&root),
-            "board {}: the kernel command line must say {root} (disk-signature in {rel})",
-            board.name
-        );
-        assert!(
-            cmdline.split_whitespace().any(|w| w == "ro"),
-            "board {}: the root filesystem must be mounted read-only (ro on the command line)",
-            board.name
-        );
+        for (cmdline, file) in &cmdlines {
+            assert!(
+                cmdline.contains(&root),
+                "{file}: the kernel command line must say {root} (disk-signature in {rel})"
+            );
+            assert!(
+                cmdline.split_whitespace().any(|w| w == "ro"),
+                "{file}: the root filesystem must be mounted read-only (ro on the command line)"
+            );
+        }
     }
 }
 
@@ -1425,5 +1840,448 @@ fn start_falls_back_to_the_default_config() {
     assert!(
         out.contains(&default) && out.contains("not usable"),
         "onair-start: with a config the daemon refuses it must say so and use the default:\n{out}"
+    );
+}
+
+// ---- Compute Module 5 ---------------------------------------------------------------------------
+
+/// The lines of config.txt under a conditional filter (`[cm5]`), up to the next filter.
+fn config_txt_section<'a>(text: &'a str, filter: &str) -> Vec<&'a str> {
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == filter;
+        } else if inside && !line.is_empty() && !line.starts_with('#') {
+            out.push(line);
+        }
+    }
+    out
+}
+
+#[test]
+fn rpi5_image_boots_the_compute_module_5() {
+    let board = BOARDS.iter().find(|b| b.name == "rpi5").unwrap();
+    let (rel, settings) = defconfig(board);
+    let dts = setting(&settings, "BR2_LINUX_KERNEL_INTREE_DTS_NAME")
+        .and_then(|s| s.value.clone())
+        .unwrap_or_default();
+    for name in [
+        "broadcom/bcm2712-rpi-5-b",
+        "broadcom/bcm2712d0-rpi-5-b",
+        "broadcom/bcm2712-rpi-500",
+        // CM5 and CM5 Lite on the CM5 IO Board (the trees Buildroot's
+        // raspberrypicm5io_defconfig builds from the same kernel commit).
+        "broadcom/bcm2712-rpi-cm5-cm5io",
+        "broadcom/bcm2712-rpi-cm5l-cm5io",
+    ] {
+        assert!(
+            dts.split_whitespace().any(|d| d == name),
+            "{rel}: BR2_LINUX_KERNEL_INTREE_DTS_NAME must build {name}"
+        );
+    }
+
+    // The Pi 5's console is the debug-UART connector (ttyAMA10); the CM5 has none, so it gets
+    // UART0 on GPIO14/15 (ttyAMA0) and a command line that names it.
+    let config = read("board/rpi5/config.txt");
+    let cm5 = config_txt_section(&config, "[cm5]");
+    assert!(
+        cm5.contains(&"dtparam=uart0_console=on"),
+        "board/rpi5/config.txt: the [cm5] section must enable UART0 as the console: {cm5:?}"
+    );
+    let cmdline_file = cm5
+        .iter()
+        .find_map(|l| l.strip_prefix("cmdline="))
+        .unwrap_or_else(|| panic!("board/rpi5/config.txt: [cm5] needs cmdline=FILE: {cm5:?}"));
+    let cm5_cmdline = read(&format!("board/rpi5/{cmdline_file}"));
+    assert!(
+        cm5_cmdline
+            .split_whitespace()
+            .any(|w| w == "console=ttyAMA0,115200"),
+        "board/rpi5/{cmdline_file}: the CM5's console is ttyAMA0: {cm5_cmdline}"
+    );
+    assert!(
+        read("board/rpi5/cmdline.txt")
+            .split_whitespace()
+            .any(|w| w == "console=ttyAMA10,115200"),
+        "board/rpi5/cmdline.txt: the Pi 5's console is the debug UART, ttyAMA10"
+    );
+    // The filter must not leak into lines meant for every model.
+    let last_filter = config.lines().map(str::trim).rfind(|l| l.starts_with('['));
+    assert_eq!(
+        last_filter,
+        Some("[all]"),
+        "board/rpi5/config.txt: close the [cm5] section with [all]"
+    );
+    assert!(
+        config_txt_section(&config, "[all]").is_empty(),
+        "board/rpi5/config.txt: keep the filtered sections last"
+    );
+    let readme = read("README.md");
+    assert!(
+        readme.contains("CM5 IO Board"),
+        "README.md: say which CM5 carrier the image is built for (the CM5 IO Board)"
+    );
+}
+
+// ---- the example config -----------------------------------------------------------------------
+
+#[test]
+fn the_unedited_example_config_is_refused_and_not_imported() {
+    let onair = PathBuf::from(env!("CARGO_BIN_EXE_onair"));
+    let example = repo().join("board/common/boot-files/onair.json.example");
+    let check = |path: &Path| {
+        let out = Command::new(&onair)
+            .arg("check-config")
+            .arg(path)
+            .output()
+            .expect("onair check-config runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = check(&example);
+    assert_eq!(
+        code,
+        Some(2),
+        "check-config must refuse the example: {stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line, naming the key: {stderr}"
+    );
+    assert!(
+        stderr.contains("`output.url`") || stderr.contains("`output.token`"),
+        "the line must name the key: {stderr}"
+    );
+
+    // Edited as ONAIR-README.txt says (output.url and output.token), it passes.
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let edited = tmp.path().join("onair.json");
+    let text = read("board/common/boot-files/onair.json.example")
+        .replace(
+            "https://example.invalid/api/whip",
+            "https://192.0.2.10/api/whip",
+        )
+        .replace("REPLACE-ME", "my-real-key-123");
+    assert_ne!(text, read("board/common/boot-files/onair.json.example"));
+    fs::write(&edited, &text).unwrap();
+    let (code, stderr) = check(&edited);
+    assert_eq!(code, Some(0), "the edited example must pass: {stderr}");
+
+    // On the box: an unedited copy on the card is refused by the first-boot import, with the
+    // reason on the boot partition, and the config in use stays.
+    let b = FakeBox::new();
+    b.put(
+        "boot/onair.json",
+        read("board/common/boot-files/onair.json.example").as_bytes(),
+    );
+    let (ok, log) = b.run_with("onair-import", &onair);
+    assert!(ok, "onair-import must not fail the boot:\n{log}");
+    assert!(
+        !b.path("data/onair/onair.json").exists() && b.path("boot/onair.json.rejected").exists(),
+        "onair-import: the unedited example must be refused (renamed .rejected):\n{log}"
+    );
+    let report = b.get("boot/onair-import.txt");
+    assert!(
+        report.contains("REJECTED onair.json") && report.contains("`output.url`"),
+        "onair-import.txt must say why:\n{report}"
+    );
+}
+
+// ---- the disk image, made by genimage --------------------------------------------------------------
+
+/// A tool on PATH, or in the sbin directories a non-root PATH may lack.
+fn tool_path() -> String {
+    format!(
+        "{}:/usr/sbin:/sbin",
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn run_tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .env("PATH", tool_path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// "4M" -> bytes.
+fn genimage_size(value: &str) -> u64 {
+    let (digits, unit) = value.split_at(value.trim_end_matches(char::is_alphabetic).len());
+    let n: u64 = digits.parse().unwrap_or_else(|_| panic!("size {value}"));
+    n * match unit {
+        "" => 1,
+        "k" | "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        other => panic!("size unit {other}"),
+    }
+}
+
+/// Each board's sdcard.img as the real post-image.sh and Debian's genimage make it from fake
+/// inputs (firmware, device trees and kernel are placeholders; the root file system is a small
+/// real ext4), then read back with sfdisk, blkid and mtools the way the firmware, the kernel
+/// and the first-boot scripts will see it.
+#[test]
+fn genimage_lays_out_the_card_the_kernel_and_scripts_expect() {
+    let tools = [
+        "genimage", "sfdisk", "blkid", "mdir", "mtype", "mcopy", "mkdosfs", "mke2fs",
+    ];
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .env("PATH", tool_path())
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{missing:?} missing in CI (scripts/setup.sh installs them)"
+        );
+        eprintln!("SKIPPED genimage_lays_out_the_card...: {missing:?} not installed");
+        return;
+    }
+    for board in &BOARDS {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let images = tmp.path().join("images");
+        fs::create_dir_all(&images).unwrap();
+        let mut boot_files = vec!["onair.json.example".to_string(), "ONAIR-README.txt".into()];
+        let (_, settings) = defconfig(board);
+        if board.raspberry_pi {
+            let fw = images.join("rpi-firmware");
+            fs::create_dir_all(fw.join("overlays")).unwrap();
+            let board_dir = repo().join("board").join(board.name);
+            fs::copy(board_dir.join("config.txt"), fw.join("config.txt")).unwrap();
+            fs::copy(board_dir.join("cmdline.txt"), fw.join("cmdline.txt")).unwrap();
+            fs::write(fw.join("overlays/gpio-led.dtbo"), "fake overlay").unwrap();
+            boot_files.extend(["config.txt".into(), "cmdline.txt".into(), "overlays".into()]);
+            let config = read(&format!("board/{}/config.txt", board.name));
+            for extra in config
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("cmdline="))
+            {
+                boot_files.push(extra.to_string());
+            }
+            let dts = setting(&settings, "BR2_LINUX_KERNEL_INTREE_DTS_NAME")
+                .and_then(|s| s.value.clone())
+                .unwrap_or_default();
+            for name in dts.split_whitespace() {
+                let dtb = format!("{}.dtb", name.rsplit('/').next().unwrap());
+                fs::write(images.join(&dtb), "fake device tree").unwrap();
+                boot_files.push(dtb);
+            }
+            let kernel = config
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("kernel="))
+                .expect("config.txt: kernel=");
+            fs::write(images.join(kernel), "fake kernel").unwrap();
+            boot_files.push(kernel.to_string());
+        }
+        let rootfs = images.join("rootfs.ext4");
+        run_tool(
+            "mke2fs",
+            &[
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-L",
+                "rootfs",
+                rootfs.to_str().unwrap(),
+                "16M",
+            ],
+        );
+
+        let post_image = repo().join("board/common/post-image.sh");
+        let out = Command::new("sh")
+            .arg(&post_image)
+            .arg(&images)
+            .arg(repo().join("board").join(board.name))
+            .env("BUILD_DIR", tmp.path().join("build"))
+            .env("PATH", tool_path())
+            .output()
+            .expect("run post-image.sh");
+        assert!(
+            out.status.success(),
+            "board {}: post-image.sh (genimage) failed:\n{}{}",
+            board.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let img = images.join("sdcard.img");
+        let img_s = img.to_str().unwrap();
+
+        // The partition table.
+        let (cfg_rel, cfg) = genimage(board);
+        let disk = cfg
+            .children
+            .iter()
+            .find(|c| c.child("hdimage").is_some())
+            .unwrap();
+        let hd = disk.child("hdimage").unwrap();
+        let align = genimage_size(hd.value("align").unwrap_or("1M")) / 512;
+        // SD cards erase in blocks of up to 4 MiB: a partition across two is slow to write.
+        assert!(
+            align * 512 >= 4 << 20 && (align * 512).is_multiple_of(4 << 20),
+            "{cfg_rel}: align partitions to a multiple of 4M"
+        );
+        let table: serde_json::Value =
+            serde_json::from_str(&run_tool("sfdisk", &["--json", img_s])).expect("sfdisk --json");
+        let table = &table["partitiontable"];
+        let what = format!("board {} ({cfg_rel}): sdcard.img", board.name);
+        assert_eq!(table["label"], "dos", "{what}: an MBR (dos) table");
+        assert_eq!(table["sectorsize"], 512, "{what}");
+        let id = table["id"].as_str().unwrap_or_default().to_lowercase();
+        assert_eq!(
+            Some(id.as_str()),
+            hd.value("disk-signature").map(str::to_lowercase).as_deref(),
+            "{what}: the disk signature"
+        );
+        let parts = table["partitions"].as_array().expect("partitions");
+        assert_eq!(parts.len(), 3, "{what}: boot, root, data: {parts:?}");
+        let types: Vec<&str> = parts.iter().map(|p| p["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["c", "83", "83"], "{what}: FAT32 LBA, Linux, Linux");
+        assert_eq!(parts[0]["bootable"], true, "{what}: partition 1 bootable");
+        let start = |i: usize| parts[i]["start"].as_u64().unwrap();
+        let size = |i: usize| parts[i]["size"].as_u64().unwrap();
+        for i in 0..3 {
+            assert_eq!(
+                start(i) % align,
+                0,
+                "{what}: partition {} starts at sector {}, not on the {align}-sector grid",
+                i + 1,
+                start(i)
+            );
+            if i > 0 {
+                assert!(start(i) >= start(i - 1) + size(i - 1), "{what}: overlap");
+            }
+        }
+        assert_eq!(
+            size(1) * 512,
+            fs::metadata(&rootfs).unwrap().len(),
+            "{what}: partition 2 is the root file system image"
+        );
+
+        // File systems and labels, where the scripts look for them.
+        let at = |i: usize| (start(i) * 512).to_string();
+        let probe = |i: usize, tag: &str| {
+            run_tool(
+                "blkid",
+                &["-p", "-O", &at(i), "-s", tag, "-o", "value", img_s],
+            )
+            .trim()
+            .to_string()
+        };
+        assert_eq!(probe(0, "TYPE"), "vfat", "{what}: partition 1");
+        assert_eq!(probe(0, "LABEL"), "ONAIR-BOOT", "{what}: partition 1");
+        assert_eq!(probe(1, "LABEL"), "rootfs", "{what}: partition 2");
+        assert_eq!(probe(2, "TYPE"), "ext4", "{what}: partition 3");
+        assert_eq!(probe(2, "LABEL"), "onair-data", "{what}: partition 3");
+
+        // The boot partition: what the firmware loads and what the user edits.
+        let fat = format!("{img_s}@@{}", at(0));
+        let listing = run_tool("mdir", &["-b", "-i", &fat, "::/"]);
+        let names: BTreeSet<String> = listing
+            .lines()
+            .map(|l| {
+                l.trim_start_matches("::/")
+                    .trim_end_matches('/')
+                    .to_string()
+            })
+            .collect();
+        for file in &boot_files {
+            assert!(
+                names.contains(file),
+                "{what}: the boot partition lacks {file} ({names:?})"
+            );
+        }
+
+        // The root the kernel is told to mount is partition 2 of this disk.
+        let partuuid = format!("root=PARTUUID={}-02", id.trim_start_matches("0x"));
+        let cmdlines: Vec<String> = if board.raspberry_pi {
+            boot_files
+                .iter()
+                .filter(|f| f.starts_with("cmdline"))
+                .map(|f| run_tool("mtype", &["-i", &fat, &format!("::/{f}")]))
+                .collect()
+        } else {
+            vec![fs::read_to_string(images.join("start-qemu.sh")).expect("start-qemu.sh")]
+        };
+        for cmdline in &cmdlines {
+            assert!(
+                cmdline.contains(&partuuid),
+                "{what}: the kernel command line must name {partuuid}: {cmdline}"
+            );
+        }
+    }
+}
+
+#[test]
+fn prefetched_crates_build_without_cargo_or_network() {
+    if !tools_or_skip(
+        "prefetched_crates_build_without_cargo_or_network",
+        &["make", "rsync", "flock", "cmp"],
+    ) {
+        return;
+    }
+    // What `scripts/build-image.sh --download-only` leaves in the download directory.
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let mk = OnairMk::new(tmp.path(), &repo());
+    let prefetched = PathBuf::from(mk.var("ONAIR_PREFETCHED_CRATES"));
+    let site = PathBuf::from(mk.var("ONAIR_SITE"));
+    fs::create_dir_all(prefetched.join("vendor/some-crate-1.0.0")).unwrap();
+    fs::write(
+        prefetched.join("vendor/some-crate-1.0.0/Cargo.toml"),
+        "[package]\n",
+    )
+    .unwrap();
+    fs::copy(repo().join("Cargo.lock"), prefetched.join("Cargo.lock")).unwrap();
+    mk.make("call-ONAIR_STAGE_SOURCE");
+
+    // A PATH with the shell tools the hook uses and no cargo, as on a machine where
+    // host-rustc is not built yet: the hook must not need it (nor crates.io) while the
+    // prefetched crates match Cargo.lock.
+    let bin = tmp.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    for tool in ["make", "sh", "mkdir", "cmp", "rsync", "mv", "flock", "cat"] {
+        let found = sh(&format!("command -v {tool}"));
+        std::os::unix::fs::symlink(found.trim(), bin.join(tool)).unwrap();
+    }
+    let no_cargo = bin.to_str().unwrap();
+    mk.try_make("call-ONAIR_CARGO_VENDOR", Some(no_cargo))
+        .unwrap_or_else(|e| panic!("vendoring from the prefetched crates failed:\n{e}"));
+    assert!(
+        site.join("VENDOR/some-crate-1.0.0/Cargo.toml").is_file(),
+        "the prefetched crates must land in VENDOR/"
+    );
+    let config = fs::read_to_string(site.join(".cargo/config.toml")).expect(".cargo/config.toml");
+    assert!(
+        config.contains("replace-with = \"vendored-sources\"")
+            && config.contains("directory = \"VENDOR\""),
+        "the build's cargo config must point crates.io at VENDOR/:\n{config}"
+    );
+
+    // Crates prefetched for another Cargo.lock are not used: the hook goes to cargo (absent
+    // here, so it fails) rather than build with the wrong crates.
+    fs::write(prefetched.join("Cargo.lock"), "# another lock file\n").unwrap();
+    assert!(
+        mk.try_make("call-ONAIR_CARGO_VENDOR", Some(no_cargo))
+            .is_err(),
+        "crates prefetched for another Cargo.lock must not be used"
     );
 }

@@ -6,10 +6,14 @@
 //! `vsrv` down takes the carrier away from `vbox`, like pulling the cable out of the switch.
 //! No traffic leaves these namespaces.
 //!
+//! The uplink tests add a second pair, `vwl` 198.51.100.2/24 via 198.51.100.1, and give the
+//! server namespace 203.0.113.1 on its `lo`, reachable through both: the box's route to it is
+//! the path the monitor reports and steers.
+//!
 //! The monitor runs inside the box namespace in a child process: this test binary re-executed
 //! under `ip netns exec`, running only the ignored `netwatch_child` test, which prints one
-//! `NETWATCH|<status>` line per reported change (what `examples/netwatch.rs` does for a
-//! person). Needs root and iproute2; skips with a printed reason when not root.
+//! `NETWATCH|<status>|<status as JSON>` line per reported change (what `examples/netwatch.rs`
+//! does for a person). Needs root and iproute2; skips with a printed reason when not root.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -30,6 +34,11 @@ const START_WITHIN: Duration = Duration::from_secs(10);
 const CHILD_ENV: &str = "ONAIR_NETWATCH_CHILD";
 const SERVER_ENV: &str = "ONAIR_NETWATCH_SERVER";
 const IGNORE_ENV: &str = "ONAIR_NETWATCH_IGNORE";
+const PREFER_ENV: &str = "ONAIR_NETWATCH_PREFER";
+const SETTLE_ENV: &str = "ONAIR_NETWATCH_SETTLE_MS";
+const PATHS_ENV: &str = "ONAIR_NETWATCH_PATHS";
+/// The server address of the uplink tests (on the server namespace's `lo`).
+const FAR_SERVER: &str = "203.0.113.1";
 const LINE_PREFIX: &str = "NETWATCH|";
 
 /// Root check and lock; `None` (after saying why) when these tests cannot run here.
@@ -130,6 +139,43 @@ impl Lab {
     fn carrier(&self, on: bool) {
         self.in_server(&["link", "set", "vsrv", if on { "up" } else { "down" }]);
     }
+
+    /// A second uplink, `vwl`, whose default route the kernel prefers (metric 100 against
+    /// `vbox`'s 200), and the far server address reachable through both.
+    fn add_second_uplink(&self) {
+        #[rustfmt::skip]
+        self.in_box(&["link", "add", "vwl", "index", "7003", "type", "veth",
+                      "peer", "name", "vsw", "index", "7004", "netns", &self.server_ns]);
+        self.in_box(&["addr", "add", "198.51.100.2/24", "dev", "vwl"]);
+        self.in_server(&["addr", "add", "198.51.100.1/24", "dev", "vsw"]);
+        self.in_server(&["addr", "add", &format!("{FAR_SERVER}/32"), "dev", "lo"]);
+        self.in_server(&["link", "set", "vsw", "up"]);
+        self.in_box(&["link", "set", "vwl", "up"]);
+        self.in_box(&["route", "del", "default"]);
+        #[rustfmt::skip]
+        self.in_box(&["route", "add", "default", "via", "192.0.2.1", "dev", "vbox", "metric", "200"]);
+        #[rustfmt::skip]
+        self.in_box(&["route", "add", "default", "via", "198.51.100.1", "dev", "vwl", "metric", "100"]);
+    }
+
+    /// What `ip` prints in the box namespace.
+    fn box_output(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.box_ns])
+            .args(args)
+            .output()
+            .expect("running ip");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// How the child's monitor is configured beyond the server and the ignored interfaces.
+#[derive(Default)]
+struct Options {
+    prefer: Vec<&'static str>,
+    settle_ms: Option<u64>,
+    /// `network.paths`; default `steer`, as in the daemon.
+    paths: Option<&'static str>,
 }
 
 impl Drop for Lab {
@@ -154,6 +200,8 @@ struct Report {
 
 impl Report {
     fn parse(text: &str) -> Report {
+        let text = text.split('|').next().unwrap_or_default();
+        let text = text.split(" (path").next().unwrap_or_default();
         let mut words = text.split_whitespace();
         let online = match words.next() {
             Some("online") => true,
@@ -174,12 +222,23 @@ struct Watcher {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<(Instant, String)>,
+    /// The last full status seen (JSON), for the uplink tests.
+    last: serde_json::Value,
     /// The child's log (stderr), also passed through to ours.
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Watcher {
     fn start(lab: &Lab, server: Option<&str>, ignore: &[&str]) -> (Watcher, Report) {
+        Self::start_with(lab, server, ignore, Options::default())
+    }
+
+    fn start_with(
+        lab: &Lab,
+        server: Option<&str>,
+        ignore: &[&str],
+        options: Options,
+    ) -> (Watcher, Report) {
         let exe = std::env::current_exe().expect("path of the running test binary");
         let exe = exe.to_str().expect("test binary path is UTF-8");
         let mut command = Command::new("ip");
@@ -189,6 +248,9 @@ impl Watcher {
                    "netwatch_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, "1")
             .env(IGNORE_ENV, ignore.join(","))
+            .env(PREFER_ENV, options.prefer.join(","))
+            .env(SETTLE_ENV, options.settle_ms.map(|m| m.to_string()).unwrap_or_default())
+            .env(PATHS_ENV, options.paths.unwrap_or("steer"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -231,11 +293,15 @@ impl Watcher {
             child,
             stdin,
             lines,
+            last: serde_json::Value::Null,
             log,
         };
-        let (_, first) = watcher
-            .next(START_WITHIN)
-            .expect("the monitor reported its initial status");
+        let (_, first) = watcher.next(START_WITHIN).unwrap_or_else(|| {
+            panic!(
+                "the monitor reported no initial status; its log:\n{}",
+                watcher.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+            )
+        });
         (watcher, first)
     }
 
@@ -243,9 +309,53 @@ impl Watcher {
     fn next(&mut self, timeout: Duration) -> Option<(Instant, Report)> {
         match self.lines.recv_timeout(timeout) {
             Ok((at, line)) if line == "stopped" => panic!("monitor stopped unexpectedly at {at:?}"),
-            Ok((at, line)) => Some((at, Report::parse(&line))),
+            Ok((at, line)) => {
+                if let Some((_, json)) = line.split_once('|') {
+                    self.last = serde_json::from_str(json).expect("the child prints JSON");
+                }
+                Some((at, Report::parse(&line)))
+            }
             Err(_) => None,
         }
+    }
+
+    /// Waits until the full status satisfies `pred`; returns it with its latency from
+    /// `since`. Fails the test if that takes longer than `within`.
+    fn expect_status(
+        &mut self,
+        since: Instant,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> (Duration, serde_json::Value) {
+        if pred(&self.last) {
+            return (Duration::ZERO, self.last.clone());
+        }
+        let deadline = since + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some((at, _)) if pred(&self.last) => return (at - since, self.last.clone()),
+                Some(_) => continue,
+                None => panic!(
+                    "no status with {what} within {within:?}; last: {:#}",
+                    self.last
+                ),
+            }
+        }
+    }
+
+    /// Every full status reported until none came for `quiet` (bounded by `max`).
+    fn drain_full(&mut self, quiet: Duration, max: Duration) -> Vec<serde_json::Value> {
+        let end = Instant::now() + max;
+        let mut all = Vec::new();
+        while Instant::now() < end {
+            match self.next(quiet) {
+                Some(_) => all.push(self.last.clone()),
+                None => break,
+            }
+        }
+        all
     }
 
     /// Waits for a report with `online` and returns it with its latency from `since`. Fails
@@ -583,6 +693,292 @@ fn host_name_is_resolved_and_its_route_decides() {
     );
 }
 
+fn path_of(status: &serde_json::Value) -> (String, String) {
+    (
+        status["path"]["interface"]
+            .as_str()
+            .unwrap_or("-")
+            .to_string(),
+        status["path"]["local"].as_str().unwrap_or("-").to_string(),
+    )
+}
+
+fn uplink<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["uplinks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["name"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+#[test]
+fn the_path_is_reported_and_changes_beside_it_leave_it_alone() {
+    let Some(_serial) = lab_guard() else { return };
+    let lab = Lab::new();
+    let (mut watcher, first) = Watcher::start(&lab, Some("192.0.2.1"), &[]);
+    assert!(first.online);
+    assert_eq!(
+        path_of(&watcher.last),
+        ("vbox".into(), "192.0.2.2".into()),
+        "{:#}",
+        watcher.last
+    );
+    assert_eq!(watcher.last["path"]["gateway"], serde_json::Value::Null);
+    assert_eq!(
+        watcher.last["steered"], false,
+        "one uplink: no policy routing"
+    );
+
+    // An extra address and an unrelated interface: the path to the server stays.
+    lab.in_box(&["addr", "add", "192.0.2.99/24", "dev", "vbox"]);
+    #[rustfmt::skip]
+    lab.in_box(&["link", "add", "vx0", "index", "7005", "type", "veth", "peer", "name", "vx1"]);
+    lab.in_box(&["addr", "add", "203.0.113.77/24", "dev", "vx0"]);
+    lab.in_box(&["link", "set", "vx0", "up"]);
+    lab.in_box(&["link", "set", "vx1", "up"]);
+    let reports = watcher.drain_full(Duration::from_millis(300), Duration::from_secs(3));
+    for r in &reports {
+        assert_eq!(path_of(r), ("vbox".into(), "192.0.2.2".into()), "{r:#}");
+        assert_eq!(r["switches"], 0, "{r:#}");
+    }
+
+    // The address changes (a new DHCP lease): the path's source address follows, and that
+    // is one switch.
+    let since = Instant::now();
+    run_ip(
+        &["-n", &lab.box_ns, "-batch", "-"],
+        // Deleting the primary address takes the secondary 192.0.2.99 and the default route
+        // with it, as a DHCP client's release would.
+        Some(
+            "addr del 192.0.2.2/24 dev vbox\naddr add 192.0.2.3/24 dev vbox\nroute replace default via 192.0.2.1\n",
+        ),
+    );
+    let (latency, status) = watcher.expect_status(since, REPORT_WITHIN, "source 192.0.2.3", |s| {
+        path_of(s) == ("vbox".into(), "192.0.2.3".into())
+    });
+    eprintln!(
+        "address changed -> path {} after {}; switches {}",
+        status["path"],
+        ms(latency),
+        status["switches"]
+    );
+}
+
+#[test]
+fn two_uplinks_are_steered_to_the_preferred_one_and_back_after_it_settles() {
+    let Some(_serial) = lab_guard() else { return };
+    let lab = Lab::new();
+    lab.add_second_uplink();
+    let (mut watcher, first) = Watcher::start_with(
+        &lab,
+        Some(FAR_SERVER),
+        &[],
+        Options {
+            prefer: vec!["vbox"],
+            settle_ms: Some(1000),
+            ..Options::default()
+        },
+    );
+    assert!(first.online);
+    // The kernel prefers vwl (metric 100); the preference order says vbox.
+    let (_, s) = watcher.expect_status(Instant::now(), REPORT_WITHIN, "path vbox", |s| {
+        path_of(s).0 == "vbox"
+    });
+    assert_eq!(s["steered"], true, "{s:#}");
+    let route = lab.box_output(&["route", "get", FAR_SERVER]);
+    assert!(
+        route.contains("dev vbox"),
+        "the kernel's own answer: {route}"
+    );
+    let rules = lab.box_output(&["rule"]);
+    assert!(
+        rules.contains("8500:") && rules.contains("8501:") && rules.contains("8502:"),
+        "{rules}"
+    );
+    // A socket bound to the other uplink's address leaves by that uplink.
+    let from_wl = lab.box_output(&["route", "get", FAR_SERVER, "from", "198.51.100.2"]);
+    assert!(from_wl.contains("dev vwl"), "{from_wl}");
+
+    // The kernel skips routes through an interface without carrier (as if a network manager
+    // had removed them): a socket still bound to vbox's address must then fail on the box,
+    // not leak out of vwl with the wrong source address.
+    run_ip(
+        &[
+            "netns",
+            "exec",
+            &lab.box_ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.ignore_routes_with_linkdown=1",
+        ],
+        None,
+    );
+    let since = Instant::now();
+    lab.carrier(false);
+    let (moved, s) = watcher.expect_status(since, REPORT_WITHIN, "path vwl", |s| {
+        path_of(s) == ("vwl".into(), "198.51.100.2".into())
+    });
+    let leak = lab.box_output(&["route", "get", FAR_SERVER, "from", "192.0.2.2"]);
+    assert!(
+        !leak.contains("vwl"),
+        "vbox's address leaks out of vwl: {leak}"
+    );
+    assert_eq!(s["switches"], 1, "{s:#}");
+    assert_eq!(uplink(&s, "vbox")["state"], "no_carrier", "{s:#}");
+    assert_eq!(uplink(&s, "vbox")["flaps"], 1, "{s:#}");
+    assert!(
+        s["last_switch"]
+            .as_str()
+            .unwrap_or("")
+            .contains("vbox lost carrier"),
+        "{s:#}"
+    );
+
+    let since = Instant::now();
+    lab.carrier(true);
+    let (_, s) = watcher.expect_status(since, REPORT_WITHIN, "vbox settling", |s| {
+        uplink(s, "vbox")["state"] == "settling"
+    });
+    assert_eq!(path_of(&s).0, "vwl", "not back before it settled");
+    let (back, s) = watcher.expect_status(since, Duration::from_secs(3), "path vbox", |s| {
+        path_of(s).0 == "vbox"
+    });
+    assert!(
+        back >= Duration::from_millis(1000),
+        "returned after {} (settle 1000 ms)",
+        ms(back)
+    );
+    assert_eq!(s["switches"], 2, "{s:#}");
+    assert!(
+        s["last_switch"]
+            .as_str()
+            .unwrap_or("")
+            .contains("preferred"),
+        "{s:#}"
+    );
+    eprintln!(
+        "carrier lost -> path on vwl after {}; carrier back -> on vbox after {} (settle 1 s)",
+        ms(moved),
+        ms(back)
+    );
+
+    // On stop the box routes as it did before: no rule, no route of ours is left.
+    watcher.stop();
+    let rules = lab.box_output(&["rule"]);
+    assert!(!rules.contains("850"), "{rules}");
+    let ours = lab.box_output(&["route", "show", "table", "all", "proto", "111"]);
+    assert_eq!(ours.trim(), "", "routes left behind");
+}
+
+#[test]
+fn a_flapping_preferred_uplink_does_not_bounce_the_path() {
+    let Some(_serial) = lab_guard() else { return };
+    let lab = Lab::new();
+    lab.add_second_uplink();
+    let (mut watcher, _) = Watcher::start_with(
+        &lab,
+        Some(FAR_SERVER),
+        &[],
+        Options {
+            prefer: vec!["vbox"],
+            settle_ms: Some(1000),
+            ..Options::default()
+        },
+    );
+    let start = Instant::now();
+    let mut switches_seen = vec![];
+    for i in 0..16 {
+        lab.carrier(i % 2 == 1);
+        let until = Instant::now() + Duration::from_millis(300);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if watcher.next(left).is_some() {
+                switches_seen.push((path_of(&watcher.last).0, watcher.last["switches"].clone()));
+            }
+        }
+    }
+    // Ends down (the 16th toggle is i = 15: up; one more down).
+    lab.carrier(false);
+    let reports = watcher.drain_full(Duration::from_millis(300), Duration::from_secs(3));
+    let last = reports.last().unwrap_or(&watcher.last).clone();
+    eprintln!(
+        "flapping for {}: path/switch reports {switches_seen:?}; vbox flapped {}",
+        ms(start.elapsed()),
+        uplink(&last, "vbox")["flaps"]
+    );
+    assert_eq!(path_of(&last).0, "vwl", "{last:#}");
+    assert_eq!(last["switches"], 1, "one switch away, none back: {last:#}");
+    assert!(
+        uplink(&last, "vbox")["flaps"].as_u64().unwrap_or(0) >= 8,
+        "{last:#}"
+    );
+}
+
+#[test]
+fn without_a_preference_the_kernels_order_is_steered_and_leftovers_are_cleared() {
+    let Some(_serial) = lab_guard() else { return };
+    let lab = Lab::new();
+    lab.add_second_uplink();
+    // What a killed daemon might have left: a rule at our priority towards a stale table.
+    #[rustfmt::skip]
+    lab.in_box(&["rule", "add", "priority", "8502", "to", FAR_SERVER, "lookup", "1100"]);
+    #[rustfmt::skip]
+    lab.in_box(&["route", "add", FAR_SERVER, "via", "192.0.2.1", "dev", "vbox", "table", "1100", "proto", "111"]);
+    let (mut watcher, _) = Watcher::start(&lab, Some(FAR_SERVER), &[]);
+    let (_, s) = watcher.expect_status(Instant::now(), REPORT_WITHIN, "path vwl", |s| {
+        path_of(s).0 == "vwl"
+    });
+    assert_eq!(s["steered"], true);
+    let rules = lab.box_output(&["rule"]);
+    assert_eq!(
+        (
+            rules.matches("8501:").count(),
+            rules.matches("8502:").count()
+        ),
+        (2, 1),
+        "from each uplink, to the server; the stale one replaced: {rules}"
+    );
+    let routes = lab.box_output(&["route", "show", "table", "1100"]);
+    assert!(
+        routes.contains("dev vwl") && !routes.contains("dev vbox"),
+        "{routes}"
+    );
+    watcher.stop();
+}
+
+#[test]
+fn follow_mode_reports_the_kernels_path_and_never_touches_routing() {
+    let Some(_serial) = lab_guard() else { return };
+    let lab = Lab::new();
+    lab.add_second_uplink();
+    let (mut watcher, _) = Watcher::start_with(
+        &lab,
+        Some(FAR_SERVER),
+        &[],
+        Options {
+            prefer: vec!["vbox"],
+            paths: Some("follow"),
+            ..Options::default()
+        },
+    );
+    let (_, s) = watcher.expect_status(Instant::now(), REPORT_WITHIN, "path vwl", |s| {
+        path_of(s).0 == "vwl"
+    });
+    assert_eq!(s["steered"], false);
+    assert!(!lab.box_output(&["rule"]).contains("850"));
+    // The kernel's own switch (its preferred route removed) is reported as one.
+    let since = Instant::now();
+    lab.in_box(&["route", "del", "default", "via", "198.51.100.1"]);
+    let (latency, s) = watcher.expect_status(since, REPORT_WITHIN, "path vbox", |s| {
+        path_of(s).0 == "vbox"
+    });
+    assert_eq!(s["switches"], 1);
+    eprintln!(
+        "follow: route removed -> path {} after {}",
+        s["path"],
+        ms(latency)
+    );
+    watcher.stop();
+}
+
 /// Not a test of its own: the monitor process that the tests above start inside the box
 /// namespace. Does nothing unless started by them.
 #[test]
@@ -597,20 +993,33 @@ fn netwatch_child() {
         .build()
         .expect("building a tokio runtime in the child");
     runtime.block_on(async {
-        use onair::config::NetworkConfig;
+        use onair::config::{NetworkConfig, PathsMode};
         use onair::net::{NetworkMonitor, ServerAddr};
         use tokio_util::sync::CancellationToken;
 
-        let ignore = std::env::var(IGNORE_ENV).unwrap_or_default();
-        let config = NetworkConfig {
-            interfaces: vec![],
-            ignore: ignore
+        let list = |var: &str| -> Vec<String> {
+            std::env::var(var)
+                .unwrap_or_default()
                 .split(',')
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
-                .collect(),
-            netlink: true,
+                .collect()
         };
+        let mut config = NetworkConfig {
+            ignore: list(IGNORE_ENV),
+            prefer: list(PREFER_ENV),
+            paths: match std::env::var(PATHS_ENV).as_deref() {
+                Ok("follow") => PathsMode::Follow,
+                Ok("ignore") => PathsMode::Ignore,
+                _ => PathsMode::Steer,
+            },
+            ..NetworkConfig::default()
+        };
+        if let Ok(ms) = std::env::var(SETTLE_ENV)
+            && let Ok(ms) = ms.parse()
+        {
+            config.settle = Duration::from_millis(ms);
+        }
         let server = std::env::var(SERVER_ENV)
             .ok()
             .map(|s| ServerAddr::from_host(&s));
@@ -627,7 +1036,11 @@ fn netwatch_child() {
             .expect("starting the network monitor in the box namespace");
         let mut status = monitor.subscribe();
         loop {
-            println!("{LINE_PREFIX}{}", *status.borrow_and_update());
+            let now = status.borrow_and_update().clone();
+            println!(
+                "{LINE_PREFIX}{now}|{}",
+                serde_json::to_string(&now).expect("a status serializes")
+            );
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 changed = status.changed() => if changed.is_err() { break },

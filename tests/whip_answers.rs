@@ -26,6 +26,7 @@ fn attempt() -> Attempt {
         events: EventSender::new(1, tx),
         stats: Arc::new(OutputStats::default()),
         dead_after: tokio::sync::watch::channel(Duration::from_secs(5)).1,
+        local_address: None,
         cancel: CancellationToken::new(),
     }
 }

@@ -109,6 +109,7 @@ fn attempt() -> Attempt {
         stats: std::sync::Arc::new(OutputStats::default()),
         dead_after: tokio::sync::watch::channel(Duration::from_secs(5)).1,
         cancel: CancellationToken::new(),
+        local_address: None,
     }
 }
 

@@ -29,6 +29,15 @@ rpi4 | rpi5)
 		exit 1
 	}
 	cp "$BINARIES_DIR/$kernel" "$STAGE/$kernel"
+	# Other kernel command lines that config.txt selects for some models
+	# (cmdline=FILE in a [filter] section), from the board directory.
+	sed -n 's/^cmdline=//p' "$STAGE/config.txt" | while read -r cmdline; do
+		[ -f "$BOARD_DIR/$cmdline" ] || {
+			echo "onair post-image: config.txt names cmdline=$cmdline, missing in $BOARD_DIR" >&2
+			exit 1
+		}
+		cp "$BOARD_DIR/$cmdline" "$STAGE/$cmdline"
+	done
 	;;
 qemu-aarch64)
 	# qemu loads the kernel itself; write the command line next to the image.

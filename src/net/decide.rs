@@ -10,7 +10,7 @@
 //! the server's address is not known, a default route via a usable interface stands in for the
 //! route to the server.
 
-use super::NetworkStatus;
+use super::{NetworkStatus, Path};
 use crate::config::NetworkConfig;
 use std::fmt;
 use std::net::IpAddr;
@@ -53,6 +53,8 @@ pub struct NextHop {
     pub oif: u32,
     /// `RTNH_F_LINKDOWN` or `RTNH_F_DEAD`: the kernel knows this path cannot carry traffic.
     pub linkdown: bool,
+    /// `None` for a destination on the link itself.
+    pub gateway: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,12 @@ pub struct Route {
     pub kind: RouteKind,
     pub table: u32,
     pub nexthops: Vec<NextHop>,
+    /// The route's metric (`RTA_PRIORITY`): lower wins.
+    pub metric: u32,
+    /// `RTA_PREFSRC`: the source address the route asks for.
+    pub prefsrc: Option<IpAddr>,
+    /// Installed by this daemon's steering (never an uplink of its own).
+    pub ours: bool,
 }
 
 /// The kernel's answer to "how would you send to this address" (RTM_GETROUTE).
@@ -79,6 +87,8 @@ pub enum Lookup {
     Route {
         kind: RouteKind,
         nexthop: Option<NextHop>,
+        /// The source address the kernel picked (`RTA_PREFSRC` of the answer).
+        source: Option<IpAddr>,
     },
     /// The kernel refused: the text of its error ("Network is unreachable").
     NoRoute(String),
@@ -100,6 +110,8 @@ pub struct Snapshot {
     /// One answer per server address; `None` when the server's address is not known (no
     /// server given, or its host name is not resolved yet): then default routes decide.
     pub server: Option<Vec<ServerLookup>>,
+    /// The steering the kernel holds now: our routes (and rules, when they were read).
+    pub ours: super::steer::Plan,
 }
 
 /// Why an interface can or cannot carry the stream.
@@ -158,6 +170,8 @@ pub struct Verdict {
     pub status: NetworkStatus,
     /// The interface that carries traffic to the server (`lo` when the server is local).
     pub via: Option<String>,
+    /// The whole path: interface, source address, gateway.
+    pub path: Option<Path>,
     /// Why the box is offline (`None` when online).
     pub reason: Option<String>,
     pub basis: Basis,
@@ -227,7 +241,25 @@ fn hop_ok(config: &NetworkConfig, snapshot: &Snapshot, hop: &NextHop) -> Result<
     }
 }
 
-/// The decision: online or not, through which interface, and why not.
+/// A usable address of interface `index`, of `family`'s family when one is given (the
+/// source a default route would pick when it names none).
+pub fn interface_address(
+    snapshot: &Snapshot,
+    index: u32,
+    family: Option<IpAddr>,
+) -> Option<IpAddr> {
+    let mut usable = snapshot
+        .addresses
+        .iter()
+        .filter(|a| a.index == index && !a.tentative && !is_link_local(&a.addr))
+        .map(|a| a.addr);
+    match family {
+        Some(f) => usable.find(|a| a.is_ipv4() == f.is_ipv4()),
+        None => usable.next(),
+    }
+}
+
+/// The decision: online or not, through which path, and why not.
 pub fn evaluate(config: &NetworkConfig, snapshot: &Snapshot) -> Verdict {
     let mut interfaces: Vec<String> = snapshot
         .links
@@ -244,16 +276,19 @@ pub fn evaluate(config: &NetworkConfig, snapshot: &Snapshot) -> Verdict {
         ),
         None => (Basis::DefaultRoute, via_default_route(config, snapshot)),
     };
-    let (via, reason) = match outcome {
-        Ok(via) => (Some(via), None),
+    let (path, reason) = match outcome {
+        Ok(path) => (Some(path), None),
         Err(reason) => (None, Some(reason)),
     };
     Verdict {
         status: NetworkStatus {
-            online: via.is_some(),
+            online: path.is_some(),
             interfaces,
+            path: path.clone(),
+            ..NetworkStatus::default()
         },
-        via,
+        via: path.as_ref().map(|p| p.interface.clone()),
+        path,
         reason,
         basis,
     }
@@ -263,7 +298,7 @@ fn via_server_route(
     config: &NetworkConfig,
     snapshot: &Snapshot,
     lookups: &[ServerLookup],
-) -> Result<String, String> {
+) -> Result<Path, String> {
     let mut first_reason = None;
     for ServerLookup { ip, lookup } in lookups {
         let outcome = match lookup {
@@ -271,17 +306,27 @@ fn via_server_route(
             Lookup::Route {
                 kind: RouteKind::Local,
                 nexthop,
-            } => Ok(nexthop
-                .map(|h| snapshot.name(h.oif))
-                .unwrap_or_else(|| "lo".to_string())),
+                source,
+            } => Ok(Path {
+                interface: nexthop
+                    .map(|h| snapshot.name(h.oif))
+                    .unwrap_or_else(|| "lo".to_string()),
+                local: *source,
+                gateway: None,
+            }),
             Lookup::Route {
                 kind: RouteKind::Unicast,
                 nexthop: Some(hop),
-            } => hop_ok(config, snapshot, hop),
+                source,
+            } => hop_ok(config, snapshot, hop).map(|interface| Path {
+                interface,
+                local: source.or_else(|| interface_address(snapshot, hop.oif, Some(*ip))),
+                gateway: hop.gateway,
+            }),
             Lookup::Route { .. } => Err(format!("no usable route to {ip}")),
         };
         match outcome {
-            Ok(via) => return Ok(via),
+            Ok(path) => return Ok(path),
             Err(reason) => {
                 first_reason.get_or_insert(reason);
             }
@@ -290,16 +335,27 @@ fn via_server_route(
     Err(first_reason.unwrap_or_else(|| "server address unknown".to_string()))
 }
 
-fn via_default_route(config: &NetworkConfig, snapshot: &Snapshot) -> Result<String, String> {
+fn via_default_route(config: &NetworkConfig, snapshot: &Snapshot) -> Result<Path, String> {
     let mut first_reason = None;
-    for route in snapshot
+    let mut routes: Vec<&Route> = snapshot
         .default_routes
         .iter()
-        .filter(|r| r.kind == RouteKind::Unicast)
-    {
+        .filter(|r| r.kind == RouteKind::Unicast && !r.ours)
+        .collect();
+    // The kernel's order: the lowest metric first.
+    routes.sort_by_key(|r| r.metric);
+    for route in routes {
         for hop in &route.nexthops {
             match hop_ok(config, snapshot, hop) {
-                Ok(via) => return Ok(via),
+                Ok(interface) => {
+                    return Ok(Path {
+                        interface,
+                        local: route
+                            .prefsrc
+                            .or_else(|| interface_address(snapshot, hop.oif, hop.gateway)),
+                        gateway: hop.gateway,
+                    });
+                }
                 Err(reason) => {
                     first_reason.get_or_insert(reason);
                 }
@@ -317,12 +373,16 @@ pub fn change_line(
     current: &Verdict,
     snapshot: &Snapshot,
 ) -> Option<String> {
-    if previous.is_some_and(|p| p.status == current.status && p.via == current.via) {
+    if previous.is_some_and(|p| {
+        p.status.online == current.status.online
+            && p.status.interfaces == current.status.interfaces
+            && p.path == current.path
+    }) {
         return None;
     }
     let usable = UsableList(&current.status.interfaces);
-    if let Some(via) = &current.via {
-        let mut line = format!("network: online via {via}");
+    if let (Some(via), Some(path)) = (&current.via, &current.path) {
+        let mut line = format!("network: online via {path}");
         if snapshot.link_by_name(via).is_some_and(|l| l.loopback) {
             line.push_str(" (server is on this box)");
         } else if current.basis == Basis::DefaultRoute {
@@ -397,6 +457,7 @@ mod tests {
         NextHop {
             oif,
             linkdown: false,
+            gateway: None,
         }
     }
 
@@ -404,6 +465,18 @@ mod tests {
         Lookup::Route {
             kind: RouteKind::Unicast,
             nexthop: Some(hop(oif)),
+            source: None,
+        }
+    }
+
+    fn default_route(nexthops: Vec<NextHop>) -> Route {
+        Route {
+            kind: RouteKind::Unicast,
+            table: 254,
+            nexthops,
+            metric: 0,
+            prefsrc: None,
+            ours: false,
         }
     }
 
@@ -416,15 +489,12 @@ mod tests {
                 addr(ETH0, "192.0.2.2"),
                 addr(ETH0, "fe80::1"),
             ],
-            default_routes: vec![Route {
-                kind: RouteKind::Unicast,
-                table: 254,
-                nexthops: vec![hop(ETH0)],
-            }],
+            default_routes: vec![default_route(vec![hop(ETH0)])],
             server: Some(vec![ServerLookup {
                 ip: SERVER,
                 lookup: via(ETH0),
             }]),
+            ours: Default::default(),
         }
     }
 
@@ -450,7 +520,7 @@ mod tests {
         assert_eq!(v.via.as_deref(), Some("eth0"));
         assert_eq!(
             change_line(&all(), None, &v, &healthy()).as_deref(),
-            Some("network: online via eth0")
+            Some("network: online via eth0 src 192.0.2.2")
         );
     }
 
@@ -533,9 +603,10 @@ mod tests {
             lookup: Lookup::Route {
                 kind: RouteKind::Unicast,
                 nexthop: Some(NextHop {
-                    oif: ETH0,
                     linkdown: true,
+                    ..hop(ETH0)
                 }),
+                source: None,
             },
         }]);
         let v = evaluate(&all(), &s);
@@ -555,6 +626,7 @@ mod tests {
             lookup: Lookup::Route {
                 kind: RouteKind::Local,
                 nexthop: Some(hop(LO)),
+                source: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             },
         }]);
         let v = evaluate(&all(), &s);
@@ -563,7 +635,7 @@ mod tests {
         assert!(v.status.interfaces.is_empty(), "lo is never listed");
         assert_eq!(
             change_line(&all(), None, &v, &s).as_deref(),
-            Some("network: online via lo (server is on this box)")
+            Some("network: online via lo src 127.0.0.1 (server is on this box)")
         );
     }
 
@@ -605,7 +677,9 @@ mod tests {
         assert_eq!(v.basis, Basis::DefaultRoute);
         assert_eq!(
             change_line(&all(), None, &v, &s).as_deref(),
-            Some("network: online via eth0 (default route; server address not known)")
+            Some(
+                "network: online via eth0 src 192.0.2.2 (default route; server address not known)"
+            )
         );
 
         s.default_routes.clear();
@@ -635,17 +709,7 @@ mod tests {
             ..link(WLAN0, "wlan0")
         });
         s.addresses.push(addr(WLAN0, "2001:db8::5"));
-        s.default_routes = vec![Route {
-            kind: RouteKind::Unicast,
-            table: 254,
-            nexthops: vec![
-                hop(WLAN0),
-                NextHop {
-                    oif: ETH0,
-                    linkdown: false,
-                },
-            ],
-        }];
+        s.default_routes = vec![default_route(vec![hop(WLAN0), hop(ETH0)])];
         let v = evaluate(&all(), &s);
         assert_eq!(v.via.as_deref(), Some("eth0"));
     }
@@ -675,7 +739,7 @@ mod tests {
         assert_eq!(before.status.interfaces, vec!["eth0", "wlan0"]);
         assert_eq!(
             change_line(&all(), None, &before, &s).as_deref(),
-            Some("network: online via eth0, usable: eth0, wlan0")
+            Some("network: online via eth0 src 192.0.2.2, usable: eth0, wlan0")
         );
 
         // eth0 goes away; the kernel now routes via wlan0.
@@ -689,7 +753,7 @@ mod tests {
         assert_eq!(after.via.as_deref(), Some("wlan0"));
         assert_eq!(
             change_line(&all(), Some(&before), &after, &s).as_deref(),
-            Some("network: online via wlan0")
+            Some("network: online via wlan0 src 198.51.100.7")
         );
     }
 

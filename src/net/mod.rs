@@ -1,21 +1,29 @@
-//! Network awareness: whether the box has a usable network right now.
+//! Network awareness: whether the box has a usable network right now, and which path its
+//! traffic to the server takes.
 //!
 //! The supervisor must know at once when the box loses its way to the server (stop burning
-//! retry attempts) and when it comes back (retry now instead of waiting out a backoff). The
-//! [`NetworkMonitor`] listens to the kernel over rtnetlink and publishes a [`NetworkStatus`] on
-//! a watch channel: once at start, then on every change.
+//! retry attempts), when it comes back (retry now instead of waiting out a backoff), and when
+//! the way changes (the connection is bound to a path that no longer exists: reconnect over
+//! the new one). The [`NetworkMonitor`] listens to the kernel over rtnetlink and publishes a
+//! [`NetworkStatus`] on a watch channel: once at start, then on every change.
 //!
 //! - `decide.rs`: the pure decision over a snapshot of links, addresses and routes.
+//! - `uplinks.rs`: the pure choice of uplink: preference order, settle time, flap damping.
+//! - `steer.rs`: the pure plan of policy routes and rules that carry the choice out.
 //! - `debounce.rs`: one evaluation per burst of netlink messages, within 50 ms.
-//! - `netlink.rs`: the socket: subscribe, dump, ask the kernel for its route to the server.
+//! - `netlink.rs`: the socket: subscribe, dump, ask the kernel for its route to the server,
+//!   install and remove the steering.
 //! - `monitor.rs`: the task that ties them together, and the server-name resolver.
 
 mod debounce;
 mod decide;
 mod monitor;
 mod netlink;
+mod steer;
+mod uplinks;
 
 use crate::config::NetworkConfig;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -24,20 +32,156 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// What the network monitor reports: whether the box can reach its server now, and which
-/// watched interfaces are usable (up, carrier, address).
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+/// What the network monitor reports: whether the box can reach its server now, which
+/// watched interfaces are usable (up, carrier, address), the path its traffic to the server
+/// takes, and the uplinks it knows.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct NetworkStatus {
     pub online: bool,
     pub interfaces: Vec<String>,
+    /// The kernel's route to the server right now (`None` while offline).
+    pub path: Option<Path>,
+    /// Every interface that has had a default route since start, in order of preference.
+    pub uplinks: Vec<UplinkStatus>,
+    /// Times the path changed while the box stayed online.
+    pub switches: u64,
+    /// The last change of path: from, to and why.
+    pub last_switch: Option<String>,
+    /// The daemon steers the server's traffic with policy routing right now.
+    pub steered: bool,
+}
+
+/// The way packets to the server leave the box: what `ip route get SERVER` says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Path {
+    pub interface: String,
+    /// The source address the kernel picks (the box's address on that interface).
+    pub local: Option<IpAddr>,
+    /// `None` when the server is on the link itself (or on this box).
+    pub gateway: Option<IpAddr>,
+}
+
+impl fmt::Display for Path {
+    /// `eth0 src 192.0.2.2 gw 192.0.2.1`, as `ip route get` would put it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.interface)?;
+        if let Some(local) = self.local {
+            write!(f, " src {local}")?;
+        }
+        if let Some(gateway) = self.gateway {
+            write!(f, " gw {gateway}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One uplink as `onair status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    pub name: String,
+    pub state: UplinkState,
+    /// Could carry the stream now (`in_use`, `usable` or `settling`).
+    pub usable: bool,
+    /// Times it stopped being usable since the daemon started.
+    pub flaps: u64,
+}
+
+/// An uplink's state. The names are a public contract (`onair status --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UplinkState {
+    /// Carries the traffic to the server.
+    InUse,
+    /// Could carry it; not preferred (or the kernel routes elsewhere).
+    Usable,
+    /// Preferred and usable again, waiting out its settle time before the stream returns.
+    Settling,
+    Down,
+    NoCarrier,
+    Dormant,
+    NoAddress,
+    /// Up and addressed, but no default route through it.
+    NoRoute,
+    Gone,
+}
+
+impl UplinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UplinkState::InUse => "in_use",
+            UplinkState::Usable => "usable",
+            UplinkState::Settling => "settling",
+            UplinkState::Down => "down",
+            UplinkState::NoCarrier => "no_carrier",
+            UplinkState::Dormant => "dormant",
+            UplinkState::NoAddress => "no_address",
+            UplinkState::NoRoute => "no_route",
+            UplinkState::Gone => "gone",
+        }
+    }
+
+    pub fn usable(self) -> bool {
+        matches!(
+            self,
+            UplinkState::InUse | UplinkState::Usable | UplinkState::Settling
+        )
+    }
+}
+
+impl fmt::Display for UplinkState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a new status means for the watchdog (see [`NetworkStatus::changes_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusChange {
+    /// Online or offline; or, ignoring paths, the usable interfaces changed.
+    Network { online: bool },
+    /// The path to the server changed while online: from, to and why.
+    Path { reason: String },
+}
+
+impl NetworkStatus {
+    /// What changed since `last` that the watchdog must hear. Online/offline always; a change
+    /// of path while online; with `follow_path == false` (`network.paths: ignore`) also a
+    /// change of the usable interfaces, which may be the way a waiting retry succeeds.
+    /// Following the path, a change beside it (an uplink flapping while another carries the
+    /// stream) says nothing, and a path change already retries at once. Counters and uplink
+    /// states are for `onair status` only.
+    pub fn changes_since(&self, last: &NetworkStatus, follow_path: bool) -> Vec<StatusChange> {
+        let mut out = Vec::new();
+        let interfaces_changed = self.interfaces != last.interfaces && !follow_path;
+        if self.online != last.online || interfaces_changed {
+            out.push(StatusChange::Network {
+                online: self.online,
+            });
+        }
+        if let (Some(old), Some(new)) = (&last.path, &self.path)
+            && old != new
+            && self.online
+        {
+            let reason = match &self.last_switch {
+                Some(line) if self.switches != last.switches => line.clone(),
+                _ => format!("{old} -> {new}"),
+            };
+            out.push(StatusChange::Path { reason });
+        }
+        out
+    }
 }
 
 impl fmt::Display for NetworkStatus {
-    /// `online eth0,wlan0` / `offline` / `online` (server on this box, no interface needed).
+    /// `online eth0,wlan0 (path eth0 src 192.0.2.2 gw 192.0.2.1)` / `offline` / `online (path
+    /// lo src 127.0.0.1)` (server on this box, no interface needed).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.online { "online" } else { "offline" })?;
         if !self.interfaces.is_empty() {
             write!(f, " {}", self.interfaces.join(","))?;
+        }
+        if let Some(path) = &self.path {
+            write!(f, " (path {path})")?;
         }
         Ok(())
     }
@@ -171,13 +315,81 @@ mod tests {
         );
     }
 
+    fn path(interface: &str, local: &str) -> Option<Path> {
+        Some(Path {
+            interface: interface.into(),
+            local: Some(local.parse().expect("literal")),
+            gateway: None,
+        })
+    }
+
     #[test]
-    fn status_display() {
-        let status = NetworkStatus {
+    fn what_the_watchdog_hears() {
+        let live = NetworkStatus {
             online: true,
             interfaces: vec!["eth0".into(), "wlan0".into()],
+            path: path("eth0", "192.0.2.2"),
+            ..NetworkStatus::default()
+        };
+        // wlan0 blinks beside the path: only `ignore` tells the watchdog.
+        let blink = NetworkStatus {
+            interfaces: vec!["eth0".into()],
+            ..live.clone()
+        };
+        assert_eq!(blink.changes_since(&live, true), vec![]);
+        assert_eq!(
+            blink.changes_since(&live, false),
+            vec![StatusChange::Network { online: true }]
+        );
+        // Counters alone say nothing.
+        let counted = NetworkStatus {
+            switches: 4,
+            ..live.clone()
+        };
+        assert_eq!(counted.changes_since(&live, true), vec![]);
+        // eth0 dies, wlan0 takes over: a path change with the monitor's reason.
+        let moved = NetworkStatus {
+            interfaces: vec!["wlan0".into()],
+            path: path("wlan0", "198.51.100.2"),
+            switches: 1,
+            last_switch: Some("eth0 ... -> wlan0 ... (eth0 lost carrier)".into()),
+            ..live.clone()
+        };
+        assert_eq!(
+            moved.changes_since(&live, true),
+            vec![StatusChange::Path {
+                reason: "eth0 ... -> wlan0 ... (eth0 lost carrier)".into()
+            }]
+        );
+        // Offline, then back on another path: no switch, two network changes.
+        let offline = NetworkStatus::default();
+        assert_eq!(
+            offline.changes_since(&live, true),
+            vec![StatusChange::Network { online: false }]
+        );
+        assert_eq!(
+            moved.changes_since(&offline, true),
+            vec![StatusChange::Network { online: true }]
+        );
+    }
+
+    #[test]
+    fn status_display() {
+        let mut status = NetworkStatus {
+            online: true,
+            interfaces: vec!["eth0".into(), "wlan0".into()],
+            ..NetworkStatus::default()
         };
         assert_eq!(status.to_string(), "online eth0,wlan0");
+        status.path = Some(Path {
+            interface: "eth0".into(),
+            local: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2))),
+            gateway: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+        });
+        assert_eq!(
+            status.to_string(),
+            "online eth0,wlan0 (path eth0 src 192.0.2.2 gw 192.0.2.1)"
+        );
         assert_eq!(NetworkStatus::default().to_string(), "offline");
     }
 }

@@ -1,16 +1,19 @@
 //! The network monitor's task: it owns the netlink session, turns bursts of kernel messages
 //! into one fresh snapshot each, decides, and publishes and logs only real changes. It also
-//! owns the resolver task that keeps the server's host name resolved.
+//! owns the resolver task that keeps the server's host name resolved, the uplink choice, and
+//! the steering that carries it out (installed while it runs, removed when it stops).
 //!
 //! Failure handling: an overrun (messages lost) reopens the socket with a bigger receive
 //! buffer and re-reads everything; a broken connection is reopened after a short delay. The
 //! last status stays published meanwhile: not knowing is not the same as being offline.
 
 use super::debounce::Debounce;
-use super::decide::{Verdict, change_line, evaluate};
-use super::netlink::{Event, Session};
-use super::{NetError, NetworkStatus, ServerAddr};
-use crate::config::NetworkConfig;
+use super::decide::{Snapshot, Verdict, change_line, evaluate};
+use super::netlink::{Event, Querier, Session};
+use super::steer::{self, Plan};
+use super::uplinks::{self, Candidate, Choice, Uplinks};
+use super::{NetError, NetworkStatus, Path, ServerAddr, UplinkState};
+use crate::config::{NetworkConfig, PathsMode};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +68,16 @@ impl Server {
     }
 }
 
+/// Whether the monitor steers the server's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Steering {
+    /// `network.paths` is not `steer`: the kernel's routes decide.
+    Off,
+    On,
+    /// The kernel refused (no CAP_NET_ADMIN): said once, the kernel's routes decide.
+    Refused,
+}
+
 struct Monitor {
     config: NetworkConfig,
     server: Server,
@@ -81,6 +94,16 @@ struct Monitor {
     failing: bool,
     /// The pending resync is for an overrun (logged once the new buffer size is known).
     overrun: bool,
+    uplinks: Uplinks,
+    /// Evaluate again then: a preferred uplink will have settled.
+    recheck_at: Option<Instant>,
+    steering: Steering,
+    /// Our rules and routes are in the kernel now.
+    steered: bool,
+    /// Steps of the steering the kernel refused last time (each logged once).
+    steer_failures: Vec<String>,
+    switches: u64,
+    last_switch: Option<String>,
 }
 
 pub(super) async fn start(
@@ -92,7 +115,7 @@ pub(super) async fn start(
         log::info!("network: netlink monitoring off (config network.netlink); assuming online");
         let (tx, rx) = watch::channel(NetworkStatus {
             online: true,
-            interfaces: Vec::new(),
+            ..NetworkStatus::default()
         });
         // Keep the sender until shutdown so that receivers do not see a closed channel.
         let task = tokio::spawn(async move {
@@ -108,32 +131,53 @@ pub(super) async fn start(
         Some(ServerAddr::Name(name)) => Server::Name(name),
     };
     let session = Session::open(INITIAL_RCVBUF)?;
-    let querier = session.querier();
-    let ips = server.ips();
-    let snapshot = tokio::select! {
-        _ = shutdown.cancelled() => return Err(NetError::Shutdown),
-        snapshot = querier.snapshot(ips.as_deref()) => snapshot?,
+    let (tx, rx) = watch::channel(NetworkStatus::default());
+    let steering = match config.paths {
+        PathsMode::Steer => Steering::On,
+        PathsMode::Follow | PathsMode::Ignore => Steering::Off,
     };
-    let verdict = evaluate(&config, &snapshot);
-    if let Some(line) = change_line(&config, None, &verdict, &snapshot) {
-        log::info!("{line}");
-    }
-    let (tx, rx) = watch::channel(verdict.status.clone());
-    let server = match server {
-        Server::Name(name) => spawn_resolver(name, shutdown.clone()),
-        other => other,
-    };
-    let monitor = Monitor {
+    let mut monitor = Monitor {
         rcvbuf: INITIAL_RCVBUF,
         config,
         server,
-        session: Some(session),
-        verdict,
+        session: None,
+        verdict: Verdict::default(),
         status: tx,
         debounce: Debounce::default(),
         resync_at: None,
         failing: false,
         overrun: false,
+        uplinks: Uplinks::new(),
+        recheck_at: None,
+        steering,
+        steered: false,
+        steer_failures: Vec::new(),
+        switches: 0,
+        last_switch: None,
+    };
+    let querier = session.querier();
+    let steers = monitor.steering == Steering::On;
+    let first = async {
+        if monitor.steering == Steering::On {
+            // What a killed daemon left behind would steer with stale choices.
+            monitor.flush(&querier).await?;
+        }
+        monitor.evaluate(&querier, Instant::now(), true).await
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            if steers {
+                // Best effort: a start that never finished leaves no routing behind.
+                let _ = querier.flush().await;
+            }
+            return Err(NetError::Shutdown);
+        }
+        result = first => result?,
+    }
+    monitor.session = Some(session);
+    monitor.server = match monitor.server {
+        Server::Name(name) => spawn_resolver(name, shutdown.clone()),
+        other => other,
     };
     Ok((rx, tokio::spawn(monitor.run(shutdown))))
 }
@@ -154,13 +198,14 @@ async fn resolved(server: &mut Server) {
     std::future::pending().await
 }
 
+fn earliest(times: &[Option<Instant>]) -> Option<Instant> {
+    times.iter().flatten().min().copied()
+}
+
 impl Monitor {
     async fn run(mut self, shutdown: CancellationToken) {
         loop {
-            let deadline = match (self.debounce.deadline(), self.resync_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = earliest(&[self.debounce.deadline(), self.resync_at, self.recheck_at]);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -189,6 +234,7 @@ impl Monitor {
                 }
             }
         }
+        self.unsteer().await;
         if let Some(session) = self.session.take() {
             session.close().await;
         }
@@ -200,7 +246,8 @@ impl Monitor {
         log::debug!("network: monitor stopped");
     }
 
-    /// Does whatever is due at `now`: reopen the session, or evaluate a finished burst.
+    /// Does whatever is due at `now`: reopen the session, or evaluate a finished burst or a
+    /// settle time that ran out.
     async fn due(&mut self, now: Instant) {
         if self.resync_at.is_some_and(|at| at <= now) {
             self.resync_at = None;
@@ -229,7 +276,8 @@ impl Monitor {
                     self.resync_at = Some(now + RETRY_DELAY);
                 }
             }
-        } else if self.debounce.fire(now) {
+        } else if self.debounce.fire(now) || self.recheck_at.is_some_and(|at| at <= now) {
+            self.recheck_at = None;
             self.refresh().await;
         }
     }
@@ -239,39 +287,192 @@ impl Monitor {
         let Some(querier) = self.session.as_ref().map(Session::querier) else {
             return;
         };
-        let snapshot = match querier.snapshot(self.server.ips().as_deref()).await {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                self.fail(&e.to_string());
-                self.session = None;
-                self.resync_at = Some(Instant::now() + RETRY_DELAY);
-                return;
-            }
-        };
+        if let Err(e) = self.evaluate(&querier, Instant::now(), false).await {
+            self.fail(&e.to_string());
+            self.session = None;
+            self.resync_at = Some(Instant::now() + RETRY_DELAY);
+            return;
+        }
         if self.failing {
             log::info!("network: netlink monitoring recovered");
             self.failing = false;
         }
+    }
+
+    /// One evaluation: read the kernel's state, choose the uplink, steer to it, ask the
+    /// kernel for its route to the server, and publish what changed.
+    async fn evaluate(
+        &mut self,
+        querier: &Querier,
+        now: Instant,
+        first: bool,
+    ) -> Result<(), NetError> {
+        let ips = self.server.ips();
+        let mut snapshot = querier.state().await?;
+        let family = ips.as_ref().and_then(|ips| ips.first().copied());
+        let seen = uplinks::candidates(&self.config, &snapshot, family);
+        let choice = self.uplinks.update(&self.config, now, seen.clone());
+        self.recheck_at = choice.recheck_at;
+        self.steer(querier, &mut snapshot, &seen, &choice, ips.as_deref())
+            .await?;
+        snapshot.server = querier.lookups(ips.as_deref()).await?;
         let verdict = evaluate(&self.config, &snapshot);
-        if let Some(line) = change_line(&self.config, Some(&self.verdict), &verdict, &snapshot) {
+        let previous = (!first).then_some(&self.verdict);
+        if let Some(line) = change_line(&self.config, previous, &verdict, &snapshot) {
             if verdict.status.online {
                 log::info!("{line}");
             } else {
                 log::warn!("{line}");
             }
         }
-        let changed = self.status.send_if_modified(|status| {
-            let changed = *status != verdict.status;
+        if let (Some(old), Some(new)) = (&self.verdict.path, &verdict.path)
+            && !first
+            && old != new
+        {
+            self.switches += 1;
+            let why = choice
+                .switched
+                .clone()
+                .unwrap_or_else(|| describe_switch(old, new));
+            let line = format!("{old} -> {new} ({why})");
+            log::info!("network: path switch {}: {line}", self.switches);
+            self.last_switch = Some(line);
+        }
+        self.publish(&verdict, now);
+        self.verdict = verdict;
+        Ok(())
+    }
+
+    fn publish(&mut self, verdict: &Verdict, now: Instant) {
+        let in_use = verdict.path.as_ref().map(|p| p.interface.as_str());
+        let mut uplinks = self.uplinks.view(now, in_use);
+        if self.steering != Steering::On {
+            // Without steering the kernel's routes decide: nothing waits to settle.
+            for u in &mut uplinks {
+                if u.state == UplinkState::Settling {
+                    u.state = UplinkState::Usable;
+                }
+            }
+        }
+        let status = NetworkStatus {
+            uplinks,
+            switches: self.switches,
+            last_switch: self.last_switch.clone(),
+            steered: self.steered,
+            ..verdict.status.clone()
+        };
+        let changed = self.status.send_if_modified(|current| {
+            let changed = *current != status;
             if changed {
-                *status = verdict.status.clone();
+                *current = status;
             }
             changed
         });
-        if changed && let Server::Resolved { poke, .. } = &self.server {
+        if changed
+            && (self.verdict.status.online, &self.verdict.status.interfaces)
+                != (verdict.status.online, &verdict.status.interfaces)
+            && let Server::Resolved { poke, .. } = &self.server
+        {
             // The network changed: the name may resolve now, or differently.
             poke.notify_one();
         }
-        self.verdict = verdict;
+    }
+
+    /// Brings the kernel's steering in line with `choice` (only with two or more uplinks:
+    /// one uplink needs no policy routing, and a box with one should not get any).
+    async fn steer(
+        &mut self,
+        querier: &Querier,
+        snapshot: &mut Snapshot,
+        seen: &[Candidate],
+        choice: &Choice,
+        servers: Option<&[IpAddr]>,
+    ) -> Result<(), NetError> {
+        if self.steering != Steering::On {
+            return Ok(());
+        }
+        let wanted = if self.uplinks.count() >= 2 {
+            steer::plan(
+                self.config.route_table,
+                seen,
+                choice.chosen.as_ref(),
+                servers.unwrap_or_default(),
+            )
+        } else {
+            Plan::default()
+        };
+        snapshot.ours.rules = querier.our_rules().await?;
+        let changes = steer::changes(&snapshot.ours, &wanted);
+        if changes.is_empty() {
+            self.steered = !wanted.is_empty();
+            return Ok(());
+        }
+        match querier.apply(&changes).await {
+            Ok(failures) => {
+                for f in failures.iter().filter(|f| !self.steer_failures.contains(f)) {
+                    log::warn!("network: steering: cannot {f}");
+                }
+                self.steer_failures = failures;
+                if !self.steered && !wanted.is_empty() {
+                    log::info!(
+                        "network: steering the server's traffic with policy routing (table {})",
+                        self.config.route_table
+                    );
+                }
+                self.steered = !wanted.is_empty();
+            }
+            Err(e) => {
+                log::warn!(
+                    "network: cannot steer the server's traffic ({e}); the kernel's routes \
+                     decide which uplink carries the stream"
+                );
+                self.steering = Steering::Refused;
+                self.steered = false;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, querier: &Querier) -> Result<(), NetError> {
+        match querier.flush().await {
+            Ok(()) => Ok(()),
+            Err(e @ NetError::Request { .. }) if self.steering == Steering::On => {
+                log::warn!(
+                    "network: cannot steer the server's traffic ({e}); the kernel's routes \
+                     decide which uplink carries the stream"
+                );
+                self.steering = Steering::Refused;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes our steering on the way out: a box without the daemon routes as it did
+    /// before it started.
+    async fn unsteer(&mut self) {
+        if self.steering != Steering::On {
+            return;
+        }
+        let querier = match &self.session {
+            Some(session) => session.querier(),
+            None => match Session::open(INITIAL_RCVBUF) {
+                Ok(session) => {
+                    self.session = Some(session);
+                    self.session
+                        .as_ref()
+                        .map(Session::querier)
+                        .expect("just set")
+                }
+                Err(e) => {
+                    log::warn!("network: cannot remove the steering: {e}");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = querier.flush().await {
+            log::warn!("network: cannot remove the steering: {e}");
+        }
     }
 
     fn fail(&mut self, what: &str) {
@@ -282,6 +483,17 @@ impl Monitor {
             );
             self.failing = true;
         }
+    }
+}
+
+/// Why the path changed when the uplink choice did not say (the kernel's routes changed).
+fn describe_switch(old: &Path, new: &Path) -> String {
+    if old.interface != new.interface {
+        format!("the kernel now routes via {}", new.interface)
+    } else if old.local != new.local {
+        format!("{} changed its address", new.interface)
+    } else {
+        format!("{} has a new gateway", new.interface)
     }
 }
 

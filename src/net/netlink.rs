@@ -6,10 +6,16 @@
 //! message would be fragile (the kernel drops IPv4 routes on link-down without telling anyone)
 //! and lose everything on a buffer overrun; a dump of a box's handful of links and routes takes
 //! well under a millisecond.
+//!
+//! It also carries out the steering plan (`steer.rs`): it reads which of our rules and routes
+//! the kernel holds, and adds and removes the difference.
 
 use super::NetError;
 use super::decide::{
     Address, Link, Lookup, NextHop, OperState, Route, RouteKind, ServerLookup, Snapshot,
+};
+use super::steer::{
+    Changes, PRIORITY_FROM, PRIORITY_MAIN, PRIORITY_TO, Plan, RTPROT_ONAIR, RouteSpec, Rule,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
@@ -17,11 +23,13 @@ use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, State};
 use netlink_packet_route::route::{
-    RouteAttribute, RouteFlags, RouteMessage, RouteNextHopFlags, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHopFlags, RouteProtocol,
+    RouteScope, RouteType,
 };
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::MulticastGroup;
 use rtnetlink::sys::AsyncSocket;
+use rtnetlink::{IpVersion, MulticastGroup, RouteMessageBuilder};
 use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -137,9 +145,9 @@ pub struct Querier {
 }
 
 impl Querier {
-    /// Reads links, addresses and default routes, and the kernel's route to each of
-    /// `server` (when the server's addresses are known).
-    pub async fn snapshot(&self, server: Option<&[IpAddr]>) -> Result<Snapshot, NetError> {
+    /// Links, addresses and routes (default routes, and the routes of our steering in
+    /// `ours.routes`); no route lookups (`server` stays `None`).
+    pub async fn state(&self) -> Result<Snapshot, NetError> {
         let links = request(
             "dump links",
             self.handle.link().get().execute().try_collect::<Vec<_>>(),
@@ -166,25 +174,148 @@ impl Querier {
                 .try_collect::<Vec<_>>();
             routes.extend(request("dump routes", dump).await?);
         }
-        let server = match server {
-            None => None,
-            Some(ips) => {
-                let mut lookups = Vec::with_capacity(ips.len());
-                for &ip in ips {
-                    lookups.push(ServerLookup {
-                        ip,
-                        lookup: self.route_to(ip).await?,
-                    });
-                }
-                Some(lookups)
-            }
-        };
         Ok(Snapshot {
             links: links.iter().filter_map(link).collect(),
             addresses: addresses.iter().filter_map(address).collect(),
             default_routes: routes.iter().filter_map(default_route).collect(),
-            server,
+            server: None,
+            ours: Plan {
+                rules: Default::default(),
+                routes: routes.iter().filter_map(our_route).collect(),
+            },
         })
+    }
+
+    /// The kernel's route to each of `server` (`None` when the addresses are not known).
+    pub async fn lookups(
+        &self,
+        server: Option<&[IpAddr]>,
+    ) -> Result<Option<Vec<ServerLookup>>, NetError> {
+        let Some(ips) = server else {
+            return Ok(None);
+        };
+        let mut lookups = Vec::with_capacity(ips.len());
+        for &ip in ips {
+            lookups.push(ServerLookup {
+                ip,
+                lookup: self.route_to(ip).await?,
+            });
+        }
+        Ok(Some(lookups))
+    }
+
+    /// The rules at our priorities that have our shape.
+    pub async fn our_rules(&self) -> Result<std::collections::BTreeSet<Rule>, NetError> {
+        let mut rules = std::collections::BTreeSet::new();
+        for version in [IpVersion::V4, IpVersion::V6] {
+            let dump = self
+                .handle
+                .rule()
+                .get(version)
+                .execute()
+                .try_collect::<Vec<_>>();
+            rules.extend(
+                request("dump rules", dump)
+                    .await?
+                    .iter()
+                    .filter_map(our_rule),
+            );
+        }
+        Ok(rules)
+    }
+
+    /// Carries `changes` out, in order. Each step is tried even if an earlier one failed;
+    /// the failures come back as text (the caller logs them once). `Err` only when the
+    /// kernel refuses us the right to change routing at all.
+    pub async fn apply(&self, changes: &Changes) -> Result<Vec<String>, NetError> {
+        let mut failures = Vec::new();
+        for route in &changes.add_routes {
+            let result = self
+                .handle
+                .route()
+                .add(route_message(route))
+                .replace()
+                .execute()
+                .await;
+            note(&mut failures, result, || {
+                format!("add {}", describe_route(route))
+            })?;
+        }
+        for rule in &changes.add_rules {
+            let mut add = self.handle.rule().add();
+            *add.message_mut() = rule_message(rule);
+            let result = match add.execute().await {
+                Err(rtnetlink::Error::NetlinkError(e)) if -e.raw_code() == libc_eexist() => Ok(()),
+                other => other,
+            };
+            note(&mut failures, result, || {
+                format!("add {}", describe_rule(rule))
+            })?;
+        }
+        for rule in &changes.remove_rules {
+            let result = self.handle.rule().del(rule_message(rule)).execute().await;
+            note(&mut failures, gone_is_fine(result), || {
+                format!("remove {}", describe_rule(rule))
+            })?;
+        }
+        for route in &changes.remove_routes {
+            let result = self
+                .handle
+                .route()
+                .del(route_message(route))
+                .execute()
+                .await;
+            note(&mut failures, gone_is_fine(result), || {
+                format!("remove {}", describe_route(route))
+            })?;
+        }
+        Ok(failures)
+    }
+
+    /// Removes every rule at our priorities and every route with our protocol, whatever
+    /// their shape (left by a daemon that was killed, or by an older version).
+    pub async fn flush(&self) -> Result<(), NetError> {
+        let mut strays = Vec::new();
+        for version in [IpVersion::V4, IpVersion::V6] {
+            let dump = self
+                .handle
+                .rule()
+                .get(version)
+                .execute()
+                .try_collect::<Vec<_>>();
+            strays.extend(request("dump rules", dump).await?.into_iter().filter(|r| {
+                matches!(
+                    rule_priority(r),
+                    Some(PRIORITY_MAIN | PRIORITY_FROM | PRIORITY_TO)
+                )
+            }));
+        }
+        for rule in strays {
+            let result = self.handle.rule().del(rule).execute().await;
+            note(&mut Vec::new(), gone_is_fine(result), String::new)?;
+        }
+        let mut routes = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut query = RouteMessage::default();
+            query.header.address_family = family;
+            let dump = self
+                .handle
+                .route()
+                .get(query)
+                .execute()
+                .try_collect::<Vec<_>>();
+            routes.extend(
+                request("dump routes", dump)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.header.protocol == RouteProtocol::Other(RTPROT_ONAIR)),
+            );
+        }
+        for route in routes {
+            let result = self.handle.route().del(route).execute().await;
+            note(&mut Vec::new(), gone_is_fine(result), String::new)?;
+        }
+        Ok(())
     }
 
     /// RTM_GETROUTE: how the kernel would send a packet to `ip` from this box right now.
@@ -217,6 +348,7 @@ impl Querier {
                 |r| Lookup::Route {
                     kind: kind(r),
                     nexthop: nexthops(r).into_iter().next(),
+                    source: prefsrc(r),
                 },
             )),
             // The kernel answers "no route" with an error (ENETUNREACH, EHOSTUNREACH...).
@@ -231,6 +363,276 @@ impl Querier {
             }),
         }
     }
+}
+
+fn libc_eexist() -> i32 {
+    nix::errno::Errno::EEXIST as i32
+}
+
+/// A removal of something already gone is a success.
+fn gone_is_fine(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
+    match result {
+        Err(rtnetlink::Error::NetlinkError(e))
+            if [nix::errno::Errno::ENOENT, nix::errno::Errno::ESRCH]
+                .contains(&nix::errno::Errno::from_raw(-e.raw_code())) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Records a failed step; a refusal of the right to change routing ends the whole apply.
+fn note(
+    failures: &mut Vec<String>,
+    result: Result<(), rtnetlink::Error>,
+    what: impl FnOnce() -> String,
+) -> Result<(), NetError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e))
+            if nix::errno::Errno::from_raw(-e.raw_code()) == nix::errno::Errno::EPERM =>
+        {
+            Err(NetError::Request {
+                what: "change routing (needs CAP_NET_ADMIN)",
+                source: rtnetlink::Error::NetlinkError(e),
+            })
+        }
+        Err(e) => {
+            failures.push(format!("{}: {e}", what()));
+            Ok(())
+        }
+    }
+}
+
+fn describe_route(r: &RouteSpec) -> String {
+    let mut text = match r.destination {
+        Some(d) => format!("route {d}"),
+        None => "default route".to_string(),
+    };
+    if r.unreachable {
+        return format!("unreachable {text} table {} metric {}", r.table, r.metric);
+    }
+    if let Some(g) = r.gateway {
+        text.push_str(&format!(" via {g}"));
+    }
+    text.push_str(&format!(" dev #{} table {}", r.oif, r.table));
+    if let Some(s) = r.source {
+        text.push_str(&format!(" src {s}"));
+    }
+    text
+}
+
+fn describe_rule(r: &Rule) -> String {
+    match r {
+        Rule::MainUnlessDefault { v6 } => format!(
+            "rule {}priority {PRIORITY_MAIN} lookup main suppress_prefixlength 0",
+            if *v6 { "(IPv6) " } else { "" }
+        ),
+        Rule::ToServer { server, table } => {
+            format!("rule priority {PRIORITY_TO} to {server} lookup {table}")
+        }
+        Rule::FromLocal { local, table } => {
+            format!("rule priority {PRIORITY_FROM} from {local} lookup {table}")
+        }
+    }
+}
+
+fn family(v6: bool) -> AddressFamily {
+    if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    }
+}
+
+fn host_len(ip: &IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+/// The message that adds (or, sent to delete, removes) `r`.
+fn route_message(r: &RouteSpec) -> RouteMessage {
+    let mut builder = RouteMessageBuilder::<IpAddr>::new()
+        .table_id(r.table)
+        .protocol(RouteProtocol::Other(RTPROT_ONAIR))
+        .priority(r.metric);
+    if r.unreachable {
+        builder = builder.kind(RouteType::Unreachable);
+    } else {
+        builder = builder
+            .output_interface(r.oif)
+            .scope(if r.gateway.is_some() {
+                RouteScope::Universe
+            } else {
+                RouteScope::Link
+            });
+    }
+    builder.get_mut().header.address_family = family(r.v6);
+    // The builder refuses only a mismatch of address families, which a plan never has.
+    if let Some(d) = r.destination
+        && let Ok(b) = builder.clone().destination_prefix(d, host_len(&d))
+    {
+        builder = b;
+    }
+    if let Some(s) = r.source
+        && let Ok(b) = builder.clone().pref_source(s)
+    {
+        builder = b;
+    }
+    if let Some(g) = r.gateway
+        && let Ok(b) = builder.clone().gateway(g)
+    {
+        builder = b;
+    }
+    builder.build()
+}
+
+/// The message that adds (or removes) `r`.
+fn rule_message(r: &Rule) -> RuleMessage {
+    let mut m = RuleMessage::default();
+    m.header.family = family(r.v6());
+    m.header.action = RuleAction::ToTable;
+    m.attributes.push(RuleAttribute::Priority(r.priority()));
+    m.attributes
+        .push(RuleAttribute::Protocol(RouteProtocol::Other(RTPROT_ONAIR)));
+    let table = match *r {
+        Rule::MainUnlessDefault { .. } => {
+            m.attributes.push(RuleAttribute::SuppressPrefixLen(0));
+            254
+        }
+        Rule::ToServer { server, table } => {
+            m.header.dst_len = host_len(&server);
+            m.attributes.push(RuleAttribute::Destination(server));
+            table
+        }
+        Rule::FromLocal { local, table } => {
+            m.header.src_len = host_len(&local);
+            m.attributes.push(RuleAttribute::Source(local));
+            table
+        }
+    };
+    if table > 255 {
+        m.attributes.push(RuleAttribute::Table(table));
+    } else {
+        m.header.table = table as u8;
+    }
+    m
+}
+
+fn rule_priority(r: &RuleMessage) -> Option<u32> {
+    r.attributes.iter().find_map(|a| match a {
+        RuleAttribute::Priority(p) => Some(*p),
+        _ => None,
+    })
+}
+
+/// A dumped rule as one of ours, if it is at our priorities and has our shape.
+fn our_rule(r: &RuleMessage) -> Option<Rule> {
+    let priority = rule_priority(r)?;
+    let table = r
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RuleAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table));
+    let v6 = r.header.family == AddressFamily::Inet6;
+    let find = |want_dst: bool| {
+        r.attributes.iter().find_map(|a| match a {
+            RuleAttribute::Destination(ip) if want_dst => Some(*ip),
+            RuleAttribute::Source(ip) if !want_dst => Some(*ip),
+            _ => None,
+        })
+    };
+    let suppress = r.attributes.iter().find_map(|a| match a {
+        RuleAttribute::SuppressPrefixLen(n) => Some(*n),
+        _ => None,
+    });
+    if r.header.action != RuleAction::ToTable {
+        return None;
+    }
+    match (priority, find(true), find(false)) {
+        (PRIORITY_MAIN, None, None) if table == 254 && suppress == Some(0) => {
+            Some(Rule::MainUnlessDefault { v6 })
+        }
+        (PRIORITY_TO, Some(server), None) if r.header.dst_len == host_len(&server) => {
+            Some(Rule::ToServer { server, table })
+        }
+        (PRIORITY_FROM, None, Some(local)) if r.header.src_len == host_len(&local) => {
+            Some(Rule::FromLocal { local, table })
+        }
+        _ => None,
+    }
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn prefsrc(route: &RouteMessage) -> Option<IpAddr> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::PrefSource(a) => route_ip(a),
+        _ => None,
+    })
+}
+
+fn metric(route: &RouteMessage) -> u32 {
+    route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Priority(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+fn is_ours(route: &RouteMessage) -> bool {
+    route.header.protocol == RouteProtocol::Other(RTPROT_ONAIR)
+}
+
+/// A dumped route of ours as the plan describes it.
+fn our_route(route: &RouteMessage) -> Option<RouteSpec> {
+    if !is_ours(route) {
+        return None;
+    }
+    let destination = match route.header.destination_prefix_length {
+        0 => None,
+        32 | 128 => Some(route.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(d) => route_ip(d),
+            _ => None,
+        })?),
+        _ => return None,
+    };
+    let v6 = route.header.address_family == AddressFamily::Inet6;
+    if route.header.kind == RouteType::Unreachable {
+        return Some(RouteSpec {
+            table: table(route),
+            destination,
+            gateway: None,
+            oif: 0,
+            source: None,
+            v6,
+            metric: metric(route),
+            unreachable: true,
+        });
+    }
+    let hop = nexthops(route).into_iter().next()?;
+    Some(RouteSpec {
+        table: table(route),
+        destination,
+        gateway: hop.gateway,
+        oif: hop.oif,
+        source: prefsrc(route),
+        v6,
+        metric: metric(route),
+        unreachable: false,
+    })
 }
 
 /// Runs one dump with the request timeout, naming it in errors.
@@ -333,12 +735,17 @@ fn nexthops(route: &RouteMessage) -> Vec<NextHop> {
         .header
         .flags
         .intersects(RouteFlags::Linkdown | RouteFlags::Dead);
+    let gateway = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(g) => route_ip(g),
+        _ => None,
+    });
     let mut hops = Vec::new();
     for attribute in &route.attributes {
         match attribute {
             RouteAttribute::Oif(oif) => hops.push(NextHop {
                 oif: *oif,
                 linkdown: route_down,
+                gateway,
             }),
             RouteAttribute::MultiPath(paths) => hops.extend(paths.iter().map(|p| {
                 NextHop {
@@ -346,6 +753,10 @@ fn nexthops(route: &RouteMessage) -> Vec<NextHop> {
                     linkdown: p
                         .flags
                         .intersects(RouteNextHopFlags::Linkdown | RouteNextHopFlags::Dead),
+                    gateway: p.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Gateway(g) => route_ip(g),
+                        _ => None,
+                    }),
                 }
             })),
             _ => {}
@@ -361,5 +772,8 @@ fn default_route(route: &RouteMessage) -> Option<Route> {
         kind: kind(route),
         table,
         nexthops: nexthops(route),
+        metric: metric(route),
+        prefsrc: prefsrc(route),
+        ours: is_ours(route),
     })
 }

@@ -10,6 +10,7 @@
 //! each output and reaches the supervisor only as a class. What every output does the same
 //! way (door → key-frame sync → writer, and the liveness loop) is in [`pump`].
 
+pub mod liveness;
 pub mod pump;
 pub mod rtcp_watch;
 pub mod rtmp;
@@ -96,6 +97,10 @@ pub struct Attempt {
     /// because a SIGHUP may change it while the connection is live; the liveness loop reads
     /// the current value on every check.
     pub dead_after: watch::Receiver<Duration>,
+    /// The source address of the path to the server when the attempt starts: sockets bound
+    /// to it leave by that uplink. `None`: bind to every interface. (RTMP cannot bind; the
+    /// route to the server steers it.)
+    pub local_address: Option<std::net::IpAddr>,
     /// Cancelled when the supervisor tears the attempt down; the attempt must clean up what it
     /// opened and return promptly.
     pub cancel: CancellationToken,

@@ -1,11 +1,9 @@
-//! Watches the RTCP the server sends back: the proof that it is alive, and its key-frame
-//! requests.
+//! Watches the RTCP the server sends back for its key-frame requests.
 //!
-//! A server that vanishes silently (its host crashed, a firewall started dropping) leaves ICE
-//! looking fine for a while; its receiver reports stopping is the earliest sign. And PLI/FIR
-//! are the server asking for a key frame. Both are seen here, in an interceptor placed next to
-//! the wire, and handed on without waiting: the time of the last RTCP packet as an atomic, key
-//! frame requests to the (coalescing) requester. Nothing is forwarded to the application.
+//! PLI/FIR are the server asking for a key frame. They are seen here, in an interceptor placed
+//! next to the wire, and handed to the (coalescing) key-frame requester without waiting.
+//! Nothing is forwarded to the application. (Whether the server is still there is judged from
+//! every packet it sends, RTCP or not: see `output/liveness.rs`.)
 
 use crate::media::{KeyframeRequester, Urgency};
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -17,53 +15,20 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use tokio::time::Instant as TokioInstant;
 
-/// When the server last sent RTCP, readable from any task. The interceptor stamps arrivals
-/// with the clock as it reads them; readers pass their own `now`.
-#[derive(Clone)]
+/// How many key-frame requests the server sent, readable from any task.
+#[derive(Clone, Default)]
 pub struct RtcpClock {
-    epoch: TokioInstant,
-    last_ms: Arc<AtomicU64>,
     key_requests: Arc<AtomicU64>,
 }
 
 impl RtcpClock {
-    /// Starts counting silence from now (a new connection gets `dead_after` for its first
-    /// report).
     pub fn new() -> Self {
-        RtcpClock {
-            epoch: TokioInstant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-            key_requests: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn touch(&self, now: TokioInstant) {
-        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Restarts the silence count (when the transport comes up).
-    pub fn reset(&self, now: TokioInstant) {
-        self.touch(now);
-    }
-
-    /// How long since the last RTCP packet (or since `new`/`reset`) at `now`.
-    pub fn silence(&self, now: TokioInstant) -> std::time::Duration {
-        let last = self.last_ms.load(Ordering::Relaxed);
-        let now = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        std::time::Duration::from_millis(now.saturating_sub(last))
+        Self::default()
     }
 
     pub fn key_requests(&self) -> u64 {
         self.key_requests.load(Ordering::Relaxed)
-    }
-}
-
-impl Default for RtcpClock {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -96,7 +61,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpWatch {
         if let Packet::Rtcp(packets) = &msg.message.packet
             && !packets.is_empty()
         {
-            self.clock.touch(TokioInstant::now());
             let wants_key = packets.iter().any(|p| {
                 let any = p.as_any();
                 any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()

@@ -34,6 +34,41 @@ pub fn status(s: &StatusSnapshot) -> String {
         (false, _) => "down".to_string(),
     };
     line("network", network);
+    if s.network.path.is_some() || !s.network.uplinks.is_empty() {
+        let mut path = match &s.network.path {
+            Some(p) => one_line(&p.to_string()),
+            None => "none".to_string(),
+        };
+        if s.network.steered {
+            path.push_str(", steered");
+        }
+        let n = s.network.switches;
+        path.push_str(&format!(", {n} switch{}", if n == 1 { "" } else { "es" }));
+        line("path", path);
+    }
+    if !s.network.uplinks.is_empty() {
+        let uplinks: Vec<String> = s
+            .network
+            .uplinks
+            .iter()
+            .map(|u| {
+                let mut text = format!(
+                    "{} {}",
+                    one_line(&u.name),
+                    u.state.as_str().replace('_', " ")
+                );
+                if u.flaps > 0 {
+                    text.push_str(&format!(
+                        " ({} flap{})",
+                        u.flaps,
+                        if u.flaps == 1 { "" } else { "s" }
+                    ));
+                }
+                text
+            })
+            .collect();
+        line("uplinks", uplinks.join(", "));
+    }
     line(
         "encoder",
         s.encoder
@@ -95,6 +130,9 @@ pub fn history(records: &[Record]) -> String {
             ),
             Entry::Error { message } => writeln!(out, "{at}  error: {}", one_line(message)),
             Entry::Note { message } => writeln!(out, "{at}  {}", one_line(message)),
+            Entry::PathSwitch { message } => {
+                writeln!(out, "{at}  path switch: {}", one_line(message))
+            }
         };
     }
     out
@@ -179,6 +217,7 @@ pub fn local_time(unix_s: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::{Path, UplinkState, UplinkStatus};
     use crate::status::snapshot::{NetworkSnapshot, OutputSnapshot};
 
     fn snapshot() -> StatusSnapshot {
@@ -194,6 +233,27 @@ mod tests {
             network: NetworkSnapshot {
                 up: true,
                 interfaces: vec!["eth0".into(), "wlan0".into()],
+                path: Some(Path {
+                    interface: "wlan0".into(),
+                    local: Some("198.51.100.2".parse().expect("literal")),
+                    gateway: Some("198.51.100.1".parse().expect("literal")),
+                }),
+                uplinks: vec![
+                    UplinkStatus {
+                        name: "eth0".into(),
+                        state: UplinkState::Settling,
+                        usable: true,
+                        flaps: 3,
+                    },
+                    UplinkStatus {
+                        name: "wlan0".into(),
+                        state: UplinkState::InUse,
+                        usable: true,
+                        flaps: 0,
+                    },
+                ],
+                switches: 1,
+                steered: true,
             },
             encoder: Some("x264enc".into()),
             source: "test 1280x720@30".into(),
@@ -218,6 +278,8 @@ mod tests {
 state       reconnecting for 12s
 attempt     3, next in 4.2s
 network     up (eth0, wlan0)
+path        wlan0 src 198.51.100.2 gw 198.51.100.1, steered, 1 switch
+uplinks     eth0 settling (3 flaps), wlan0 in use
 encoder     x264enc
 source      test 1280x720@30
 bitrate     2480 kbit/s
@@ -240,7 +302,13 @@ daemon      pid 412, onair 0.1.0
         s.encoder = None;
         s.last_error = None;
         s.network.interfaces.clear();
+        s.network.path = None;
+        s.network.uplinks.clear();
         let text = status(&s);
+        assert!(
+            !text.contains("path "),
+            "no path line without uplinks: {text}"
+        );
         assert!(text.contains("attempt     none yet\n"), "{text}");
         assert!(text.contains("encoder     none yet\n"), "{text}");
         assert!(text.contains("last error  none\n"), "{text}");

@@ -561,6 +561,7 @@ mod tests {
         let (net_tx, net_rx) = watch::channel(NetworkStatus {
             online: true,
             interfaces: vec!["eth0".into()],
+            ..NetworkStatus::default()
         });
         let sources = StatusSources {
             view: view_rx,

@@ -4,7 +4,7 @@
 //! Nothing here may carry a secret: the output URL is the redacted form.
 
 use crate::media::{KeyframeRequester, MediaStats};
-use crate::net::NetworkStatus;
+use crate::net::{NetworkStatus, Path, UplinkStatus};
 use crate::output::OutputStats;
 use crate::supervisor::{MachineView, StreamState};
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,14 @@ pub struct StatusSnapshot {
 pub struct NetworkSnapshot {
     pub up: bool,
     pub interfaces: Vec<String>,
+    /// The path to the server in use: interface, local (source) address, gateway.
+    pub path: Option<Path>,
+    /// The uplinks known, best first, each with its state and whether it is usable.
+    pub uplinks: Vec<UplinkStatus>,
+    /// Times the path changed while the box stayed online.
+    pub switches: u64,
+    /// The daemon steers the server's traffic with policy routing (`network.paths: steer`).
+    pub steered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +100,10 @@ impl StatusSources {
             network: NetworkSnapshot {
                 up: view.network_up,
                 interfaces: network.interfaces,
+                path: network.path,
+                uplinks: network.uplinks,
+                switches: network.switches,
+                steered: network.steered,
             },
             encoder: self.media.encoder(),
             source: self.source.clone(),

@@ -5,8 +5,10 @@
 //! attempt is cancelled and awaited, a late result from an old attempt is closed on arrival.
 
 use super::machine::{Action, Event, Machine, MachineView, StopCause, Transition};
+use super::notify::{self, Beat, Heartbeat};
 use super::state::StreamState;
 use crate::media::{Door, KeyframeRequester, Urgency};
+use crate::net::NetworkStatus;
 use crate::output::{
     Attempt, Connection, ConnectionEvent, EventSender, Failure, Output, OutputStats,
 };
@@ -39,10 +41,15 @@ pub struct DriverParts {
     /// reload changes it for the live connection too).
     pub dead_after: watch::Sender<Duration>,
     pub recorder: FlightRecorder,
+    /// The network monitor's status, when attempts bind to the path's source address
+    /// (`None`: they bind to every interface).
+    pub path: Option<watch::Receiver<NetworkStatus>>,
     /// The machine's view after every event (for `onair status`).
     pub view: watch::Sender<MachineView>,
     /// Just the public state (for the LEDs).
     pub state: watch::Sender<StreamState>,
+    /// systemd's service watchdog: pinged from this loop only, so a stuck loop gets restarted.
+    pub heartbeat: Heartbeat,
 }
 
 pub struct Driver {
@@ -82,6 +89,7 @@ impl Driver {
     /// and returns why the run ended.
     pub async fn run(mut self, mut inputs: mpsc::Receiver<Event>) -> StopCause {
         self.publish();
+        self.parts.heartbeat.ready(self.machine.view().state);
         loop {
             let timer_at = self.timer.map(|(_, at)| at);
             let event = tokio::select! {
@@ -109,6 +117,14 @@ impl Driver {
                 _ = sleep_until(timer_at) => {
                     let (id, _) = self.timer.take().expect("the timer branch only runs while armed");
                     Event::TimerFired { id }
+                }
+                // The service watchdog's ping: only served while this loop turns.
+                beat = self.parts.heartbeat.due() => {
+                    match beat {
+                        Beat::Ping => self.parts.heartbeat.ping(),
+                        Beat::Stall => notify::stall().await,
+                    }
+                    continue;
                 }
             };
             self.note_event(&event);
@@ -150,6 +166,19 @@ impl Driver {
             Event::InputLost { reason } => {
                 self.parts.recorder.record(Entry::Error {
                     message: format!("input lost: {reason}"),
+                });
+            }
+            Event::PathChanged { reason, reconnect } => {
+                log::info!(
+                    "path changed: {reason}{}",
+                    if *reconnect {
+                        "; reconnecting over the new path"
+                    } else {
+                        " (network.paths: ignore)"
+                    }
+                );
+                self.parts.recorder.record(Entry::PathSwitch {
+                    message: reason.clone(),
                 });
             }
             Event::RetryNow { reason } => {
@@ -217,11 +246,19 @@ impl Driver {
             events: EventSender::new(generation, self.conn_tx.clone()),
             stats: self.parts.stats.clone(),
             dead_after: self.parts.dead_after.subscribe(),
+            local_address: self
+                .parts
+                .path
+                .as_ref()
+                .and_then(|status| status.borrow().path.as_ref().and_then(|p| p.local)),
             cancel: cancel.clone(),
         };
         let output = self.parts.output.clone();
         let results = self.attempt_tx.clone();
-        log::info!("attempt {number}: connecting");
+        match attempt.local_address {
+            Some(local) => log::info!("attempt {number}: connecting from {local}"),
+            None => log::info!("attempt {number}: connecting"),
+        }
         let task = tokio::spawn(async move {
             let result = output.connect(attempt).await;
             let _ = results.send((generation, result));
@@ -276,8 +313,9 @@ impl Driver {
         });
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let view = self.machine.view();
+        self.parts.heartbeat.status(view.state);
         self.parts.state.send_replace(view.state);
         self.parts.view.send_replace(view);
     }

@@ -26,6 +26,11 @@ pub enum Event {
     InputLost { reason: String },
     /// The network monitor's verdict changed (or a usable interface came or went while up).
     NetworkChanged { online: bool },
+    /// The path to the server changed while the box stayed online (another uplink, another
+    /// source address, another gateway). With `reconnect` the connection, bound to a path
+    /// that no longer exists, is dropped and made again at once over the new one; without,
+    /// the change is only reported.
+    PathChanged { reason: String, reconnect: bool },
     /// The transport of the current attempt is up (ICE + DTLS, or the RTMP handshake).
     Connected,
     /// The first key frame went out on the current connection.
@@ -249,6 +254,12 @@ impl Machine {
                     "network up".into()
                 }
             }
+            Event::PathChanged { reason, reconnect } => {
+                if reconnect && self.network_up {
+                    self.path_changed(now, &reason, out);
+                }
+                format!("path changed: {reason}")
+            }
             Event::Connected => {
                 if let Phase::Connecting { transport_up } = &mut self.phase {
                     *transport_up = true;
@@ -346,6 +357,28 @@ impl Machine {
                 out.push(Action::Exit(cause));
                 "stopping".into()
             }
+        }
+    }
+
+    /// The connection (or the attempt) is bound to a path that is gone: drop it and try at
+    /// once over the new one. Not a failure: the schedule is not advanced and no attempt is
+    /// counted against `max_attempts`.
+    fn path_changed(&mut self, now: Instant, reason: &str, out: &mut Vec<Action>) {
+        match self.phase {
+            Phase::Live | Phase::Connecting { .. } => {
+                self.end_live(now);
+                out.push(Action::TearDown {
+                    reason: format!("path changed: {reason}"),
+                });
+                self.cancel_timer(out);
+                self.attempt = 0;
+                self.phase = Phase::Idle;
+                self.try_connect(out);
+            }
+            // Like a link event: the waits (and a permanent error) may have been the old
+            // path's fault.
+            Phase::Waiting | Phase::Failed => self.restart_streak(out),
+            Phase::Idle | Phase::Stopped => {}
         }
     }
 
@@ -899,6 +932,87 @@ mod tests {
         let v = s.m.view();
         assert_eq!(v.live_total, Duration::from_secs(30));
         assert_eq!(v.live_since, None);
+    }
+
+    fn path_changed() -> Event {
+        Event::PathChanged {
+            reason: "eth0 lost carrier".into(),
+            reconnect: true,
+        }
+    }
+
+    #[test]
+    fn path_change_while_live_reconnects_at_once_without_advancing_the_schedule() {
+        let mut s = Sim::live_box();
+        s.advance(Duration::from_secs(3)); // not yet stable: a drop would wait
+        s.ev(path_changed());
+        assert_eq!(s.teardowns, 1);
+        assert_eq!(s.connects.len(), 2, "the new path is tried at once");
+        assert_eq!(s.m.state(), Reconnecting);
+        assert_eq!(s.m.view().last_error, None, "a path change is no error");
+        s.ev(Event::Connected);
+        s.ev(Event::MediaFlowing);
+        assert_eq!(s.m.view().reconnects, 1);
+        assert_eq!(s.keyframes, 2, "the new connection starts with a key frame");
+        // Two path changes in a row (back to the preferred uplink): both immediate.
+        s.ev(path_changed());
+        assert_eq!(s.connects.len(), 3);
+        s.ev(Event::Connected);
+        s.ev(Event::MediaFlowing);
+        // The schedule was not advanced: the first failure after it retries at once, the
+        // second waits the first step.
+        s.advance(Duration::from_secs(11));
+        s.ev(Event::ConnectionLost { reason: "x".into() });
+        assert_eq!(s.connects.len(), 4, "immediate retry after a stable period");
+        s.fail(FailureClass::Transient);
+        assert_eq!(
+            s.m.view().next_retry_at,
+            Some(s.now + Duration::from_secs(1)),
+            "then 1 s"
+        );
+    }
+
+    #[test]
+    fn path_change_during_an_attempt_restarts_it_and_does_not_count_it() {
+        let mut s = Sim::new(
+            ReconnectConfig {
+                max_attempts: 2,
+                ..no_jitter()
+            },
+            true,
+        );
+        s.ev(Event::InputReady);
+        s.fail(FailureClass::Transient); // attempt 1 failed; 2 in flight
+        assert_eq!(s.connects.len(), 2);
+        s.ev(path_changed());
+        assert_eq!(s.connects.len(), 3, "the attempt is made again at once");
+        assert_eq!(s.m.state(), Connecting, "not counted against max_attempts");
+        assert_eq!(s.teardowns, 2);
+    }
+
+    #[test]
+    fn path_change_cuts_a_wait_short_and_is_ignored_when_only_reported() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        for _ in 0..4 {
+            s.fail(FailureClass::Transient);
+            s.advance(Duration::from_millis(1));
+        }
+        assert!(s.m.view().next_retry_at.is_some());
+        let n = s.connects.len();
+        s.ev(path_changed());
+        assert_eq!(s.connects.len(), n + 1, "a new path is worth a try now");
+
+        let mut s = Sim::live_box();
+        s.ev(Event::PathChanged {
+            reason: "wlan0 is preferred".into(),
+            reconnect: false,
+        });
+        assert_eq!(s.teardowns, 0, "paths: ignore leaves the connection alone");
+        assert_eq!(s.m.state(), Live);
+        s.ev(Event::NetworkChanged { online: false });
+        s.ev(path_changed());
+        assert_eq!(s.connects.len(), 1, "offline: nothing to reconnect");
     }
 
     #[test]

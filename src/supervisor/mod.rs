@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod machine;
+pub mod notify;
 pub mod state;
 
 pub use state::StreamState;
@@ -11,3 +12,4 @@ pub mod driver;
 
 pub use driver::{Driver, DriverParts};
 pub use machine::{Event, Machine, MachineView, StopCause};
+pub use notify::Heartbeat;

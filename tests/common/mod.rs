@@ -422,6 +422,16 @@ impl Daemon {
             .unwrap_or_default()
     }
 
+    /// `onair status --history` for a person, as printed.
+    pub fn history_text(&self) -> String {
+        Command::new(onair_bin())
+            .args(["status", "--history", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
     /// Polls `status` until `pred` holds; returns the last status seen.
     pub fn wait_status(
         &self,

@@ -317,6 +317,9 @@ impl WhipHttp {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // No idle connections kept: one opened over an uplink that is gone (or with its
+            // old source address) would swallow the next DELETE or POST after a path switch.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(http_error)?;
         let endpoint = Url::parse(endpoint.expose())

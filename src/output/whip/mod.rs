@@ -4,8 +4,9 @@
 //! One attempt = DELETE any session a previous connection left behind (Broadcast Box refuses a
 //! second publisher on a live key), build a peer connection, POST the offer, apply the answer,
 //! wait for ICE + DTLS. The resulting connection pulls access units from the door, starts with
-//! a key frame, and watches for death from both sides: the peer connection's state and the
-//! server's RTCP going silent for `dead_after`.
+//! a key frame, and watches for death from both sides: the peer connection's state, the
+//! server closing DTLS, and the server going silent for longer than its own cadence allows
+//! (`output/liveness.rs`, capped by `dead_after`).
 
 pub mod http;
 pub mod peer;
@@ -13,7 +14,7 @@ pub mod peer;
 use super::pump::{self, Delivery, LivenessProbe, PumpSettings, UnitWriter};
 use super::{Attempt, Connection, Failure, Output};
 use crate::media::AccessUnit;
-use crate::output::rtcp_watch::RtcpClock;
+use crate::output::liveness::Cadence;
 use crate::secret::{Secret, SecretUrl};
 use http::{WhipError, WhipHttp};
 use peer::{Peer, PeerEvent};
@@ -29,8 +30,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::peer_connection::PeerConnection;
 use webrtc::peer_connection::transport::DtlsTransport;
+use webrtc::peer_connection::{PeerConnection, StatsSelector};
 
 /// A DELETE must not hold up a reconnect or a shutdown for long.
 const DELETE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -61,6 +62,7 @@ impl WhipOutput {
         self.http.delete_remembered(DELETE_TIMEOUT).await;
         let mut peer = peer::build(
             self.server_ip,
+            attempt.local_address,
             attempt.dead_after_now(),
             attempt.keyframes.clone(),
         )
@@ -149,7 +151,6 @@ impl WhipConnection {
             }
         }
         let stop = CancellationToken::new();
-        peer.rtcp.reset(Instant::now());
         let writer = TrackWriter {
             track: peer.track.clone(),
             ssrc: peer.ssrc,
@@ -159,7 +160,9 @@ impl WhipConnection {
         let probe = WhipLiveness {
             peer_events: peer.events,
             dtls,
-            rtcp: peer.rtcp,
+            pc: peer.pc.clone(),
+            received: 0,
+            cadence: Cadence::new(Instant::now(), Some(peer.consent_interval)),
         };
         let liveness = pump::spawn_liveness(probe, attempt, settings, stop.clone());
         Ok(WhipConnection {
@@ -213,11 +216,26 @@ impl UnitWriter for TrackWriter {
 }
 
 /// A WHIP connection is dead when the peer connection fails, the server closes DTLS, or the
-/// server's RTCP goes silent for `dead_after`.
+/// server has been silent for longer than its cadence allows (capped by `dead_after`).
 struct WhipLiveness {
     peer_events: mpsc::UnboundedReceiver<PeerEvent>,
     dtls: Option<Arc<dyn DtlsTransport>>,
-    rtcp: RtcpClock,
+    pc: Arc<dyn PeerConnection>,
+    /// Packets the transport had received (STUN, DTLS, RTCP alike) at the last check.
+    received: u64,
+    cadence: Cadence,
+}
+
+impl WhipLiveness {
+    /// Every packet the server sends counts as a sign of life, whatever it is: RTCP, ICE
+    /// consent answers, DTLS.
+    async fn packets_received(&self) -> Option<u64> {
+        self.pc
+            .get_stats(std::time::Instant::now(), StatsSelector::None)
+            .await
+            .transport()
+            .map(|t| t.packets_received)
+    }
 }
 
 #[async_trait::async_trait]
@@ -241,8 +259,14 @@ impl LivenessProbe for WhipLiveness {
         {
             return Some(format!("the server closed the session (DTLS {state})"));
         }
-        let silence = self.rtcp.silence(now);
-        (silence >= dead_after)
-            .then(|| format!("no RTCP from the server for {:.1} s", silence.as_secs_f64()))
+        if let Some(received) = self.packets_received().await
+            && received > self.received
+        {
+            self.received = received;
+            self.cadence.heard(now);
+        }
+        self.cadence
+            .judge(now, dead_after)
+            .map(|dead| dead.to_string())
     }
 }

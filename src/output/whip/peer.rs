@@ -1,8 +1,10 @@
 //! The WebRTC half of WHIP: one sendonly H.264 track on a webrtc-rs peer connection.
 //!
 //! Built fresh for every attempt and closed on every teardown, so a reconnect leaves no socket
-//! or driver task behind. ICE keepalives and timeouts follow `dead_after`, so a path that stops
-//! answering is noticed in the same time as a server that stops sending RTCP.
+//! or driver task behind. Its UDP socket is bound to the source address of the path to the
+//! server, so it leaves by the uplink that path names (the steering's `from ADDRESS` rule).
+//! ICE consent checks go out every 0.4 s: their answers are part of the cadence the liveness
+//! rule judges silence by; ICE's own timeouts follow `dead_after`, the rule's ceiling.
 
 use super::http::WhipError;
 use crate::media::KeyframeRequester;
@@ -63,6 +65,9 @@ pub struct Peer {
     pub ssrc: u32,
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
     pub rtcp: RtcpClock,
+    /// How often ICE consent checks go out: the server answers each, so it is the gap the
+    /// liveness rule expects until it has seen the server's own cadence.
+    pub consent_interval: Duration,
 }
 
 fn h264_codec() -> RTCRtpCodec {
@@ -83,11 +88,12 @@ fn webrtc_error(e: impl std::fmt::Display) -> WhipError {
     WhipError::WebRtc(e.to_string())
 }
 
-/// Builds the peer connection with its one sendonly video track. `server` decides which
-/// local addresses to gather on: loopback for a server on this machine, otherwise every
-/// interface of the server's address family.
+/// Builds the peer connection with its one sendonly video track. `local` (the path's source
+/// address) is the one address to gather on; without it, `server` decides: loopback for a
+/// server on this machine, otherwise every interface of the server's address family.
 pub async fn build(
     server: Option<IpAddr>,
+    local: Option<IpAddr>,
     dead_after: Duration,
     keyframes: KeyframeRequester,
 ) -> Result<Peer, WhipError> {
@@ -110,14 +116,19 @@ pub async fn build(
     );
 
     let loopback = server.is_some_and(|ip| ip.is_loopback());
-    let bind = match server {
-        Some(ip) if ip.is_loopback() => format!("{}", std::net::SocketAddr::new(ip, 0)),
-        Some(IpAddr::V6(_)) => "[::]:0".to_string(),
+    let bind = match (server, local) {
+        (Some(ip), _) if ip.is_loopback() => format!("{}", std::net::SocketAddr::new(ip, 0)),
+        (Some(ip), Some(local)) if ip.is_ipv4() == local.is_ipv4() => {
+            format!("{}", std::net::SocketAddr::new(local, 0))
+        }
+        (None, Some(local)) => format!("{}", std::net::SocketAddr::new(local, 0)),
+        (Some(IpAddr::V6(_)), _) => "[::]:0".to_string(),
         _ => "0.0.0.0:0".to_string(),
     };
-    // Keepalives several times per dead_after so one lost STUN packet does not look like a dead
-    // path; "disconnected" after dead_after of silence, matching the RTCP watchdog.
-    let keepalive = (dead_after / 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
+    // Consent checks 2.5 times a second: their answers give the liveness rule a cadence
+    // of its own making, whatever the server's RTCP habits. ICE itself says "disconnected"
+    // after dead_after of silence, the rule's ceiling.
+    let keepalive = (dead_after / 5).clamp(Duration::from_millis(200), Duration::from_millis(400));
     let settings = SettingEngineBuilder::new()
         .with_ice_timeouts(Some(dead_after), Some(dead_after), Some(keepalive))
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -184,6 +195,7 @@ pub async fn build(
         ssrc,
         events,
         rtcp,
+        consent_interval: keepalive,
     })
 }
 
