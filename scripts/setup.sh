@@ -26,6 +26,7 @@ packages=(
   # tests/image_tree.rs: the image's disk layout made by Debian's genimage from fake inputs
   # and read back (sfdisk, mtools, blkid), the package's source copy (make, rsync)
   genimage fdisk mtools dosfstools e2fsprogs util-linux make rsync
+  busybox  # tests/import_card.rs runs the first-boot import with the image's shell tools
 )
 missing=()
 for p in "${packages[@]}"; do
