@@ -54,7 +54,7 @@ PY
 # CPU ticks by thread group: capture (source-*), pump (onair-frames), encoder (the appsrc's
 # streaming thread "pictures:src" and the x264 threads it starts), the rest.
 cpu() {
-  for t in /proc/$onair_pid/task/*; do
+  for t in "/proc/$onair_pid/task/"*; do
     printf '%s\t%s\n' "$(cat "$t/comm")" "$(awk '{print $14+$15}' "$t/stat")"
   done | awk -F'\t' '
     $1 ~ /^source-/      { c += $2; next }

@@ -19,7 +19,10 @@
 #   4. a password login is refused, even with root's right password (set in RAM for the
 #      test): the server offers public-key authentication only;
 #   5. `systemctl poweroff` stops the daemon cleanly (it sends its WHIP DELETE) and
-#      the boot partition shows what was imported (onair-import.txt).
+#      the boot partition shows what was imported (onair-import.txt);
+#   6. (before 5) input loss on a real V4L2 driver: scripts/qemu/v4l2-scenarios.sh streams
+#      from vivid and cuts the signal, changes the resolution, unplugs the device, and checks
+#      on_loss=disconnect (ONAIR_QEMU_V4L2=0 skips it).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
 # receiver and a DHCP server (dnsmasq, one lease: 192.0.2.2, no router, no DNS), so the box
@@ -474,6 +477,22 @@ else
     fail "import: not checked (no SSH)"
     fail "ssh: the key from the boot partition did not give a login"
     fail "password login: not checked (no SSH)"
+fi
+
+# ------------------------------------------------------------------ 6. V4L2 input loss
+# The same box, now streaming from vivid (a real V4L2 driver in Debian's kernel): signal lost,
+# resolution change, unplug, on_loss=disconnect (scripts/qemu/v4l2-scenarios.sh; issue 14).
+# ONAIR_QEMU_V4L2=0 skips it.
+if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_V4L2:-1}" = 1 ] && qemu_alive; then
+    phase "V4L2 input loss on vivid"
+    while IFS= read -r line; do
+        case $line in
+        PASS\ *) pass "${line#PASS }" ;;
+        FAIL\ *) fail "${line#FAIL }" ;;
+        *) printf '    %s\n' "$line" ;;
+        esac
+    done < <("$SCRIPT_DIR/qemu/v4l2-scenarios.sh" --netns "$NS" --key "$RUN/id_ed25519" \
+        --box "$BOX_IP" --receiver "http://$HOST_IP:$PORT" --token "$TOKEN" 2>&1 9>&-)
 fi
 
 # ------------------------------------------------------------------ 5. shutdown

@@ -19,6 +19,16 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// What the process environment must say before GStreamer starts (`main` sets it while the
+/// process is still single-threaded, unless the person running it did).
+///
+/// GStreamer 1.22's v4l2src, on an in-stream source change (new timings, signal lost), orphans
+/// its buffer pool and never frees it: on vivid every change left one more handle on the device
+/// (and its capture buffers) in the daemon, and those handles keep an unplugged driver from
+/// unloading. `GST_V4L2_FORCE_DRAIN` makes it stop the pool normally instead; measured on vivid,
+/// the handles then stay at one per capture.
+pub const GST_ENVIRONMENT: &[(&str, &str)] = &[("GST_V4L2_FORCE_DRAIN", "1")];
+
 /// The test source's simulated signal: while lost, its pictures are dropped before the
 /// capture's end, as a stalled camera's never arrive (`source.kind = test` only; toggled by
 /// SIGUSR1 for tests and demonstrations).
@@ -247,4 +257,49 @@ pub async fn stop(run: CaptureRun) {
         let _ = run.pipeline.set_state(gst::State::Null);
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::media::feeder::{Feeder, FeederStats};
+    use crate::media::keyframes::KeyframeRequester;
+
+    /// A stopped capture leaves nothing alive: a device's handle lives as long as its element.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stopped_capture_is_freed() {
+        gst::init().expect("GStreamer must initialise for this test");
+        let config = Config::parse(
+            r#"{"source": {"kind": "test", "width": 160, "height": 120, "fps": 30},
+                "output": {"kind": "whip", "url": "http://127.0.0.1:9/api/whip"}}"#,
+        )
+        .expect("valid")
+        .source;
+        let slate = slate::make(&config);
+        let feeder = Feeder::start(
+            30,
+            slate.buffer,
+            KeyframeRequester::new(),
+            Arc::new(FeederStats::default()),
+        )
+        .expect("pump");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let run = start(&config, feeder.mailbox(), &TestSignal::default(), tx).expect("start");
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a first frame");
+        let weak_pipeline = run.pipeline.downgrade();
+        let weak_source = run
+            .pipeline
+            .by_name("source-capture")
+            .expect("the source")
+            .downgrade();
+        stop(run).await;
+        assert!(weak_pipeline.upgrade().is_none(), "the pipeline lives on");
+        assert!(
+            weak_source.upgrade().is_none(),
+            "the source element lives on"
+        );
+    }
 }

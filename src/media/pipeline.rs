@@ -39,6 +39,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the running pipelines' counters are read.
 const HEALTH_TICK: Duration = Duration::from_millis(200);
+/// Source changes closer together than this are one burst (vivid sends one per control; an
+/// HDMI bridge one for the signal and one for the timings).
+const SOURCE_CHANGE_SETTLE: Duration = Duration::from_millis(150);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -380,14 +383,23 @@ impl Runner {
                     self.input_actions(&mut input, actions).await;
                 }
                 Wake::Input(event) => {
-                    self.note(match event {
-                        InputEvent::SourceChanged => "the device reports a source change".into(),
-                        InputEvent::DeviceAppeared => format!("{} appeared", self.device_name()),
-                        InputEvent::DeviceGone => format!("{} went away", self.device_name()),
-                    })
-                    .await;
-                    let actions = input.handle(now, input::Observation::Event(event));
-                    self.input_actions(&mut input, actions).await;
+                    // A bridge reports a change as a burst (timings, then signal): act once.
+                    let (event, next) = self.coalesce(event).await;
+                    for event in std::iter::once(event).chain(next) {
+                        self.note(match event {
+                            InputEvent::SourceChanged => {
+                                "the device reports a source change".into()
+                            }
+                            InputEvent::DeviceAppeared => {
+                                format!("{} appeared", self.device_name())
+                            }
+                            InputEvent::DeviceGone => format!("{} went away", self.device_name()),
+                        })
+                        .await;
+                        let actions =
+                            input.handle(Instant::now(), input::Observation::Event(event));
+                        self.input_actions(&mut input, actions).await;
+                    }
                 }
                 Wake::TestSignal => {
                     let lost = self.test_signal.toggle();
@@ -408,13 +420,43 @@ impl Runner {
         }
     }
 
+    /// Source changes that follow one another within `SOURCE_CHANGE_SETTLE` are one; returns
+    /// the event and the different one that ended the burst, if any.
+    async fn coalesce(&mut self, event: InputEvent) -> (InputEvent, Option<InputEvent>) {
+        if event != InputEvent::SourceChanged {
+            return (event, None);
+        }
+        let until = Instant::now() + SOURCE_CHANGE_SETTLE;
+        loop {
+            match tokio::time::timeout_at(until, self.input_rx.recv()).await {
+                Ok(Some(InputEvent::SourceChanged)) => continue,
+                Ok(Some(other)) => return (event, Some(other)),
+                Ok(None) | Err(_) => return (event, None),
+            }
+        }
+    }
+
     async fn capture_tick(&mut self, input: &mut InputHealth, now: Instant) {
         let Some(run) = &self.capture else { return };
         let flow = input::CaptureFlow {
             last_frame: run.counters.last_frame(),
         };
+        let format = run.counters.format();
         let actions = input.handle(now, input::Observation::Tick(flow));
         self.input_actions(input, actions).await;
+        // A capture restarted on a live input (new timings) shows its new format.
+        let changed = {
+            let mut s = lock(&self.stats.input);
+            let changed = s.signal == "live" && format.is_some() && s.format != format;
+            if changed {
+                s.format = format.clone();
+            }
+            changed
+        };
+        if changed && let Some(format) = format {
+            log::info!("media: input now {format}");
+            self.note(format!("input now {format}")).await;
+        }
     }
 
     /// Carries out the encoder machine's actions; a `Start`'s outcome is fed straight back.

@@ -15,6 +15,8 @@ use super::v4l2;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -71,7 +73,7 @@ async fn watch(device: &Path, mut presence: Option<Presence>, events: mpsc::Send
             };
         }
         let retry_open = present && matches!(handle, Handle::Closed);
-        let open = match &handle {
+        let open = match &mut handle {
             Handle::Open(h) => Some(h),
             _ => None,
         };
@@ -130,19 +132,29 @@ async fn wait_presence(presence: Option<&mut Presence>) -> std::io::Result<()> {
     }
 }
 
-async fn wait_event(handle: Option<&EventHandle>) -> Result<bool, nix::errno::Errno> {
+async fn wait_event(handle: Option<&mut EventHandle>) -> Result<bool, nix::errno::Errno> {
     match handle {
         Some(h) => h.next().await,
         None => std::future::pending().await,
     }
 }
 
-/// A file handle subscribed to the device's `SOURCE_CHANGE` events. Devices without such
-/// events (most webcams) refuse the subscription; then there is no handle, and the hotplug
-/// watch and the stall rule cover them.
+/// A file handle subscribed to the device's `SOURCE_CHANGE` events, read by a thread of its
+/// own. Devices without such events (most webcams) refuse the subscription; then there is no
+/// handle, and the hotplug watch and the stall rule cover them.
+///
+/// Not on tokio's reactor: epoll registers EPOLLIN with every interest, and on a V4L2 capture
+/// node polling for input starts videobuf2's read() emulation — buffers are allocated and the
+/// handle owns the queue, so the capture's own `S_FMT` fails with EBUSY. The thread asks
+/// `poll()` for POLLPRI (events) only.
 struct EventHandle {
-    fd: AsyncFd<OwnedFd>,
+    events: mpsc::UnboundedReceiver<Result<bool, nix::errno::Errno>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// How long the event thread waits in `poll()` before it looks at its stop flag.
+const EVENT_POLL: u16 = 200;
 
 impl EventHandle {
     /// `Err(true)`: the device has no such events (do not ask again until it is replugged);
@@ -157,30 +169,80 @@ impl EventHandle {
             );
             return Err(true);
         }
-        // SAFETY: the OwnedFd stays open, and the same descriptor, for the AsyncFd's life.
-        let fd =
-            unsafe { AsyncFd::register_with_interest(fd, Interest::PRIORITY | Interest::ERROR) }
-                .map_err(|_| false)?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("onair-v4l2-events".into())
+                .spawn(move || read_events(fd, &tx, &stop))
+                .map_err(|_| false)?
+        };
         log::debug!(
             "media: watching {} for source changes (input {input})",
             device.display()
         );
-        Ok(EventHandle { fd })
+        Ok(EventHandle {
+            events,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// The next event: `Ok(true)` for a source change, `Ok(false)` for anything else.
-    async fn next(&self) -> Result<bool, nix::errno::Errno> {
+    async fn next(&mut self) -> Result<bool, nix::errno::Errno> {
+        self.events
+            .recv()
+            .await
+            .unwrap_or(Err(nix::errno::Errno::ENODEV))
+    }
+}
+
+impl Drop for EventHandle {
+    /// Closes the handle (within one poll period), so a driver can be unloaded.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_events(
+    fd: OwnedFd,
+    tx: &mpsc::UnboundedSender<Result<bool, nix::errno::Errno>>,
+    stop: &AtomicBool,
+) {
+    use nix::poll::{PollFd, PollFlags, poll};
+    while !stop.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLPRI)];
+        match poll(&mut fds, EVENT_POLL) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        if revents.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL)
+            && !revents.contains(PollFlags::POLLPRI)
+        {
+            let _ = tx.send(Err(nix::errno::Errno::ENODEV));
+            return;
+        }
         loop {
-            let mut guard = self
-                .fd
-                .ready(Interest::PRIORITY | Interest::ERROR)
-                .await
-                .map_err(|e| {
-                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
-                })?;
-            match v4l2::dequeue_event(self.fd.get_ref())? {
-                Some(source_change) => return Ok(source_change),
-                None => guard.clear_ready(),
+            match v4l2::dequeue_event(&fd) {
+                Ok(Some(source_change)) => {
+                    if tx.send(Ok(source_change)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
             }
         }
     }
