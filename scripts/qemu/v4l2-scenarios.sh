@@ -229,6 +229,26 @@ fi
 bx "hdmi_source $HDMI 640x480p59" >/dev/null
 check wait-bright --since "$(now)" --count 15 --timeout 30 >/dev/null || true
 
+# ------------------------------------------------------------------ benchmark (optional)
+# ONAIR_QEMU_V4L2_RUNS=N: the signal lost for 3 s and back N times; the time from its return
+# to the first live picture the receiver decodes, each and the median (README, Benchmarks).
+runs=${ONAIR_QEMU_V4L2_RUNS:-0}
+if [ "$runs" -gt 0 ]; then
+    say "benchmark: HDMI signal back -> live picture, $runs runs"
+    sync_clock
+    times=()
+    for _ in $(seq "$runs"); do
+        at_box "signal_mode $HDMI 'No Signal'" >/dev/null
+        sleep 3
+        back=$(at_box "signal_mode $HDMI 'Selected DV Timings'")
+        out=$(check wait-bright --since "$back" --count 1 --timeout 30) || continue
+        times+=("$(awk -v f="$(kv first "$out")" -v b="$back" 'BEGIN { printf "%.2f", f - b }')")
+        sleep 2
+    done
+    median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    echo "BENCH v4l2 signal back -> live picture at the receiver: median ${median} s (${times[*]}), vivid under TCG"
+fi
+
 # ------------------------------------------------------------------ 3. unplug
 say "3. device unplugged (vivid unbound, module removed) for ${LOSS_S}s"
 sync_clock

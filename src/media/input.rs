@@ -131,11 +131,6 @@ impl InputHealth {
         self.signal
     }
 
-    /// Whether a capture runs (or is starting): ticks are only meaningful then.
-    pub fn capturing(&self) -> bool {
-        matches!(self.capture, Capture::Running { .. })
-    }
-
     pub fn handle(&mut self, now: Instant, observation: Observation) -> Vec<Action> {
         let mut out = Vec::new();
         match (self.capture, observation) {

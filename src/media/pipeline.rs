@@ -157,11 +157,6 @@ impl MediaStats {
         self.feeder.slate_frames.load(Ordering::Relaxed)
     }
 
-    /// Input pictures repeated because the input was late or restarting.
-    pub fn held_frames(&self) -> u64 {
-        self.feeder.held_frames.load(Ordering::Relaxed)
-    }
-
     pub(super) fn record(&self, len: usize) {
         self.frames.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(len as u64, Ordering::Relaxed);
@@ -454,7 +449,6 @@ impl Runner {
             changed
         };
         if changed && let Some(format) = format {
-            log::info!("media: input now {format}");
             self.note(format!("input now {format}")).await;
         }
     }
@@ -610,12 +604,11 @@ impl Runner {
                     s.format = format.clone();
                     was
                 };
+                // The note is logged where it is recorded (the watchdog's driver).
                 let format = format.unwrap_or_else(|| "unknown format".into());
                 if was == "starting" {
-                    log::info!("media: input live ({format})");
                     self.note(format!("input live: {format}")).await;
                 } else {
-                    log::info!("media: input back ({format}): the slate is down");
                     self.note(format!("input back: {format}; slate off")).await;
                 }
                 self.send(MediaEvent::InputLive).await;

@@ -92,10 +92,10 @@ async fn watch(device: &Path, mut presence: Option<Presence>, events: mpsc::Send
                 // A replugged device may be another one: ask it afresh.
                 handle = Handle::Closed;
                 if now {
-                    log::info!("media: {} appeared", device.display());
+                    log::debug!("media: {} appeared", device.display());
                     InputEvent::DeviceAppeared
                 } else {
-                    log::info!("media: {} went away", device.display());
+                    log::debug!("media: {} went away", device.display());
                     InputEvent::DeviceGone
                 }
             }
