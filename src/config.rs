@@ -83,15 +83,49 @@ pub enum SourceFormat {
     Mjpeg,
 }
 
+/// What the box does when its input is lost (`source.on_loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLoss {
+    /// The encoder gets a slate instead and the connection stays up: viewers keep the stream.
+    #[default]
+    Slate,
+    /// The connection is closed until the input returns (the behaviour before the slate).
+    Disconnect,
+}
+
+impl OnLoss {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnLoss::Slate => "slate",
+            OnLoss::Disconnect => "disconnect",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     pub kind: SourceKind,
     pub device: Option<PathBuf>,
+    /// The output picture: every input is scaled and rated to this.
     pub width: u32,
     pub height: u32,
     pub fps: u32,
     pub format: SourceFormat,
+    pub on_loss: OnLoss,
+    /// An image (PNG or JPEG) shown instead of the built-in card while the input is lost.
+    pub slate_image: Option<PathBuf>,
+    /// The message on the built-in card.
+    pub slate_text: String,
+    /// Wait between attempts to bring a lost input back (events cut it short).
+    pub retry: Duration,
+    /// No picture from the input for this long means it is lost (the last picture is held
+    /// until then).
+    pub lost_after: Duration,
 }
+
+/// The longest slate message: it must fit on a small picture in one line.
+pub const MAX_SLATE_TEXT: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -343,6 +377,12 @@ struct RawSource {
     fps: Option<u32>,
     #[serde(default)]
     format: SourceFormat,
+    #[serde(default)]
+    on_loss: OnLoss,
+    slate_image: Option<PathBuf>,
+    slate_text: Option<String>,
+    retry_ms: Option<u64>,
+    lost_after_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -795,6 +835,23 @@ fn nonzero_ms(key: &str, value: Option<u64>, default: Duration) -> Result<Durati
     }
 }
 
+fn ms_in_range(
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    let ms = value.unwrap_or(default);
+    if !(min..=max).contains(&ms) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{ms} is out of range {min}..={max}"),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 fn check_range(key: &str, value: u32, min: u32, max: u32) -> Result<u32, ConfigError> {
     if value < min || value > max {
         return Err(ConfigError::invalid(
@@ -858,6 +915,34 @@ impl RawSource {
             }
             (_, d) => d,
         };
+        if self
+            .slate_image
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid("source.slate_image", "path is empty"));
+        }
+        let slate_text = self.slate_text.unwrap_or_else(|| "NO SIGNAL".into());
+        if slate_text.chars().count() > MAX_SLATE_TEXT {
+            return Err(ConfigError::invalid(
+                "source.slate_text",
+                format!("is longer than {MAX_SLATE_TEXT} characters"),
+            ));
+        }
+        if slate_text.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                "source.slate_text",
+                "contains control characters (one line of text)",
+            ));
+        }
+        let retry = ms_in_range("source.retry_ms", self.retry_ms, 2000, 100, 60_000)?;
+        let lost_after = ms_in_range(
+            "source.lost_after_ms",
+            self.lost_after_ms,
+            2000,
+            200,
+            30_000,
+        )?;
         Ok(SourceConfig {
             kind: self.kind,
             device,
@@ -865,6 +950,11 @@ impl RawSource {
             height,
             fps,
             format: self.format,
+            on_loss: self.on_loss,
+            slate_image: self.slate_image,
+            slate_text,
+            retry,
+            lost_after,
         })
     }
 }
@@ -1260,6 +1350,28 @@ mod tests {
         assert_eq!(c.reconnect.max_attempts, 0);
         assert_eq!(c.status.socket, PathBuf::from("/run/onair/status.sock"));
         assert!(c.network.netlink);
+        assert_eq!(c.source.on_loss, OnLoss::Slate);
+        assert_eq!(c.source.slate_text, "NO SIGNAL");
+        assert_eq!(c.source.slate_image, None);
+        assert_eq!(c.source.retry, Duration::from_secs(2));
+        assert_eq!(c.source.lost_after, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn input_loss_keys_are_read() {
+        let c = Config::parse(&with(
+            r#"{"source": {"on_loss": "disconnect", "slate_image": "/data/slate.png",
+                "slate_text": "Back soon", "retry_ms": 500, "lost_after_ms": 800}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.source.on_loss, OnLoss::Disconnect);
+        assert_eq!(
+            c.source.slate_image.as_deref(),
+            Some(Path::new("/data/slate.png"))
+        );
+        assert_eq!(c.source.slate_text, "Back soon");
+        assert_eq!(c.source.retry, Duration::from_millis(500));
+        assert_eq!(c.source.lost_after, Duration::from_millis(800));
     }
 
     #[test]
@@ -1302,6 +1414,18 @@ mod tests {
                 "leds.live_pin",
             ),
             (r#"{"leds": {"backend": "blink"}}"#, "leds.backend"),
+            (r#"{"source": {"on_loss": "hang_up"}}"#, "source.on_loss"),
+            (r#"{"source": {"slate_image": ""}}"#, "source.slate_image"),
+            (r#"{"source": {"slate_text": "a\nb"}}"#, "source.slate_text"),
+            (
+                r#"{"source": {"slate_text": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#,
+                "source.slate_text",
+            ),
+            (r#"{"source": {"retry_ms": 0}}"#, "source.retry_ms"),
+            (
+                r#"{"source": {"lost_after_ms": 60000}}"#,
+                "source.lost_after_ms",
+            ),
         ];
         for (patch, key) in cases {
             let text = with(patch);

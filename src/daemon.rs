@@ -100,7 +100,8 @@ impl Watchdog {
         events: mpsc::Receiver<Event>,
     ) -> (Watchdog, Views) {
         let online = network.borrow().online;
-        let machine = Machine::new(&config.reconnect, online, rand::random(), Instant::now());
+        let machine = Machine::new(&config.reconnect, online, rand::random(), Instant::now())
+            .on_input_loss(config.source.on_loss);
         let (view_tx, view_rx) = watch::channel(machine.view());
         let (state_tx, state_rx) = watch::channel(StreamState::Starting);
         let parts = DriverParts {
@@ -362,8 +363,11 @@ async fn start_network(
 async fn forward_media(mut rx: mpsc::Receiver<MediaEvent>, events: mpsc::Sender<Event>) {
     while let Some(ev) = rx.recv().await {
         let event = match ev {
-            MediaEvent::Ready => Event::InputReady,
-            MediaEvent::Lost(reason) => Event::InputLost { reason },
+            MediaEvent::Ready => Event::MediaReady,
+            MediaEvent::Stalled(reason) => Event::MediaLost { reason },
+            MediaEvent::InputLive => Event::InputReady,
+            MediaEvent::InputLost(reason) => Event::InputLost { reason },
+            MediaEvent::InputNote(message) => Event::InputNote { message },
             MediaEvent::Fatal(reason) => Event::Stop(StopCause::MediaFatal(reason)),
         };
         if events.send(event).await.is_err() {
