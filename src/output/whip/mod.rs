@@ -14,6 +14,7 @@ pub mod peer;
 use super::pump::{self, Delivery, LivenessProbe, PumpSettings, UnitWriter};
 use super::{Attempt, Connection, Failure, Output};
 use crate::media::AccessUnit;
+use crate::media::audio::AudioUnit;
 use crate::output::liveness::Cadence;
 use crate::secret::{Secret, SecretUrl};
 use http::{WhipError, WhipHttp};
@@ -40,7 +41,14 @@ pub struct WhipOutput {
     http: Arc<WhipHttp>,
     server_ip: Option<IpAddr>,
     settings: PumpSettings,
+    /// Offer an Opus track beside the video.
+    audio: bool,
 }
+
+/// With audio, every unit leaves this long after its media time (see `Pacer`): longer than
+/// the sound's own path (40 ms behind the clock, 20 ms frames, the encoder) exceeds the
+/// pictures', so both tracks leave in step and the sender reports map them alike.
+const AV_PACING: Duration = Duration::from_millis(120);
 
 impl WhipOutput {
     pub fn new(
@@ -54,7 +62,14 @@ impl WhipOutput {
             http,
             server_ip,
             settings: PumpSettings::default(),
+            audio: false,
         })
+    }
+
+    /// Offer a sendonly Opus track beside the video, fed from the door's audio lane.
+    pub fn with_audio(mut self, audio: bool) -> WhipOutput {
+        self.audio = audio;
+        self
     }
 
     async fn attempt(&self, attempt: &Attempt) -> Result<WhipConnection, WhipError> {
@@ -65,6 +80,7 @@ impl WhipOutput {
             attempt.local_address,
             attempt.dead_after_now(),
             attempt.keyframes.clone(),
+            self.audio,
         )
         .await?;
         let result = self.negotiate(&mut peer, attempt).await;
@@ -150,11 +166,27 @@ impl WhipConnection {
                 break;
             }
         }
+        let audio = match &peer.audio {
+            None => None,
+            Some((track, ssrc)) => match peer.audio_payload_type().await {
+                Ok(Some(pt)) => Some((track.clone(), *ssrc, pt)),
+                Ok(None) => {
+                    log::warn!("whip: the server takes no Opus audio; sending pictures only");
+                    None
+                }
+                Err(e) => {
+                    peer::close_quietly(&peer.pc).await;
+                    return Err(e);
+                }
+            },
+        };
         let stop = CancellationToken::new();
         let writer = TrackWriter {
             track: peer.track.clone(),
             ssrc: peer.ssrc,
             payload_type,
+            pacing: audio.is_some().then_some(AV_PACING),
+            audio,
         };
         let (pump, _) = pump::spawn_pump(writer, attempt, settings, stop.clone());
         let probe = WhipLiveness {
@@ -196,10 +228,33 @@ struct TrackWriter {
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
+    /// The Opus track, its SSRC and payload type.
+    audio: Option<(Arc<TrackLocalStaticSample>, u32, u8)>,
+    pacing: Option<Duration>,
 }
 
 #[async_trait::async_trait]
 impl UnitWriter for TrackWriter {
+    fn pacing(&self) -> Option<Duration> {
+        self.pacing
+    }
+
+    async fn write_audio(&mut self, unit: AudioUnit) -> Result<(), String> {
+        let Some((track, ssrc, pt)) = &self.audio else {
+            return Ok(());
+        };
+        let sample = Sample {
+            data: unit.data,
+            duration: unit.duration,
+            ..Sample::new(std::time::Instant::now())
+        };
+        track
+            .sample_writer(*ssrc, *pt)
+            .write_sample(&sample)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn write(&mut self, unit: AccessUnit) -> Result<Delivery, String> {
         let sample = Sample {
             data: unit.data,
