@@ -46,6 +46,9 @@ pub fn choose(codec: AudioCodec, exists: impl Fn(&str) -> bool) -> Result<&'stat
     }
 }
 
+/// Samples an AAC-LC encoder puts before the first input sample.
+pub const AAC_PRIMING_SAMPLES: u32 = 1024;
+
 pub struct EncodeRun {
     pub pipeline: gst::Pipeline,
     pub appsrc: gst_app::AppSrc,
@@ -122,7 +125,13 @@ pub fn start(
     pipeline.add_many(&chain).map_err(|e| e.to_string())?;
     gst::Element::link_many(&chain).map_err(|e| format!("link: {e}"))?;
 
-    let offset_ns = i128::from(config.offset_ms) * 1_000_000;
+    // An AAC decoder plays the encoder's 1024 priming samples first, and FLV has no way to
+    // say so: the frames are stamped that much earlier, so the sound is heard on time.
+    let priming_ns = match codec {
+        AudioCodec::Aac => i128::from(AAC_PRIMING_SAMPLES) * 1_000_000_000 / i128::from(RATE),
+        AudioCodec::Opus => 0,
+    };
+    let offset_ns = i128::from(config.offset_ms) * 1_000_000 - priming_ns;
     let nominal = match codec {
         AudioCodec::Opus => Duration::from_millis(20),
         AudioCodec::Aac => Duration::from_nanos(1024 * 1_000_000_000 / u64::from(RATE)),
@@ -139,7 +148,7 @@ pub fn start(
                 };
                 let shifted = pts.as_nanos() as i128 + offset_ns;
                 if shifted < 0 {
-                    // Only at the very start, with a negative offset.
+                    // Only at the very start, with a negative offset or AAC's priming.
                     return Ok(gst::FlowSuccess::Ok);
                 }
                 let codec_data = sample
