@@ -72,7 +72,11 @@ pub fn start(
             .build()
             .map_err(|e| format!("{factory}: {e}"))
     };
-    let src = make(factory)?;
+    // Named so its streaming thread says what it is ("audio-src:src" in top and the bench).
+    let src = gst::ElementFactory::make(factory)
+        .name("audio-src")
+        .build()
+        .map_err(|e| format!("{factory}: {e}"))?;
     match config.kind {
         AudioKind::Alsa => {
             src.set_property("device", &config.device);

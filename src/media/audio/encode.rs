@@ -76,7 +76,8 @@ pub fn start(
             .map_err(|e| format!("{factory}: {e}"))
     };
     let appsrc = gst_app::AppSrc::builder()
-        .name("pcm")
+        // Its streaming thread ("audio-pcm:src") runs the level meter and the encoder.
+        .name("audio-pcm")
         .caps(&pcm_caps(config.channels))
         .format(gst::Format::Time)
         .is_live(true)
