@@ -278,16 +278,19 @@ async fn bind_status(config: &Config) -> Result<Option<StatusServer>, DaemonErro
 
 fn build_output(config: &Config) -> Result<Arc<dyn Output>, DaemonError> {
     let audio = config.audio.kind != AudioKind::None;
+    // A negative offset sends sound earlier than it was captured: the outputs wait that much
+    // longer before sending anything.
+    let advance = Duration::from_millis(u64::from((-config.audio.offset_ms).max(0).unsigned_abs()));
     match &config.output {
         OutputConfig::Whip { url, token } => Ok(Arc::new(
             WhipOutput::new(url, token.clone(), &config.state_dir)
                 .map_err(|e| DaemonError::Output(e.to_string()))?
-                .with_audio(audio),
+                .with_audio(audio, advance),
         )),
         OutputConfig::Rtmp { url } => Ok(Arc::new(
             RtmpOutput::new(url)
                 .map_err(|e| DaemonError::Output(e.to_string()))?
-                .with_audio(audio.then_some(config.audio.channels)),
+                .with_audio(audio.then_some(config.audio.channels), advance),
         )),
     }
 }

@@ -65,6 +65,8 @@ pub struct RtmpOutput {
     settings: RtmpSettings,
     /// Channels of the AAC track, when audio is on.
     audio: Option<u32>,
+    /// How long after its media time each unit is sent, with audio.
+    pacing: Duration,
 }
 
 /// With audio, units leave this long after their media time (see `pump::Pacer`), so flvmux
@@ -84,12 +86,16 @@ impl RtmpOutput {
             scrubber,
             settings: RtmpSettings::default(),
             audio: None,
+            pacing: AV_PACING,
         })
     }
 
     /// Carry an AAC track of `channels` (from the door's audio lane) on flvmux's audio pad.
-    pub fn with_audio(mut self, channels: Option<u32>) -> RtmpOutput {
+    /// `advance`: how far `audio.offset_ms` moves the sound earlier; the pacing waits that much
+    /// longer, so flvmux still gets both tracks in time order.
+    pub fn with_audio(mut self, channels: Option<u32>, advance: Duration) -> RtmpOutput {
         self.audio = channels;
+        self.pacing = AV_PACING + advance;
         self
     }
 
@@ -154,6 +160,7 @@ impl RtmpOutput {
             attempt,
             self.scrubber.clone(),
             self.settings.clone(),
+            self.pacing,
         ))
     }
 
@@ -212,6 +219,7 @@ impl RtmpConnection {
         attempt: &Attempt,
         scrubber: Scrubber,
         settings: RtmpSettings,
+        pacing: Duration,
     ) -> RtmpConnection {
         let stop = CancellationToken::new();
         let sink = branch.sink();
@@ -226,6 +234,7 @@ impl RtmpConnection {
                 last_out: None,
             }),
             last_video: None,
+            pacing,
         };
         let (pump, counters) = pump::spawn_pump(writer, attempt, &settings.pump, stop.clone());
         let probe = RtmpLiveness {
@@ -293,6 +302,7 @@ struct BranchWriter {
     /// (media time, FLV time) of the last picture: sound is placed relative to it, so it
     /// follows the pictures' timeline through any of its corrections.
     last_video: Option<(Duration, Duration)>,
+    pacing: Duration,
 }
 
 struct AudioLane {
@@ -335,7 +345,7 @@ impl UnitWriter for BranchWriter {
     }
 
     fn pacing(&self) -> Option<Duration> {
-        self.audio.as_ref().map(|_| AV_PACING)
+        self.audio.as_ref().map(|_| self.pacing)
     }
 
     async fn write_audio(&mut self, unit: AudioUnit) -> Result<(), String> {

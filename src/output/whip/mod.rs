@@ -43,6 +43,8 @@ pub struct WhipOutput {
     settings: PumpSettings,
     /// Offer an Opus track beside the video.
     audio: bool,
+    /// How long after its media time each unit is sent, with audio.
+    pacing: Duration,
 }
 
 /// With audio, every unit leaves this long after its media time (see `Pacer`): longer than
@@ -63,12 +65,16 @@ impl WhipOutput {
             server_ip,
             settings: PumpSettings::default(),
             audio: false,
+            pacing: AV_PACING,
         })
     }
 
     /// Offer a sendonly Opus track beside the video, fed from the door's audio lane.
-    pub fn with_audio(mut self, audio: bool) -> WhipOutput {
+    /// `advance`: how far `audio.offset_ms` moves the sound earlier (a negative offset); the
+    /// pacing waits that much longer, so such sound is still sent on time.
+    pub fn with_audio(mut self, audio: bool, advance: Duration) -> WhipOutput {
         self.audio = audio;
+        self.pacing = AV_PACING + advance;
         self
     }
 
@@ -85,7 +91,16 @@ impl WhipOutput {
         .await?;
         let result = self.negotiate(&mut peer, attempt).await;
         match result {
-            Ok(()) => WhipConnection::start(peer, self.http.clone(), attempt, &self.settings).await,
+            Ok(()) => {
+                WhipConnection::start(
+                    peer,
+                    self.http.clone(),
+                    attempt,
+                    &self.settings,
+                    self.pacing,
+                )
+                .await
+            }
             Err(e) => {
                 peer::close_quietly(&peer.pc).await;
                 Err(e)
@@ -149,6 +164,7 @@ impl WhipConnection {
         http: Arc<WhipHttp>,
         attempt: &Attempt,
         settings: &PumpSettings,
+        pacing: Duration,
     ) -> Result<WhipConnection, WhipError> {
         let payload_type = match peer.payload_type().await {
             Ok(pt) => pt,
@@ -185,7 +201,7 @@ impl WhipConnection {
             track: peer.track.clone(),
             ssrc: peer.ssrc,
             payload_type,
-            pacing: audio.is_some().then_some(AV_PACING),
+            pacing: audio.is_some().then_some(pacing),
             audio,
         };
         let (pump, _) = pump::spawn_pump(writer, attempt, settings, stop.clone());
