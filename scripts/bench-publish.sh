@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: stream 1280x720@30 (test pattern, software x264) for 30 s to the local
-# independent receiver and print what it cost and what arrived:
-#   frames decoded / frames sent, onair CPU seconds split into capture, encoder and the rest
-#   (WebRTC, HTTP, control), peak RSS, and time from start to the first decoded frame;
+# independent receiver, once without sound and once with the test tone in Opus (128 kbps),
+# and print what it cost and what arrived:
+#   frames decoded / frames sent, audio samples decoded, onair CPU seconds split into capture,
+#   encoder, the audio path and the rest (WebRTC, HTTP, control), peak RSS, and time from start
+#   to the first decoded frame;
 # side by side with a reference: the same capture+encoder run by gst-launch-1.0 alone.
 #   scripts/bench-publish.sh [SECONDS] [WIDTHxHEIGHT@FPS]
 set -euo pipefail
@@ -23,37 +25,48 @@ tck=$(getconf CLK_TCK)
 start_receiver 127.0.0.1:0 bench
 base="$receiver_base"
 
-cat >"$work/onair.json" <<JSON
+# One run of the daemon for $seconds s; $1 names it, $2 is its "audio" block.
+run_onair() {
+  local name="$1" audio="$2"
+  cat >"$work/onair-$name.json" <<JSON
 {"source": {"kind": "test", "width": $width, "height": $height, "fps": $fps},
  "encoder": {"kind": "x264", "bitrate_kbps": $bitrate, "keyframe_interval_ms": 2000},
+ "audio": $audio,
  "output": {"kind": "whip", "url": "$base/api/whip", "token": "bench"},
  "status": {"socket": "$work/status.sock"}, "state_dir": "$work/state"}
 JSON
+  curl -s -X POST "$base/control/reset" >/dev/null
+  echo "bench: onair ${width}x${height}@${fps} x264 ${bitrate} kbps, audio $audio, for ${seconds} s -> local receiver"
+  local t_start
+  t_start=$(mono)
+  RUST_LOG=warn ./target/release/onair run --config "$work/onair-$name.json" 2>"$work/onair-$name.log" &
+  onair_pid=$!
+  sleep "$seconds"
+  # Per-thread CPU, grouped by the names GStreamer and tokio give their threads: the capture's
+  # source, the encoder (the streaming thread of the appsrc "pictures" that feeds it, and the
+  # x264 threads it starts), the audio path (its capture "audio-src", the encoder's appsrc
+  # "audio-pcm" running level and opusenc, the 20 ms pump "onair-audio"), and the rest (the
+  # frame pump, WebRTC, HTTP, control).
+  local capture encoder audio other total peak_rss
+  read -r capture encoder audio other < <(
+    for t in /proc/$onair_pid/task/*; do
+      printf '%s\t%s\n' "$(cat "$t/comm")" "$(awk '{print $14+$15}' "$t/stat")"
+    done | awk -F'\t' -v tck="$tck" '
+      $1 ~ /^source-/                  { c += $2; next }
+      $1 ~ /^pictures/                 { e += $2; next }
+      $1 ~ /^(audio-|onair-audio)/     { a += $2; next }
+                                       { o += $2 }
+      END { printf "%.2f %.2f %.2f %.2f\n", c/tck, e/tck, a/tck, o/tck }')
+  total=$(awk -v tck="$tck" '{printf "%.2f", ($14+$15)/tck}' "/proc/$onair_pid/stat")
+  peak_rss=$(awk '/^VmHWM:/ {print $2}' "/proc/$onair_pid/status")
+  ./target/release/onair status --json --socket "$work/status.sock" > "$work/status-$name.json"
+  kill -TERM "$onair_pid"; wait "$onair_pid" || true; onair_pid=""
+  curl -s "$base/control/stats" > "$work/stats-$name.json"
+  echo "$t_start $total $capture $encoder $audio $other $peak_rss" > "$work/cpu-$name"
+}
 
-echo "bench: onair ${width}x${height}@${fps} x264 ${bitrate} kbps for ${seconds} s -> local receiver"
-t_start=$(mono)
-RUST_LOG=warn ./target/release/onair run --config "$work/onair.json" 2>"$work/onair.log" &
-onair_pid=$!
-sleep "$seconds"
-
-# Per-thread CPU, grouped by the names GStreamer and tokio give their threads: the capture's
-# source, the encoder (the streaming thread of the appsrc "pictures" that feeds it, and the
-# x264 threads it starts), and the rest (the frame pump, WebRTC, HTTP, control).
-read -r capture encoder other < <(
-  for t in /proc/$onair_pid/task/*; do
-    printf '%s\t%s\n' "$(cat "$t/comm")" "$(awk '{print $14+$15}' "$t/stat")"
-  done | awk -F'\t' -v tck="$tck" '
-    $1 ~ /^source-/    { c += $2; next }
-    $1 ~ /^pictures/   { e += $2; next }
-                       { o += $2 }
-    END { printf "%.2f %.2f %.2f\n", c/tck, e/tck, o/tck }')
-total=$(awk -v tck="$tck" '{printf "%.2f", ($14+$15)/tck}' "/proc/$onair_pid/stat")
-peak_rss=$(awk '/^VmHWM:/ {print $2}' "/proc/$onair_pid/status")
-status_json="$(./target/release/onair status --json --socket "$work/status.sock")"
-kill -TERM "$onair_pid"; wait "$onair_pid" || true; onair_pid=""
-
-curl -s "$base/control/stats" > "$work/stats.json"
-echo "$status_json" > "$work/status.json"
+run_onair video '{"kind": "none"}'
+run_onair audio '{"kind": "test", "bitrate_kbps": 128}'
 
 # The reference: the same capture and encoder settings, no WebRTC, frames thrown away.
 frames=$((seconds * fps))
@@ -64,30 +77,52 @@ frames=$((seconds * fps))
   ! video/x-h264,profile=constrained-baseline ! h264parse ! fakesink >/dev/null
 read -r ref_user ref_sys ref_rss < "$work/ref.time"
 
-.venv/bin/python - "$work" "$t_start" "$seconds" "$total" "$capture" "$encoder" "$other" "$peak_rss" \
-  "$ref_user" "$ref_sys" "$ref_rss" <<'PY'
+.venv/bin/python - "$work" "$seconds" "$ref_user" "$ref_sys" "$ref_rss" <<'PY'
 import json, sys
-work, t_start, secs, total, cap, enc, other, rss, ru, rs, rrss = sys.argv[1:]
-stats = json.load(open(f"{work}/stats.json"))
-status = json.load(open(f"{work}/status.json"))
-s = stats["sessions"][0] if stats["sessions"] else {}
-sent = status["frames_sent"]
-decoded = s.get("frames_decoded", 0)
-first = s.get("first_frame_t")
-ttf = f"{first - float(t_start):.2f} s" if first else "never"
+work, secs, ru, rs, rrss = sys.argv[1:]
+secs = float(secs)
+
+def run(name):
+    t_start, total, cap, enc, audio, other, rss = open(f"{work}/cpu-{name}").read().split()
+    stats = json.load(open(f"{work}/stats-{name}.json"))
+    status = json.load(open(f"{work}/status-{name}.json"))
+    s = stats["sessions"][-1] if stats["sessions"] else {}
+    return dict(t_start=float(t_start), total=float(total), cap=cap, enc=enc, audio=audio,
+                other=other, rss=int(rss), s=s, status=status)
+
+v, a = run("video"), run("audio")
 ref_cpu = float(ru) + float(rs)
+
+def frames(r):
+    sent, decoded = r["status"]["frames_sent"], r["s"].get("frames_decoded", 0)
+    return f"{decoded} / {sent} ({100.0 * decoded / max(sent, 1):.1f} %)"
+
+def ttf(r):
+    first = r["s"].get("first_frame_t")
+    return f"{first - r['t_start']:.2f} s" if first else "never"
+
+def samples(r):
+    s = r["s"]
+    if not s.get("audio_samples"):
+        return "-"
+    span = (s["last_audio_t"] - s["first_audio_t"]) * 48000
+    return f"{s['audio_samples']} ({100.0 * s['audio_samples'] / max(span, 1):.1f} %)"
+
+pct = lambda cpu: f"{float(cpu) / secs * 100:.1f} %"
 rows = [
-    ("frames decoded / sent", f"{decoded} / {sent} ({100.0 * decoded / max(sent, 1):.1f} %)", "-"),
-    ("decoded size", f"{s.get('width')}x{s.get('height')}", "-"),
-    ("start to first decoded frame", ttf, "-"),
-    ("CPU total (s)", f"{float(total):.2f}", f"{ref_cpu:.2f}"),
-    ("  capture + convert (s)", cap, "-"),
-    ("  x264 encoder (s)", enc, "-"),
-    ("  frame pump, WebRTC, HTTP, control (s)", other, "-"),
-    ("CPU per second of stream", f"{float(total) / float(secs) * 100:.0f} % of a core", f"{ref_cpu / float(secs) * 100:.0f} % of a core"),
-    ("peak RSS", f"{int(rss) / 1024:.1f} MiB", f"{int(rrss) / 1024:.1f} MiB"),
+    ("frames decoded / sent", frames(v), frames(a), "-"),
+    ("audio samples decoded", "-", samples(a), "-"),
+    ("start to first decoded frame", ttf(v), ttf(a), "-"),
+    ("CPU total (s)", f"{v['total']:.2f}", f"{a['total']:.2f}", f"{ref_cpu:.2f}"),
+    ("  capture + convert (s)", v["cap"], a["cap"], "-"),
+    ("  x264 encoder (s)", v["enc"], a["enc"], "-"),
+    ("  audio: capture, pump, Opus (s)", v["audio"], a["audio"], "-"),
+    ("  frame pump, WebRTC, HTTP, control (s)", v["other"], a["other"], "-"),
+    ("CPU total, % of a core", pct(v["total"]), pct(a["total"]), pct(ref_cpu)),
+    ("  audio path, % of a core", pct(v["audio"]), pct(a["audio"]), "-"),
+    ("peak RSS", f"{v['rss'] / 1024:.1f} MiB", f"{a['rss'] / 1024:.1f} MiB", f"{int(rrss) / 1024:.1f} MiB"),
 ]
-print(f"\n{'':32} {'onair':>28} {'reference (gst-launch)':>24}")
-for name, a, b in rows:
-    print(f"{name:32} {a:>28} {b:>24}")
+print(f"\n{'':40} {'onair, no audio':>24} {'onair + Opus 128k':>24} {'reference (gst-launch)':>24}")
+for name, x, y, z in rows:
+    print(f"{name:40} {x:>24} {y:>24} {z:>24}")
 PY

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time set-up of a Debian bookworm machine for building, demoing and testing onair:
-# GStreamer (dev files and the plugins the pipeline uses; gstreamer1.0-x has textoverlay, which
+# GStreamer (dev files and the plugins the pipelines use, audio included; gstreamer1.0-x has textoverlay, which
 # draws the input-loss slate's text), the tools the tests drive
 # (iproute2, nftables, sysctl, curl, nginx with RTMP, ffprobe; /usr/bin/time for the
 # benchmarks; genimage and friends for the image layout test) and the Python virtualenv of the independent WHIP receiver (tests/peers).
@@ -21,6 +21,7 @@ packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-x
+  gstreamer1.0-alsa  # alsasrc (audio.kind "alsa"); opusenc is in -base, voaacenc in -bad
   python3 python3-venv
   iproute2 nftables procps time
   nginx libnginx-mod-rtmp ffmpeg

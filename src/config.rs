@@ -60,6 +60,7 @@ pub struct Config {
     pub network: NetworkConfig,
     pub leds: LedConfig,
     pub status: StatusConfig,
+    pub audio: AudioConfig,
     /// Where the daemon keeps small state that must survive a restart (the WHIP resource URL
     /// to DELETE). `/run` survives a daemon restart but not a reboot, which is what we want.
     pub state_dir: PathBuf,
@@ -112,6 +113,8 @@ pub struct SourceConfig {
     pub height: u32,
     pub fps: u32,
     pub format: SourceFormat,
+    /// What the test source draws.
+    pub pattern: TestPattern,
     pub on_loss: OnLoss,
     /// An image (PNG or JPEG) shown instead of the built-in card while the input is lost.
     pub slate_image: Option<PathBuf>,
@@ -123,6 +126,84 @@ pub struct SourceConfig {
     /// until then).
     pub lost_after: Duration,
 }
+
+/// What the test source draws (`source.pattern`, `source.kind: "test"` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TestPattern {
+    /// Colour bars.
+    #[default]
+    Smpte,
+    /// Black, one white frame per second; with `audio.kind: "test"` a 1 kHz beep of 100 ms
+    /// starts at the same instant: the usual A/V-sync clip.
+    Sync,
+}
+
+impl TestPattern {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestPattern::Smpte => "smpte",
+            TestPattern::Sync => "sync",
+        }
+    }
+}
+
+/// Where the sound comes from (`audio.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AudioKind {
+    /// No audio track at all (the behaviour before audio).
+    #[default]
+    None,
+    /// A generated tone (or the sync beeps with `source.pattern: "sync"`).
+    Test,
+    /// An ALSA capture device: HDMI audio (USB dongle or the TC358743's I2S card), a USB
+    /// microphone or interface.
+    Alsa,
+}
+
+impl AudioKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AudioKind::None => "none",
+            AudioKind::Test => "test",
+            AudioKind::Alsa => "alsa",
+        }
+    }
+}
+
+/// The `audio` block. Audio is always sent as 48 kHz; `channels` is what is captured and sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioConfig {
+    pub kind: AudioKind,
+    /// ALSA device name (`hw:CARD=MS2109,DEV=0`, `plughw:1,0`, `default`); `alsa` only.
+    pub device: String,
+    /// 1 or 2. Default 2 (Broadcast Box takes Opus stereo only; mono is sent as stereo there).
+    pub channels: u32,
+    /// Encoder bitrate. Default 128.
+    pub bitrate_kbps: u32,
+    /// Added to the audio timestamps: positive delays the sound (a source whose sound is
+    /// early), negative advances it. Default 0.
+    pub offset_ms: i32,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        AudioConfig {
+            kind: AudioKind::None,
+            device: DEFAULT_AUDIO_DEVICE.to_string(),
+            channels: 2,
+            bitrate_kbps: 128,
+            offset_ms: 0,
+        }
+    }
+}
+
+pub const DEFAULT_AUDIO_DEVICE: &str = "default";
+/// Longest accepted ALSA device name.
+const MAX_AUDIO_DEVICE: usize = 128;
+/// Largest `audio.offset_ms` either way: more is a wrong device, not a late one.
+pub const MAX_AUDIO_OFFSET_MS: i32 = 1000;
 
 /// The longest slate message: it must fit on a small picture in one line.
 pub const MAX_SLATE_TEXT: usize = 64;
@@ -364,7 +445,74 @@ struct RawConfig {
     leds: RawLeds,
     #[serde(default)]
     status: RawStatus,
+    #[serde(default)]
+    audio: RawAudio,
     state_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudio {
+    #[serde(default)]
+    kind: AudioKind,
+    device: Option<String>,
+    channels: Option<u32>,
+    bitrate_kbps: Option<u32>,
+    offset_ms: Option<i32>,
+}
+
+impl RawAudio {
+    fn validate(self) -> Result<AudioConfig, ConfigError> {
+        let d = AudioConfig::default();
+        let device = match self.device {
+            None => d.device,
+            Some(dev) => {
+                if dev.is_empty() {
+                    return Err(ConfigError::invalid("audio.device", "is empty"));
+                }
+                if dev.chars().count() > MAX_AUDIO_DEVICE {
+                    return Err(ConfigError::invalid(
+                        "audio.device",
+                        format!("is longer than {MAX_AUDIO_DEVICE} characters"),
+                    ));
+                }
+                // ALSA names: `hw:CARD=MS2109,DEV=0`, `plughw:1,0`, `default`, `sysdefault:CARD=x`.
+                if !dev
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-:=,.".contains(c))
+                {
+                    return Err(ConfigError::invalid(
+                        "audio.device",
+                        "is not an ALSA device name (letters, digits and _-:=,. only)",
+                    ));
+                }
+                dev
+            }
+        };
+        let channels = check_range("audio.channels", self.channels.unwrap_or(d.channels), 1, 2)?;
+        let bitrate_kbps = check_range(
+            "audio.bitrate_kbps",
+            self.bitrate_kbps.unwrap_or(d.bitrate_kbps),
+            16,
+            320,
+        )?;
+        let offset_ms = self.offset_ms.unwrap_or(0);
+        if !(-MAX_AUDIO_OFFSET_MS..=MAX_AUDIO_OFFSET_MS).contains(&offset_ms) {
+            return Err(ConfigError::invalid(
+                "audio.offset_ms",
+                format!(
+                    "{offset_ms} is out of range -{MAX_AUDIO_OFFSET_MS}..={MAX_AUDIO_OFFSET_MS}"
+                ),
+            ));
+        }
+        Ok(AudioConfig {
+            kind: self.kind,
+            device,
+            channels,
+            bitrate_kbps,
+            offset_ms,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -377,6 +525,8 @@ struct RawSource {
     fps: Option<u32>,
     #[serde(default)]
     format: SourceFormat,
+    #[serde(default)]
+    pattern: TestPattern,
     #[serde(default)]
     on_loss: OnLoss,
     slate_image: Option<PathBuf>,
@@ -870,6 +1020,7 @@ impl RawConfig {
         let reconnect = self.reconnect.validate()?;
         let network = self.network.validate()?;
         let leds = self.leds.validate()?;
+        let audio = self.audio.validate()?;
         let status = StatusConfig {
             socket: self
                 .status
@@ -887,6 +1038,7 @@ impl RawConfig {
             network,
             leds,
             status,
+            audio,
             state_dir: self
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
@@ -950,6 +1102,7 @@ impl RawSource {
             height,
             fps,
             format: self.format,
+            pattern: self.pattern,
             on_loss: self.on_loss,
             slate_image: self.slate_image,
             slate_text,
@@ -1355,6 +1508,52 @@ mod tests {
         assert_eq!(c.source.slate_image, None);
         assert_eq!(c.source.retry, Duration::from_secs(2));
         assert_eq!(c.source.lost_after, Duration::from_secs(2));
+        assert_eq!(c.source.pattern, TestPattern::Smpte);
+        assert_eq!(c.audio, AudioConfig::default());
+        assert_eq!(c.audio.kind, AudioKind::None);
+        assert_eq!(
+            (
+                c.audio.device.as_str(),
+                c.audio.channels,
+                c.audio.bitrate_kbps,
+                c.audio.offset_ms
+            ),
+            ("default", 2, 128, 0)
+        );
+    }
+
+    #[test]
+    fn audio_keys_are_read_and_bad_values_name_the_key() {
+        let c = Config::parse(&with(
+            r#"{"source": {"pattern": "sync"}, "audio": {"kind": "alsa", "device": "hw:CARD=MS2109,DEV=0",
+                "channels": 1, "bitrate_kbps": 96, "offset_ms": -40}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.source.pattern, TestPattern::Sync);
+        assert_eq!(
+            c.audio,
+            AudioConfig {
+                kind: AudioKind::Alsa,
+                device: "hw:CARD=MS2109,DEV=0".into(),
+                channels: 1,
+                bitrate_kbps: 96,
+                offset_ms: -40,
+            }
+        );
+        for (patch, key) in [
+            (r#"{"audio": {"kind": "pulse"}}"#, "audio.kind"),
+            (r#"{"audio": {"device": ""}}"#, "audio.device"),
+            (r#"{"audio": {"device": "hw:0 ; rm"}}"#, "audio.device"),
+            (r#"{"audio": {"channels": 3}}"#, "audio.channels"),
+            (r#"{"audio": {"channels": 0}}"#, "audio.channels"),
+            (r#"{"audio": {"bitrate_kbps": 8}}"#, "audio.bitrate_kbps"),
+            (r#"{"audio": {"offset_ms": 1001}}"#, "audio.offset_ms"),
+            (r#"{"audio": {"offset_ms": "5"}}"#, "audio.offset_ms"),
+            (r#"{"audio": {"rate": 44100}}"#, "audio.rate"),
+            (r#"{"source": {"pattern": "zebra"}}"#, "source.pattern"),
+        ] {
+            assert_eq!(refused_key(&with(patch)), key, "{patch}");
+        }
     }
 
     #[test]

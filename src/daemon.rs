@@ -7,8 +7,11 @@
 //! the reverse order, so the server hears a DELETE before the pipeline stops. Every task started
 //! here is stopped here: one cancellation token goes down to all of them.
 
+use crate::config::AudioKind;
 use crate::config::{Config, ConfigError, OutputConfig, PathsMode};
 use crate::leds;
+use crate::media::audio::capture::TestSound;
+use crate::media::audio::{Audio, AudioCodec};
 use crate::media::{Door, KeyframeRequester, Media, MediaError, MediaEvent};
 use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr, StatusChange};
 use crate::output::rtmp::RtmpOutput;
@@ -39,6 +42,8 @@ pub enum DaemonError {
     MediaFailed(String),
     #[error("output: {0}")]
     Output(String),
+    #[error("audio: {0}")]
+    Audio(String),
     #[error(transparent)]
     Status(#[from] StatusError),
 }
@@ -156,6 +161,7 @@ struct Parts {
     shutdown: CancellationToken,
     output: Arc<dyn Output>,
     media: Media,
+    audio: Option<Audio>,
     monitor: Option<NetworkMonitor>,
     leds: JoinHandle<()>,
     status: Option<JoinHandle<()>>,
@@ -180,6 +186,7 @@ impl Parts {
         let (events, events_rx) = mpsc::channel::<Event>(64);
         let shared = Shared::new();
         let media = start_media(&config, &shared, events.clone(), &shutdown)?;
+        let audio = start_audio(&config, &shared, &media, &shutdown)?;
         let (network, monitor) = start_network(&config, &events, &shutdown).await;
         let (watchdog, views) = Watchdog::new(
             &config,
@@ -196,7 +203,14 @@ impl Parts {
         ));
         let status = status_server.map(|server| {
             let context = StatusContext {
-                sources: status_sources(&config, &shared, &media, network, views.machine),
+                sources: status_sources(
+                    &config,
+                    &shared,
+                    &media,
+                    audio.as_ref(),
+                    network,
+                    views.machine,
+                ),
                 recorder: recorder.clone(),
                 events: events.clone(),
             };
@@ -215,6 +229,7 @@ impl Parts {
             shutdown,
             output,
             media,
+            audio,
             monitor,
             leds,
             status,
@@ -242,6 +257,9 @@ impl Parts {
         if let Err(e) = self.media.stopped().await {
             log::debug!("media stopped with: {e}");
         }
+        if let Some(audio) = self.audio {
+            audio.stopped().await;
+        }
     }
 }
 
@@ -259,13 +277,20 @@ async fn bind_status(config: &Config) -> Result<Option<StatusServer>, DaemonErro
 }
 
 fn build_output(config: &Config) -> Result<Arc<dyn Output>, DaemonError> {
+    let audio = config.audio.kind != AudioKind::None;
+    // A negative offset sends sound earlier than it was captured: the outputs wait that much
+    // longer before sending anything.
+    let advance = Duration::from_millis(u64::from((-config.audio.offset_ms).max(0).unsigned_abs()));
     match &config.output {
         OutputConfig::Whip { url, token } => Ok(Arc::new(
             WhipOutput::new(url, token.clone(), &config.state_dir)
-                .map_err(|e| DaemonError::Output(e.to_string()))?,
+                .map_err(|e| DaemonError::Output(e.to_string()))?
+                .with_audio(audio, advance),
         )),
         OutputConfig::Rtmp { url } => Ok(Arc::new(
-            RtmpOutput::new(url).map_err(|e| DaemonError::Output(e.to_string()))?,
+            RtmpOutput::new(url)
+                .map_err(|e| DaemonError::Output(e.to_string()))?
+                .with_audio(audio.then_some(config.audio.channels), advance),
         )),
     }
 }
@@ -304,10 +329,42 @@ fn start_media(
     Ok(media)
 }
 
+/// The codec each output carries sound in.
+fn audio_codec(output: &OutputConfig) -> AudioCodec {
+    match output {
+        OutputConfig::Whip { .. } => AudioCodec::Opus,
+        OutputConfig::Rtmp { .. } => AudioCodec::Aac,
+    }
+}
+
+/// Starts the sound on the media clock (nothing when `audio.kind` is `none`).
+fn start_audio(
+    config: &Config,
+    shared: &Shared,
+    media: &Media,
+    shutdown: &CancellationToken,
+) -> Result<Option<Audio>, DaemonError> {
+    let test = if config.source.pattern == crate::config::TestPattern::Sync {
+        TestSound::SyncBeeps
+    } else {
+        TestSound::Tone
+    };
+    Audio::start(
+        &config.audio,
+        audio_codec(&config.output),
+        test,
+        media.clock.clone(),
+        shared.door.clone(),
+        shutdown.child_token(),
+    )
+    .map_err(DaemonError::Audio)
+}
+
 fn status_sources(
     config: &Config,
     shared: &Shared,
     media: &Media,
+    audio: Option<&Audio>,
     network: watch::Receiver<NetworkStatus>,
     view: watch::Receiver<MachineView>,
 ) -> StatusSources {
@@ -317,6 +374,7 @@ fn status_sources(
         media: media.stats.clone(),
         output_stats: shared.output_stats.clone(),
         keyframes: shared.keyframes.clone(),
+        audio: audio.map(|a| a.stats.clone()),
         started: Instant::now(),
         source: source_line(config),
         output_kind: config.output.kind().to_string(),

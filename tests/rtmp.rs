@@ -670,3 +670,117 @@ fn an_input_loss_keeps_the_same_publish_on_the_slate() {
     assert_eq!(code, Some(0), "exit code\n{}", daemon.log());
     printed.assert_no_key(KEY, &daemon);
 }
+
+/// ffprobe's codec names of the live stream's streams, in order.
+fn stream_codecs(url: &str) -> Vec<String> {
+    let child = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-rw_timeout",
+            "15000000",
+            "-show_entries",
+            "stream=codec_name,sample_rate,channels",
+            "-of",
+            "json",
+            url,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffprobe");
+    let out = wait_output(child, Duration::from_secs(30)).expect("ffprobe finished within 30 s");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["streams"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|s| s["codec_name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Pulls `seconds` of the stream into a file and measures flash vs beep with PyAV
+/// (tests/peers/av_sync.py).
+fn pulled_sync(url: &str, seconds: u32, dir: &std::path::Path) -> Value {
+    let file = dir.join("pulled.flv");
+    let child = Command::new("ffmpeg")
+        .args(["-v", "error", "-rw_timeout", "15000000", "-i", url, "-t"])
+        .arg(seconds.to_string())
+        .args(["-c", "copy", "-y"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg");
+    let out =
+        wait_output(child, Duration::from_secs(u64::from(seconds) + 20)).expect("ffmpeg finished");
+    assert!(
+        out.status.success(),
+        "ffmpeg pull failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(common::python())
+        .arg(common::repo_root().join("tests/peers/av_sync.py"))
+        .arg(&file)
+        .output()
+        .expect("run av_sync.py");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "av_sync.py printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn aac_beside_h264_in_sync_as_pulled_from_the_server() {
+    let _serial = serial();
+    let nginx = Nginx::start(None);
+    let url = nginx.url("live", KEY);
+    let daemon = Daemon::start(
+        rtmp_config(
+            &url,
+            json!({"source": {"pattern": "sync"}, "audio": {"kind": "test"}}),
+        ),
+        None,
+    );
+    let (ok, s) = daemon.wait_status(Duration::from_secs(20), |s| s["state"] == "live");
+    assert!(ok, "not live within 20 s: {s:#}\n{}", daemon.log());
+    let codecs = stream_codecs(&url);
+    assert!(
+        codecs.contains(&"h264".to_string()) && codecs.contains(&"aac".to_string()),
+        "ffprobe sees {codecs:?}"
+    );
+    let st = daemon.status().expect("status");
+    assert!(
+        st["audio"]["codec"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("aac"),
+        "{st:#}"
+    );
+    let m = pulled_sync(&url, 8, nginx.dir.path());
+    eprintln!("pulled: {m}");
+    assert_eq!(m["audio_codec"], "aac", "{m}");
+    assert_eq!(m["audio_rate"].as_u64(), Some(48_000), "{m}");
+    assert_eq!(m["audio_channels"].as_u64(), Some(2), "{m}");
+    let offsets: Vec<f64> = m["av_offsets_ms"]
+        .as_array()
+        .expect("offsets")
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert!(offsets.len() >= 5, "too few flash/beep pairs: {m}");
+    let worst = offsets.iter().fold(0.0f64, |w, o| w.max(o.abs()));
+    assert!(worst <= 45.0, "A/V offsets {offsets:?} ms exceed ±45 ms");
+    let log = daemon.log();
+    assert!(!log.contains(KEY), "the stream key is in the log:\n{log}");
+    assert!(
+        !daemon.status_text().contains(KEY),
+        "the stream key is in the status"
+    );
+}

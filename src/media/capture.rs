@@ -280,6 +280,7 @@ mod tests {
         let feeder = Feeder::start(
             30,
             slate.buffer,
+            None,
             KeyframeRequester::new(),
             Arc::new(FeederStats::default()),
         )

@@ -5,8 +5,13 @@
 //! dropped on the spot (and the tap learns it must resync at the next key frame). Each
 //! connection opens its own tap and the tap closes when the connection drops it, so a torn-down
 //! connection can never hold media back or receive the next connection's frames.
+//!
+//! Audio leaves by the same door in a lane of its own: a tap opens both lanes at once, so a
+//! new connection gets sound and pictures from the same moment, and while no tap is open the
+//! sound is dropped like the pictures.
 
 use super::AccessUnit;
+use super::audio::AudioUnit;
 use crate::lock::lock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,10 +24,17 @@ pub struct Door {
 
 #[derive(Default)]
 struct DoorInner {
-    tap: Mutex<Option<(u64, mpsc::Sender<AccessUnit>)>>,
+    tap: Mutex<Option<Lanes>>,
     next_id: AtomicU64,
     offered: AtomicU64,
     dropped: AtomicU64,
+    audio_dropped: AtomicU64,
+}
+
+struct Lanes {
+    id: u64,
+    video: mpsc::Sender<AccessUnit>,
+    audio: mpsc::Sender<AudioUnit>,
 }
 
 /// A connection's end of the door. Receives access units in order; a gap in `seq` means units
@@ -32,18 +44,34 @@ pub struct Tap {
     id: u64,
     door: Door,
     rx: mpsc::Receiver<AccessUnit>,
+    audio: mpsc::Receiver<AudioUnit>,
 }
 
 impl Tap {
     pub async fn recv(&mut self) -> Option<AccessUnit> {
         self.rx.recv().await
     }
+
+    /// The next encoded audio frame (never ends while the tap is open, even without audio).
+    pub async fn recv_audio(&mut self) -> Option<AudioUnit> {
+        self.audio.recv().await
+    }
+
+    /// Both lanes, to wait on them together.
+    pub fn lanes(
+        &mut self,
+    ) -> (
+        &mut mpsc::Receiver<AccessUnit>,
+        &mut mpsc::Receiver<AudioUnit>,
+    ) {
+        (&mut self.rx, &mut self.audio)
+    }
 }
 
 impl Drop for Tap {
     fn drop(&mut self) {
         let mut tap = lock(&self.door.inner.tap);
-        if tap.as_ref().is_some_and(|(id, _)| *id == self.id) {
+        if tap.as_ref().is_some_and(|l| l.id == self.id) {
             *tap = None;
         }
     }
@@ -58,12 +86,20 @@ impl Door {
     /// would only add latency). Replaces any tap still open.
     pub fn open(&self, capacity: usize) -> Tap {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        // Audio frames are 20 ms (Opus) to 21 ms (AAC): the same stretch of time as the
+        // pictures' lane holds.
+        let (audio_tx, audio) = mpsc::channel(capacity.max(1) * 2);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.inner.tap) = Some((id, tx));
+        *lock(&self.inner.tap) = Some(Lanes {
+            id,
+            video: tx,
+            audio: audio_tx,
+        });
         Tap {
             id,
             door: self.clone(),
             rx,
+            audio,
         }
     }
 
@@ -71,10 +107,20 @@ impl Door {
     pub fn offer(&self, unit: AccessUnit) {
         self.inner.offered.fetch_add(1, Ordering::Relaxed);
         let tap = lock(&self.inner.tap);
-        if let Some((_, tx)) = tap.as_ref()
-            && tx.try_send(unit).is_err()
+        if let Some(lanes) = tap.as_ref()
+            && lanes.video.try_send(unit).is_err()
         {
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Called on the audio streaming thread for every encoded frame; never blocks.
+    pub fn offer_audio(&self, unit: AudioUnit) {
+        let tap = lock(&self.inner.tap);
+        if let Some(lanes) = tap.as_ref()
+            && lanes.audio.try_send(unit).is_err()
+        {
+            self.inner.audio_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -118,6 +164,35 @@ mod tests {
         assert_eq!(tap.recv().await.unwrap().seq, 1);
         assert_eq!(tap.recv().await.unwrap().seq, 2);
         assert_eq!(door.counts(), (6, 3));
+    }
+
+    #[tokio::test]
+    async fn audio_is_dropped_while_closed_and_flows_with_the_tap() {
+        use crate::media::audio::{AudioCodec, AudioUnit};
+        let unit = |n: u64| AudioUnit {
+            data: Bytes::from_static(b"opus"),
+            pts: Duration::from_millis(n * 20),
+            duration: Duration::from_millis(20),
+            codec: AudioCodec::Opus,
+            codec_data: None,
+        };
+        let door = Door::new();
+        door.offer_audio(unit(0));
+        let mut tap = door.open(2);
+        door.offer_audio(unit(1));
+        assert_eq!(
+            tap.recv_audio().await.unwrap().pts,
+            Duration::from_millis(20)
+        );
+        drop(tap);
+        door.offer_audio(unit(2));
+        let mut tap = door.open(2);
+        door.offer_audio(unit(3));
+        assert_eq!(
+            tap.recv_audio().await.unwrap().pts,
+            Duration::from_millis(60),
+            "nothing queued while no connection was up"
+        );
     }
 
     #[tokio::test]

@@ -3,10 +3,11 @@
 //! — through input loss, resolution changes and reconnects — and is only rebuilt if the encoder
 //! itself fails. Its caps never change: one size, one rate, I420.
 //!
-//! A second stream (audio) would join this pipeline as its own `appsrc ▸ encoder ▸ appsink`
-//! branch, on the same clock, so its timestamps line up with the video's.
+//! It runs on the media clock (`clock.rs`), as the audio pipeline does, so pictures and sound
+//! stamped at the same instant carry the same timestamp.
 
 use super::AccessUnit;
+use super::clock::MediaClock;
 use super::door::Door;
 use super::encoder::{self, Candidate};
 use super::health::{Cause, Flow};
@@ -60,6 +61,7 @@ pub struct Outlet {
     pub stats: Arc<MediaStats>,
     /// Counts every unit across runs, so a gap seen at the door means units were dropped.
     pub seq: Arc<AtomicU64>,
+    pub clock: MediaClock,
 }
 
 /// Builds the encoding pipeline for this candidate and sets it playing.
@@ -108,6 +110,7 @@ pub fn start(
         .build();
 
     let pipeline = gst::Pipeline::builder().name("onair-encode").build();
+    outlet.clock.adopt(&pipeline);
     let chain: Vec<gst::Element> = vec![
         appsrc.clone().upcast(),
         enc.clone(),
@@ -160,10 +163,9 @@ fn install_sink(sink: &gst_app::AppSink, outlet: &Outlet, counters: Arc<UnitCoun
                 outlet.door.offer(AccessUnit {
                     data: Bytes::copy_from_slice(map.as_slice()),
                     seq: outlet.seq.fetch_add(1, Ordering::Relaxed),
-                    pts: buffer
-                        .pts()
-                        .map(|t| Duration::from_nanos(t.nseconds()))
-                        .unwrap_or_default(),
+                    // Running time, not the buffer's own stamp: encoders may shift their
+                    // segment (x264enc adds 1000 hours so that DTS never goes negative).
+                    pts: running_time(&sample, buffer.pts()).unwrap_or_default(),
                     duration: buffer
                         .duration()
                         .map(|t| Duration::from_nanos(t.nseconds()))
@@ -174,6 +176,17 @@ fn install_sink(sink: &gst_app::AppSink, outlet: &Outlet, counters: Arc<UnitCoun
             })
             .build(),
     );
+}
+
+/// A buffer time as running time (media clock time) by the sample's segment.
+pub fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<Duration> {
+    let pts = pts?;
+    let t = sample
+        .segment()
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+        .and_then(|s| s.to_running_time(pts))
+        .unwrap_or(pts);
+    Some(Duration::from_nanos(t.nseconds()))
 }
 
 /// What an encoding bus message means: any error or end of stream ends the run.

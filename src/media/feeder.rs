@@ -93,6 +93,9 @@ struct Shared {
     show: Mutex<Show>,
     entrance: Mutex<Option<Entrance>>,
     slate: gst::Buffer,
+    /// The sync pattern's white picture, shown instead of the input on the frame nearest
+    /// each whole second of the media clock.
+    flash: Option<gst::Buffer>,
     period: gst::ClockTime,
     keyframes: KeyframeRequester,
     stats: Arc<FeederStats>,
@@ -125,6 +128,7 @@ impl Feeder {
     pub fn start(
         fps: u32,
         slate: gst::Buffer,
+        flash: Option<gst::Buffer>,
         keyframes: KeyframeRequester,
         stats: Arc<FeederStats>,
     ) -> std::io::Result<Feeder> {
@@ -134,6 +138,7 @@ impl Feeder {
             show: Mutex::new(Show::Slate),
             entrance: Mutex::new(None),
             slate,
+            flash,
             period,
             keyframes,
             stats,
@@ -227,13 +232,21 @@ fn pump(shared: &Shared, id: &gst::ClockId) {
             // (or the next one, if the encoder still holds an older frame).
             shared.keyframes.request(Urgency::InputSwitch);
         }
-        push(shared, picture);
+        push(shared, picture, pick != Pick::Slate);
     }
+}
+
+/// Whether the frame stamped `pts` is the one nearest a whole second (the sync pattern's
+/// flash): the second falls within half a period either side of it.
+pub fn is_flash_frame(pts: Duration, period: Duration) -> bool {
+    let second = Duration::from_secs(1).as_nanos();
+    let half = period.as_nanos() / 2;
+    (pts.as_nanos() + half) % second < period.as_nanos().max(1)
 }
 
 /// Stamps the picture with the encoding pipeline's running time and hands it over. Never
 /// blocks: a full appsrc drops its oldest picture.
-fn push(shared: &Shared, picture: gst::Buffer) {
+fn push(shared: &Shared, picture: gst::Buffer, input: bool) {
     let mut entrance = lock(&shared.entrance);
     let Some(e) = entrance.as_mut() else { return };
     let (Some(clock), Some(base)) = (e.pipeline.clock(), e.pipeline.base_time()) else {
@@ -247,6 +260,18 @@ fn push(shared: &Shared, picture: gst::Buffer) {
         pts = last + gst::ClockTime::from_useconds(1);
     }
     e.last_pts = Some(pts);
+    let picture = match &shared.flash {
+        Some(white)
+            if input
+                && is_flash_frame(
+                    Duration::from_nanos(pts.nseconds()),
+                    Duration::from_nanos(shared.period.nseconds()),
+                ) =>
+        {
+            white.clone()
+        }
+        _ => picture,
+    };
     // A new buffer around the same memory: the picture itself is never copied.
     let mut out = picture.copy();
     {
@@ -298,6 +323,21 @@ mod tests {
         assert_eq!(c.next(Show::Slate, false, false), (Pick::Slate, false));
         assert_eq!(c.next(Show::Input, false, false), (Pick::Slate, false));
         assert_eq!(c.next(Show::Input, true, false), (Pick::Fresh, true));
+    }
+
+    #[test]
+    fn one_flash_frame_per_second_the_one_nearest_the_second() {
+        let period = Duration::from_nanos(33_333_333);
+        let flashes: Vec<Duration> = (0..300u64)
+            .map(|n| Duration::from_nanos(n * 33_333_333 + 7_000_000))
+            .filter(|&pts| is_flash_frame(pts, period))
+            .collect();
+        assert_eq!(flashes.len(), 10, "{flashes:?}");
+        for (k, f) in flashes.iter().enumerate() {
+            let second = Duration::from_secs(k as u64);
+            let off = f.abs_diff(second);
+            assert!(off <= period / 2, "flash {k} at {f:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! into H.264 access units, and keep doing so while outputs come and go and while the input
 //! itself is lost (a slate takes its place).
 
+pub mod audio;
 pub mod capture;
+pub mod clock;
 pub mod door;
 pub mod encode;
 pub mod encoder;
@@ -20,6 +22,7 @@ pub mod watch;
 use bytes::Bytes;
 use std::time::Duration;
 
+pub use clock::MediaClock;
 pub use door::{Door, Tap};
 pub use keyframes::{KeyframeRequester, Urgency};
 pub use pipeline::{InputStatus, Media, MediaError, MediaEvent, MediaStats};

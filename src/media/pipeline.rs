@@ -16,6 +16,7 @@
 //! reports to the supervisor.
 
 use super::capture::{self, CaptureRun, TestSignal};
+use super::clock::MediaClock;
 use super::door::Door;
 use super::encode::{self, EncodeRun, Outlet};
 use super::encoder::{self, Candidate, ElementForcer};
@@ -25,7 +26,7 @@ use super::input::{self, InputEvent, InputHealth, InputSettings};
 use super::keyframes::KeyframeRequester;
 use super::slate;
 use super::watch;
-use crate::config::{EncoderConfig, OnLoss, SourceConfig, SourceKind};
+use crate::config::{EncoderConfig, OnLoss, SourceConfig, SourceKind, TestPattern};
 use crate::lock::lock;
 use futures_util::StreamExt;
 use gstreamer as gst;
@@ -177,6 +178,8 @@ impl MediaStats {
 /// token and await [`Media::stopped`].
 pub struct Media {
     pub stats: Arc<MediaStats>,
+    /// The timeline every media pipeline stamps on (audio joins it).
+    pub clock: MediaClock,
     task: JoinHandle<Result<(), MediaError>>,
 }
 
@@ -212,9 +215,13 @@ impl Media {
             input.slate = slate.what.clone();
             input.on_loss = source.on_loss.as_str();
         }
+        let clock = MediaClock::start();
+        let flash = (source.kind == SourceKind::Test && source.pattern == TestPattern::Sync)
+            .then(|| slate::white(&source));
         let feeder = Feeder::start(
             source.fps,
             slate.buffer,
+            flash,
             keyframes.clone(),
             stats.feeder.clone(),
         )
@@ -227,6 +234,7 @@ impl Media {
                 keyframes,
                 stats: stats.clone(),
                 seq: Arc::new(AtomicU64::new(0)),
+                clock: clock.clone(),
             },
             input_settings: InputSettings {
                 retry: source.retry,
@@ -251,7 +259,7 @@ impl Media {
             input_rx,
         };
         let task = tokio::spawn(runner.run(shutdown));
-        Ok(Media { stats, task })
+        Ok(Media { stats, clock, task })
     }
 
     /// Waits until the runner has stopped (after shutdown both pipelines are in NULL state).

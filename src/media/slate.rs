@@ -106,14 +106,22 @@ pub fn normalize(
     Some(dst.into_buffer())
 }
 
+/// The sync pattern's flash: one white picture in the encoder's layout.
+pub fn white(config: &SourceConfig) -> gst::Buffer {
+    filled(&video_info(config), (235, 128, 128))
+}
+
 fn plain(info: &gst_video::VideoInfo) -> gst::Buffer {
+    filled(info, CARD_YUV)
+}
+
+fn filled(info: &gst_video::VideoInfo, (y, u, v): (u8, u8, u8)) -> gst::Buffer {
     let mut buffer =
         gst::Buffer::with_size(info.size()).expect("a buffer of one small picture can be made");
     {
         let b = buffer.get_mut().expect("a new buffer is writable");
         let mut map = b.map_writable().expect("a new buffer can be mapped");
         let data = map.as_mut_slice();
-        let (y, u, v) = CARD_YUV;
         let planes = [
             (
                 info.offset()[0],

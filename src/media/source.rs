@@ -7,7 +7,7 @@
 //! Elements are created by name with typed properties, never from a launch string assembled
 //! from user input, so a device path cannot inject pipeline syntax.
 
-use crate::config::{SourceConfig, SourceFormat, SourceKind};
+use crate::config::{SourceConfig, SourceFormat, SourceKind, TestPattern};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
@@ -33,7 +33,15 @@ pub fn build(config: &SourceConfig) -> Result<Vec<gst::Element>, gst::glib::Bool
             let src = named("videotestsrc", "capture")
                 .property("is-live", true)
                 .build()?;
-            src.set_property_from_str("pattern", "smpte");
+            // The sync pattern is black; its flashes are put in by the frame pump, on the
+            // pipeline clock the audio beeps are timed by (`feeder.rs`).
+            src.set_property_from_str(
+                "pattern",
+                match config.pattern {
+                    TestPattern::Smpte => "smpte",
+                    TestPattern::Sync => "black",
+                },
+            );
             chain.push(src);
             chain.push(
                 named("capsfilter", "caps")

@@ -74,6 +74,7 @@ impl EventSender {
 #[derive(Default)]
 pub struct OutputStats {
     frames_sent: AtomicU64,
+    audio_frames_sent: AtomicU64,
 }
 
 impl OutputStats {
@@ -83,6 +84,14 @@ impl OutputStats {
 
     pub fn frames_sent(&self) -> u64 {
         self.frames_sent.load(Ordering::Relaxed)
+    }
+
+    pub fn audio_frame_sent(&self) {
+        self.audio_frames_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn audio_frames_sent(&self) -> u64 {
+        self.audio_frames_sent.load(Ordering::Relaxed)
     }
 }
 

@@ -8,7 +8,9 @@
 //! bitrate controller — belong here, once, not in each output.
 
 use super::{Attempt, ConnectionEvent, EventSender, OutputStats};
+use crate::media::audio::AudioUnit;
 use crate::media::{AccessUnit, Door, KeyframeRequester, KeyframeSync};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -61,6 +63,57 @@ pub trait UnitWriter: Send + 'static {
     /// Writes one unit. An error is logged once per connection; the liveness probe reports
     /// why the transport failed.
     async fn write(&mut self, unit: AccessUnit) -> Result<Delivery, String>;
+
+    /// Writes one audio frame. Sound reaches it only once the pictures have started (at a
+    /// key frame), and none from before the first picture: both tracks start together.
+    /// Outputs without audio drop it.
+    async fn write_audio(&mut self, unit: AudioUnit) -> Result<(), String> {
+        let _ = unit;
+        Ok(())
+    }
+
+    /// `Some(delay)`: send every unit, picture or sound, `delay` after its media time (taking
+    /// the connection's first picture as the reference), so both tracks leave in step whatever
+    /// each path's latency. WHIP needs it: the RTCP sender reports tie each track's RTP clock
+    /// to the moment its packets are sent. `None` (the default): send as units come.
+    fn pacing(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A unit waiting for its moment (paced outputs only).
+enum Waiting {
+    Video(AccessUnit),
+    Audio(AudioUnit),
+}
+
+/// When each unit is due on a paced connection: the first picture's media time and arrival
+/// are the reference, every unit leaves `delay` after its media time on that reference.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacer {
+    reference: Option<(Duration, Instant)>,
+    delay: Duration,
+}
+
+impl Pacer {
+    pub fn new(delay: Duration) -> Pacer {
+        Pacer {
+            reference: None,
+            delay,
+        }
+    }
+
+    /// Sets the reference from the first picture of the connection.
+    pub fn start(&mut self, pts: Duration, now: Instant) {
+        self.reference.get_or_insert((pts, now));
+    }
+
+    /// When a unit of media time `pts` is due; `None` before the first picture, or for sound
+    /// from before it (dropped: both tracks start together).
+    pub fn due(&self, pts: Duration) -> Option<Instant> {
+        let (ref_pts, ref_at) = self.reference?;
+        Some(ref_at + pts.checked_sub(ref_pts)? + self.delay)
+    }
 }
 
 /// What the pump counts, for the liveness probe.
@@ -112,44 +165,124 @@ impl Pump {
             self.settings.keyframe_nudge,
             Instant::now(),
         );
-        let mut flowing = false;
-        let mut backlog_drops = 0u64;
-        let mut write_errors = 0u64;
+        let mut state = PumpState {
+            flowing: false,
+            backlog_drops: 0,
+            write_errors: 0,
+            started: None,
+        };
+        let mut pacer = writer.pacing().map(Pacer::new);
+        let mut waiting: VecDeque<(Instant, Waiting)> = VecDeque::new();
+        let (video_lane, audio_lane) = tap.lanes();
         loop {
-            let unit = tokio::select! {
+            let next_due = waiting.front().map(|(at, _)| *at);
+            tokio::select! {
                 _ = stop.cancelled() => return,
-                u = tap.recv() => match u { Some(u) => u, None => return },
-            };
-            self.counters.offered.fetch_add(1, Ordering::Relaxed);
-            if !sync.admit(&unit, Instant::now()) {
-                continue;
-            }
-            if writer.backed_up() {
-                backlog_drops += 1;
-                if backlog_drops == 1 {
-                    log::debug!("output: transport backed up; dropping to a key frame");
-                }
-                sync.resync(Instant::now());
-                continue;
-            }
-            match writer.write(unit).await {
-                Ok(delivery) => {
-                    self.stats.frame_sent();
-                    if delivery == Delivery::OnTheWire && !flowing {
-                        flowing = true;
-                        self.events.send(ConnectionEvent::MediaFlowing);
+                u = video_lane.recv() => {
+                    let Some(unit) = u else { return };
+                    self.counters.offered.fetch_add(1, Ordering::Relaxed);
+                    if !sync.admit(&unit, Instant::now()) {
+                        continue;
+                    }
+                    if writer.backed_up() {
+                        state.backlog_drops += 1;
+                        if state.backlog_drops == 1 {
+                            log::debug!("output: transport backed up; dropping to a key frame");
+                        }
+                        sync.resync(Instant::now());
+                        continue;
+                    }
+                    state.started.get_or_insert(unit.pts);
+                    match pacer.as_mut() {
+                        Some(p) => {
+                            p.start(unit.pts, Instant::now());
+                            let due = p.due(unit.pts).unwrap_or_else(Instant::now);
+                            insert(&mut waiting, due, Waiting::Video(unit));
+                        }
+                        None => self.video(&mut writer, unit, &mut state).await,
                     }
                 }
-                Err(e) => {
-                    // Writes fail while the transport is going down; the liveness probe
-                    // reports that, so one log line is enough.
-                    write_errors += 1;
-                    if write_errors == 1 {
-                        log::debug!("output: write failed: {e}");
+                a = audio_lane.recv() => {
+                    let Some(unit) = a else { return };
+                    // Nothing before the first picture: both tracks start together.
+                    let Some(first) = state.started else { continue };
+                    if unit.pts < first {
+                        continue;
+                    }
+                    match pacer.as_ref() {
+                        Some(p) => {
+                            if let Some(due) = p.due(unit.pts) {
+                                insert(&mut waiting, due, Waiting::Audio(unit));
+                            }
+                        }
+                        None => self.audio(&mut writer, unit, &mut state).await,
+                    }
+                }
+                _ = sleep_until(next_due) => {
+                    let now = Instant::now();
+                    while waiting.front().is_some_and(|(at, _)| *at <= now) {
+                        match waiting.pop_front().map(|(_, w)| w) {
+                            Some(Waiting::Video(u)) => self.video(&mut writer, u, &mut state).await,
+                            Some(Waiting::Audio(u)) => self.audio(&mut writer, u, &mut state).await,
+                            None => break,
+                        }
                     }
                 }
             }
         }
+    }
+
+    async fn video<W: UnitWriter>(&self, writer: &mut W, unit: AccessUnit, state: &mut PumpState) {
+        match writer.write(unit).await {
+            Ok(delivery) => {
+                self.stats.frame_sent();
+                if delivery == Delivery::OnTheWire && !state.flowing {
+                    state.flowing = true;
+                    self.events.send(ConnectionEvent::MediaFlowing);
+                }
+            }
+            Err(e) => {
+                // Writes fail while the transport is going down; the liveness probe
+                // reports that, so one log line is enough.
+                state.write_errors += 1;
+                if state.write_errors == 1 {
+                    log::debug!("output: write failed: {e}");
+                }
+            }
+        }
+    }
+
+    async fn audio<W: UnitWriter>(&self, writer: &mut W, unit: AudioUnit, state: &mut PumpState) {
+        match writer.write_audio(unit).await {
+            Ok(()) => self.stats.audio_frame_sent(),
+            Err(e) => {
+                state.write_errors += 1;
+                if state.write_errors == 1 {
+                    log::debug!("output: audio write failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+struct PumpState {
+    flowing: bool,
+    backlog_drops: u64,
+    write_errors: u64,
+    /// Media time of the connection's first picture.
+    started: Option<Duration>,
+}
+
+/// Keeps the waiting units in due order (each track's are in order already; they interleave).
+fn insert(waiting: &mut VecDeque<(Instant, Waiting)>, due: Instant, unit: Waiting) {
+    let at = waiting.partition_point(|(d, _)| *d <= due);
+    waiting.insert(at, (due, unit));
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -205,5 +338,38 @@ async fn watch_liveness<P: LivenessProbe>(
             reported = true;
             events.send(ConnectionEvent::Lost(reason));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_units_leave_a_fixed_delay_after_their_media_time() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(Duration::from_millis(120));
+        assert_eq!(
+            p.due(Duration::from_secs(5)),
+            None,
+            "nothing before the first picture"
+        );
+        // The first picture (media time 5 s) arrives at t0.
+        p.start(Duration::from_secs(5), t0);
+        p.start(Duration::from_secs(6), t0 + Duration::from_secs(1));
+        assert_eq!(
+            p.due(Duration::from_secs(5)),
+            Some(t0 + Duration::from_millis(120))
+        );
+        // Sound stamped 40 ms later leaves 40 ms later, however late it arrived.
+        assert_eq!(
+            p.due(Duration::from_millis(5040)),
+            Some(t0 + Duration::from_millis(160))
+        );
+        assert_eq!(
+            p.due(Duration::from_millis(4990)),
+            None,
+            "sound from before the start"
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 use super::StatusSnapshot;
 use super::protocol::RetryReply;
-use super::snapshot::InputSnapshot;
+use super::snapshot::{AudioSnapshot, InputSnapshot};
 use crate::recorder::{Entry, Record};
 use crate::supervisor::StreamState;
 use std::fmt::Write;
@@ -80,6 +80,9 @@ pub fn status(s: &StatusSnapshot) -> String {
     line("source", one_line(&s.source));
     line("input", input(&s.input));
     line("bitrate", format!("{} kbit/s", s.bitrate_kbps));
+    if let Some(a) = &s.audio {
+        line("audio", audio(a));
+    }
     line(
         "frames",
         format!(
@@ -142,6 +145,38 @@ fn input(i: &InputSnapshot) -> String {
         }
         other => one_line(other),
     }
+}
+
+/// `alsa hw:CARD=MS2109,DEV=0 live for 2m 01s, opus (opusenc) 2 ch, peak -12.5 dBFS` or
+/// `SILENCE for 8s (no such device): sending silence` — the state first, as for the input.
+fn audio(a: &AudioSnapshot) -> String {
+    let since = duration(secs(a.since));
+    let codec = a
+        .codec
+        .as_deref()
+        .map(one_line)
+        .unwrap_or_else(|| "no encoder".into());
+    let peak = match a.peak_dbfs {
+        Some(db) => format!("peak {db:.1} dBFS"),
+        None => "peak -inf dBFS".into(),
+    };
+    let offset = if a.offset_ms != 0 {
+        format!(", offset {:+} ms", a.offset_ms)
+    } else {
+        String::new()
+    };
+    let state = match a.state.as_str() {
+        "silence" => format!(
+            "SILENCE for {since} ({}): sending silence instead",
+            a.reason.as_deref().map(one_line).unwrap_or_default()
+        ),
+        other => format!("{} for {since}", one_line(other)),
+    };
+    format!(
+        "{} {state}, {codec} {} ch, {peak}{offset}",
+        one_line(&a.source),
+        a.channels
+    )
 }
 
 /// The flight recorder, one line per entry, oldest first, with local timestamps.
@@ -304,6 +339,7 @@ mod tests {
             frames_encoded: 212_400,
             frames_sent: 211_000,
             keyframes_forced: 4,
+            audio: None,
             output: OutputSnapshot {
                 kind: "whip".into(),
                 url: "https://whip.example.com/api/whip?token=***".into(),
@@ -359,6 +395,42 @@ daemon      pid 412, onair 0.1.0
         assert!(text.contains("network     up\n"), "{text}");
         s.network.up = false;
         assert!(status(&s).contains("network     down\n"));
+    }
+
+    #[test]
+    fn audio_says_whether_the_sound_is_live_or_silence_and_why() {
+        let mut s = snapshot();
+        assert!(!status(&s).contains("audio"), "no audio line without audio");
+        s.audio = Some(AudioSnapshot {
+            source: "hw:CARD=MS2109,DEV=0".into(),
+            codec: Some("opus (opusenc)".into()),
+            state: "live".into(),
+            since: 121.0,
+            peak_dbfs: Some(-12.5),
+            channels: 2,
+            bitrate_kbps: 128,
+            ..AudioSnapshot::default()
+        });
+        assert!(
+            status(&s).contains(
+                "audio       hw:CARD=MS2109,DEV=0 live for 2m 01s, opus (opusenc) 2 ch, peak -12.5 dBFS\n"
+            ),
+            "{}",
+            status(&s)
+        );
+        let a = s.audio.as_mut().unwrap();
+        a.state = "silence".into();
+        a.reason = Some("no such device".into());
+        a.since = 8.0;
+        a.peak_dbfs = None;
+        a.offset_ms = -40;
+        assert!(
+            status(&s).contains(
+                "SILENCE for 8.0s (no such device): sending silence instead, opus (opusenc) 2 ch, peak -inf dBFS, offset -40 ms\n"
+            ),
+            "{}",
+            status(&s)
+        );
     }
 
     #[test]

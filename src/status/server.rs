@@ -569,6 +569,7 @@ mod tests {
             media: Arc::new(MediaStats::default()),
             output_stats: Arc::new(OutputStats::default()),
             keyframes: KeyframeRequester::new(),
+            audio: None,
             started: Instant::now(),
             source: "test 320x240@15".into(),
             output_kind: "whip".into(),

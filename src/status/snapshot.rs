@@ -3,6 +3,7 @@
 //! The field names are a public contract (scripts read them); change them only with README.
 //! Nothing here may carry a secret: the output URL is the redacted form.
 
+use crate::media::audio::AudioStats;
 use crate::media::{KeyframeRequester, MediaStats};
 use crate::net::{NetworkStatus, Path, UplinkStatus};
 use crate::output::OutputStats;
@@ -40,6 +41,9 @@ pub struct StatusSnapshot {
     pub frames_encoded: u64,
     pub frames_sent: u64,
     pub keyframes_forced: u64,
+    /// The sound; absent when `audio.kind` is `none`.
+    #[serde(default)]
+    pub audio: Option<AudioSnapshot>,
     pub output: OutputSnapshot,
     pub pid: u32,
     pub version: String,
@@ -82,6 +86,29 @@ pub struct InputSnapshot {
     pub slate_frames: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct AudioSnapshot {
+    /// `test` or the ALSA device name.
+    pub source: String,
+    /// e.g. `opus (opusenc)`, `aac (voaacenc)`.
+    pub codec: Option<String>,
+    /// `starting`, `live` (the device's sound is sent) or `silence` (substituted).
+    pub state: String,
+    /// Why silence is sent, while it is.
+    pub reason: Option<String>,
+    /// Seconds in the current `state`.
+    pub since: f64,
+    /// Peak level over the last second in dBFS (loudest channel; -inf is sent as null).
+    pub peak_dbfs: Option<f64>,
+    /// Times the sound was replaced by silence since start.
+    pub dropouts: u64,
+    pub channels: u32,
+    pub bitrate_kbps: u32,
+    pub offset_ms: i32,
+    /// Encoded audio frames handed to connections since start.
+    pub frames_sent: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputSnapshot {
     pub kind: String,
@@ -97,6 +124,7 @@ pub struct StatusSources {
     pub media: Arc<MediaStats>,
     pub output_stats: Arc<OutputStats>,
     pub keyframes: KeyframeRequester,
+    pub audio: Option<Arc<AudioStats>>,
     pub started: Instant,
     pub source: String,
     pub output_kind: String,
@@ -117,6 +145,27 @@ impl StatusSources {
             slate: i.slate,
             slate_frames: self.media.slate_frames(),
         }
+    }
+
+    fn audio(&self, now: Instant) -> Option<AudioSnapshot> {
+        let a = self.audio.as_ref()?.status();
+        Some(AudioSnapshot {
+            source: a.source,
+            codec: a.codec,
+            state: a.state.to_string(),
+            reason: a.reason,
+            since: now.saturating_duration_since(a.since).as_secs_f64(),
+            // JSON has no -inf: digital silence is reported as the floor level's null.
+            peak_dbfs: a
+                .peak_dbfs
+                .filter(|db| db.is_finite())
+                .map(|db| (db * 10.0).round() / 10.0),
+            dropouts: a.dropouts,
+            channels: a.channels,
+            bitrate_kbps: a.bitrate_kbps,
+            offset_ms: a.offset_ms,
+            frames_sent: self.output_stats.audio_frames_sent(),
+        })
     }
 
     pub fn snapshot(&self) -> StatusSnapshot {
@@ -153,6 +202,7 @@ impl StatusSources {
             frames_encoded: self.media.frames(),
             frames_sent: self.output_stats.frames_sent(),
             keyframes_forced: self.keyframes.forced_count(),
+            audio: self.audio(now),
             output: OutputSnapshot {
                 kind: self.output_kind.clone(),
                 url: self.output_url.clone(),

@@ -14,7 +14,9 @@ DNS or mDNS resolution are dropped, and on loopback only loopback remote candida
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
+import math
 import base64
 import binascii
 import ipaddress
@@ -53,6 +55,14 @@ MAX_FRAME_TIMES = 1_000_000
 MAX_RECORDS = 10_000  # posts, deletes, patches
 MAX_ENDED_SESSIONS = 1_000
 MAX_KEYFRAME_TIMES = 10_000  # per session
+MAX_SYNC_EVENTS = 10_000  # flashes and beep onsets kept per session
+# A beep onset: a sample above this (about -21 dBFS) after at least ONSET_QUIET_S of quiet.
+ONSET_LEVEL = 3000
+ONSET_QUIET_S = 0.2
+# A flash: a frame brighter than this after a dark one (the sync pattern is black with one
+# white frame per second).
+FLASH_LUMA = 128.0
+DARK_LUMA = 64.0
 PC_CLOSE_TIMEOUT_S = 5.0
 
 # Fields a scripted POST answer may carry; anything else is a typo and is refused.
@@ -229,6 +239,23 @@ class Session:
     keyframes: int = 0
     keyframe_times: deque = field(default_factory=lambda: deque(maxlen=MAX_KEYFRAME_TIMES))
     audio_frames: int = 0
+    # Decoded audio: samples per channel, format, level, and the sync pattern's events as RTP
+    # timestamps (mapped to the sender's wall clock with its RTCP sender reports on output).
+    audio_samples: int = 0
+    audio_rate: Optional[int] = None
+    audio_channels: Optional[int] = None
+    audio_peak: int = 0
+    first_audio_t: Optional[float] = None
+    last_audio_t: Optional[float] = None
+    audio_quiet: int = 0
+    audio_onsets: deque = field(default_factory=lambda: deque(maxlen=MAX_SYNC_EVENTS))
+    video_flashes: deque = field(default_factory=lambda: deque(maxlen=MAX_SYNC_EVENTS))
+    last_luma: float = 0.0
+    # kind -> (sender NTP seconds, RTP timestamp) of the last sender report
+    sender_reports: dict = field(default_factory=dict)
+    # kind -> the first RTP timestamp received: aiortc's decoded frames carry the RTP
+    # timestamp less this origin as pts (its TimestampMapper).
+    first_rtp: dict = field(default_factory=dict)
     plis_sent: int = 0
     plis_auto: int = 0
     video_receiver: Optional[RTCRtpReceiver] = None
@@ -247,8 +274,37 @@ class Session:
         self.keyframes = 0
         self.keyframe_times.clear()
         self.audio_frames = 0
+        self.audio_samples = 0
+        self.audio_peak = 0
+        self.first_audio_t = self.last_audio_t = None
+        self.audio_onsets.clear()
+        self.video_flashes.clear()
         self.plis_sent = 0
         self.plis_auto = 0
+
+    def _wall(self, kind: str, rtp: int, rate: int) -> Optional[float]:
+        """The sender's wall-clock time (NTP seconds) of an RTP timestamp, by the last
+        sender report of that kind."""
+        sr = self.sender_reports.get(kind)
+        if sr is None:
+            return None
+        ntp, sr_rtp = sr
+        diff = (rtp - sr_rtp) & 0xFFFFFFFF
+        if diff >= 1 << 31:
+            diff -= 1 << 32
+        return ntp + diff / rate
+
+    def sync_json(self) -> dict[str, Any]:
+        flashes = [t for t in (self._wall("video", r, 90000) for r in self.video_flashes)
+                   if t is not None]
+        onsets = [t for t in (self._wall("audio", r, self.audio_rate or 48000)
+                              for r in self.audio_onsets) if t is not None]
+        offsets = []
+        for f in flashes:
+            near = min(onsets, key=lambda o: abs(o - f), default=None)
+            if near is not None and abs(near - f) < 0.5:
+                offsets.append(round((near - f) * 1000.0, 1))
+        return {"video_flashes": flashes, "audio_onsets": onsets, "av_offsets_ms": offsets}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -267,6 +323,14 @@ class Session:
             "keyframes": self.keyframes,
             "keyframe_times": list(self.keyframe_times),
             "audio_frames": self.audio_frames,
+            "audio_samples": self.audio_samples,
+            "audio_rate": self.audio_rate,
+            "audio_channels": self.audio_channels,
+            "audio_peak_dbfs": (round(20 * math.log10(self.audio_peak / 32768.0), 1)
+                                if self.audio_peak > 0 else None),
+            "first_audio_t": self.first_audio_t,
+            "last_audio_t": self.last_audio_t,
+            **self.sync_json(),
             "plis_sent": self.plis_sent,
             "plis_auto": self.plis_auto,
         }
@@ -406,6 +470,7 @@ class Receiver:
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video" and session.video_receiver is None:
                 self._hook_pli(session, transceiver.receiver)
+            self._hook_sender_reports(session, transceiver.kind, transceiver.receiver)
         self._spawn(self._connect_watchdog(session), session.tasks)
         return session, answer
 
@@ -429,6 +494,59 @@ class Receiver:
 
         receiver._send_rtcp_pli = counting_pli
 
+    @staticmethod
+    def _hook_sender_reports(session: Session, kind: str, receiver: RTCRtpReceiver) -> None:
+        """Keep each track's last RTCP sender report: it maps the track's RTP clock to the
+        sender's wall clock, which is how a player lines sound up with pictures."""
+        original = getattr(receiver, "_handle_rtcp_packet", None)
+        if original is None:
+            raise RuntimeError("aiortc RTCRtpReceiver has no _handle_rtcp_packet: unsupported aiortc version")
+
+        async def recording(packet: Any) -> None:
+            info = getattr(packet, "sender_info", None)
+            if info is not None:
+                ntp = (info.ntp_timestamp >> 32) + (info.ntp_timestamp & 0xFFFFFFFF) / 2**32
+                session.sender_reports[kind] = (ntp, info.rtp_timestamp)
+            await original(packet)
+
+        receiver._handle_rtcp_packet = recording
+        original_rtp = receiver._handle_rtp_packet
+
+        async def first_rtp(packet: Any, *args: Any, **kwargs: Any) -> None:
+            session.first_rtp.setdefault(kind, packet.timestamp)
+            await original_rtp(packet, *args, **kwargs)
+
+        receiver._handle_rtp_packet = first_rtp
+
+    @staticmethod
+    def _take_audio(session: Session, frame: Any, now: float) -> None:
+        samples = frame.samples
+        channels = len(frame.layout.channels)
+        session.audio_samples += samples
+        session.audio_rate = frame.sample_rate
+        session.audio_channels = channels
+        if session.first_audio_t is None:
+            session.first_audio_t = now
+        session.last_audio_t = now
+        origin = session.first_rtp.get("audio")
+        if frame.format.name != "s16" or frame.pts is None or origin is None:
+            return
+        rtp_base = origin + frame.pts
+        data = array.array("h", bytes(frame.planes[0])[: samples * channels * 2])
+        quiet_needed = int(ONSET_QUIET_S * frame.sample_rate)
+        peak = session.audio_peak
+        for i in range(samples):
+            v = abs(data[i * channels])
+            if v > peak:
+                peak = v
+            if v > ONSET_LEVEL:
+                if session.audio_quiet >= quiet_needed:
+                    session.audio_onsets.append((rtp_base + i) & 0xFFFFFFFF)
+                session.audio_quiet = 0
+            else:
+                session.audio_quiet += 1
+        session.audio_peak = peak
+
     async def _connect_watchdog(self, session: Session) -> None:
         # Broadcast Box (pion) gives up on a peer that never connects; aiortc's own ICE
         # checks can take longer, so bound it here to free the key.
@@ -449,6 +567,7 @@ class Receiver:
             now = monotonic()
             if kind != "video":
                 session.audio_frames += 1
+                self._take_audio(session, frame, now)
                 continue
             st = self.stats
             session.frames_decoded += 1
@@ -460,9 +579,15 @@ class Receiver:
             session.last_frame_t = st.last_frame_t = now
             session.width = st.width = frame.width
             session.height = st.height = frame.height
+            luma = mean_luma(frame)
             if len(st.frame_times) < MAX_FRAME_TIMES:
                 st.frame_times.append(now)
-                st.frame_lumas.append(mean_luma(frame))
+                st.frame_lumas.append(luma)
+            origin = session.first_rtp.get("video")
+            if (luma > FLASH_LUMA and session.last_luma < DARK_LUMA and frame.pts is not None
+                    and origin is not None):
+                session.video_flashes.append((origin + frame.pts) & 0xFFFFFFFF)
+            session.last_luma = luma
             # FFmpeg marks IDR pictures (and recovery points) as key frames.
             if frame.key_frame:
                 session.keyframes += 1

@@ -7,8 +7,9 @@
 //! gets a new flvmux, so FLV timestamps start at 0 on every reconnect. The price is one
 //! pointer hand-over per access unit (the door's `Bytes` become the buffer's memory, no copy).
 //!
-//! Audio can join later as a second `appsrc` linked to flvmux's `audio` pad, stamped on the
-//! same timeline as the video (see `Timeline` in the parent module).
+//! With audio, a second `appsrc` (AAC, raw, from the media side's encoder) is linked to
+//! flvmux's `audio` pad: `appsrc ! flvmux.audio`, stamped on the same timeline as the video
+//! (see `BranchWriter` in the parent module).
 
 use super::location::Location;
 use super::verdict::RtmpError;
@@ -61,7 +62,22 @@ pub fn check_elements() -> Result<(), RtmpError> {
 pub struct Branch {
     pipeline: Option<gst::Pipeline>,
     appsrc: gst_app::AppSrc,
+    audio: Option<gst_app::AppSrc>,
     sink: gst::Element,
+}
+
+/// The AAC caps flvmux gets; `codec_data` (the AudioSpecificConfig) once the encoder's first
+/// frame brings it.
+pub fn aac_caps(channels: u32, codec_data: Option<&[u8]>) -> gst::Caps {
+    let mut b = gst::Caps::builder("audio/mpeg")
+        .field("mpegversion", 4i32)
+        .field("stream-format", "raw")
+        .field("rate", crate::media::audio::RATE as i32)
+        .field("channels", channels as i32);
+    if let Some(data) = codec_data {
+        b = b.field("codec_data", gst::Buffer::from_slice(data.to_vec()));
+    }
+    b.build()
 }
 
 impl Branch {
@@ -69,6 +85,7 @@ impl Branch {
         location: &Location,
         settings: &BranchSettings,
         attempt: u32,
+        audio_channels: Option<u32>,
     ) -> Result<(Branch, gst::bus::BusStream), RtmpError> {
         let make = |factory: &'static str| {
             gst::ElementFactory::make(factory)
@@ -123,6 +140,34 @@ impl Branch {
             .map_err(|e| RtmpError::Build(format!("h264parse ! flvmux: {e:?}")))?;
         mux.link(&sink)
             .map_err(|e| RtmpError::Build(format!("flvmux ! rtmp2sink: {e}")))?;
+        let audio = match audio_channels {
+            None => None,
+            Some(channels) => {
+                let src = gst_app::AppSrc::builder()
+                    .name("audio")
+                    .caps(&aac_caps(channels, None))
+                    .is_live(true)
+                    .format(gst::Format::Time)
+                    .do_timestamp(false)
+                    .block(false)
+                    .build();
+                // About two seconds of AAC; beyond that the oldest goes (the video's backlog
+                // rule decides whether the connection is stuck).
+                src.set_property("max-buffers", 100u64);
+                src.set_property_from_str("leaky-type", "downstream");
+                pipeline
+                    .add(&src)
+                    .map_err(|e| RtmpError::Build(e.to_string()))?;
+                let pad = mux
+                    .request_pad_simple("audio")
+                    .ok_or_else(|| RtmpError::Build("flvmux has no audio pad".into()))?;
+                src.static_pad("src")
+                    .ok_or_else(|| RtmpError::Build("appsrc has no src pad".into()))?
+                    .link(&pad)
+                    .map_err(|e| RtmpError::Build(format!("appsrc ! flvmux.audio: {e:?}")))?;
+                Some(src)
+            }
+        };
         let bus = pipeline
             .bus()
             .ok_or_else(|| RtmpError::Build("pipeline has no bus".into()))?;
@@ -131,6 +176,7 @@ impl Branch {
             Branch {
                 pipeline: Some(pipeline),
                 appsrc,
+                audio,
                 sink,
             },
             stream,
@@ -151,6 +197,10 @@ impl Branch {
         self.appsrc.clone()
     }
 
+    pub fn audio_appsrc(&self) -> Option<gst_app::AppSrc> {
+        self.audio.clone()
+    }
+
     pub fn sink(&self) -> gst::Element {
         self.sink.clone()
     }
@@ -161,6 +211,9 @@ impl Branch {
         if polite && let Some(mut bus) = bus {
             use futures_util::StreamExt;
             let _ = self.appsrc.end_of_stream();
+            if let Some(audio) = &self.audio {
+                let _ = audio.end_of_stream();
+            }
             let _ = tokio::time::timeout(EOS_WAIT, async {
                 while let Some(msg) = bus.next().await {
                     if matches!(

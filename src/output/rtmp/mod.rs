@@ -15,6 +15,7 @@ pub mod verdict;
 use super::pump::{self, Delivery, LivenessProbe, PumpCounters, PumpSettings, UnitWriter};
 use super::{Attempt, Connection, ConnectionEvent, EventSender, Failure, Output};
 use crate::media::AccessUnit;
+use crate::media::audio::AudioUnit;
 use crate::secret::SecretUrl;
 use branch::{Branch, BranchSettings};
 use futures_util::StreamExt;
@@ -62,7 +63,15 @@ pub struct RtmpOutput {
     location: Location,
     scrubber: Scrubber,
     settings: RtmpSettings,
+    /// Channels of the AAC track, when audio is on.
+    audio: Option<u32>,
+    /// How long after its media time each unit is sent, with audio.
+    pacing: Duration,
 }
+
+/// With audio, units leave this long after their media time (see `pump::Pacer`), so flvmux
+/// gets both tracks in time order and interleaves them without waiting.
+const AV_PACING: Duration = Duration::from_millis(120);
 
 impl RtmpOutput {
     /// Checks the URL and that the GStreamer elements exist; both are start-up errors.
@@ -76,7 +85,18 @@ impl RtmpOutput {
             location,
             scrubber,
             settings: RtmpSettings::default(),
+            audio: None,
+            pacing: AV_PACING,
         })
+    }
+
+    /// Carry an AAC track of `channels` (from the door's audio lane) on flvmux's audio pad.
+    /// `advance`: how far `audio.offset_ms` moves the sound earlier; the pacing waits that much
+    /// longer, so flvmux still gets both tracks in time order.
+    pub fn with_audio(mut self, channels: Option<u32>, advance: Duration) -> RtmpOutput {
+        self.audio = channels;
+        self.pacing = AV_PACING + advance;
+        self
     }
 
     async fn attempt(&self, attempt: &Attempt) -> Result<RtmpConnection, RtmpError> {
@@ -84,6 +104,7 @@ impl RtmpOutput {
             &self.location,
             &BranchSettings::new(attempt.dead_after_now()),
             attempt.number,
+            self.audio,
         )?;
         log::debug!(
             "rtmp: attempt {}: connecting to {}",
@@ -139,6 +160,7 @@ impl RtmpOutput {
             attempt,
             self.scrubber.clone(),
             self.settings.clone(),
+            self.pacing,
         ))
     }
 
@@ -197,6 +219,7 @@ impl RtmpConnection {
         attempt: &Attempt,
         scrubber: Scrubber,
         settings: RtmpSettings,
+        pacing: Duration,
     ) -> RtmpConnection {
         let stop = CancellationToken::new();
         let sink = branch.sink();
@@ -205,6 +228,13 @@ impl RtmpConnection {
             appsrc: branch.appsrc(),
             timeline: Timeline::default(),
             max_backlog: settings.max_backlog,
+            audio: branch.audio_appsrc().map(|appsrc| AudioLane {
+                appsrc,
+                configured: false,
+                last_out: None,
+            }),
+            last_video: None,
+            pacing,
         };
         let (pump, counters) = pump::spawn_pump(writer, attempt, &settings.pump, stop.clone());
         let probe = RtmpLiveness {
@@ -268,6 +298,18 @@ struct BranchWriter {
     appsrc: gst_app::AppSrc,
     timeline: Timeline,
     max_backlog: u64,
+    audio: Option<AudioLane>,
+    /// (media time, FLV time) of the last picture: sound is placed relative to it, so it
+    /// follows the pictures' timeline through any of its corrections.
+    last_video: Option<(Duration, Duration)>,
+    pacing: Duration,
+}
+
+struct AudioLane {
+    appsrc: gst_app::AppSrc,
+    /// The caps carry the encoder's AudioSpecificConfig (set with the first frame).
+    configured: bool,
+    last_out: Option<Duration>,
 }
 
 #[async_trait::async_trait]
@@ -279,6 +321,7 @@ impl UnitWriter for BranchWriter {
 
     async fn write(&mut self, unit: AccessUnit) -> Result<Delivery, String> {
         let pts = self.timeline.stamp(unit.pts, unit.duration);
+        self.last_video = Some((unit.pts, pts));
         let mut buffer = gst::Buffer::from_slice(unit.data);
         {
             let b = buffer.make_mut();
@@ -299,6 +342,62 @@ impl UnitWriter for BranchWriter {
             .push_buffer(buffer)
             .map(|_| Delivery::Queued)
             .map_err(|e| format!("push into the branch failed: {e:?}"))
+    }
+
+    fn pacing(&self) -> Option<Duration> {
+        self.audio.as_ref().map(|_| self.pacing)
+    }
+
+    async fn write_audio(&mut self, unit: AudioUnit) -> Result<(), String> {
+        let (Some(lane), Some((video_in, video_out))) = (self.audio.as_mut(), self.last_video)
+        else {
+            return Ok(());
+        };
+        let Some(out) = audio_time(video_in, video_out, unit.pts) else {
+            return Ok(());
+        };
+        // Sound never goes back in time on one connection.
+        if lane.last_out.is_some_and(|last| out <= last) {
+            return Ok(());
+        }
+        if !lane.configured {
+            let Some(config) = unit.codec_data.as_deref() else {
+                return Ok(());
+            };
+            let channels = lane
+                .appsrc
+                .caps()
+                .and_then(|c| c.structure(0).and_then(|s| s.get::<i32>("channels").ok()))
+                .unwrap_or(2) as u32;
+            lane.appsrc
+                .set_caps(Some(&branch::aac_caps(channels, Some(config))));
+            lane.configured = true;
+        }
+        lane.last_out = Some(out);
+        let mut buffer = gst::Buffer::from_slice(unit.data);
+        {
+            let b = buffer.make_mut();
+            let t = gst::ClockTime::from_nseconds(out.as_nanos() as u64);
+            b.set_pts(t);
+            b.set_dts(t);
+            b.set_duration(gst::ClockTime::from_nseconds(
+                unit.duration.as_nanos() as u64
+            ));
+        }
+        lane.appsrc
+            .push_buffer(buffer)
+            .map(|_| ())
+            .map_err(|e| format!("push into the branch's audio failed: {e:?}"))
+    }
+}
+
+/// Where sound of media time `pts` goes on the FLV timeline, given the last picture's media
+/// and FLV times; `None` if it would fall before the stream's start.
+pub fn audio_time(video_in: Duration, video_out: Duration, pts: Duration) -> Option<Duration> {
+    if pts >= video_in {
+        Some(video_out + (pts - video_in))
+    } else {
+        video_out.checked_sub(video_in - pts)
     }
 }
 
@@ -397,6 +496,26 @@ mod tests {
         assert_eq!(t.stamp(Duration::from_millis(10) + FRAME, FRAME), FRAME * 2);
         // A leap forward is not followed either.
         assert_eq!(t.stamp(Duration::from_secs(3600), FRAME), FRAME * 3);
+    }
+
+    #[test]
+    fn sound_is_placed_on_the_pictures_timeline() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // Picture at media 100 s went out at FLV 2 s.
+        assert_eq!(
+            audio_time(s(100), s(2), s(100) + ms(40)),
+            Some(s(2) + ms(40))
+        );
+        assert_eq!(
+            audio_time(s(100), s(2), s(100) - ms(40)),
+            Some(s(2) - ms(40))
+        );
+        assert_eq!(
+            audio_time(s(100), s(2), s(97)),
+            None,
+            "before the stream's start"
+        );
     }
 
     #[test]

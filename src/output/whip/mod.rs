@@ -14,6 +14,7 @@ pub mod peer;
 use super::pump::{self, Delivery, LivenessProbe, PumpSettings, UnitWriter};
 use super::{Attempt, Connection, Failure, Output};
 use crate::media::AccessUnit;
+use crate::media::audio::AudioUnit;
 use crate::output::liveness::Cadence;
 use crate::secret::{Secret, SecretUrl};
 use http::{WhipError, WhipHttp};
@@ -40,7 +41,16 @@ pub struct WhipOutput {
     http: Arc<WhipHttp>,
     server_ip: Option<IpAddr>,
     settings: PumpSettings,
+    /// Offer an Opus track beside the video.
+    audio: bool,
+    /// How long after its media time each unit is sent, with audio.
+    pacing: Duration,
 }
+
+/// With audio, every unit leaves this long after its media time (see `Pacer`): longer than
+/// the sound's own path (40 ms behind the clock, 20 ms frames, the encoder) exceeds the
+/// pictures', so both tracks leave in step and the sender reports map them alike.
+const AV_PACING: Duration = Duration::from_millis(120);
 
 impl WhipOutput {
     pub fn new(
@@ -54,7 +64,18 @@ impl WhipOutput {
             http,
             server_ip,
             settings: PumpSettings::default(),
+            audio: false,
+            pacing: AV_PACING,
         })
+    }
+
+    /// Offer a sendonly Opus track beside the video, fed from the door's audio lane.
+    /// `advance`: how far `audio.offset_ms` moves the sound earlier (a negative offset); the
+    /// pacing waits that much longer, so such sound is still sent on time.
+    pub fn with_audio(mut self, audio: bool, advance: Duration) -> WhipOutput {
+        self.audio = audio;
+        self.pacing = AV_PACING + advance;
+        self
     }
 
     async fn attempt(&self, attempt: &Attempt) -> Result<WhipConnection, WhipError> {
@@ -65,11 +86,21 @@ impl WhipOutput {
             attempt.local_address,
             attempt.dead_after_now(),
             attempt.keyframes.clone(),
+            self.audio,
         )
         .await?;
         let result = self.negotiate(&mut peer, attempt).await;
         match result {
-            Ok(()) => WhipConnection::start(peer, self.http.clone(), attempt, &self.settings).await,
+            Ok(()) => {
+                WhipConnection::start(
+                    peer,
+                    self.http.clone(),
+                    attempt,
+                    &self.settings,
+                    self.pacing,
+                )
+                .await
+            }
             Err(e) => {
                 peer::close_quietly(&peer.pc).await;
                 Err(e)
@@ -133,6 +164,7 @@ impl WhipConnection {
         http: Arc<WhipHttp>,
         attempt: &Attempt,
         settings: &PumpSettings,
+        pacing: Duration,
     ) -> Result<WhipConnection, WhipError> {
         let payload_type = match peer.payload_type().await {
             Ok(pt) => pt,
@@ -150,11 +182,27 @@ impl WhipConnection {
                 break;
             }
         }
+        let audio = match &peer.audio {
+            None => None,
+            Some((track, ssrc)) => match peer.audio_payload_type().await {
+                Ok(Some(pt)) => Some((track.clone(), *ssrc, pt)),
+                Ok(None) => {
+                    log::warn!("whip: the server takes no Opus audio; sending pictures only");
+                    None
+                }
+                Err(e) => {
+                    peer::close_quietly(&peer.pc).await;
+                    return Err(e);
+                }
+            },
+        };
         let stop = CancellationToken::new();
         let writer = TrackWriter {
             track: peer.track.clone(),
             ssrc: peer.ssrc,
             payload_type,
+            pacing: audio.is_some().then_some(pacing),
+            audio,
         };
         let (pump, _) = pump::spawn_pump(writer, attempt, settings, stop.clone());
         let probe = WhipLiveness {
@@ -196,10 +244,33 @@ struct TrackWriter {
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
+    /// The Opus track, its SSRC and payload type.
+    audio: Option<(Arc<TrackLocalStaticSample>, u32, u8)>,
+    pacing: Option<Duration>,
 }
 
 #[async_trait::async_trait]
 impl UnitWriter for TrackWriter {
+    fn pacing(&self) -> Option<Duration> {
+        self.pacing
+    }
+
+    async fn write_audio(&mut self, unit: AudioUnit) -> Result<(), String> {
+        let Some((track, ssrc, pt)) = &self.audio else {
+            return Ok(());
+        };
+        let sample = Sample {
+            data: unit.data,
+            duration: unit.duration,
+            ..Sample::new(std::time::Instant::now())
+        };
+        track
+            .sample_writer(*ssrc, *pt)
+            .write_sample(&sample)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn write(&mut self, unit: AccessUnit) -> Result<Delivery, String> {
         let sample = Sample {
             data: unit.data,

@@ -1,4 +1,6 @@
-//! The WebRTC half of WHIP: one sendonly H.264 track on a webrtc-rs peer connection.
+//! The WebRTC half of WHIP: one sendonly H.264 track on a webrtc-rs peer connection, and with
+//! audio on a sendonly Opus track beside it (48 kHz stereo, what Broadcast Box takes) in the
+//! same connection and the same offer.
 //!
 //! Built fresh for every attempt and closed on every teardown, so a reconnect leaves no socket
 //! or driver task behind. Its UDP socket is bound to the source address of the path to the
@@ -11,7 +13,9 @@ use crate::media::KeyframeRequester;
 use crate::output::rtcp_watch::{RtcpClock, RtcpWatch};
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -32,6 +36,8 @@ use webrtc::peer_connection::{
 /// Constrained baseline, packetization-mode 1: what Broadcast Box and browsers accept.
 const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 const H264_PAYLOAD_TYPE: u8 = 102;
+const OPUS_PAYLOAD_TYPE: u8 = 111;
+const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1";
 /// Our interceptor only observes; next to the wire it sees inbound RTCP before anything else.
 const RTCP_WATCH_SLOT: usize = 500;
 
@@ -63,6 +69,8 @@ pub struct Peer {
     pub pc: Arc<dyn PeerConnection>,
     pub track: Arc<TrackLocalStaticSample>,
     pub ssrc: u32,
+    /// The Opus track and its SSRC, when audio is on.
+    pub audio: Option<(Arc<TrackLocalStaticSample>, u32)>,
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
     pub rtcp: RtcpClock,
     /// How often ICE consent checks go out: the server answers each, so it is the gap the
@@ -84,6 +92,16 @@ fn h264_codec() -> RTCRtpCodec {
     }
 }
 
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: OPUS_FMTP.to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
 fn webrtc_error(e: impl std::fmt::Display) -> WhipError {
     WhipError::WebRtc(e.to_string())
 }
@@ -96,6 +114,7 @@ pub async fn build(
     local: Option<IpAddr>,
     dead_after: Duration,
     keyframes: KeyframeRequester,
+    audio: bool,
 ) -> Result<Peer, WhipError> {
     let mut media_engine = MediaEngine::default();
     media_engine
@@ -107,6 +126,17 @@ pub async fn build(
             RtpCodecKind::Video,
         )
         .map_err(webrtc_error)?;
+    if audio {
+        media_engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: opus_codec(),
+                    payload_type: OPUS_PAYLOAD_TYPE,
+                },
+                RtpCodecKind::Audio,
+            )
+            .map_err(webrtc_error)?;
+    }
     let registry =
         register_default_interceptors(Registry::new(), &mut media_engine).map_err(webrtc_error)?;
     let rtcp = RtcpClock::new();
@@ -189,14 +219,64 @@ pub async fn build(
         close_quietly(&pc).await;
         return Err(webrtc_error(e));
     }
+    let audio = if audio {
+        match add_audio(&pc).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                close_quietly(&pc).await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     Ok(Peer {
         pc,
         track,
         ssrc,
+        audio,
         events,
         rtcp,
         consent_interval: keepalive,
     })
+}
+
+/// The sendonly Opus track, in the same stream as the video (so players sync them).
+async fn add_audio(
+    pc: &Arc<dyn PeerConnection>,
+) -> Result<(Arc<TrackLocalStaticSample>, u32), WhipError> {
+    let ssrc = rand::random::<u32>();
+    let track = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                "onair".to_owned(),
+                "onair-audio".to_owned(),
+                "audio".to_owned(),
+                RtpCodecKind::Audio,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: opus_codec(),
+                    ..Default::default()
+                }],
+            ),
+        )
+        .map_err(webrtc_error)?,
+    );
+    pc.add_transceiver_from_track(
+        Arc::clone(&track) as Arc<dyn TrackLocal>,
+        Some(RTCRtpTransceiverInit {
+            direction: RTCRtpTransceiverDirection::Sendonly,
+            streams: vec![],
+            send_encodings: vec![],
+        }),
+    )
+    .await
+    .map_err(webrtc_error)?;
+    Ok((track, ssrc))
 }
 
 impl Peer {
@@ -254,19 +334,30 @@ impl Peer {
         }
     }
 
-    /// The payload type the answer settled on for our codec.
+    /// The payload type the answer settled on for our video codec.
     pub async fn payload_type(&self) -> Result<u8, WhipError> {
+        self.negotiated(MIME_TYPE_H264)
+            .await?
+            .ok_or_else(|| WhipError::NotSdp("the answer accepts no H.264 we offered".into()))
+    }
+
+    /// The payload type the answer settled on for Opus; `None`: the server takes no audio.
+    pub async fn audio_payload_type(&self) -> Result<Option<u8>, WhipError> {
+        self.negotiated(MIME_TYPE_OPUS).await
+    }
+
+    async fn negotiated(&self, mime: &str) -> Result<Option<u8>, WhipError> {
         for transceiver in self.pc.get_transceivers().await {
             if let Ok(Some(sender)) = transceiver.sender().await {
                 let params = sender.get_parameters().await.map_err(webrtc_error)?;
-                if let Some(codec) = params.rtp_parameters.codecs.first() {
-                    return Ok(codec.payload_type);
+                if let Some(codec) = params.rtp_parameters.codecs.first()
+                    && codec.rtp_codec.mime_type.eq_ignore_ascii_case(mime)
+                {
+                    return Ok(Some(codec.payload_type));
                 }
             }
         }
-        Err(WhipError::NotSdp(
-            "the answer accepts no H.264 we offered".into(),
-        ))
+        Ok(None)
     }
 }
 

@@ -1,0 +1,242 @@
+//! The audio encoding pipeline: `appsrc` (fed by the pump, an unbroken PCM stream) ▸ level ▸
+//! audioconvert ▸ Opus or AAC encoder ▸ appsink, whose frames go to the door's audio lane. It
+//! runs on the media clock for the daemon's life, through any capture trouble.
+//!
+//! Which codec: Opus 48 kHz stereo for WHIP (the one audio codec Broadcast Box and browsers
+//! take), AAC for RTMP (flvmux and every RTMP ingest). AAC encoders differ by platform, so the
+//! first that exists is used: `fdkaacenc` (Buildroot), `voaacenc` (Debian's plugins-bad),
+//! `avenc_aac` (libav).
+
+use super::capture::pcm_caps;
+use super::{AudioCodec, AudioUnit, RATE};
+use crate::config::AudioConfig;
+use crate::media::clock::MediaClock;
+use crate::media::door::Door;
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use std::time::Duration;
+
+/// AAC encoders in order of preference, with the package that has each.
+pub const AAC_ENCODERS: [(&str, &str); 3] = [
+    ("fdkaacenc", "gst1-plugins-bad with fdk-aac"),
+    ("voaacenc", "gstreamer1.0-plugins-bad"),
+    ("avenc_aac", "gstreamer1.0-libav"),
+];
+
+/// The encoder element for `codec`: the first that exists.
+pub fn choose(codec: AudioCodec, exists: impl Fn(&str) -> bool) -> Result<&'static str, String> {
+    match codec {
+        AudioCodec::Opus if exists("opusenc") => Ok("opusenc"),
+        AudioCodec::Opus => {
+            Err("no Opus encoder: install opusenc (gstreamer1.0-plugins-base)".into())
+        }
+        AudioCodec::Aac => AAC_ENCODERS
+            .iter()
+            .find(|(e, _)| exists(e))
+            .map(|(e, _)| *e)
+            .ok_or_else(|| {
+                let all: Vec<String> = AAC_ENCODERS
+                    .iter()
+                    .map(|(e, p)| format!("{e} ({p})"))
+                    .collect();
+                format!("no AAC encoder: install one of {}", all.join(", "))
+            }),
+    }
+}
+
+/// Samples an AAC-LC encoder puts before the first input sample.
+pub const AAC_PRIMING_SAMPLES: u32 = 1024;
+
+pub struct EncodeRun {
+    pub pipeline: gst::Pipeline,
+    pub appsrc: gst_app::AppSrc,
+    pub bus: gst::bus::BusStream,
+}
+
+/// Channels sent: Opus is always stereo (what Broadcast Box accepts), AAC as captured.
+pub fn sent_channels(codec: AudioCodec, config: &AudioConfig) -> u32 {
+    match codec {
+        AudioCodec::Opus => 2,
+        AudioCodec::Aac => config.channels,
+    }
+}
+
+pub fn start(
+    codec: AudioCodec,
+    element: &str,
+    config: &AudioConfig,
+    clock: &MediaClock,
+    door: Door,
+) -> Result<EncodeRun, String> {
+    let make = |factory: &str| {
+        gst::ElementFactory::make(factory)
+            .build()
+            .map_err(|e| format!("{factory}: {e}"))
+    };
+    let appsrc = gst_app::AppSrc::builder()
+        // Its streaming thread ("audio-pcm:src") runs the level meter and the encoder.
+        .name("audio-pcm")
+        .caps(&pcm_caps(config.channels))
+        .format(gst::Format::Time)
+        .is_live(true)
+        .do_timestamp(false)
+        .block(false)
+        .build();
+    appsrc.set_property("max-buffers", 10u64);
+    appsrc.set_property_from_str("leaky-type", "downstream");
+    let level = make("level")?;
+    level.set_property("interval", gst::ClockTime::SECOND.nseconds());
+    level.set_property("post-messages", true);
+    let convert = make("audioconvert")?;
+    let caps = make("capsfilter")?;
+    caps.set_property("caps", pcm_caps(sent_channels(codec, config)));
+    let enc = make(element)?;
+    let bps = config.bitrate_kbps * 1000;
+    // By string: the property is an int in some encoders and an int64 in libav's.
+    enc.set_property_from_str("bitrate", &bps.to_string());
+    if element == "opusenc" {
+        enc.set_property_from_str("frame-size", "20");
+    }
+    let out_caps = match codec {
+        AudioCodec::Opus => gst::Caps::builder("audio/x-opus").build(),
+        AudioCodec::Aac => gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .build(),
+    };
+    let sink = gst_app::AppSink::builder()
+        .name("audio-out")
+        .caps(&out_caps)
+        .sync(false)
+        .max_buffers(20)
+        .drop(true)
+        .build();
+    let pipeline = gst::Pipeline::builder().name("onair-audio-encode").build();
+    clock.adopt(&pipeline);
+    let chain = [
+        appsrc.clone().upcast(),
+        level,
+        convert,
+        caps,
+        enc,
+        sink.clone().upcast(),
+    ];
+    pipeline.add_many(&chain).map_err(|e| e.to_string())?;
+    gst::Element::link_many(&chain).map_err(|e| format!("link: {e}"))?;
+
+    // An AAC decoder plays the encoder's 1024 priming samples first, and FLV has no way to
+    // say so: the frames are stamped that much earlier, so the sound is heard on time.
+    let priming_ns = match codec {
+        AudioCodec::Aac => i128::from(AAC_PRIMING_SAMPLES) * 1_000_000_000 / i128::from(RATE),
+        AudioCodec::Opus => 0,
+    };
+    let offset_ns = i128::from(config.offset_ms) * 1_000_000 - priming_ns;
+    let nominal = match codec {
+        AudioCodec::Opus => Duration::from_millis(20),
+        AudioCodec::Aac => Duration::from_nanos(1024 * 1_000_000_000 / u64::from(RATE)),
+    };
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let Some(buffer) = sample.buffer() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let Some(pts) = crate::media::encode::running_time(&sample, buffer.pts()) else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                let shifted = pts.as_nanos() as i128 + offset_ns;
+                if shifted < 0 {
+                    // Only at the very start, with a negative offset or AAC's priming.
+                    return Ok(gst::FlowSuccess::Ok);
+                }
+                let codec_data = sample
+                    .caps()
+                    .and_then(|c| c.structure(0))
+                    .and_then(|s| s.get::<gst::Buffer>("codec_data").ok())
+                    .and_then(|b| b.map_readable().ok().map(|m| Bytes::copy_from_slice(&m)));
+                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                door.offer_audio(AudioUnit {
+                    data: Bytes::copy_from_slice(map.as_slice()),
+                    pts: Duration::from_nanos(shifted as u64),
+                    duration: buffer
+                        .duration()
+                        .map(|d| Duration::from_nanos(d.nseconds()))
+                        .unwrap_or(nominal),
+                    codec,
+                    codec_data,
+                });
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let bus = pipeline.bus().ok_or("audio pipeline has no bus")?;
+    if let Err(e) = pipeline.set_state(gst::State::Playing) {
+        let cause = super::capture::first_error(&bus).unwrap_or_else(|| e.to_string());
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(cause);
+    }
+    Ok(EncodeRun {
+        bus: bus.stream(),
+        pipeline,
+        appsrc,
+    })
+}
+
+/// The loudest channel's peak from a `level` message, in dBFS.
+pub fn peak_dbfs(msg: &gst::Message) -> Option<f64> {
+    let gst::MessageView::Element(e) = msg.view() else {
+        return None;
+    };
+    let s = e.structure()?;
+    if s.name() != "level" {
+        return None;
+    }
+    let peaks = s.get::<gst::glib::ValueArray>("peak").ok()?;
+    peaks
+        .iter()
+        .filter_map(|v| v.get::<f64>().ok())
+        .reduce(f64::max)
+}
+
+/// An error or end of stream ends the encoding run.
+pub fn bus_end(msg: &gst::Message) -> Option<String> {
+    match msg.view() {
+        gst::MessageView::Error(err) => {
+            let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+            Some(format!("{element}: {}", err.error()))
+        }
+        gst::MessageView::Eos(_) => Some("the audio encoder ended".into()),
+        _ => None,
+    }
+}
+
+pub async fn stop(run: EncodeRun) {
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = run.pipeline.set_state(gst::State::Null);
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_aac_encoder_that_exists_is_chosen() {
+        assert_eq!(
+            choose(AudioCodec::Aac, |e| e == "voaacenc" || e == "avenc_aac"),
+            Ok("voaacenc")
+        );
+        assert_eq!(choose(AudioCodec::Aac, |_| true), Ok("fdkaacenc"));
+        let err = choose(AudioCodec::Aac, |_| false).unwrap_err();
+        assert!(
+            err.contains("voaacenc") && err.contains("fdkaacenc"),
+            "{err}"
+        );
+        assert_eq!(choose(AudioCodec::Opus, |e| e == "opusenc"), Ok("opusenc"));
+        assert!(choose(AudioCodec::Opus, |_| false).is_err());
+    }
+}
