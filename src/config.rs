@@ -77,6 +77,29 @@ pub enum SourceFormat {
     Mjpeg,
 }
 
+/// What the test source (`kind: test`) shows. Each pattern is meant to exercise something:
+/// `smpte` is the familiar still picture (it costs the encoder almost nothing), `ball` moves,
+/// `noise` changes every pixel of every frame, so no encoder can squeeze it below the
+/// configured rate and the uplink carries what the config asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TestPattern {
+    #[default]
+    Smpte,
+    Ball,
+    Noise,
+}
+
+impl TestPattern {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestPattern::Smpte => "smpte",
+            TestPattern::Ball => "ball",
+            TestPattern::Noise => "noise",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     pub kind: SourceKind,
@@ -85,6 +108,8 @@ pub struct SourceConfig {
     pub height: u32,
     pub fps: u32,
     pub format: SourceFormat,
+    /// Only for `kind: test`.
+    pub pattern: TestPattern,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -99,9 +124,18 @@ pub enum EncoderKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncoderConfig {
     pub kind: EncoderKind,
+    /// The bitrate a connection starts at, and the most adaptation ever asks for.
     pub bitrate_kbps: u32,
+    /// The least adaptation ever asks for.
+    pub min_bitrate_kbps: u32,
+    /// Whether the bitrate follows what the uplink carries (congestion control on WHIP, the
+    /// send backlog on RTMP), or stays at `bitrate_kbps`.
+    pub adapt: bool,
     pub keyframe_interval_ms: u32,
 }
+
+/// The floor adaptation keeps to unless the config names one (or `bitrate_kbps`, if lower).
+pub const DEFAULT_MIN_BITRATE_KBPS: u32 = 300;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputConfig {
@@ -333,6 +367,7 @@ struct RawSource {
     fps: Option<u32>,
     #[serde(default)]
     format: SourceFormat,
+    pattern: Option<TestPattern>,
 }
 
 #[derive(Deserialize, Default)]
@@ -340,6 +375,8 @@ struct RawSource {
 struct RawEncoder {
     kind: Option<EncoderKind>,
     bitrate_kbps: Option<u32>,
+    min_bitrate_kbps: Option<u32>,
+    adapt: Option<bool>,
     keyframe_interval_ms: Option<u32>,
 }
 
@@ -631,6 +668,16 @@ impl RawSource {
             }
             (_, d) => d,
         };
+        let pattern = match (self.kind, self.pattern) {
+            (SourceKind::Test, p) => p.unwrap_or_default(),
+            (_, None) => TestPattern::default(),
+            (_, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "source.pattern",
+                    "only the test source (kind: test) has a pattern",
+                ));
+            }
+        };
         Ok(SourceConfig {
             kind: self.kind,
             device,
@@ -638,6 +685,7 @@ impl RawSource {
             height,
             fps,
             format: self.format,
+            pattern,
         })
     }
 }
@@ -664,9 +712,21 @@ impl RawEncoder {
                 format!("{keyframe_interval_ms} ms is less than two frames at {fps} fps"),
             ));
         }
+        let min_bitrate_kbps = match self.min_bitrate_kbps {
+            None => DEFAULT_MIN_BITRATE_KBPS.min(bitrate_kbps),
+            Some(min) if min > bitrate_kbps => {
+                return Err(ConfigError::invalid(
+                    "encoder.min_bitrate_kbps",
+                    format!("{min} is above encoder.bitrate_kbps ({bitrate_kbps})"),
+                ));
+            }
+            Some(min) => check_range("encoder.min_bitrate_kbps", min, 50, 50_000)?,
+        };
         Ok(EncoderConfig {
             kind: self.kind.unwrap_or(EncoderKind::Auto),
             bitrate_kbps,
+            min_bitrate_kbps,
+            adapt: self.adapt.unwrap_or(true),
             keyframe_interval_ms,
         })
     }
@@ -978,10 +1038,34 @@ mod tests {
         );
         assert_eq!(c.encoder.kind, EncoderKind::Auto);
         assert_eq!(c.encoder.bitrate_kbps, 2500);
+        assert_eq!(c.encoder.min_bitrate_kbps, 300);
+        assert!(c.encoder.adapt);
+        assert_eq!(c.source.pattern, TestPattern::Smpte);
         assert_eq!(c.reconnect, ReconnectConfig::default());
         assert_eq!(c.reconnect.max_attempts, 0);
         assert_eq!(c.status.socket, PathBuf::from("/run/onair/status.sock"));
         assert!(c.network.netlink);
+    }
+
+    #[test]
+    fn adaptation_keys_and_test_patterns() {
+        let c = Config::parse(&with(
+            r#"{"encoder": {"bitrate_kbps": 2500, "min_bitrate_kbps": 200, "adapt": false},
+                "source": {"pattern": "noise"}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.encoder.min_bitrate_kbps, 200);
+        assert!(!c.encoder.adapt);
+        assert_eq!(c.source.pattern, TestPattern::Noise);
+        // The default floor never lies above the ceiling.
+        let c = Config::parse(&with(r#"{"encoder": {"bitrate_kbps": 200}}"#)).unwrap();
+        assert_eq!(c.encoder.min_bitrate_kbps, 200);
+        for (name, pattern) in [("smpte", TestPattern::Smpte), ("ball", TestPattern::Ball)] {
+            let c =
+                Config::parse(&with(&format!(r#"{{"source": {{"pattern": "{name}"}}}}"#))).unwrap();
+            assert_eq!(c.source.pattern, pattern);
+            assert_eq!(pattern.as_str(), name);
+        }
     }
 
     #[test]
@@ -1005,6 +1089,20 @@ mod tests {
             (
                 r#"{"encoder": {"keyframe_interval_ms": 10}}"#,
                 "encoder.keyframe_interval_ms",
+            ),
+            (
+                r#"{"encoder": {"min_bitrate_kbps": 3000}}"#,
+                "encoder.min_bitrate_kbps",
+            ),
+            (
+                r#"{"encoder": {"min_bitrate_kbps": 10}}"#,
+                "encoder.min_bitrate_kbps",
+            ),
+            (r#"{"encoder": {"adapt": "yes"}}"#, "encoder.adapt"),
+            (r#"{"source": {"pattern": "plaid"}}"#, "source.pattern"),
+            (
+                r#"{"source": {"kind": "v4l2", "pattern": "noise"}}"#,
+                "source.pattern",
             ),
             (r#"{"reconnect": {"jitter": 2.0}}"#, "reconnect.jitter"),
             (

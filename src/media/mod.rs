@@ -1,6 +1,7 @@
 //! Capture and encoding: a GStreamer pipeline that turns the camera, HDMI input or test
 //! pattern into H.264 access units, and keeps doing so while outputs come and go.
 
+pub mod bitrate;
 pub mod door;
 pub mod encoder;
 pub mod health;
@@ -12,6 +13,7 @@ pub mod sync;
 use bytes::Bytes;
 use std::time::Duration;
 
+pub use bitrate::{BitrateHandle, BitrateSetter};
 pub use door::{Door, Tap};
 pub use keyframes::{KeyframeRequester, Urgency};
 pub use pipeline::{Media, MediaError, MediaEvent, MediaStats};

@@ -7,6 +7,7 @@
 //! runner only builds pipelines, reads their bus and counters, and carries the actions out.
 
 use super::AccessUnit;
+use super::bitrate::BitrateHandle;
 use super::door::Door;
 use super::encoder::{self, Candidate, ElementForcer};
 use super::health::{Action, Cause, Flow, Health, HealthSettings, Observation, Side};
@@ -120,6 +121,7 @@ impl Media {
         encoder: EncoderConfig,
         door: Door,
         keyframes: KeyframeRequester,
+        bitrate: BitrateHandle,
         events: mpsc::Sender<MediaEvent>,
         shutdown: CancellationToken,
     ) -> Result<Media, MediaError> {
@@ -138,6 +140,7 @@ impl Media {
             encoder,
             door,
             keyframes,
+            bitrate,
             events,
             stats: stats.clone(),
             seq: Arc::new(AtomicU64::new(0)),
@@ -166,6 +169,7 @@ struct Runner {
     encoder: EncoderConfig,
     door: Door,
     keyframes: KeyframeRequester,
+    bitrate: BitrateHandle,
     events: mpsc::Sender<MediaEvent>,
     stats: Arc<MediaStats>,
     seq: Arc<AtomicU64>,
@@ -281,12 +285,14 @@ impl Runner {
             log::info!("media: input back");
         }
         if let Some(run) = &self.current {
-            self.keyframes.set_forcer(Some(Arc::new(ElementForcer::new(
+            let control = Arc::new(ElementForcer::new(
                 chosen.element,
                 run.encoder.clone(),
                 &self.encoder,
                 self.source.fps,
-            ))));
+            ));
+            self.keyframes.set_forcer(Some(control.clone()));
+            self.bitrate.set_encoder(Some(control));
         }
         let _ = self.events.send(MediaEvent::Ready).await;
     }
@@ -294,6 +300,7 @@ impl Runner {
     async fn stop_current(&mut self) {
         if let Some(run) = self.current.take() {
             self.keyframes.set_forcer(None);
+            self.bitrate.set_encoder(None);
             stop_pipeline(run.pipeline).await;
         }
     }

@@ -4,7 +4,7 @@
 //! Elements are created by name with typed properties, never from a launch string assembled
 //! from user input, so a device path cannot inject pipeline syntax.
 
-use crate::config::{SourceConfig, SourceFormat, SourceKind};
+use crate::config::{SourceConfig, SourceFormat, SourceKind, TestPattern};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
@@ -23,11 +23,7 @@ pub fn build(config: &SourceConfig) -> Result<Vec<gst::Element>, gst::glib::Bool
     let mut chain = Vec::new();
     match config.kind {
         SourceKind::Test => {
-            let src = named("videotestsrc", "capture")
-                .property("is-live", true)
-                .build()?;
-            src.set_property_from_str("pattern", "smpte");
-            chain.push(src);
+            chain.push(test_pattern(config.pattern)?);
             chain.push(
                 named("capsfilter", "caps")
                     .property("caps", raw_caps.clone())
@@ -81,6 +77,23 @@ pub fn build(config: &SourceConfig) -> Result<Vec<gst::Element>, gst::glib::Bool
             .build()?,
     );
     Ok(chain)
+}
+
+/// The test source for a pattern. Today each is a `videotestsrc` pattern; one that needs more
+/// (a picture and a sound that must stay in step) gets its own arm here.
+fn test_pattern(pattern: TestPattern) -> Result<gst::Element, gst::glib::BoolError> {
+    let src = named("videotestsrc", "capture")
+        .property("is-live", true)
+        .build()?;
+    let name = match pattern {
+        TestPattern::Smpte => "smpte",
+        TestPattern::Ball => "ball",
+        // Every pixel new in every frame: incompressible, so the encoder spends what it is
+        // allowed and the uplink carries the configured rate.
+        TestPattern::Noise => "snow",
+    };
+    src.set_property_from_str("pattern", name);
+    Ok(src)
 }
 
 fn named(factory: &'static str, role: &str) -> gst::element_factory::ElementBuilder<'static> {

@@ -6,6 +6,7 @@
 use crate::media::{KeyframeRequester, MediaStats};
 use crate::net::{NetworkStatus, Path, UplinkStatus};
 use crate::output::OutputStats;
+use crate::output::adapt::{AdaptStatus, Adaptation};
 use crate::supervisor::{MachineView, StreamState};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -34,6 +35,10 @@ pub struct StatusSnapshot {
     pub source: String,
     /// Encoded bitrate over the last second.
     pub bitrate_kbps: u32,
+    /// The bitrate adaptation: the encoder's target, the path's estimate and where it came
+    /// from, loss and round trip.
+    #[serde(default)]
+    pub adapt: AdaptStatus,
     pub frames_encoded: u64,
     pub frames_sent: u64,
     pub keyframes_forced: u64,
@@ -71,6 +76,7 @@ pub struct StatusSources {
     pub media: Arc<MediaStats>,
     pub output_stats: Arc<OutputStats>,
     pub keyframes: KeyframeRequester,
+    pub adaptation: Arc<Adaptation>,
     pub started: Instant,
     pub source: String,
     pub output_kind: String,
@@ -108,6 +114,7 @@ impl StatusSources {
             encoder: self.media.encoder(),
             source: self.source.clone(),
             bitrate_kbps: self.media.bitrate_kbps(),
+            adapt: self.adaptation.status(),
             frames_encoded: self.media.frames(),
             frames_sent: self.output_stats.frames_sent(),
             keyframes_forced: self.keyframes.forced_count(),
