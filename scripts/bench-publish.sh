@@ -36,13 +36,15 @@ RUST_LOG=warn ./target/release/onair run --config "$work/onair.json" 2>"$work/on
 onair_pid=$!
 sleep "$seconds"
 
-# Per-thread CPU, grouped by the names GStreamer and tokio give their threads.
+# Per-thread CPU, grouped by the names GStreamer and tokio give their threads: the capture's
+# source, the encoder (the streaming thread of the appsrc "pictures" that feeds it, and the
+# x264 threads it starts), and the rest (the frame pump, WebRTC, HTTP, control).
 read -r capture encoder other < <(
   for t in /proc/$onair_pid/task/*; do
     printf '%s\t%s\n' "$(cat "$t/comm")" "$(awk '{print $14+$15}' "$t/stat")"
   done | awk -F'\t' -v tck="$tck" '
     $1 ~ /^source-/    { c += $2; next }
-    $1 ~ /^encqueue/   { e += $2; next }
+    $1 ~ /^pictures/   { e += $2; next }
                        { o += $2 }
     END { printf "%.2f %.2f %.2f\n", c/tck, e/tck, o/tck }')
 total=$(awk -v tck="$tck" '{printf "%.2f", ($14+$15)/tck}' "/proc/$onair_pid/stat")
@@ -81,7 +83,7 @@ rows = [
     ("CPU total (s)", f"{float(total):.2f}", f"{ref_cpu:.2f}"),
     ("  capture + convert (s)", cap, "-"),
     ("  x264 encoder (s)", enc, "-"),
-    ("  WebRTC, HTTP, control (s)", other, "-"),
+    ("  frame pump, WebRTC, HTTP, control (s)", other, "-"),
     ("CPU per second of stream", f"{float(total) / float(secs) * 100:.0f} % of a core", f"{ref_cpu / float(secs) * 100:.0f} % of a core"),
     ("peak RSS", f"{int(rss) / 1024:.1f} MiB", f"{int(rrss) / 1024:.1f} MiB"),
 ]

@@ -23,6 +23,9 @@
 #   6. (before 5) systemd's service watchdog restarts a hung daemon within WatchdogSec and the
 #      new one goes live (scripts/qemu/watchdog-check.sh; the test hook that hangs it is armed
 #      by the test-only kernel argument systemd.setenv=ONAIR_TEST_HOOKS=1).
+#   7. (before 5, after 6) input loss on a real V4L2 driver: scripts/qemu/v4l2-scenarios.sh streams
+#      from vivid and cuts the signal, changes the resolution, unplugs the device, and checks
+#      on_loss=disconnect (ONAIR_QEMU_V4L2=0 skips it).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
 # receiver and a DHCP server (dnsmasq, one lease: 192.0.2.2, no router, no DNS), so the box
@@ -488,6 +491,22 @@ if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && qemu_alive; then
     watchdog_check
 else
     fail "service watchdog: not checked (no SSH or no stream)"
+fi
+
+# ------------------------------------------------------------------ 7. V4L2 input loss
+# The same box, now streaming from vivid (a real V4L2 driver in Debian's kernel): signal lost,
+# resolution change, unplug, on_loss=disconnect (scripts/qemu/v4l2-scenarios.sh; issue 14).
+# ONAIR_QEMU_V4L2=0 skips it.
+if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_V4L2:-1}" = 1 ] && qemu_alive; then
+    phase "V4L2 input loss on vivid"
+    while IFS= read -r line; do
+        case $line in
+        PASS\ *) pass "${line#PASS }" ;;
+        FAIL\ *) fail "${line#FAIL }" ;;
+        *) printf '    %s\n' "$line" ;;
+        esac
+    done < <("$SCRIPT_DIR/qemu/v4l2-scenarios.sh" --netns "$NS" --key "$RUN/id_ed25519" \
+        --box "$BOX_IP" --receiver "http://$HOST_IP:$PORT" --token "$TOKEN" 2>&1 9>&-)
 fi
 
 # ------------------------------------------------------------------ 5. shutdown

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up of a Debian bookworm machine for building, demoing and testing onair:
-# GStreamer (dev files and the plugins the pipeline uses), the tools the tests drive
+# GStreamer (dev files and the plugins the pipeline uses; gstreamer1.0-x has textoverlay, which
+# draws the input-loss slate's text), the tools the tests drive
 # (iproute2, nftables, sysctl, tc, curl, nginx with RTMP, ffprobe; /usr/bin/time for the
 # benchmarks; genimage and friends for the image layout test), GStreamer's webrtcbin for the
 # second test receiver (it sends TWCC feedback) and the Python virtualenv of the independent
@@ -21,7 +22,7 @@ packages=(
   build-essential pkg-config ca-certificates curl
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-x
   python3 python3-venv
   iproute2 nftables procps time
   nginx libnginx-mod-rtmp ffmpeg
@@ -31,6 +32,7 @@ packages=(
   # tests/image_tree.rs: the image's disk layout made by Debian's genimage from fake inputs
   # and read back (sfdisk, mtools, blkid), the package's source copy (make, rsync)
   genimage fdisk mtools dosfstools e2fsprogs util-linux make rsync
+  busybox  # tests/import_card.rs runs the first-boot import with the image's shell tools
 )
 missing=()
 for p in "${packages[@]}"; do

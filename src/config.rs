@@ -24,6 +24,12 @@ pub enum ConfigError {
     },
     #[error("config {path}: {message}")]
     Syntax { path: PathBuf, message: String },
+    #[error("config file {path}: is {what}, not a regular file")]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error(
+        "config file {path}: {size} bytes is more than a config can be ({MAX_CONFIG_BYTES} bytes)"
+    )]
+    TooLarge { path: PathBuf, size: u64 },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
 }
@@ -100,17 +106,51 @@ impl TestPattern {
     }
 }
 
+/// What the box does when its input is lost (`source.on_loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLoss {
+    /// The encoder gets a slate instead and the connection stays up: viewers keep the stream.
+    #[default]
+    Slate,
+    /// The connection is closed until the input returns (the behaviour before the slate).
+    Disconnect,
+}
+
+impl OnLoss {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnLoss::Slate => "slate",
+            OnLoss::Disconnect => "disconnect",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     pub kind: SourceKind,
     pub device: Option<PathBuf>,
+    /// The output picture: every input is scaled and rated to this.
     pub width: u32,
     pub height: u32,
     pub fps: u32,
     pub format: SourceFormat,
     /// Only for `kind: test`.
     pub pattern: TestPattern,
+    pub on_loss: OnLoss,
+    /// An image (PNG or JPEG) shown instead of the built-in card while the input is lost.
+    pub slate_image: Option<PathBuf>,
+    /// The message on the built-in card.
+    pub slate_text: String,
+    /// Wait between attempts to bring a lost input back (events cut it short).
+    pub retry: Duration,
+    /// No picture from the input for this long means it is lost (the last picture is held
+    /// until then).
+    pub lost_after: Duration,
 }
+
+/// The longest slate message: it must fit on a small picture in one line.
+pub const MAX_SLATE_TEXT: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -326,6 +366,10 @@ pub struct StatusConfig {
     pub socket: PathBuf,
 }
 
+/// A config is a few KiB; a file larger than this is a mistake (or `/dev/zero` behind a name),
+/// never a config, and is refused before it is read.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 pub const DEFAULT_STATUS_SOCKET: &str = "/run/onair/status.sock";
 pub const DEFAULT_STATE_DIR: &str = "/run/onair";
 
@@ -368,6 +412,12 @@ struct RawSource {
     #[serde(default)]
     format: SourceFormat,
     pattern: Option<TestPattern>,
+    #[serde(default)]
+    on_loss: OnLoss,
+    slate_image: Option<PathBuf>,
+    slate_text: Option<String>,
+    retry_ms: Option<u64>,
+    lost_after_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -506,12 +556,10 @@ struct RawStatus {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file. Only a regular file of at most [`MAX_CONFIG_BYTES`]
+    /// is read: a FIFO, a device or a directory is refused without waiting on it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_config_file(path)?;
         Config::parse(&text).map_err(|e| match e {
             ConfigError::Syntax { message, .. } => ConfigError::Syntax {
                 path: path.to_path_buf(),
@@ -522,30 +570,47 @@ impl Config {
     }
 
     /// Parses and validates config text. Syntax errors carry an empty path; `load` fills it.
+    ///
+    /// No refusal repeats a secret of the text: the token and the RTMP stream key are blanked
+    /// out of every message and key, and an unknown key is named only when its name looks
+    /// like a key (a token pasted as a key name is not repeated).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = match serde_path_to_error::deserialize(de) {
+        Config::parse_unscrubbed(text).map_err(|e| scrub_error(e, text))
+    }
+
+    fn parse_unscrubbed(text: &str) -> Result<Config, ConfigError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let raw: RawConfig = match serde_path_to_error::deserialize(&mut de) {
             Ok(raw) => raw,
             Err(err) => {
-                let path = err.path().to_string();
+                let segments: Vec<_> = err.path().iter().cloned().collect();
                 let inner = err.into_inner();
-                let message = scrub_serde_message(&inner.to_string());
                 // A JSON syntax error has no meaningful key; a type or unknown-field error does.
                 if inner.is_syntax() || inner.is_eof() {
+                    // serde_json reports a wrong type where an enum's string belongs (`"kind":
+                    // false`) as a syntax error; in valid JSON it is the key's fault.
+                    if serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() {
+                        return Err(serde_refusal(
+                            &segments,
+                            "has a value of the wrong type (expected a string)",
+                        ));
+                    }
                     return Err(ConfigError::Syntax {
                         path: PathBuf::new(),
-                        message,
+                        message: scrub_serde_message(&inner.to_string()),
                     });
                 }
-                // serde reports a missing field at the parent's path; name the field itself.
-                let key = match missing_field(&message) {
-                    Some(field) if path == "." => field.to_string(),
-                    Some(field) => format!("{path}.{field}"),
-                    None => path,
-                };
-                return Err(ConfigError::invalid(&key, message));
+                return Err(serde_refusal(&segments, &inner.to_string()));
             }
         };
+        // One JSON object and nothing after it: a second object or a stray character is a
+        // mistake the person should see, not text to ignore.
+        if let Err(e) = de.end() {
+            return Err(ConfigError::Syntax {
+                path: PathBuf::new(),
+                message: format!("text after the end of the config object ({e})"),
+            });
+        }
         raw.validate()
     }
 
@@ -555,6 +620,208 @@ impl Config {
         let mut same = new.clone();
         same.reconnect = self.reconnect.clone();
         &same == self
+    }
+}
+
+/// Opens without waiting for a FIFO's writer (O_NONBLOCK), checks what the path is on the open
+/// file itself (no race with a rename), and reads at most [`MAX_CONFIG_BYTES`] (a file may
+/// grow after the check).
+fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let read_error = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    let kind = meta.file_type();
+    let not_a_file = |what| {
+        Err(ConfigError::NotAFile {
+            path: path.to_path_buf(),
+            what,
+        })
+    };
+    if kind.is_dir() {
+        return not_a_file("a directory");
+    } else if kind.is_fifo() {
+        return not_a_file("a FIFO (named pipe)");
+    } else if kind.is_char_device() || kind.is_block_device() {
+        return not_a_file("a device");
+    } else if kind.is_socket() {
+        return not_a_file("a socket");
+    } else if !kind.is_file() {
+        return not_a_file("something else");
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: "is not UTF-8 text".into(),
+    })
+}
+
+/// Whether an unknown key's name may be repeated in a refusal: letters, `_` and `-`, as a
+/// person's typo would be. Anything else (digits, dots, spaces, control characters, long
+/// strings) may be a stream key pasted in the wrong place and is not shown.
+fn shows_as_key(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'-')
+}
+
+/// A type, value or unknown-key refusal from serde, naming the key at fault.
+fn serde_refusal(segments: &[serde_path_to_error::Segment], message: &str) -> ConfigError {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    let mut hidden = false;
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Map { key: name } | Segment::Enum { variant: name } => {
+                if !shows_as_key(name) {
+                    // Only ever the last segment: serde descends into known keys alone.
+                    hidden = true;
+                    break;
+                }
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(name);
+            }
+            Segment::Unknown => {
+                hidden = true;
+                break;
+            }
+        }
+    }
+    if let Some(expected) = unknown_field_expectation(message) {
+        let message = if hidden {
+            format!(
+                "has a key whose name is not shown (it is not a config key and may be a secret){expected}"
+            )
+        } else {
+            format!("is not a config key{expected}")
+        };
+        let key = if key.is_empty() { ".".to_string() } else { key };
+        return ConfigError::invalid(&key, message);
+    }
+    let message = scrub_serde_message(message);
+    // serde reports a missing field at the parent's path; name the field itself.
+    let key = match (missing_field(&message), key.is_empty()) {
+        (Some(field), true) => field.to_string(),
+        (Some(field), false) => format!("{key}.{field}"),
+        (None, true) => ".".to_string(),
+        (None, false) => key,
+    };
+    ConfigError::invalid(&key, message)
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`", the part after the name (it lists
+/// our own keys only).
+fn unknown_field_expectation(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    for tail in ["`, expected ", "`, there are no fields"] {
+        if let Some(i) = rest.rfind(tail) {
+            let after = &rest[i + 1..];
+            let after = after.split(" at line ").next().unwrap_or(after);
+            return Some(after.to_string());
+        }
+    }
+    Some(String::new())
+}
+
+/// Secrets a refused config may hold: the token and the RTMP stream key (and, for any URL,
+/// its user info and query values). Found in the text itself, since a refused config has no
+/// typed form.
+fn secrets_in(text: &str) -> Vec<String> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    let output = &value["output"];
+    let mut secrets = Vec::new();
+    if let Some(url) = output["url"].as_str() {
+        let before_fragment = url.split('#').next().unwrap_or(url);
+        let (before_query, query) = match before_fragment.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (before_fragment, None),
+        };
+        if output["kind"].as_str() != Some("whip") {
+            // RTMP: the key is the last path segment with text (the query belongs to it).
+            if let Some(last) = before_query
+                .split('/')
+                .skip(3)
+                .filter(|s| !s.is_empty())
+                .last()
+            {
+                secrets.push(last.to_string());
+                if let Some(q) = query {
+                    secrets.push(format!("{last}?{q}"));
+                }
+            }
+        }
+        if let Some(q) = query {
+            secrets.extend(
+                q.split('&')
+                    .filter_map(|pair| pair.split_once('=').map(|(_, v)| v.to_string())),
+            );
+        }
+        if let Some((_, rest)) = before_query.split_once("://")
+            && let Some((userinfo, _)) = rest.split('/').next().unwrap_or("").rsplit_once('@')
+        {
+            secrets.push(userinfo.to_string());
+            if let Some((_, password)) = userinfo.split_once(':') {
+                secrets.push(password.to_string());
+            }
+        }
+    }
+    // A query value like `1` would blank out ordinary words; such short values are kept out
+    // of messages by never quoting values in the first place.
+    secrets.retain(|s| s.len() >= 3);
+    if let Some(token) = output["token"].as_str().filter(|t| t.len() >= 2) {
+        secrets.push(token.to_string());
+    }
+    secrets
+}
+
+/// Last line of defence for every refusal of `text`: no secret of it, no control character.
+fn scrub_error(error: ConfigError, text: &str) -> ConfigError {
+    let secrets = secrets_in(text);
+    let clean = |s: &str| {
+        crate::secret::printable(&crate::secret::scrub_all(
+            s,
+            secrets.iter().map(String::as_str),
+        ))
+    };
+    match error {
+        ConfigError::Invalid { key, message } => ConfigError::Invalid {
+            key: clean(&key),
+            message: clean(&message),
+        },
+        ConfigError::Syntax { path, message } => ConfigError::Syntax {
+            path,
+            message: clean(&message),
+        },
+        other => other,
     }
 }
 
@@ -603,6 +870,23 @@ fn nonzero_ms(key: &str, value: Option<u64>, default: Duration) -> Result<Durati
         Some(0) => Err(ConfigError::invalid(key, "must be greater than 0")),
         Some(ms) => Ok(Duration::from_millis(ms)),
     }
+}
+
+fn ms_in_range(
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    let ms = value.unwrap_or(default);
+    if !(min..=max).contains(&ms) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{ms} is out of range {min}..={max}"),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 fn check_range(key: &str, value: u32, min: u32, max: u32) -> Result<u32, ConfigError> {
@@ -678,6 +962,34 @@ impl RawSource {
                 ));
             }
         };
+        if self
+            .slate_image
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid("source.slate_image", "path is empty"));
+        }
+        let slate_text = self.slate_text.unwrap_or_else(|| "NO SIGNAL".into());
+        if slate_text.chars().count() > MAX_SLATE_TEXT {
+            return Err(ConfigError::invalid(
+                "source.slate_text",
+                format!("is longer than {MAX_SLATE_TEXT} characters"),
+            ));
+        }
+        if slate_text.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                "source.slate_text",
+                "contains control characters (one line of text)",
+            ));
+        }
+        let retry = ms_in_range("source.retry_ms", self.retry_ms, 2000, 100, 60_000)?;
+        let lost_after = ms_in_range(
+            "source.lost_after_ms",
+            self.lost_after_ms,
+            2000,
+            200,
+            30_000,
+        )?;
         Ok(SourceConfig {
             kind: self.kind,
             device,
@@ -686,6 +998,11 @@ impl RawSource {
             fps,
             format: self.format,
             pattern,
+            on_loss: self.on_loss,
+            slate_image: self.slate_image,
+            slate_text,
+            retry,
+            lost_after,
         })
     }
 }
@@ -737,32 +1054,36 @@ impl RawOutput {
         let Some(url) = self.url else {
             return Err(ConfigError::invalid("output.url", "is missing"));
         };
+        // URL parsing forgives these (it trims the ends and drops tabs); the RTMP output and
+        // servers do not. A person never means them.
+        if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(ConfigError::invalid(
+                "output.url",
+                "contains spaces or control characters",
+            ));
+        }
         let secret_segments = match self.kind {
             OutputKind::Whip => 0,
             OutputKind::Rtmp => 1,
         };
-        // Never echo the URL itself in an error: it may carry the key.
-        let parsed = reqwest::Url::parse(&url).map_err(|e| {
-            ConfigError::invalid(
-                "output.url",
-                format!(
-                    "is not a valid URL ({e}): {}",
-                    SecretUrl::new(&url, secret_segments)
-                ),
-            )
-        })?;
+        // Never echo text that does not parse as a URL: it may be a key pasted in the wrong
+        // place, and redaction needs a URL's shape to know what to hide.
+        let parsed = reqwest::Url::parse(&url)
+            .map_err(|e| ConfigError::invalid("output.url", format!("is not a valid URL ({e})")))?;
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(ConfigError::invalid("output.url", "has no host"));
         }
+        // A scheme is named back only when it is short and plain, as a typo would be.
+        let scheme = match parsed.scheme() {
+            s if s.len() <= 8 && s.bytes().all(|b| b.is_ascii_lowercase()) => format!("`{s}`"),
+            _ => "something else".to_string(),
+        };
         match self.kind {
             OutputKind::Whip => {
                 if !matches!(parsed.scheme(), "http" | "https") {
                     return Err(ConfigError::invalid(
                         "output.url",
-                        format!(
-                            "a WHIP URL must be http or https, not `{}`",
-                            parsed.scheme()
-                        ),
+                        format!("a WHIP URL must be http or https, not {scheme}"),
                     ));
                 }
                 let token = match self.token {
@@ -789,10 +1110,7 @@ impl RawOutput {
                 if !matches!(parsed.scheme(), "rtmp" | "rtmps") {
                     return Err(ConfigError::invalid(
                         "output.url",
-                        format!(
-                            "an RTMP URL must be rtmp or rtmps, not `{}`",
-                            parsed.scheme()
-                        ),
+                        format!("an RTMP URL must be rtmp or rtmps, not {scheme}"),
                     ));
                 }
                 if self.token.is_some() {
@@ -811,12 +1129,62 @@ impl RawOutput {
                         "an RTMP URL needs an app and a stream key: rtmp://host/app/KEY",
                     ));
                 }
+                check_rtmp_split(&url).map_err(|reason| {
+                    ConfigError::invalid(
+                        "output.url",
+                        format!("{reason}: {}", SecretUrl::new(&url, secret_segments)),
+                    )
+                })?;
                 Ok(OutputConfig::Rtmp {
                     url: SecretUrl::new(url, secret_segments),
                 })
             }
         }
     }
+}
+
+/// The RTMP output splits the URL's text itself (`scheme://authority/app/KEY`, the key being
+/// everything after the last `/`); what that split refuses at start-up is refused here first,
+/// so that a config the boot import installs never makes `run` exit. tests/config_fuzz.rs
+/// checks that whatever this accepts, the output accepts.
+fn check_rtmp_split(raw: &str) -> Result<(), &'static str> {
+    let needs = "needs a host, an app and a stream key: rtmp://host/app/KEY";
+    let (scheme, rest) = raw.split_once("://").ok_or(needs)?;
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "rtmp" | "rtmps") {
+        return Err("the scheme must be rtmp or rtmps");
+    }
+    let (authority, path) = rest.split_once('/').ok_or(needs)?;
+    if authority.contains('@') {
+        return Err("user info (user:password@) is not supported");
+    }
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, after) = bracketed.split_once(']').ok_or("bad host")?;
+        match after {
+            "" => host,
+            p => {
+                p.strip_prefix(':')
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .ok_or("bad port")?;
+                host
+            }
+        }
+    } else {
+        match authority.split_once(':') {
+            None => authority,
+            Some((host, port)) => {
+                port.parse::<u16>().map_err(|_| "bad port")?;
+                host
+            }
+        }
+    };
+    let (app, key) = path.rsplit_once('/').ok_or(needs)?;
+    if host.is_empty() || app.is_empty() {
+        return Err(needs);
+    }
+    if key.is_empty() {
+        return Err("the stream key after the last `/` is empty (a `/` at the end?)");
+    }
+    Ok(())
 }
 
 impl RawReconnect {
@@ -1045,6 +1413,28 @@ mod tests {
         assert_eq!(c.reconnect.max_attempts, 0);
         assert_eq!(c.status.socket, PathBuf::from("/run/onair/status.sock"));
         assert!(c.network.netlink);
+        assert_eq!(c.source.on_loss, OnLoss::Slate);
+        assert_eq!(c.source.slate_text, "NO SIGNAL");
+        assert_eq!(c.source.slate_image, None);
+        assert_eq!(c.source.retry, Duration::from_secs(2));
+        assert_eq!(c.source.lost_after, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn input_loss_keys_are_read() {
+        let c = Config::parse(&with(
+            r#"{"source": {"on_loss": "disconnect", "slate_image": "/data/slate.png",
+                "slate_text": "Back soon", "retry_ms": 500, "lost_after_ms": 800}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.source.on_loss, OnLoss::Disconnect);
+        assert_eq!(
+            c.source.slate_image.as_deref(),
+            Some(Path::new("/data/slate.png"))
+        );
+        assert_eq!(c.source.slate_text, "Back soon");
+        assert_eq!(c.source.retry, Duration::from_millis(500));
+        assert_eq!(c.source.lost_after, Duration::from_millis(800));
     }
 
     #[test]
@@ -1122,6 +1512,18 @@ mod tests {
                 "leds.live_pin",
             ),
             (r#"{"leds": {"backend": "blink"}}"#, "leds.backend"),
+            (r#"{"source": {"on_loss": "hang_up"}}"#, "source.on_loss"),
+            (r#"{"source": {"slate_image": ""}}"#, "source.slate_image"),
+            (r#"{"source": {"slate_text": "a\nb"}}"#, "source.slate_text"),
+            (
+                r#"{"source": {"slate_text": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#,
+                "source.slate_text",
+            ),
+            (r#"{"source": {"retry_ms": 0}}"#, "source.retry_ms"),
+            (
+                r#"{"source": {"lost_after_ms": 60000}}"#,
+                "source.lost_after_ms",
+            ),
         ];
         for (patch, key) in cases {
             let text = with(patch);
@@ -1179,6 +1581,91 @@ mod tests {
         let err = Config::load(Path::new("/nonexistent/onair.json")).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
         assert!(err.to_string().contains("/nonexistent/onair.json"));
+    }
+
+    #[test]
+    fn text_after_the_object_is_refused() {
+        for tail in ["\n{}", " x", "{\"source\": 1}", "]", "\n// comment"] {
+            let text = format!("{MINIMAL}{tail}");
+            match Config::parse(&text) {
+                Err(ConfigError::Syntax { message, .. }) => {
+                    assert!(message.contains("after the end"), "{tail:?}: {message}")
+                }
+                other => panic!("{tail:?}: expected a refusal, got {other:?}"),
+            }
+        }
+        // Whitespace after the object is fine.
+        assert!(Config::parse(&format!("{MINIMAL}\n\r\n  \t")).is_ok());
+    }
+
+    #[test]
+    fn rtmp_urls_the_output_refuses_are_refused_here_without_the_key() {
+        for url in [
+            "rtmp://127.0.0.1/live/SECRETKEY/",
+            "rtmp://user:pw@127.0.0.1/live/SECRETKEY",
+            "rtmp://127.0.0.1:/live/SECRETKEY",
+        ] {
+            let text = format!(
+                r#"{{"source": {{"kind": "test"}}, "output": {{"kind": "rtmp", "url": "{url}"}}}}"#
+            );
+            let err = Config::parse(&text).unwrap_err();
+            assert_eq!(err.key(), Some("output.url"), "{url}: {err}");
+            assert!(!err.to_string().contains("SECRETKEY"), "{url}: {err}");
+            assert!(!err.to_string().contains("pw@"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_token_pasted_as_a_key_name_is_not_repeated() {
+        // Where the token is also set, it is blanked out wherever it appears.
+        let text = with(r#"{"output": {"s3cret-key": 1}}"#);
+        let err = Config::parse(&text).unwrap_err();
+        assert_eq!(err.key(), Some("output"), "{err}");
+        assert!(!err.to_string().contains("s3cret-key"), "{err}");
+        // Without a token to compare with, a name that does not look like a key is not shown.
+        let text = r#"{"source": {"kind": "test"}, "output": {"kind": "whip", "url": "http://h/w", "sk_live_51Hx": true}}"#;
+        let err = Config::parse(text).unwrap_err();
+        assert_eq!(err.key(), Some("output"), "{err}");
+        assert!(!err.to_string().contains("sk_live_51Hx"), "{err}");
+        assert!(err.to_string().contains("not shown"), "{err}");
+        // A typo is still named.
+        let err = Config::parse(&with(r#"{"source": {"colour": 1}}"#)).unwrap_err();
+        assert_eq!(err.key(), Some("source.colour"), "{err}");
+        assert!(err.to_string().contains("expected one of"), "{err}");
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_refusal() {
+        let err = Config::parse(&with(r#"{"source": {"\u001b[31mred": 1}}"#)).unwrap_err();
+        assert!(!err.to_string().chars().any(char::is_control), "{err:?}");
+        let err = Config::parse("{\"source\": \u{1b}").unwrap_err();
+        assert!(!err.to_string().chars().any(char::is_control), "{err:?}");
+    }
+
+    #[test]
+    fn files_that_are_not_files_are_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, what) in [
+            (fifo.as_path(), "FIFO"),
+            (Path::new("/dev/zero"), "device"),
+            (dir.path(), "directory"),
+        ] {
+            let err = Config::load(path).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::NotAFile { .. }) && err.to_string().contains(what),
+                "{}: {err}",
+                path.display()
+            );
+        }
+        let big = dir.path().join("big.json");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        assert!(matches!(
+            Config::load(&big).unwrap_err(),
+            ConfigError::TooLarge { .. }
+        ));
     }
 
     #[test]

@@ -53,8 +53,11 @@ pub async fn run(config_path: PathBuf, mut config: Config) -> Result<(), DaemonE
     // One recorder for the daemon's life, so `--history` keeps what happened before a
     // SIGHUP restart.
     let recorder = FlightRecorder::new();
+    // Before anything else: from here on a signal is an event, never its default action
+    // (which would end the process without a DELETE or removing the socket).
+    let signals = Signals::install();
     loop {
-        let (parts, watchdog) = Parts::start(&config_path, config, &recorder).await?;
+        let (parts, watchdog) = Parts::start(&config_path, config, &recorder, &signals).await?;
         let cause = watchdog.run().await;
         if !matches!(cause, StopCause::Restart(_)) {
             notify::stopping();
@@ -98,7 +101,8 @@ impl Watchdog {
         events: mpsc::Receiver<Event>,
     ) -> (Watchdog, Views) {
         let online = network.borrow().online;
-        let machine = Machine::new(&config.reconnect, online, rand::random(), Instant::now());
+        let machine = Machine::new(&config.reconnect, online, rand::random(), Instant::now())
+            .on_input_loss(config.source.on_loss);
         let (view_tx, view_rx) = watch::channel(machine.view());
         let (state_tx, state_rx) = watch::channel(StreamState::Starting);
         let parts = DriverParts {
@@ -176,6 +180,7 @@ impl Parts {
         config_path: &Path,
         config: Config,
         recorder: &FlightRecorder,
+        signals: &Signals,
     ) -> Result<(Parts, Watchdog), DaemonError> {
         // The status socket first: a second daemon started by mistake stops here, before it
         // touches the camera or the server session of the one already running.
@@ -210,7 +215,13 @@ impl Parts {
         });
         // The last sender moves into the signal task: once every producer is gone the
         // watchdog hears `InputsClosed`.
-        let signals = handle_signals(config_path.to_path_buf(), config, events, &shutdown);
+        let signals = handle_signals(
+            config_path.to_path_buf(),
+            config,
+            events,
+            signals.clone(),
+            &shutdown,
+        );
         let parts = Parts {
             shutdown,
             output,
@@ -369,8 +380,11 @@ async fn start_network(
 async fn forward_media(mut rx: mpsc::Receiver<MediaEvent>, events: mpsc::Sender<Event>) {
     while let Some(ev) = rx.recv().await {
         let event = match ev {
-            MediaEvent::Ready => Event::InputReady,
-            MediaEvent::Lost(reason) => Event::InputLost { reason },
+            MediaEvent::Ready => Event::MediaReady,
+            MediaEvent::Stalled(reason) => Event::MediaLost { reason },
+            MediaEvent::InputLive => Event::InputReady,
+            MediaEvent::InputLost(reason) => Event::InputLost { reason },
+            MediaEvent::InputNote(message) => Event::InputNote { message },
             MediaEvent::Fatal(reason) => Event::Stop(StopCause::MediaFatal(reason)),
         };
         if events.send(event).await.is_err() {
@@ -411,41 +425,126 @@ async fn forward_network(
     }
 }
 
+/// SIGINT, SIGTERM and SIGHUP, taken over for the daemon's whole life: installed once before
+/// the first part starts, so a signal during start-up (or between two runs) waits for the
+/// signal task instead of killing the process; each run's signal task borrows them.
+#[derive(Clone)]
+struct Signals(Option<Arc<tokio::sync::Mutex<SignalStreams>>>);
+
+struct SignalStreams {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(int), Ok(term), Ok(hup)) => {
+                Signals(Some(Arc::new(tokio::sync::Mutex::new(SignalStreams {
+                    int,
+                    term,
+                    hup,
+                }))))
+            }
+            _ => {
+                log::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+                Signals(None)
+            }
+        }
+    }
+}
+
 /// Turns signals into events: SIGINT/SIGTERM stop the run, SIGHUP reloads the config.
 fn handle_signals(
     config_path: PathBuf,
     current: Config,
     events: mpsc::Sender<Event>,
+    signals: Signals,
     shutdown: &CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(signal_events(
         config_path,
         current,
         events,
+        signals,
         shutdown.child_token(),
     ))
 }
+
+/// How long a SIGHUP's config read may take. The loader refuses FIFOs and devices without
+/// waiting, so this only guards against a file system that hangs; the signal task never waits
+/// for it either way.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn signal_events(
     config_path: PathBuf,
     mut current: Config,
     events: mpsc::Sender<Event>,
+    signals: Signals,
     shutdown: CancellationToken,
 ) {
-    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        log::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+    let Some(signals) = signals.0 else {
         return;
+    };
+    // The previous run's task is aborted before this one starts; the lock is free by then.
+    let mut streams = signals.lock().await;
+    let SignalStreams { int, term, hup } = &mut *streams;
+    // The config being read for a SIGHUP, if any. Reading happens off this task, so SIGTERM
+    // is heard while it runs, however long it takes.
+    let mut reloading: Option<(Instant, Reload)> = None;
+    // A SIGHUP came while reading: what is being read may predate the change it announces.
+    let mut read_again = false;
+    let start_reading = || {
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        Some((deadline, load_in_background(config_path.clone())))
     };
     loop {
         let batch = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = int.recv() => stop_for("SIGINT"),
             _ = term.recv() => stop_for("SIGTERM"),
-            _ = hup.recv() => reload(&config_path, &mut current),
+            _ = hup.recv() => {
+                if reloading.is_some() {
+                    log::info!("SIGHUP: the config is being read; it will be read again after");
+                    read_again = true;
+                } else {
+                    reloading = start_reading();
+                }
+                vec![]
+            }
+            loaded = async {
+                match reloading.as_mut() {
+                    Some((deadline, rx)) => tokio::time::timeout_at(*deadline, rx).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                reloading = None;
+                match loaded {
+                    _ if read_again => {
+                        read_again = false;
+                        reloading = start_reading();
+                        vec![]
+                    }
+                    Ok(Ok(result)) => reload(result, &mut current),
+                    Ok(Err(_)) => {
+                        log::error!("SIGHUP: the config reader stopped; keeping the running config");
+                        vec![]
+                    }
+                    Err(_) => {
+                        log::error!(
+                            "SIGHUP: reading {} took more than {} s; keeping the running config",
+                            config_path.display(),
+                            RELOAD_TIMEOUT.as_secs()
+                        );
+                        vec![]
+                    }
+                }
+            }
         };
         for event in batch {
             if events.send(event).await.is_err() {
@@ -455,6 +554,25 @@ async fn signal_events(
     }
 }
 
+/// The config a SIGHUP asked for, on its way.
+type Reload = tokio::sync::oneshot::Receiver<Result<Config, ConfigError>>;
+
+/// Reads the config on a thread of its own. A plain thread rather than the runtime's blocking
+/// pool: one stuck in a hung file system must not hold up the runtime's shutdown.
+fn load_in_background(path: PathBuf) -> Reload {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("onair-reload".into())
+        .spawn(move || {
+            let _ = tx.send(Config::load(&path));
+        });
+    if let Err(e) = spawned {
+        // The sender was moved into the closure and dropped with it: the receiver reports it.
+        log::error!("SIGHUP: cannot start a thread to read the config: {e}");
+    }
+    rx
+}
+
 fn stop_for(signal: &'static str) -> Vec<Event> {
     log::info!("{signal}: stopping");
     vec![Event::Stop(StopCause::Signal(signal))]
@@ -462,8 +580,8 @@ fn stop_for(signal: &'static str) -> Vec<Event> {
 
 /// What a SIGHUP means: nothing (the new file is invalid: the running config stays), new
 /// reconnect settings applied in place (and a retry now), or a restart with the new config.
-fn reload(path: &Path, current: &mut Config) -> Vec<Event> {
-    match Config::load(path) {
+fn reload(loaded: Result<Config, ConfigError>, current: &mut Config) -> Vec<Event> {
+    match loaded {
         Err(e) => {
             log::error!("SIGHUP: keeping the running config: {e}");
             vec![]

@@ -127,6 +127,13 @@ fn main() -> ExitCode {
             Ok(render::retry(&client::retry(&path).await?).into_bytes())
         }),
         Command::Run { config: path } => {
+            for (name, value) in onair::media::capture::GST_ENVIRONMENT {
+                if std::env::var_os(name).is_none() {
+                    // SAFETY: no other thread exists yet (the runtime is built below), so
+                    // nothing can read the environment while it changes.
+                    unsafe { std::env::set_var(name, value) };
+                }
+            }
             let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {

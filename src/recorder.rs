@@ -25,7 +25,8 @@ pub enum Entry {
     Error {
         message: String,
     },
-    /// Something a person did or asked for (`onair retry`, SIGHUP).
+    /// Something a person did or asked for (`onair retry`, SIGHUP), or something that happened
+    /// to the input (a device unplugged, a source change, the slate taken down).
     Note {
         message: String,
     },

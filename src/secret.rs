@@ -28,6 +28,66 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// `text` with this secret replaced by [`REDACTED`] wherever a server could have echoed it:
+    /// as it is, and percent-encoded (as it appears in a URL).
+    pub fn scrub(&self, text: &str) -> String {
+        scrub_all(text, [self.0.as_str()])
+    }
+}
+
+/// Replaces each secret (as it is and percent-encoded, upper or lower case hex) by
+/// [`REDACTED`]. Longest first, so a secret that contains another is removed whole.
+pub fn scrub_all<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
+    let mut forms: Vec<String> = Vec::new();
+    for s in secrets.into_iter().filter(|s| !s.is_empty()) {
+        let upper = percent_encode(s, false);
+        let lower = percent_encode(s, true);
+        forms.push(s.to_string());
+        forms.push(upper);
+        forms.push(lower);
+    }
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.dedup();
+    let mut out = text.to_string();
+    for f in &forms {
+        if out.contains(f.as_str()) {
+            out = out.replace(f.as_str(), REDACTED);
+        }
+    }
+    out
+}
+
+/// Every byte outside RFC 3986's unreserved set as `%XX`.
+fn percent_encode(s: &str, lower_hex: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else if lower_hex {
+            out.push_str(&format!("%{b:02x}"));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `text` as one printable line: control characters (newlines, escape sequences, NUL) are
+/// shown escaped, so a server or a file cannot forge log lines or drive the terminal.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 impl fmt::Debug for Secret {
@@ -119,13 +179,16 @@ pub fn redact_url(raw: &str, secret_segments: usize) -> String {
         None => authority.to_string(),
     };
     let mut segments: Vec<&str> = path.split('/').collect();
-    // segments[0] is the empty string before the leading '/'.
-    let real = segments.len().saturating_sub(1);
-    let hide = secret_segments.min(real);
-    let first_hidden = segments.len() - hide;
-    for seg in segments.iter_mut().skip(first_hidden) {
+    // The last `secret_segments` segments that have text are secret, and so is anything after
+    // them: `rtmp://host/app/KEY/` must not show KEY because of the slash after it.
+    let mut to_hide = secret_segments;
+    for seg in segments.iter_mut().skip(1).rev() {
+        if to_hide == 0 {
+            break;
+        }
         if !seg.is_empty() {
             *seg = REDACTED;
+            to_hide -= 1;
         }
     }
     let mut out = String::new();
@@ -182,6 +245,37 @@ mod tests {
         assert_eq!(
             redact_url("http://127.0.0.1:8080/api/whip", 0),
             "http://127.0.0.1:8080/api/whip"
+        );
+    }
+
+    #[test]
+    fn a_trailing_slash_does_not_uncover_the_key() {
+        assert_eq!(
+            redact_url("rtmp://host/app/KEY/", 1),
+            "rtmp://host/app/***/"
+        );
+        assert_eq!(
+            redact_url("rtmp://host/app/KEY//", 1),
+            "rtmp://host/app/***//"
+        );
+    }
+
+    #[test]
+    fn scrub_removes_plain_and_percent_encoded_forms() {
+        let s = Secret::new("key with/slash");
+        assert_eq!(
+            s.scrub("a key with/slash b key%20with%2Fslash c key%20with%2fslash"),
+            "a *** b *** c ***"
+        );
+        assert_eq!(Secret::new("").scrub("unchanged"), "unchanged");
+    }
+
+    #[test]
+    fn printable_escapes_control_characters() {
+        assert_eq!(printable("plain text"), "plain text");
+        assert_eq!(
+            printable("line\nforged\u{1b}[31m"),
+            "line\\nforged\\u{1b}[31m"
         );
     }
 

@@ -1,6 +1,7 @@
 //! What a person across the room and one at the keyboard see from the real daemon: the LEDs
 //! (through a temporary Linux LED class tree) follow the stream's state, and a missing camera
-//! is reported as `no_input` instead of crashing.
+//! is reported as `no_input` instead of crashing (tests/input_loss.rs: the same box on the
+//! slate).
 
 mod common;
 
@@ -107,7 +108,7 @@ fn a_missing_camera_is_no_input_and_the_daemon_stays_up() {
             &receiver.whip_url(),
             Some("k"),
             json!({
-                "source": {"kind": "v4l2", "device": "/dev/video-onair-missing"},
+                "source": {"kind": "v4l2", "device": "/dev/video-onair-missing", "on_loss": "disconnect"},
                 "leds": {"backend": "sysfs", "sysfs_dir": leds.path()}
             }),
         ),
@@ -132,7 +133,7 @@ fn a_missing_camera_is_no_input_and_the_daemon_stays_up() {
     assert_eq!(
         receiver.stats()["posts"].as_array().map(Vec::len),
         Some(0),
-        "nothing to stream, so no session is opened"
+        "nothing to stream with on_loss=disconnect, so no session is opened"
     );
     let (code, took) = daemon.stop(Duration::from_secs(5));
     assert_eq!(code, Some(0), "{}", daemon.log());

@@ -314,6 +314,13 @@ impl Puller {
     }
 }
 
+impl Puller {
+    /// Still pulling: the server never ended the stream under it.
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
 impl Drop for Puller {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -739,4 +746,61 @@ fn a_slow_uplink_lowers_the_bitrate_instead_of_backing_up() {
         shares[1],
         shares[0]
     );
+}
+
+/// The input lost with `on_loss = slate` (the default): the same publish carries the slate.
+/// nginx sees one publish in all, the player pulling the stream never loses it, and frames keep
+/// coming at the configured rate through the loss and after the return.
+#[test]
+fn an_input_loss_keeps_the_same_publish_on_the_slate() {
+    let _serial = serial();
+    let nginx = Nginx::start(None);
+    let url = nginx.url("live", KEY);
+    let mut daemon = Daemon::start(
+        rtmp_config(
+            &url,
+            json!({"source": {"width": 320, "height": 240, "fps": 30}}),
+        ),
+        None,
+    );
+    let mut printed = Printed::default();
+    let (live, s) = printed.wait_state(&daemon, "live", Duration::from_secs(20));
+    assert!(live.is_some(), "{s:#}\n{}", daemon.log());
+    let mut puller = Puller::start(&url);
+    puller
+        .wait_frames(30, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("nothing pulled back\n{}", daemon.log()));
+
+    let before = puller.frames();
+    let cut = Instant::now();
+    daemon.signal(nix::sys::signal::Signal::SIGUSR1);
+    let (lost, s) = printed.wait_state(&daemon, "no_input", Duration::from_secs(5));
+    assert!(lost.is_some(), "{s:#}");
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(cut.elapsed()));
+    let during = puller.frames() - before;
+    let secs = cut.elapsed().as_secs_f64();
+    assert!(
+        during as f64 >= 0.9 * 30.0 * secs,
+        "{during} frames pulled in {secs:.1} s of input loss"
+    );
+    daemon.signal(nix::sys::signal::Signal::SIGUSR1);
+    let (back, s) = printed.wait_state(&daemon, "live", Duration::from_secs(5));
+    assert!(back.is_some(), "{s:#}");
+    let after = puller.frames();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        puller.frames() >= after + 50,
+        "frames go on after the return"
+    );
+    assert!(puller.running(), "the player never lost the stream");
+    assert_eq!(s["reconnects"], 0, "{s:#}");
+    let publishes = nginx.error_log().matches("publish: name=").count();
+    assert_eq!(publishes, 1, "one publish in all:\n{}", nginx.error_log());
+    eprintln!(
+        "measured: {during} frames pulled in {secs:.1} s of input loss ({:.0} % of 30 fps)",
+        100.0 * during as f64 / (30.0 * secs)
+    );
+    let (code, _) = daemon.stop(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "exit code\n{}", daemon.log());
+    printed.assert_no_key(KEY, &daemon);
 }

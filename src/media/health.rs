@@ -1,27 +1,29 @@
-//! The media pipeline's lifecycle decisions: observations in (with `now`), actions out. No
+//! The encoder's lifecycle decisions: observations in (with `now`), actions out. No
 //! GStreamer, no clock of its own — the pipeline runner (`pipeline.rs`) does the I/O.
 //!
-//! The rules: a started pipeline must deliver its first access unit within
-//! `first_frame_timeout`, and then keep delivering (a gap of `stall_timeout` is a stall). Any
-//! end of a run has a typed [`Cause`]. With `encoder.kind = auto` an encoder that fails before
-//! it ever produced a frame is skipped for the next candidate at once; when none is left the
-//! media side is dead ([`Action::Fatal`]). Everything else — the input gone or stalled, or a
-//! proven encoder failing — is announced once as lost, and the pipeline is rebuilt every
-//! `restart_delay` until pictures flow again ([`Action::Ready`]).
+//! The encoding pipeline is fed by the frame pump at the configured rate whatever the input
+//! does (the input's picture, the last picture held, or the slate), so an encoder that stops
+//! producing is the encoder's fault, never the camera's: input trouble is decided apart, in
+//! `input.rs`. The rules: a started encoder must deliver its first access unit within
+//! `first_frame_timeout`, and then keep delivering (a gap of `stall_timeout` is a stall). With
+//! `encoder.kind = auto` an encoder that fails before it ever produced a frame is skipped for
+//! the next candidate at once; when none is left the media side is dead ([`Action::Fatal`]).
+//! A proven encoder that fails is announced once as lost and rebuilt every `restart_delay`
+//! until units flow again ([`Action::Ready`]).
 
 use std::fmt;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Timing of the pipeline's health rules. Fixed in code; the defaults are the documented values.
+/// Timing of the encoder's health rules. Fixed in code; the defaults are the documented values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthSettings {
-    /// Wait between attempts to bring a lost input back. Default 2 s.
+    /// Wait between attempts to bring a failed encoder back. Default 2 s.
     pub restart_delay: Duration,
-    /// How long a freshly started pipeline may take to deliver its first access unit (a USB
-    /// camera or the Pi's codec can take seconds to open). Default 8 s.
+    /// How long a freshly started encoder may take to deliver its first access unit (the
+    /// Pi's codec can take seconds to open). Default 8 s.
     pub first_frame_timeout: Duration,
-    /// No access unit for this long on a running pipeline means it stalled. Default 3 s.
+    /// No access unit for this long on a running encoder means it stalled. Default 3 s.
     pub stall_timeout: Duration,
 }
 
@@ -35,57 +37,32 @@ impl Default for HealthSettings {
     }
 }
 
-/// Which half of the pipeline an error came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// Capture: camera, HDMI bridge, test source, and the conversion before the encoder.
-    Input,
-    /// The encoder and what follows it.
-    Encoder,
-}
-
-/// Why a pipeline run ended.
+/// Why a run of the capture or of the encoder ended. Shared by this machine and the input's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
-    /// The capture side failed, ended or is not there (unplugged, element missing).
+    /// The capture failed, ended, has no signal or is not there (unplugged, element missing).
     InputLost(String),
-    /// Pictures stopped arriving at the encoder for `stall_timeout`.
+    /// Pictures stopped arriving from the capture for this long.
     InputStalled(Duration),
-    /// A fresh pipeline delivered nothing within `first_frame_timeout`, and the encoder was
-    /// not to blame (no pictures reached it either).
+    /// A fresh run delivered nothing within this long.
     NoFirstFrame(Duration),
-    /// The encoder side failed, or stopped producing while pictures still reached it.
+    /// The encoder failed, or stopped producing while the pump kept feeding it.
     EncoderFailed(String),
-}
-
-impl Cause {
-    pub fn side(&self) -> Side {
-        match self {
-            Cause::EncoderFailed(_) => Side::Encoder,
-            _ => Side::Input,
-        }
-    }
-
-    /// An error reported by one side of the pipeline.
-    pub fn error(side: Side, text: impl Into<String>) -> Cause {
-        match side {
-            Side::Input => Cause::InputLost(text.into()),
-            Side::Encoder => Cause::EncoderFailed(text.into()),
-        }
-    }
 }
 
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Cause::InputLost(text) | Cause::EncoderFailed(text) => f.write_str(text),
-            Cause::InputStalled(d) => write!(f, "no pictures for {} s", d.as_secs()),
-            Cause::NoFirstFrame(d) => write!(f, "no pictures within {} s of start", d.as_secs()),
+            Cause::InputStalled(d) => write!(f, "no pictures for {:.1} s", d.as_secs_f64()),
+            Cause::NoFirstFrame(d) => {
+                write!(f, "no pictures within {:.1} s of start", d.as_secs_f64())
+            }
         }
     }
 }
 
-/// What the runner saw.
+/// What the runner saw of the encoding pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observation {
     /// The pipeline asked for by `Action::Start` is playing.
@@ -100,13 +77,11 @@ pub enum Observation {
     RestartDue,
 }
 
-/// The streaming side's counters at one moment.
+/// The encoder's counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Flow {
     /// When the last access unit left the encoder in this run, if any did.
     pub last_unit: Option<Instant>,
-    /// Raw pictures that reached the encoder in this run.
-    pub pictures_in: u64,
     /// Access units that left it in this run.
     pub units_out: u64,
 }
@@ -114,16 +89,16 @@ pub struct Flow {
 /// What the runner must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Build and start a pipeline with encoder candidate `candidate` (an index).
+    /// Build and start the encoding pipeline with encoder candidate `candidate` (an index).
     Start { candidate: usize },
     /// Stop the running pipeline (set it to NULL).
     Stop,
     /// Observe `RestartDue` at this time (replaces an earlier one).
     RestartAt(Instant),
-    /// Pictures flow: install this candidate's key-frame forcer and tell the supervisor.
+    /// Units flow: install this candidate's key-frame forcer and tell the supervisor.
     /// `first` is true when the candidate has just proven itself (log and show it).
     Ready { candidate: usize, first: bool },
-    /// Tell the supervisor the input is lost (once per loss, not per retry).
+    /// Tell the supervisor no units flow any more (once per failure, not per retry).
     Lost(Cause),
     /// This candidate failed before its first frame and is given up (a `Start` of the next
     /// one, or `Fatal`, follows).
@@ -223,26 +198,20 @@ impl Health {
                 });
             }
             Some(at) if now.saturating_duration_since(at) > self.settings.stall_timeout => {
-                let cause = self.blame(flow, Cause::InputStalled(self.settings.stall_timeout));
+                let cause = Cause::EncoderFailed(format!(
+                    "the encoder produced nothing for {} s while fed",
+                    self.settings.stall_timeout.as_secs()
+                ));
                 self.end_run(now, cause, true, out);
             }
             None if now.saturating_duration_since(since) > self.settings.first_frame_timeout => {
-                let cause =
-                    self.blame(flow, Cause::NoFirstFrame(self.settings.first_frame_timeout));
+                let cause = Cause::EncoderFailed(format!(
+                    "the encoder produced nothing within {} s of start",
+                    self.settings.first_frame_timeout.as_secs()
+                ));
                 self.end_run(now, cause, true, out);
             }
             _ => {}
-        }
-    }
-
-    /// A stall is the encoder's fault if pictures kept reaching it without coming out.
-    fn blame(&self, flow: Flow, input_cause: Cause) -> Cause {
-        if flow.pictures_in > flow.units_out + 10 {
-            Cause::EncoderFailed(format!(
-                "{input_cause} (the encoder is not producing output)"
-            ))
-        } else {
-            input_cause
         }
     }
 
@@ -250,7 +219,7 @@ impl Health {
         if running {
             out.push(Action::Stop);
         }
-        if cause.side() == Side::Encoder && !self.proven {
+        if !self.proven {
             out.push(Action::Skip {
                 candidate: self.candidate,
                 cause: cause.clone(),
@@ -362,21 +331,15 @@ mod tests {
                 }
             }
         }
-
-        fn t(&self, secs: f64) -> Instant {
-            self.t0 + Duration::from_secs_f64(secs)
-        }
     }
 
-    /// Pictures flowing until `until` seconds, then nothing.
+    /// Units flowing until `until` seconds, then nothing.
     fn flowing_until(t0: Instant, until: f64) -> impl FnMut(Duration) -> Flow {
         move |now| {
             let at = now.as_secs_f64().min(until);
-            let n = (at * 30.0) as u64;
             Flow {
                 last_unit: Some(t0 + Duration::from_secs_f64(at)),
-                pictures_in: n,
-                units_out: n,
+                units_out: (at * 30.0) as u64,
             }
         }
     }
@@ -386,7 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn first_pictures_make_it_ready_and_prove_the_encoder() {
+    fn first_units_make_it_ready_and_prove_the_encoder() {
         let mut s = Sim::new(2);
         let t0 = s.t0;
         s.run_for(Duration::from_secs(1), flowing_until(t0, 100.0));
@@ -396,18 +359,21 @@ mod tests {
     }
 
     #[test]
-    fn a_stall_is_input_lost_then_restarts_every_restart_delay_until_pictures_return() {
-        let mut s = Sim::new(1);
+    fn a_proven_encoder_that_stalls_is_lost_once_and_restarted_on_the_cadence() {
+        let mut s = Sim::new(2);
         let t0 = s.t0;
-        // Flowing for 5 s, then the camera goes quiet.
         s.run_for(Duration::from_secs(5), flowing_until(t0, 5.0));
         s.run_for(Duration::from_secs(3), flowing_until(t0, 5.0));
         assert!(s.lost.is_empty(), "3 s of silence is not yet a stall");
         s.run_for(Duration::from_millis(400), flowing_until(t0, 5.0));
-        assert_eq!(s.lost, vec![Cause::InputStalled(Duration::from_secs(3))]);
+        assert!(
+            matches!(s.lost.as_slice(), [Cause::EncoderFailed(m)] if m.contains("produced nothing")),
+            "{:?}",
+            s.lost
+        );
         assert_eq!(s.stops, 1);
         let lost_at = s.now;
-        // Each restarted pipeline delivers nothing: first-frame deadline 8 s, then 2 s wait.
+        // Each restarted encoder delivers nothing: first-frame deadline 8 s, then 2 s wait.
         s.run_for(Duration::from_secs(25), nothing);
         let restarts: Vec<f64> = s
             .starts
@@ -416,53 +382,28 @@ mod tests {
             .map(|(t, _)| (t0 + *t - lost_at).as_secs_f64())
             .collect();
         assert_eq!(restarts.len(), 3, "{restarts:?}");
-        // Restart after 2 s; each failed run lasts the first-frame deadline (8 s, noticed at
-        // the next tick) plus the 2 s wait.
         assert!((restarts[0] - 2.0).abs() < 0.21, "{restarts:?}");
         assert!(
             (restarts[1] - restarts[0] - 10.2).abs() < 0.21,
             "{restarts:?}"
         );
         assert_eq!(s.lost.len(), 1, "lost is said once, not per retry");
-        // Pictures come back on the next start.
-        let back = s.now;
+        assert!(
+            s.starts.iter().all(|(_, c)| *c == 0),
+            "a proven encoder is never skipped"
+        );
+        let t_back = s.now - t0;
         s.run_for(Duration::from_secs(12), move |now| Flow {
-            last_unit: Some(t0 + now),
-            pictures_in: 1,
+            last_unit: Some(t0 + now.max(t_back)),
             units_out: 1,
         });
-        assert_eq!(
-            s.ready,
-            vec![(0, true), (0, false)],
-            "input back, not a new encoder"
-        );
-        assert!(s.now > back);
-    }
-
-    #[test]
-    fn no_first_frame_within_the_deadline_is_input_trouble_when_nothing_reached_the_encoder() {
-        let mut s = Sim::new(2);
-        s.run_for(Duration::from_secs(8), nothing);
-        assert!(s.lost.is_empty(), "8 s are allowed");
-        s.run_for(Duration::from_millis(200), nothing);
-        assert_eq!(s.lost, vec![Cause::NoFirstFrame(Duration::from_secs(8))]);
-        assert_eq!(
-            s.starts.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
-            vec![0],
-            "input trouble never skips the encoder"
-        );
-        assert_eq!(s.restart_at, Some(s.now + Duration::from_secs(2)));
+        assert_eq!(s.ready, vec![(0, true), (0, false)]);
     }
 
     #[test]
     fn an_encoder_that_never_produces_is_skipped_for_the_next_at_once() {
         let mut s = Sim::new(2);
-        // Pictures reach the encoder, nothing comes out.
-        s.run_for(Duration::from_secs(9), |now| Flow {
-            last_unit: None,
-            pictures_in: (now.as_secs_f64() * 30.0) as u64,
-            units_out: 0,
-        });
+        s.run_for(Duration::from_secs(9), nothing);
         assert_eq!(s.starts.len(), 2);
         assert_eq!(s.starts[1].1, 1, "next candidate");
         assert!(
@@ -470,22 +411,17 @@ mod tests {
             "at the first-frame deadline, without the restart wait: {:?}",
             s.starts[1].0
         );
-        assert!(
-            s.lost.is_empty(),
-            "trying another encoder is not an input loss"
-        );
+        assert!(s.lost.is_empty(), "trying another encoder is not a loss");
     }
 
     #[test]
     fn the_last_encoder_failing_is_fatal_with_every_reason() {
         let mut s = Sim::new(2);
-        s.obs(Observation::Ended(Cause::error(
-            Side::Encoder,
-            "x264: boom",
+        s.obs(Observation::Ended(Cause::EncoderFailed(
+            "x264: boom".into(),
         )));
-        s.obs(Observation::StartFailed(Cause::error(
-            Side::Encoder,
-            "openh264: no",
+        s.obs(Observation::StartFailed(Cause::EncoderFailed(
+            "openh264: no".into(),
         )));
         let fatal = s.fatal.clone().expect("fatal");
         assert_eq!(
@@ -506,47 +442,17 @@ mod tests {
         let mut s = Sim::new(2);
         let t0 = s.t0;
         s.run_for(Duration::from_secs(1), flowing_until(t0, 100.0));
-        s.obs(Observation::Ended(Cause::error(
-            Side::Encoder,
-            "encoder: error",
+        s.obs(Observation::Ended(Cause::EncoderFailed(
+            "encoder: error".into(),
         )));
         assert_eq!(s.lost, vec![Cause::EncoderFailed("encoder: error".into())]);
         s.run_for(Duration::from_secs(3), nothing);
         assert_eq!(s.starts.last().unwrap().1, 0, "the proven encoder stays");
         assert!(s.fatal.is_none());
-    }
-
-    #[test]
-    fn input_errors_and_missing_elements_restart_on_the_cadence() {
-        let mut s = Sim::new(1);
-        s.obs(Observation::StartFailed(Cause::InputLost(
-            "GStreamer element v4l2src is not installed".into(),
-        )));
-        assert_eq!(s.stops, 0, "nothing was running");
-        assert_eq!(s.restart_at, Some(s.t(2.0)));
-        s.run_for(Duration::from_millis(2000), nothing);
-        assert_eq!(s.starts.len(), 2);
         // A bus message of the old pipeline arriving late changes nothing.
-        s.obs(Observation::Ended(Cause::InputLost("late".into())));
-        s.obs(Observation::StartFailed(Cause::InputLost(
-            "still gone".into(),
-        )));
-        assert_eq!(s.lost.len(), 1);
-    }
-
-    #[test]
-    fn a_stall_with_pictures_still_arriving_blames_the_encoder() {
-        let mut s = Sim::new(2);
-        let t0 = s.t0;
-        s.run_for(Duration::from_secs(1), flowing_until(t0, 1.0));
-        s.run_for(Duration::from_secs(4), move |now| Flow {
-            last_unit: Some(t0 + Duration::from_secs(1)),
-            pictures_in: (now.as_secs_f64() * 30.0) as u64,
-            units_out: 30,
-        });
-        assert!(
-            matches!(s.lost.as_slice(), [Cause::EncoderFailed(m)] if m.contains("not producing"))
-        );
-        assert_eq!(s.starts.len(), 1, "proven: no skip, a restart later");
+        let n = s.lost.len();
+        s.obs(Observation::Ended(Cause::EncoderFailed("late".into())));
+        s.obs(Observation::RestartDue);
+        assert_eq!(s.lost.len(), n);
     }
 }

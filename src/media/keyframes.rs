@@ -25,6 +25,9 @@ pub enum Urgency {
     ServerRequest,
     /// A new connection: must start with a key frame, not rate-limited.
     NewConnection,
+    /// The picture switches between the input and the slate: the key frame must come at the
+    /// switch, so neither the interval nor a request still pending holds it back.
+    InputSwitch,
 }
 
 /// The pure decision: should this request force a key frame now?
@@ -36,6 +39,11 @@ pub struct KeyframeGate {
 
 impl KeyframeGate {
     pub fn should_force(&mut self, now: Instant, urgency: Urgency) -> bool {
+        if urgency == Urgency::InputSwitch {
+            self.last_forced = Some(now);
+            self.pending_since = Some(now);
+            return true;
+        }
         if let Some(since) = self.pending_since {
             if now.saturating_duration_since(since) < PENDING_TIMEOUT {
                 return false;
@@ -182,6 +190,22 @@ mod tests {
         g.key_frame_seen();
         assert!(!g.should_force(t0 + ms(100), Urgency::ServerRequest));
         assert!(g.should_force(t0 + ms(100), Urgency::NewConnection));
+    }
+
+    #[test]
+    fn an_input_switch_is_never_held_back() {
+        let mut g = KeyframeGate::default();
+        let t0 = Instant::now();
+        assert!(g.should_force(t0, Urgency::ServerRequest));
+        assert!(g.should_force(t0 + ms(10), Urgency::InputSwitch), "pending");
+        assert!(
+            g.should_force(t0 + ms(20), Urgency::InputSwitch),
+            "interval"
+        );
+        assert!(
+            !g.should_force(t0 + ms(30), Urgency::ServerRequest),
+            "and it counts as pending for the others"
+        );
     }
 
     #[test]

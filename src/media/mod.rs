@@ -1,14 +1,22 @@
-//! Capture and encoding: a GStreamer pipeline that turns the camera, HDMI input or test
-//! pattern into H.264 access units, and keeps doing so while outputs come and go.
+//! Capture and encoding: GStreamer pipelines that turn the camera, HDMI input or test pattern
+//! into H.264 access units, and keep doing so while outputs come and go and while the input
+//! itself is lost (a slate takes its place).
 
 pub mod bitrate;
+pub mod capture;
 pub mod door;
+pub mod encode;
 pub mod encoder;
+pub mod feeder;
 pub mod health;
+pub mod input;
 pub mod keyframes;
 pub mod pipeline;
+pub mod slate;
 pub mod source;
 pub mod sync;
+pub mod v4l2;
+pub mod watch;
 
 use bytes::Bytes;
 use std::time::Duration;
@@ -16,7 +24,7 @@ use std::time::Duration;
 pub use bitrate::{BitrateHandle, BitrateSetter};
 pub use door::{Door, Tap};
 pub use keyframes::{KeyframeRequester, Urgency};
-pub use pipeline::{Media, MediaError, MediaEvent, MediaStats};
+pub use pipeline::{InputStatus, Media, MediaError, MediaEvent, MediaStats};
 pub use sync::KeyframeSync;
 
 /// One encoded picture in Annex-B byte-stream form (start codes, SPS/PPS before every IDR).

@@ -1,34 +1,48 @@
-//! Runs the capture → encode → access-unit pipeline and keeps it running.
+//! Runs capture and encoding and keeps them running.
 //!
-//! The pipeline is built by code, element by element. It is started once and keeps running
-//! across network trouble (outputs come and go at the `Door`). Only input trouble restarts it:
-//! a camera unplugged, an HDMI source without signal, a device that stalls. When to start,
-//! stop, restart, skip an encoder or give up is decided by the pure [`Health`] machine; this
-//! runner only builds pipelines, reads their bus and counters, and carries the actions out.
+//! Two GStreamer pipelines joined by the frame pump (`feeder.rs`):
+//!
+//! ```text
+//!  capture (capture.rs: source chain ▸ appsink)  ──mailbox──▶  pump  ──▶  encode (encode.rs:
+//!  restarted on input trouble                        slate ──▶         appsrc ▸ encoder ▸ h264parse ▸ appsink ──▶ door)
+//!                                                                       runs for the daemon's life
+//! ```
+//!
+//! Input trouble (a camera unplugged, an HDMI source without signal or with new timings, a
+//! device that stalls) only ever stops and restarts the capture; the pump shows the slate
+//! meanwhile, and the encoder, the door and the connection behind it go on. What to do is
+//! decided by two pure machines — [`InputHealth`] for the capture, [`Health`] for the encoder —
+//! and this runner carries their actions out, reads the buses, counters and device events, and
+//! reports to the supervisor.
 
-use super::AccessUnit;
 use super::bitrate::BitrateHandle;
+use super::capture::{self, CaptureRun, TestSignal};
 use super::door::Door;
+use super::encode::{self, EncodeRun, Outlet};
 use super::encoder::{self, Candidate, ElementForcer};
-use super::health::{Action, Cause, Flow, Health, HealthSettings, Observation, Side};
+use super::feeder::{Feeder, FeederStats, Show};
+use super::health::{self, Health, HealthSettings};
+use super::input::{self, InputEvent, InputHealth, InputSettings};
 use super::keyframes::KeyframeRequester;
-use super::source;
-use crate::config::{EncoderConfig, SourceConfig};
+use super::slate;
+use super::watch;
+use crate::config::{EncoderConfig, OnLoss, SourceConfig, SourceKind};
 use crate::lock::lock;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use gstreamer as gst;
-use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How often a running pipeline's counters are read.
+/// How often the running pipelines' counters are read.
 const HEALTH_TICK: Duration = Duration::from_millis(200);
+/// Source changes closer together than this are one burst (vivid sends one per control; an
+/// HDMI bridge one for the signal and one for the timings).
+const SOURCE_CHANGE_SETTLE: Duration = Duration::from_millis(150);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -38,25 +52,70 @@ pub enum MediaError {
     NoEncoder { kind: String, hint: String },
     #[error("no H.264 encoder works: {0}")]
     AllEncodersFailed(String),
+    #[error("cannot start the frame pump: {0}")]
+    Pump(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaEvent {
-    /// Access units are flowing (first start, or input back after `Lost`).
+    /// Encoded units flow (first start, or the encoder back after a failure).
     Ready,
-    /// The input is gone or stalled; the pipeline is being restarted.
-    Lost(String),
+    /// The encoder stopped producing; it is being restarted.
+    Stalled(String),
+    /// The input's pictures are shown (first time, or back after a loss).
+    InputLive,
+    /// The input is lost and the slate is shown instead; retries follow.
+    InputLost(String),
+    /// Something happened to the input that belongs in the flight recorder (device gone or
+    /// back, a source change, the input's format).
+    InputNote(String),
     /// No encoder works at all: the daemon cannot stream and should say so and stop.
     Fatal(String),
 }
 
-/// Counters for `onair status`, updated on the streaming thread.
+/// What `onair status` shows of the input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputStatus {
+    /// `starting`, `live` or `lost`.
+    pub signal: &'static str,
+    /// `input` or `slate`: what the encoder gets.
+    pub showing: &'static str,
+    pub since: Instant,
+    /// Losses since start.
+    pub losses: u64,
+    /// The input's own format at the device (before scaling), while live.
+    pub format: Option<String>,
+    /// Why the input is lost, while it is.
+    pub reason: Option<String>,
+    /// What the slate is (`card "NO SIGNAL"`, `image /data/...`).
+    pub slate: String,
+    pub on_loss: &'static str,
+}
+
+impl Default for InputStatus {
+    fn default() -> Self {
+        InputStatus {
+            signal: "starting",
+            showing: "slate",
+            since: Instant::now(),
+            losses: 0,
+            format: None,
+            reason: None,
+            slate: String::new(),
+            on_loss: OnLoss::default().as_str(),
+        }
+    }
+}
+
+/// Counters for `onair status`, updated on the streaming threads.
 #[derive(Default)]
 pub struct MediaStats {
     frames: AtomicU64,
     bytes: AtomicU64,
     encoder: Mutex<Option<String>>,
     bitrate: Mutex<BitrateWindow>,
+    input: Mutex<InputStatus>,
+    feeder: Arc<FeederStats>,
 }
 
 #[derive(Default)]
@@ -90,7 +149,16 @@ impl MediaStats {
         }
     }
 
-    fn record(&self, len: usize) {
+    pub fn input(&self) -> InputStatus {
+        lock(&self.input).clone()
+    }
+
+    /// Slate pictures fed to the encoder since start.
+    pub fn slate_frames(&self) -> u64 {
+        self.feeder.slate_frames.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn record(&self, len: usize) {
         self.frames.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(len as u64, Ordering::Relaxed);
         let mut w = lock(&self.bitrate);
@@ -106,16 +174,16 @@ impl MediaStats {
     }
 }
 
-/// The running media side. Dropping it does not stop the pipeline; cancel the shutdown token
-/// and await [`Media::stopped`].
+/// The running media side. Dropping it does not stop the pipelines; cancel the shutdown
+/// token and await [`Media::stopped`].
 pub struct Media {
     pub stats: Arc<MediaStats>,
-    task: tokio::task::JoinHandle<Result<(), MediaError>>,
+    task: JoinHandle<Result<(), MediaError>>,
 }
 
 impl Media {
-    /// Checks that an encoder exists and starts the pipeline runner. Pictures may take a
-    /// moment: `MediaEvent::Ready` says when they flow.
+    /// Checks that an encoder exists, makes the slate and starts the runner. Pictures may take
+    /// a moment: `MediaEvent::Ready` says when units flow, `InputLive`/`InputLost` what of.
     pub fn start(
         source: SourceConfig,
         encoder: EncoderConfig,
@@ -135,25 +203,61 @@ impl Media {
             });
         }
         let stats = Arc::new(MediaStats::default());
+        let slate = slate::make(&source);
+        log::info!(
+            "media: slate: {} (on input loss: {})",
+            slate.what,
+            source.on_loss.as_str()
+        );
+        {
+            let mut input = lock(&stats.input);
+            input.slate = slate.what.clone();
+            input.on_loss = source.on_loss.as_str();
+        }
+        let feeder = Feeder::start(
+            source.fps,
+            slate.buffer,
+            keyframes.clone(),
+            stats.feeder.clone(),
+        )
+        .map_err(|e| MediaError::Pump(e.to_string()))?;
+        let (first_frame_tx, first_frame_rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::channel(16);
         let runner = Runner {
+            outlet: Outlet {
+                door,
+                keyframes,
+                stats: stats.clone(),
+                seq: Arc::new(AtomicU64::new(0)),
+            },
+            input_settings: InputSettings {
+                retry: source.retry,
+                lost_after: source.lost_after,
+                ..InputSettings::default()
+            },
             source,
             encoder,
-            door,
-            keyframes,
             bitrate,
             events,
             stats: stats.clone(),
-            seq: Arc::new(AtomicU64::new(0)),
             candidates,
             settings: HealthSettings::default(),
-            current: None,
+            feeder,
+            encode: None,
+            capture: None,
             restart_at: None,
+            retry_at: None,
+            test_signal: TestSignal::default(),
+            first_frame_tx,
+            first_frame_rx,
+            input_tx,
+            input_rx,
         };
         let task = tokio::spawn(runner.run(shutdown));
         Ok(Media { stats, task })
     }
 
-    /// Waits until the runner has stopped (after shutdown the pipeline is in NULL state).
+    /// Waits until the runner has stopped (after shutdown both pipelines are in NULL state).
     pub async fn stopped(self) -> Result<(), MediaError> {
         match self.task.await {
             Ok(r) => r,
@@ -167,340 +271,444 @@ impl Media {
 struct Runner {
     source: SourceConfig,
     encoder: EncoderConfig,
-    door: Door,
-    keyframes: KeyframeRequester,
+    outlet: Outlet,
     bitrate: BitrateHandle,
     events: mpsc::Sender<MediaEvent>,
     stats: Arc<MediaStats>,
-    seq: Arc<AtomicU64>,
     candidates: Vec<Candidate>,
     settings: HealthSettings,
-    /// The pipeline of the current run, while one runs.
-    current: Option<Running>,
+    input_settings: InputSettings,
+    feeder: Feeder,
+    /// The encoding pipeline, while one runs.
+    encode: Option<EncodeRun>,
+    /// The capture of the current run, while one runs.
+    capture: Option<CaptureRun>,
     restart_at: Option<Instant>,
+    retry_at: Option<Instant>,
+    test_signal: TestSignal,
+    first_frame_tx: mpsc::UnboundedSender<()>,
+    first_frame_rx: mpsc::UnboundedReceiver<()>,
+    input_tx: mpsc::Sender<InputEvent>,
+    input_rx: mpsc::Receiver<InputEvent>,
+}
+
+/// What woke the runner.
+enum Wake {
+    Shutdown,
+    EncoderBus(Option<health::Cause>),
+    CaptureBus(Option<health::Cause>),
+    Tick,
+    RestartDue,
+    RetryDue,
+    FirstFrame,
+    Input(InputEvent),
+    TestSignal,
 }
 
 impl Runner {
     async fn run(mut self, shutdown: CancellationToken) -> Result<(), MediaError> {
-        let (mut health, mut actions) = Health::new(self.settings, self.candidates.len());
+        let (mut health, actions) = Health::new(self.settings, self.candidates.len());
+        let result = self.run_loop(&mut health, actions, &shutdown).await;
+        self.stop_capture().await;
+        self.stop_encoder().await;
+        result
+    }
+
+    async fn run_loop(
+        &mut self,
+        health: &mut Health,
+        first: Vec<health::Action>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), MediaError> {
+        // The encoder first, so the pump has somewhere to put the slate; then the input.
+        self.encoder_actions(health, first).await?;
+        let (mut input, actions) = InputHealth::new(self.input_settings);
+        self.input_actions(&mut input, actions).await;
+        let _watch = self.watch_device(shutdown);
+        let mut test_signal = self.test_signal_stream();
         let mut tick = tokio::time::interval(HEALTH_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut next = None;
-            for action in actions {
-                // `Start` is always the last action of a step; its outcome is observed next.
-                next = self.execute(action).await?;
-            }
-            let observation = match next {
-                Some(o) => o,
-                None => tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    o = self.observe(&mut tick) => o,
-                },
+            let wake = tokio::select! {
+                _ = shutdown.cancelled() => Wake::Shutdown,
+                msg = next_message(self.encode.as_mut().map(|r| &mut r.bus)) => {
+                    Wake::EncoderBus(match msg {
+                        None => Some(health::Cause::EncoderFailed("pipeline bus closed".into())),
+                        Some(m) => encode::bus_cause(&m),
+                    })
+                }
+                msg = next_message(self.capture.as_mut().map(|r| &mut r.bus)) => {
+                    Wake::CaptureBus(match msg {
+                        None => Some(health::Cause::InputLost("capture bus closed".into())),
+                        Some(m) => capture::bus_cause(&m),
+                    })
+                }
+                _ = tick.tick() => Wake::Tick,
+                _ = sleep_until(self.restart_at) => Wake::RestartDue,
+                _ = sleep_until(self.retry_at) => Wake::RetryDue,
+                Some(()) = self.first_frame_rx.recv() => Wake::FirstFrame,
+                Some(e) = self.input_rx.recv() => Wake::Input(e),
+                Some(()) = next_signal(test_signal.as_mut()) => Wake::TestSignal,
             };
-            actions = health.handle(Instant::now(), observation);
+            let now = Instant::now();
+            match wake {
+                Wake::Shutdown => return Ok(()),
+                Wake::EncoderBus(None) | Wake::CaptureBus(None) => {}
+                Wake::EncoderBus(Some(cause)) => {
+                    let actions = health.handle(now, health::Observation::Ended(cause));
+                    self.encoder_actions(health, actions).await?;
+                }
+                Wake::CaptureBus(Some(cause)) => {
+                    let actions = input.handle(now, input::Observation::Ended(cause));
+                    self.input_actions(&mut input, actions).await;
+                }
+                Wake::Tick => {
+                    if let Some(run) = &self.encode {
+                        let flow = run.counters.flow();
+                        let actions = health.handle(now, health::Observation::Tick(flow));
+                        self.encoder_actions(health, actions).await?;
+                    }
+                    self.capture_tick(&mut input, now).await;
+                }
+                Wake::FirstFrame => self.capture_tick(&mut input, now).await,
+                Wake::RestartDue => {
+                    self.restart_at = None;
+                    let actions = health.handle(now, health::Observation::RestartDue);
+                    self.encoder_actions(health, actions).await?;
+                }
+                Wake::RetryDue => {
+                    self.retry_at = None;
+                    let actions = input.handle(now, input::Observation::RetryDue);
+                    self.input_actions(&mut input, actions).await;
+                }
+                Wake::Input(event) => {
+                    // A bridge reports a change as a burst (timings, then signal): act once.
+                    let (event, next) = self.coalesce(event).await;
+                    for event in std::iter::once(event).chain(next) {
+                        self.note(match event {
+                            InputEvent::SourceChanged => {
+                                "the device reports a source change".into()
+                            }
+                            InputEvent::DeviceAppeared => {
+                                format!("{} appeared", self.device_name())
+                            }
+                            InputEvent::DeviceGone => format!("{} went away", self.device_name()),
+                        })
+                        .await;
+                        let actions =
+                            input.handle(Instant::now(), input::Observation::Event(event));
+                        self.input_actions(&mut input, actions).await;
+                    }
+                }
+                Wake::TestSignal => {
+                    let lost = self.test_signal.toggle();
+                    self.note(format!(
+                        "SIGUSR1: the test source's signal is {}",
+                        if lost { "cut" } else { "back" }
+                    ))
+                    .await;
+                    if !lost {
+                        // As an HDMI bridge reports its signal back: no need to wait for the
+                        // next retry.
+                        let event = input::Observation::Event(InputEvent::SourceChanged);
+                        let actions = input.handle(now, event);
+                        self.input_actions(&mut input, actions).await;
+                    }
+                }
+            }
         }
-        self.stop_current().await;
+    }
+
+    /// Source changes that follow one another within `SOURCE_CHANGE_SETTLE` are one; returns
+    /// the event and the different one that ended the burst, if any.
+    async fn coalesce(&mut self, event: InputEvent) -> (InputEvent, Option<InputEvent>) {
+        if event != InputEvent::SourceChanged {
+            return (event, None);
+        }
+        let until = Instant::now() + SOURCE_CHANGE_SETTLE;
+        loop {
+            match tokio::time::timeout_at(until, self.input_rx.recv()).await {
+                Ok(Some(InputEvent::SourceChanged)) => continue,
+                Ok(Some(other)) => return (event, Some(other)),
+                Ok(None) | Err(_) => return (event, None),
+            }
+        }
+    }
+
+    async fn capture_tick(&mut self, input: &mut InputHealth, now: Instant) {
+        let Some(run) = &self.capture else { return };
+        let flow = input::CaptureFlow {
+            last_frame: run.counters.last_frame(),
+        };
+        let format = run.counters.format();
+        let actions = input.handle(now, input::Observation::Tick(flow));
+        self.input_actions(input, actions).await;
+        // A capture restarted on a live input (new timings) shows its new format.
+        let changed = {
+            let mut s = lock(&self.stats.input);
+            let changed = s.signal == "live" && format.is_some() && s.format != format;
+            if changed {
+                s.format = format.clone();
+            }
+            changed
+        };
+        if changed && let Some(format) = format {
+            self.note(format!("input now {format}")).await;
+        }
+    }
+
+    /// Carries out the encoder machine's actions; a `Start`'s outcome is fed straight back.
+    async fn encoder_actions(
+        &mut self,
+        health: &mut Health,
+        mut actions: Vec<health::Action>,
+    ) -> Result<(), MediaError> {
+        while !actions.is_empty() {
+            let mut next = Vec::new();
+            for action in actions {
+                if let Some(observation) = self.encoder_action(action).await? {
+                    next.extend(health.handle(Instant::now(), observation));
+                }
+            }
+            actions = next;
+        }
         Ok(())
     }
 
-    /// Waits for the next thing worth telling the health machine.
-    async fn observe(&mut self, tick: &mut tokio::time::Interval) -> Observation {
-        let restart_at = self.restart_at;
-        let observation = match self.current.as_mut() {
-            None => {
-                sleep_until(restart_at).await;
-                Observation::RestartDue
-            }
-            Some(run) => loop {
-                tokio::select! {
-                    _ = sleep_until(restart_at) => break Observation::RestartDue,
-                    msg = run.bus.next() => match msg {
-                        None => break Observation::Ended(Cause::EncoderFailed("pipeline bus closed".into())),
-                        Some(msg) => if let Some(cause) = bus_cause(&msg, &run.input) {
-                            break Observation::Ended(cause);
-                        },
-                    },
-                    _ = tick.tick() => break Observation::Tick(run.flow()),
-                }
-            },
-        };
-        if observation == Observation::RestartDue {
-            self.restart_at = None;
-        }
-        observation
-    }
-
-    /// Carries out one action; a `Start` returns what came of it.
-    async fn execute(&mut self, action: Action) -> Result<Option<Observation>, MediaError> {
+    async fn encoder_action(
+        &mut self,
+        action: health::Action,
+    ) -> Result<Option<health::Observation>, MediaError> {
+        use health::Action;
         match action {
             Action::Start { candidate } => {
-                self.stop_current().await;
-                return Ok(Some(match self.build(&self.candidates[candidate]) {
-                    Ok(run) => {
-                        self.current = Some(run);
-                        Observation::Started
-                    }
-                    Err(cause) => Observation::StartFailed(cause),
-                }));
+                self.stop_encoder().await;
+                let chosen = &self.candidates[candidate];
+                return Ok(Some(
+                    match encode::start(chosen, &self.source, &self.encoder, &self.outlet) {
+                        Ok(run) => {
+                            self.feeder
+                                .connect(Some((run.appsrc.clone(), run.pipeline.clone())));
+                            self.encode = Some(run);
+                            health::Observation::Started
+                        }
+                        Err(cause) => health::Observation::StartFailed(cause),
+                    },
+                ));
             }
-            Action::Stop => self.stop_current().await,
+            Action::Stop => self.stop_encoder().await,
             Action::RestartAt(at) => self.restart_at = Some(at),
-            Action::Ready { candidate, first } => self.ready(candidate, first).await,
+            Action::Ready { candidate, first } => {
+                let chosen = &self.candidates[candidate];
+                if first {
+                    *lock(&self.stats.encoder) = Some(chosen.element.factory().to_string());
+                    log::info!(
+                        "media: encoder {} ({})",
+                        chosen.element.factory(),
+                        chosen.why
+                    );
+                } else {
+                    log::info!("media: encoder back");
+                }
+                if let Some(run) = &self.encode {
+                    let control = Arc::new(ElementForcer::new(
+                        chosen.element,
+                        run.encoder.clone(),
+                        &self.encoder,
+                        self.source.fps,
+                    ));
+                    self.outlet.keyframes.set_forcer(Some(control.clone()));
+                    self.bitrate.set_encoder(Some(control));
+                }
+                self.send(MediaEvent::Ready).await;
+            }
             Action::Lost(cause) => {
                 log::warn!(
-                    "media: input lost: {cause}; retrying every {} s",
+                    "media: the encoder failed: {cause}; restarting it every {} s",
                     self.settings.restart_delay.as_secs()
                 );
-                let _ = self.events.send(MediaEvent::Lost(cause.to_string())).await;
+                self.send(MediaEvent::Stalled(cause.to_string())).await;
             }
             Action::Skip { candidate, cause } => log::warn!(
                 "media: encoder {} failed before its first frame: {cause}",
                 self.candidates[candidate].element.factory()
             ),
             Action::Fatal(failures) => {
-                self.stop_current().await;
+                self.stop_encoder().await;
                 let reasons: Vec<String> = failures
                     .iter()
                     .map(|(c, cause)| format!("{}: {cause}", self.candidates[*c].element.factory()))
                     .collect();
                 let err = MediaError::AllEncodersFailed(reasons.join("; "));
-                let _ = self.events.send(MediaEvent::Fatal(err.to_string())).await;
+                self.send(MediaEvent::Fatal(err.to_string())).await;
                 return Err(err);
             }
         }
         Ok(None)
     }
 
-    async fn ready(&mut self, candidate: usize, first: bool) {
-        let chosen = &self.candidates[candidate];
-        if first {
-            *lock(&self.stats.encoder) = Some(chosen.element.factory().to_string());
-            log::info!(
-                "media: encoder {} ({})",
-                chosen.element.factory(),
-                chosen.why
-            );
-        } else {
-            log::info!("media: input back");
-        }
-        if let Some(run) = &self.current {
-            let control = Arc::new(ElementForcer::new(
-                chosen.element,
-                run.encoder.clone(),
-                &self.encoder,
-                self.source.fps,
-            ));
-            self.keyframes.set_forcer(Some(control.clone()));
-            self.bitrate.set_encoder(Some(control));
-        }
-        let _ = self.events.send(MediaEvent::Ready).await;
-    }
-
-    async fn stop_current(&mut self) {
-        if let Some(run) = self.current.take() {
-            self.keyframes.set_forcer(None);
-            self.bitrate.set_encoder(None);
-            stop_pipeline(run.pipeline).await;
+    /// Carries out the input machine's actions; a `StartCapture`'s outcome is fed back.
+    async fn input_actions(&mut self, input: &mut InputHealth, mut actions: Vec<input::Action>) {
+        while !actions.is_empty() {
+            let mut next = Vec::new();
+            for action in actions {
+                if let Some(observation) = self.input_action(action).await {
+                    next.extend(input.handle(Instant::now(), observation));
+                }
+            }
+            actions = next;
         }
     }
 
-    fn build(&self, candidate: &Candidate) -> Result<Running, Cause> {
-        let capture = source::capture_factory(self.source.kind);
-        if gst::ElementFactory::find(capture).is_none() {
-            return Err(Cause::InputLost(format!(
-                "GStreamer element {capture} is not installed"
-            )));
-        }
-        let input =
-            source::build(&self.source).map_err(|e| Cause::InputLost(format!("source: {e}")))?;
-        let (enc, enc_caps) = encoder::build(candidate.element, &self.encoder, self.source.fps)
-            .map_err(|e| Cause::EncoderFailed(e.to_string()))?;
-        let make = |factory: &str, name: &str| {
-            gst::ElementFactory::make(factory)
-                .name(name)
-                .build()
-                .map_err(|e| Cause::EncoderFailed(format!("{factory}: {e}")))
-        };
-        // A short leaky queue between capture and encoder: if the encoder falls behind, old
-        // raw frames are dropped instead of stalling the camera.
-        let queue = make("queue", "encqueue")?;
-        queue.set_property("max-size-buffers", 3u32);
-        queue.set_property("max-size-bytes", 0u32);
-        queue.set_property("max-size-time", 0u64);
-        queue.set_property_from_str("leaky", "downstream");
-        let enc_filter = make("capsfilter", "enccaps")?;
-        enc_filter.set_property("caps", &enc_caps);
-        let parse = make("h264parse", "parse")?;
-        // SPS/PPS before every IDR: a new connection or viewer can start at any key frame.
-        parse.set_property("config-interval", -1i32);
-        let au_caps = gst::Caps::builder("video/x-h264")
-            .field("stream-format", "byte-stream")
-            .field("alignment", "au")
-            .build();
-        let sink = gst_app::AppSink::builder()
-            .name("aus")
-            .caps(&au_caps)
-            .sync(false)
-            .max_buffers(8)
-            .drop(true)
-            .build();
-
-        let pipeline = gst::Pipeline::builder().name("onair-media").build();
-        let mut chain: Vec<gst::Element> = input.clone();
-        chain.push(queue);
-        chain.push(enc.clone());
-        chain.push(enc_filter);
-        chain.push(parse);
-        chain.push(sink.clone().upcast());
-        pipeline
-            .add_many(&chain)
-            .map_err(|e| Cause::EncoderFailed(e.to_string()))?;
-        gst::Element::link_many(&chain).map_err(|e| Cause::EncoderFailed(format!("link: {e}")))?;
-
-        let counters = Arc::new(RunCounters::default());
-        // Raw pictures reaching the encoder tell input trouble from encoder trouble.
-        if let Some(pad) = enc.static_pad("sink") {
-            let counters = counters.clone();
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                counters.pictures_in.fetch_add(1, Ordering::Relaxed);
-                gst::PadProbeReturn::Ok
-            });
-        }
-        self.install_sink(&sink, counters.clone());
-        let bus = pipeline
-            .bus()
-            .ok_or_else(|| Cause::EncoderFailed("pipeline has no bus".into()))?;
-        if let Err(e) = pipeline.set_state(gst::State::Playing) {
-            // The bus says who failed; read it before giving up on this run.
-            let cause =
-                first_error(&bus, &input).unwrap_or_else(|| Cause::InputLost(e.to_string()));
-            let _ = pipeline.set_state(gst::State::Null);
-            return Err(cause);
-        }
-        Ok(Running {
-            bus: bus.stream(),
-            pipeline,
-            input,
-            encoder: enc,
-            counters,
-        })
-    }
-
-    fn install_sink(&self, sink: &gst_app::AppSink, counters: Arc<RunCounters>) {
-        let door = self.door.clone();
-        let keyframes = self.keyframes.clone();
-        let stats = self.stats.clone();
-        let seq = self.seq.clone();
-        let frame = Duration::from_secs(1) / self.source.fps.max(1);
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let Some(buffer) = sample.buffer() else {
-                        return Ok(gst::FlowSuccess::Ok);
-                    };
-                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                    let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-                    if keyframe {
-                        keyframes.key_frame_seen();
-                    }
-                    stats.record(map.len());
-                    counters.unit_out(Instant::now());
-                    door.offer(AccessUnit {
-                        data: Bytes::copy_from_slice(map.as_slice()),
-                        seq: seq.fetch_add(1, Ordering::Relaxed),
-                        pts: buffer
-                            .pts()
-                            .map(|t| Duration::from_nanos(t.nseconds()))
-                            .unwrap_or_default(),
-                        duration: buffer
-                            .duration()
-                            .map(|t| Duration::from_nanos(t.nseconds()))
-                            .unwrap_or(frame),
-                        keyframe,
-                    });
-                    Ok(gst::FlowSuccess::Ok)
+    async fn input_action(&mut self, action: input::Action) -> Option<input::Observation> {
+        use input::Action;
+        match action {
+            Action::StartCapture => {
+                self.stop_capture().await;
+                let source = self.source.clone();
+                let mailbox = self.feeder.mailbox();
+                let test_signal = self.test_signal.clone();
+                let first_frame = self.first_frame_tx.clone();
+                // Device ioctls and opening the device can block: off the async threads.
+                let started = tokio::task::spawn_blocking(move || {
+                    let note = capture::prepare(&source)?;
+                    capture::start(&source, mailbox, &test_signal, first_frame)
+                        .map(|run| (run, note))
                 })
-                .build(),
-        );
+                .await;
+                return Some(match started {
+                    Ok(Ok((run, note))) => {
+                        if let Some(note) = note {
+                            log::info!("media: {}: {note}", self.device_name());
+                        }
+                        self.capture = Some(run);
+                        input::Observation::Started
+                    }
+                    Ok(Err(cause)) => {
+                        log::debug!("media: capture did not start: {cause}");
+                        input::Observation::StartFailed(cause)
+                    }
+                    Err(e) => input::Observation::StartFailed(health::Cause::InputLost(format!(
+                        "capture start panicked: {e}"
+                    ))),
+                });
+            }
+            Action::StopCapture => self.stop_capture().await,
+            Action::RetryAt(at) => self.retry_at = Some(at),
+            Action::ShowInput => {
+                self.feeder.show(Show::Input);
+                let format = self.capture.as_ref().and_then(|r| r.counters.format());
+                let was = {
+                    let mut s = lock(&self.stats.input);
+                    let was = s.signal;
+                    s.signal = "live";
+                    s.showing = "input";
+                    s.since = Instant::now();
+                    s.reason = None;
+                    s.format = format.clone();
+                    was
+                };
+                // The note is logged where it is recorded (the watchdog's driver).
+                let format = format.unwrap_or_else(|| "unknown format".into());
+                if was == "starting" {
+                    self.note(format!("input live: {format}")).await;
+                } else {
+                    self.note(format!("input back: {format}; slate off")).await;
+                }
+                self.send(MediaEvent::InputLive).await;
+            }
+            Action::ShowSlate(cause) => {
+                self.feeder.show(Show::Slate);
+                {
+                    let mut s = lock(&self.stats.input);
+                    s.signal = "lost";
+                    s.showing = "slate";
+                    s.since = Instant::now();
+                    s.losses += 1;
+                    s.reason = Some(cause.to_string());
+                    s.format = None;
+                }
+                log::warn!(
+                    "media: input lost: {cause}; showing the slate, retrying every {:.1} s",
+                    self.input_settings.retry.as_secs_f64()
+                );
+                self.send(MediaEvent::InputLost(cause.to_string())).await;
+            }
+        }
+        None
     }
-}
 
-/// One run's streaming-side counters, written on GStreamer's threads.
-#[derive(Default)]
-struct RunCounters {
-    pictures_in: AtomicU64,
-    units_out: AtomicU64,
-    last_unit: Mutex<Option<Instant>>,
-}
-
-impl RunCounters {
-    fn unit_out(&self, now: Instant) {
-        self.units_out.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.last_unit) = Some(now);
+    fn watch_device(&self, shutdown: &CancellationToken) -> Option<JoinHandle<()>> {
+        if self.source.kind != SourceKind::V4l2 {
+            return None;
+        }
+        let device = self.source.device.clone()?;
+        Some(watch::spawn(
+            device,
+            self.input_tx.clone(),
+            shutdown.child_token(),
+        ))
     }
-}
 
-struct Running {
-    pipeline: gst::Pipeline,
-    /// The capture side's elements: an error from one of them is input trouble.
-    input: Vec<gst::Element>,
-    encoder: gst::Element,
-    bus: gst::bus::BusStream,
-    counters: Arc<RunCounters>,
-}
+    /// SIGUSR1 cuts and restores the test source's signal (tests and demonstrations).
+    fn test_signal_stream(&self) -> Option<tokio::signal::unix::Signal> {
+        if self.source.kind != SourceKind::Test {
+            return None;
+        }
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!("media: cannot listen for SIGUSR1 ({e})");
+                None
+            }
+        }
+    }
 
-impl Running {
-    fn flow(&self) -> Flow {
-        Flow {
-            last_unit: *lock(&self.counters.last_unit),
-            pictures_in: self.counters.pictures_in.load(Ordering::Relaxed),
-            units_out: self.counters.units_out.load(Ordering::Relaxed),
+    fn device_name(&self) -> String {
+        match (&self.source.kind, &self.source.device) {
+            (SourceKind::V4l2, Some(d)) => d.display().to_string(),
+            (kind, _) => format!("the {kind} source"),
+        }
+    }
+
+    async fn note(&self, message: String) {
+        self.send(MediaEvent::InputNote(message)).await;
+    }
+
+    async fn send(&self, event: MediaEvent) {
+        let _ = self.events.send(event).await;
+    }
+
+    async fn stop_capture(&mut self) {
+        if let Some(run) = self.capture.take() {
+            capture::stop(run).await;
+        }
+        // A first-frame notice of the run just stopped must not count for the next one.
+        while self.first_frame_rx.try_recv().is_ok() {}
+    }
+
+    async fn stop_encoder(&mut self) {
+        if let Some(run) = self.encode.take() {
+            self.feeder.connect(None);
+            self.outlet.keyframes.set_forcer(None);
+            self.bitrate.set_encoder(None);
+            encode::stop(run).await;
         }
     }
 }
 
-/// What a bus message means for the run: an error (blamed on the side of the element that
-/// posted it) or the end of the capture.
-fn bus_cause(msg: &gst::Message, input: &[gst::Element]) -> Option<Cause> {
-    match msg.view() {
-        gst::MessageView::Error(err) => {
-            let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
-            Some(Cause::error(
-                side_of(msg, input),
-                format!("{element}: {}", err.error()),
-            ))
-        }
-        gst::MessageView::Eos(_) => Some(Cause::InputLost("capture ended".into())),
-        gst::MessageView::Warning(w) => {
-            log::debug!(
-                "media: warning from {:?}: {}",
-                msg.src().map(|s| s.name()),
-                w.error()
-            );
-            None
-        }
-        _ => None,
+async fn next_message(bus: Option<&mut gst::bus::BusStream>) -> Option<gst::Message> {
+    match bus {
+        Some(b) => b.next().await,
+        None => std::future::pending().await,
     }
 }
 
-/// Which side posted a message: one of the capture elements, or anything else.
-fn side_of(msg: &gst::Message, input: &[gst::Element]) -> Side {
-    match msg.src() {
-        Some(src) if input.iter().any(|e| e.upcast_ref::<gst::Object>() == src) => Side::Input,
-        _ => Side::Encoder,
+async fn next_signal(s: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
-}
-
-/// The first error waiting on the bus, blamed on its side.
-fn first_error(bus: &gst::Bus, input: &[gst::Element]) -> Option<Cause> {
-    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-        if let gst::MessageView::Error(err) = msg.view() {
-            return Some(Cause::error(side_of(&msg, input), err.error().to_string()));
-        }
-    }
-    None
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -508,12 +716,4 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Setting NULL can block on a device; keep it off the async threads.
-async fn stop_pipeline(pipeline: gst::Pipeline) {
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = pipeline.set_state(gst::State::Null);
-    })
-    .await;
 }

@@ -1,5 +1,8 @@
-//! The capture end of the pipeline: camera, HDMI bridge or test pattern, delivering raw video
-//! at the configured size and rate.
+//! The capture chain: camera, HDMI bridge or test pattern, delivering raw I420 video at the
+//! configured size. Whatever size and rate the input has (an HDMI source switching from 1080p60
+//! to 720p50, a webcam's default mode), it is scaled (keeping its aspect, with borders) and
+//! thinned to at most the configured rate here; the frame pump evens the rate out. So the
+//! encoder and the connection never see the input change.
 //!
 //! Elements are created by name with typed properties, never from a launch string assembled
 //! from user input, so a device path cannot inject pipeline syntax.
@@ -12,13 +15,17 @@ use gstreamer::prelude::*;
 /// once that it came from the capture side.
 pub const NAME_PREFIX: &str = "source";
 
-/// The source chain, in link order, ending in raw video of the configured size, rate and
-/// I420 format (what every encoder here accepts).
+/// The source chain, in link order, ending in raw I420 video of the configured size.
 pub fn build(config: &SourceConfig) -> Result<Vec<gst::Element>, gst::glib::BoolError> {
     let raw_caps = gst::Caps::builder("video/x-raw")
         .field("width", config.width as i32)
         .field("height", config.height as i32)
         .field("framerate", gst::Fraction::new(config.fps as i32, 1))
+        .build();
+    let sized_caps = gst::Caps::builder("video/x-raw")
+        .field("width", config.width as i32)
+        .field("height", config.height as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
         .build();
     let mut chain = Vec::new();
     match config.kind {
@@ -26,7 +33,7 @@ pub fn build(config: &SourceConfig) -> Result<Vec<gst::Element>, gst::glib::Bool
             chain.push(test_pattern(config.pattern)?);
             chain.push(
                 named("capsfilter", "caps")
-                    .property("caps", raw_caps.clone())
+                    .property("caps", raw_caps)
                     .build()?,
             );
             chain.push(named("videoconvert", "convert").build()?);
@@ -56,14 +63,23 @@ pub fn build(config: &SourceConfig) -> Result<Vec<gst::Element>, gst::glib::Bool
                 );
                 chain.push(named("jpegdec", "jpegdec").build()?);
             }
-            // A device may offer only nearby modes; convert, scale and rate-adapt so the
-            // encoder always sees exactly what the config asked for.
+            // Thin a faster input first (less to convert), never duplicate: the pump holds
+            // the last picture when the input is slower than the configured rate.
+            chain.push(
+                named("videorate", "rate")
+                    .property("drop-only", true)
+                    .property("max-rate", config.fps as i32)
+                    .build()?,
+            );
             chain.push(named("videoconvert", "convert").build()?);
-            chain.push(named("videoscale", "scale").build()?);
-            chain.push(named("videorate", "rate").build()?);
+            chain.push(
+                named("videoscale", "scale")
+                    .property("add-borders", true)
+                    .build()?,
+            );
             chain.push(
                 named("capsfilter", "caps")
-                    .property("caps", raw_caps.clone())
+                    .property("caps", sized_caps)
                     .build()?,
             );
         }

@@ -6,6 +6,7 @@
 
 use super::StatusSnapshot;
 use super::protocol::RetryReply;
+use super::snapshot::InputSnapshot;
 use crate::recorder::{Entry, Record};
 use crate::supervisor::StreamState;
 use std::fmt::Write;
@@ -77,6 +78,7 @@ pub fn status(s: &StatusSnapshot) -> String {
             .unwrap_or_else(|| "none yet".into()),
     );
     line("source", one_line(&s.source));
+    line("input", input(&s.input));
     let a = &s.adapt;
     line(
         "bitrate",
@@ -138,6 +140,36 @@ pub fn status(s: &StatusSnapshot) -> String {
         format!("pid {}, onair {}", s.pid, one_line(&s.version)),
     );
     out
+}
+
+/// `live for 3m 05s (640x480 YUY2 @60), 1 loss` or `LOST for 12s (no signal): slate shown`.
+fn input(i: &InputSnapshot) -> String {
+    let since = duration(secs(i.since));
+    let losses = match i.losses {
+        0 => String::new(),
+        1 => ", 1 loss".into(),
+        n => format!(", {n} losses"),
+    };
+    match i.signal.as_str() {
+        "live" => {
+            let format = i
+                .format
+                .as_deref()
+                .map(|f| format!(" ({})", one_line(f)))
+                .unwrap_or_default();
+            format!("live for {since}{format}{losses}")
+        }
+        "lost" => {
+            let reason = i.reason.as_deref().map(one_line).unwrap_or_default();
+            let then = if i.on_loss == "disconnect" {
+                "off air until it is back"
+            } else {
+                "slate shown"
+            };
+            format!("LOST for {since} ({reason}): {then}{losses}")
+        }
+        other => one_line(other),
+    }
 }
 
 /// The flight recorder, one line per entry, oldest first, with local timestamps.
@@ -256,7 +288,7 @@ mod tests {
     use super::*;
     use crate::net::{Path, UplinkState, UplinkStatus};
     use crate::output::adapt::{AdaptStatus, EstimateSource};
-    use crate::status::snapshot::{NetworkSnapshot, OutputSnapshot};
+    use crate::status::snapshot::{InputSnapshot, NetworkSnapshot, OutputSnapshot};
 
     fn snapshot() -> StatusSnapshot {
         StatusSnapshot {
@@ -295,6 +327,17 @@ mod tests {
             },
             encoder: Some("x264enc".into()),
             source: "test 1280x720@30".into(),
+            input: InputSnapshot {
+                signal: "live".into(),
+                showing: "input".into(),
+                since: 185.0,
+                losses: 1,
+                format: Some("1280x720 I420 @30".into()),
+                reason: None,
+                on_loss: "slate".into(),
+                slate: "card \"NO SIGNAL\"".into(),
+                slate_frames: 310,
+            },
             bitrate_kbps: 2480,
             adapt: AdaptStatus {
                 enabled: true,
@@ -331,6 +374,7 @@ path        wlan0 src 198.51.100.2 gw 198.51.100.1, steered, 1 switch
 uplinks     eth0 settling (3 flaps), wlan0 in use
 encoder     x264enc
 source      test 1280x720@30
+input       live for 3m 05s (1280x720 I420 @30), 1 loss
 bitrate     2480 kbit/s, target 2500 (300 to 2500)
 estimate    3100 kbit/s from twcc, loss 0.4 %, rtt 23 ms
 frames      212400 encoded, 211000 sent, 4 key frames forced
@@ -365,6 +409,26 @@ daemon      pid 412, onair 0.1.0
         assert!(text.contains("network     up\n"), "{text}");
         s.network.up = false;
         assert!(status(&s).contains("network     down\n"));
+    }
+
+    #[test]
+    fn a_lost_input_says_why_and_what_the_viewers_get() {
+        let mut s = snapshot();
+        s.state = StreamState::NoInput;
+        s.input.signal = "lost".into();
+        s.input.showing = "slate".into();
+        s.input.since = 12.0;
+        s.input.losses = 2;
+        s.input.reason = Some("/dev/video0: no signal".into());
+        let text = status(&s);
+        assert!(
+            text.contains(
+                "input       LOST for 12s (/dev/video0: no signal): slate shown, 2 losses\n"
+            ),
+            "{text}"
+        );
+        s.input.on_loss = "disconnect".into();
+        assert!(status(&s).contains("): off air until it is back, 2 losses\n"));
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //!
 //! The socket is a diagnostics aid and must never get in the way of streaming: every client
 //! is served by its own task under read and write deadlines, the number of clients at once is
-//! bounded, and a client that connects and then does nothing only ever holds up itself. The
-//! protocol is in [`super::protocol`].
+//! bounded, and a client that connects and then does nothing only ever holds up itself. Idle
+//! connections (a slow-loris) cannot lock `onair status` out: connections that have not sent
+//! their request yet are held apart from the clients being answered, and when too many wait,
+//! the one that has waited longest is closed for the newcomer — a real client sends its request
+//! at once, so it is always among the newest.
+//! The protocol is in [`super::protocol`].
 //!
 //! Binding is separate from serving so that the daemon binds first, before it touches the
 //! camera or the server: a second daemon started by mistake must stop there, and never take
@@ -18,11 +22,13 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, Id, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Owner and group may talk to the daemon; put the people who may run `onair status` in the
@@ -94,9 +100,13 @@ impl StatusError {
 /// How much the server gives each client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Clients served at once; one more is told the daemon is busy and closed at once.
+    /// Clients answered at once (they have sent their request); one more is told the daemon
+    /// is busy.
     pub max_clients: usize,
-    /// Time for a client to send its request line.
+    /// Connections that have not sent their request yet; when one more arrives, the one that
+    /// has waited longest is closed.
+    pub max_waiting: usize,
+    /// Time for a client to send its request line (`onair status` sends it at once).
     pub read_timeout: Duration,
     /// Time for a client to take the answer.
     pub write_timeout: Duration,
@@ -106,10 +116,40 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_clients: 8,
-            read_timeout: Duration::from_secs(2),
+            max_waiting: 32,
+            read_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(2),
         }
     }
+}
+
+/// A client being served, as the accept loop sees it.
+struct Slot {
+    id: Id,
+    accepted: Instant,
+    /// Set once the client's request line is in: from then on it is never evicted.
+    asked: Arc<AtomicBool>,
+    /// A second descriptor of the client's socket, to see whether it has sent anything that
+    /// its task has not read yet (a task may not have run since it was spawned).
+    probe: Option<std::os::fd::OwnedFd>,
+    task: AbortHandle,
+}
+
+impl Slot {
+    /// Whether the client has sent anything: its request is read, or waiting to be.
+    fn has_spoken(&self) -> bool {
+        self.asked.load(Ordering::Acquire) || self.probe.as_ref().is_some_and(has_data)
+    }
+}
+
+/// Whether a socket has bytes waiting to be read (looked at, not taken).
+fn has_data(fd: &impl std::os::fd::AsRawFd) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    let mut byte = [0u8; 1];
+    matches!(
+        recv(fd.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT),
+        Ok(n) if n > 0
+    )
 }
 
 /// What the server answers from.
@@ -181,27 +221,59 @@ impl StatusServer {
         let ctx = Arc::new(ctx);
         let limits = self.limits;
         let mut clients = JoinSet::new();
+        let mut slots: Vec<Slot> = Vec::new();
+        let serving = Arc::new(tokio::sync::Semaphore::new(limits.max_clients));
         log::debug!("status socket: listening on {}", self.path().display());
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => accepted,
             };
-            while let Some(done) = clients.try_join_next() {
-                if let Err(e) = done {
-                    log::error!("status socket: a client task failed: {e}");
-                }
+            while let Some(done) = clients.try_join_next_with_id() {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => {
+                        if !e.is_cancelled() {
+                            log::error!("status socket: a client task failed: {e}");
+                        }
+                        e.id()
+                    }
+                };
+                slots.retain(|s| s.id != id);
             }
             match accepted {
-                Ok((stream, _)) if clients.len() >= limits.max_clients => {
-                    log::debug!(
-                        "status socket: {} clients already; refusing one",
-                        clients.len()
-                    );
-                    refuse_busy(&stream);
-                }
                 Ok((stream, _)) => {
-                    clients.spawn(serve_client(stream, ctx.clone(), limits));
+                    let waiting = slots.iter().filter(|s| !s.has_spoken()).count();
+                    if waiting >= limits.max_waiting {
+                        close_longest_waiting(&mut slots);
+                    }
+                    if slots.len() >= limits.max_waiting + limits.max_clients {
+                        log::debug!(
+                            "status socket: {} clients already; refusing one",
+                            slots.len()
+                        );
+                        refuse_busy(&stream);
+                        continue;
+                    }
+                    let asked = Arc::new(AtomicBool::new(false));
+                    let probe = {
+                        use std::os::fd::AsFd;
+                        stream.as_fd().try_clone_to_owned().ok()
+                    };
+                    let task = clients.spawn(serve_client(
+                        stream,
+                        ctx.clone(),
+                        limits,
+                        asked.clone(),
+                        serving.clone(),
+                    ));
+                    slots.push(Slot {
+                        id: task.id(),
+                        accepted: Instant::now(),
+                        asked,
+                        probe,
+                        task,
+                    });
                 }
                 Err(e) => {
                     log::warn!("status socket: accept failed: {e}");
@@ -305,19 +377,56 @@ async fn remove_if_stale(path: &Path) -> Result<(), StatusError> {
     }
 }
 
-/// Tells a client over the limit why it is closed, without ever waiting for it.
-fn refuse_busy(stream: &UnixStream) {
-    let reply = json_line(&ErrorReply {
-        error: "the daemon is busy serving other status clients; try again".into(),
-    });
-    let _ = stream.try_write(&reply);
+/// Closes the connection that has waited longest without sending its request, telling it why.
+fn close_longest_waiting(slots: &mut Vec<Slot>) {
+    let oldest = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.has_spoken())
+        .min_by_key(|(_, s)| s.accepted)
+        .map(|(i, _)| i);
+    if let Some(i) = oldest {
+        let slot = slots.swap_remove(i);
+        slot.task.abort();
+        if let Some(fd) = slot.probe {
+            // Never blocks: the descriptor shares the socket's O_NONBLOCK.
+            let note = error_line("closed: too many connections waiting without a request");
+            let _ = nix::unistd::write(&fd, &note);
+        }
+        log::debug!("status socket: closed a connection that sent nothing, to take a new one");
+    }
 }
 
-async fn serve_client(mut stream: UnixStream, ctx: Arc<StatusContext>, limits: Limits) {
-    let reply = match tokio::time::timeout(limits.read_timeout, read_request(&mut stream)).await {
-        Ok(Ok(line)) => match Request::parse(&line) {
-            Some(request) => answer(request, &ctx, limits).await,
-            None => error_line("unknown request; send one line: status, history or retry"),
+/// Tells a client over the limit why it is closed, without ever waiting for it.
+fn refuse_busy(stream: &UnixStream) {
+    let _ = stream.try_write(&error_line(BUSY));
+}
+
+const BUSY: &str = "the daemon is busy serving other status clients; try again";
+
+async fn serve_client(
+    mut stream: UnixStream,
+    ctx: Arc<StatusContext>,
+    limits: Limits,
+    asked: Arc<AtomicBool>,
+    serving: Arc<tokio::sync::Semaphore>,
+) {
+    let request = tokio::time::timeout(limits.read_timeout, read_request(&mut stream)).await;
+    // Only a client that asked something is no longer waiting; one that timed out may still
+    // be closed for a newcomer while it is told so.
+    if matches!(request, Ok(Ok(_))) {
+        asked.store(true, Ordering::Release);
+    }
+    // Held until the answer is taken.
+    let mut _permit = None;
+    let reply = match request {
+        Ok(Ok(line)) => match (Request::parse(&line), serving.try_acquire()) {
+            (None, _) => error_line("unknown request; send one line: status, history or retry"),
+            (Some(_), Err(_)) => error_line(BUSY),
+            (Some(request), Ok(permit)) => {
+                _permit = Some(permit);
+                answer(request, &ctx, limits).await
+            }
         },
         Ok(Err(RequestError::TooLong)) => error_line("request too long"),
         Ok(Err(RequestError::Io(e))) => {
@@ -611,26 +720,65 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn clients_over_the_limit_are_told_busy_and_the_rest_still_served() {
+    async fn a_request_with_no_serving_slot_free_is_told_busy() {
         let limits = Limits {
-            max_clients: 2,
+            max_clients: 0,
+            ..Limits::default()
+        };
+        let f = start(limits).await;
+        let e: ErrorReply = parse(&ask(&f.path, "status\n").await);
+        assert!(e.error.contains("busy"), "{}", e.error);
+    }
+
+    #[tokio::test]
+    async fn the_connection_waiting_longest_makes_room_and_is_told_why() {
+        let limits = Limits {
+            max_waiting: 2,
             read_timeout: Duration::from_secs(30),
             ..Limits::default()
         };
         let f = start(limits).await;
-        let _a = UnixStream::connect(&f.path).await.expect("connect");
-        let _b = UnixStream::connect(&f.path).await.expect("connect");
-        let e: ErrorReply = parse(&ask(&f.path, "status\n").await);
-        assert!(e.error.contains("busy"), "{}", e.error);
-        drop((_a, _b));
-        // The two idle tasks end when their clients hang up; then there is room again.
-        let deadline = StdInstant::now() + Duration::from_secs(5);
-        loop {
-            let answer = ask(&f.path, "status\n").await;
-            if serde_json::from_slice::<StatusSnapshot>(&answer).is_ok() {
-                break;
-            }
-            assert!(StdInstant::now() < deadline, "never served again");
+        let mut oldest = UnixStream::connect(&f.path).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _second = UnixStream::connect(&f.path).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A third silent one: the oldest goes.
+        let _third = UnixStream::connect(&f.path).await.expect("connect");
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), oldest.read_to_end(&mut out))
+            .await
+            .expect("the oldest waiting connection is closed")
+            .expect("read");
+        let e: ErrorReply = parse(&out);
+        assert!(
+            e.error.contains("too many connections waiting"),
+            "{}",
+            e.error
+        );
+        // A real client still gets its answer.
+        let s: StatusSnapshot = parse(&ask(&f.path, "status\n").await);
+        assert_eq!(s.state, StreamState::Starting);
+    }
+
+    /// A slow-loris: many more idle connections than slots, held open (and reopened when the
+    /// server closes them), must not lock a real client out.
+    #[tokio::test]
+    async fn idle_connections_cannot_lock_a_real_client_out() {
+        let limits = Limits {
+            read_timeout: Duration::from_secs(30),
+            ..Limits::default()
+        };
+        let f = start(limits).await;
+        let mut idle = Vec::new();
+        for _ in 0..20 {
+            idle.push(UnixStream::connect(&f.path).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..5 {
+            let s: StatusSnapshot = parse(&ask(&f.path, "status\n").await);
+            assert_eq!(s.state, StreamState::Starting);
+            // The idle ones come back, as an attacker's would.
+            idle.push(UnixStream::connect(&f.path).await.expect("connect"));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

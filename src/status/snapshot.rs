@@ -33,6 +33,9 @@ pub struct StatusSnapshot {
     pub encoder: Option<String>,
     /// e.g. `test 1280x720@30`.
     pub source: String,
+    /// The input: live or lost, and what the encoder gets.
+    #[serde(default)]
+    pub input: InputSnapshot,
     /// Encoded bitrate over the last second.
     pub bitrate_kbps: u32,
     /// The bitrate adaptation: the encoder's target, the path's estimate and where it came
@@ -61,6 +64,29 @@ pub struct NetworkSnapshot {
     pub steered: bool,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct InputSnapshot {
+    /// `starting`, `live` or `lost`.
+    pub signal: String,
+    /// `input` or `slate`: what the encoder gets.
+    pub showing: String,
+    /// Seconds in the current `signal`.
+    pub since: f64,
+    /// Losses since start.
+    pub losses: u64,
+    /// The input's own format at the device before scaling (e.g. `640x480 YUY2 @60`), while
+    /// live.
+    pub format: Option<String>,
+    /// Why the input is lost, while it is.
+    pub reason: Option<String>,
+    /// `slate` or `disconnect` (`source.on_loss`).
+    pub on_loss: String,
+    /// What the slate is: `card "NO SIGNAL"`, `image /data/onair/slate.png`, `plain card`.
+    pub slate: String,
+    /// Slate pictures given to the encoder since start.
+    pub slate_frames: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputSnapshot {
     pub kind: String,
@@ -84,6 +110,21 @@ pub struct StatusSources {
 }
 
 impl StatusSources {
+    fn input(&self, now: Instant) -> InputSnapshot {
+        let i = self.media.input();
+        InputSnapshot {
+            signal: i.signal.to_string(),
+            showing: i.showing.to_string(),
+            since: now.saturating_duration_since(i.since).as_secs_f64(),
+            losses: i.losses,
+            format: i.format,
+            reason: i.reason,
+            on_loss: i.on_loss.to_string(),
+            slate: i.slate,
+            slate_frames: self.media.slate_frames(),
+        }
+    }
+
     pub fn snapshot(&self) -> StatusSnapshot {
         let now = Instant::now();
         let view = self.view.borrow().clone();
@@ -113,6 +154,7 @@ impl StatusSources {
             },
             encoder: self.media.encoder(),
             source: self.source.clone(),
+            input: self.input(now),
             bitrate_kbps: self.media.bitrate_kbps(),
             adapt: self.adaptation.status(),
             frames_encoded: self.media.frames(),

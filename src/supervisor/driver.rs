@@ -184,6 +184,17 @@ impl Driver {
                     message: reason.clone(),
                 });
             }
+            Event::MediaLost { reason } => {
+                self.parts.recorder.record(Entry::Error {
+                    message: format!("encoder failed: {reason}"),
+                });
+            }
+            Event::InputNote { message } => {
+                log::info!("input: {message}");
+                self.parts.recorder.record(Entry::Note {
+                    message: format!("input: {message}"),
+                });
+            }
             Event::RetryNow { reason } => {
                 log::info!("retry requested ({reason})");
                 self.parts.recorder.record(Entry::Note {

@@ -7,7 +7,7 @@
 
 use super::backoff::BackoffPolicy;
 use super::state::StreamState;
-use crate::config::{Config, ReconnectConfig};
+use crate::config::{Config, OnLoss, ReconnectConfig};
 use crate::output::FailureClass;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -20,10 +20,17 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// Capture and encoder produce access units.
+    /// The encoder produces access units (of the input or of the slate).
+    MediaReady,
+    /// The encoder stopped producing; the media side is restarting it.
+    MediaLost { reason: String },
+    /// The input's pictures are what the encoder gets (first time, or back after a loss).
     InputReady,
-    /// The capture device vanished or stopped delivering pictures.
+    /// The capture device vanished, has no signal or stopped delivering pictures. With
+    /// `source.on_loss = slate` the encoder gets the slate and the connection stays.
     InputLost { reason: String },
+    /// Something happened to the input worth the flight recorder; it changes no decision.
+    InputNote { message: String },
     /// The network monitor's verdict changed (or a usable interface came or went while up).
     NetworkChanged { online: bool },
     /// The path to the server changed while the box stayed online (another uplink, another
@@ -131,6 +138,9 @@ pub struct MachineView {
 }
 
 pub struct Machine {
+    on_loss: OnLoss,
+    /// Access units flow from the encoder.
+    media: bool,
     policy: BackoffPolicy,
     max_attempts: u32,
     connect_timeout: Duration,
@@ -158,9 +168,12 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// `seed` makes the jitter reproducible in tests; the daemon passes a random one.
+    /// `seed` makes the jitter reproducible in tests; the daemon passes a random one. An input
+    /// loss disconnects unless [`Machine::on_input_loss`] says otherwise.
     pub fn new(config: &ReconnectConfig, network_up: bool, seed: u64, now: Instant) -> Machine {
         Machine {
+            on_loss: OnLoss::Disconnect,
+            media: false,
             policy: BackoffPolicy::from(config),
             max_attempts: config.max_attempts,
             connect_timeout: config.connect_timeout,
@@ -183,6 +196,12 @@ impl Machine {
             live_since: None,
             last_error: None,
         }
+    }
+
+    /// What an input loss does: keep the connection on the slate, or disconnect.
+    pub fn on_input_loss(mut self, on_loss: OnLoss) -> Machine {
+        self.on_loss = on_loss;
+        self
     }
 
     pub fn state(&self) -> StreamState {
@@ -216,21 +235,52 @@ impl Machine {
             return String::new();
         }
         match event {
-            Event::InputReady => {
-                self.input = Input::Ok;
+            Event::MediaReady => {
+                self.media = true;
                 if self.phase == Phase::Idle {
                     self.try_connect(out);
                 }
-                "input ready".into()
+                "encoder ready".into()
+            }
+            Event::MediaLost { reason } => {
+                self.media = false;
+                self.last_error = Some(format!("encoder: {reason}"));
+                if self.phase != Phase::Failed {
+                    self.go_idle(now, &format!("encoder failed: {reason}"), out);
+                }
+                format!("encoder failed: {reason}")
+            }
+            Event::InputReady => {
+                let was_lost = std::mem::replace(&mut self.input, Input::Ok) == Input::Lost;
+                if self.phase == Phase::Idle {
+                    self.try_connect(out);
+                }
+                if was_lost {
+                    "input back".into()
+                } else {
+                    "input ready".into()
+                }
             }
             Event::InputLost { reason } => {
                 self.input = Input::Lost;
                 self.last_error = Some(format!("input: {reason}"));
-                if self.phase != Phase::Failed {
-                    self.go_idle(now, &format!("input lost: {reason}"), out);
+                match self.on_loss {
+                    // The slate keeps the connection: nothing to tear down, and a box that
+                    // was waiting for its input may connect now.
+                    OnLoss::Slate => {
+                        if self.phase == Phase::Idle {
+                            self.try_connect(out);
+                        }
+                    }
+                    OnLoss::Disconnect => {
+                        if self.phase != Phase::Failed {
+                            self.go_idle(now, &format!("input lost: {reason}"), out);
+                        }
+                    }
                 }
                 format!("input lost: {reason}")
             }
+            Event::InputNote { .. } => String::new(),
             Event::NetworkChanged { online: false } => {
                 self.network_up = false;
                 if self.phase != Phase::Failed {
@@ -392,9 +442,20 @@ impl Machine {
         self.try_connect(out);
     }
 
+    /// Whether there is something to send: units flow, of the input — or of the slate, when
+    /// the slate stands in for a lost input.
+    fn has_picture(&self) -> bool {
+        self.media
+            && match self.input {
+                Input::Ok => true,
+                Input::Lost => self.on_loss == OnLoss::Slate,
+                Input::Starting => false,
+            }
+    }
+
     fn try_connect(&mut self, out: &mut Vec<Action>) {
         self.next_retry_at = None;
-        if self.input != Input::Ok || !self.network_up {
+        if !self.has_picture() || !self.network_up {
             self.cancel_timer(out);
             self.phase = Phase::Idle;
             return;
@@ -501,7 +562,7 @@ impl Machine {
             Phase::Stopped => self.state,
             Phase::Failed => StreamState::Failed,
             _ if self.input == Input::Lost => StreamState::NoInput,
-            _ if self.input == Input::Starting => StreamState::Starting,
+            _ if self.input == Input::Starting || !self.media => StreamState::Starting,
             _ if !self.network_up => StreamState::Offline,
             Phase::Live => StreamState::Live,
             Phase::Connecting { .. } | Phase::Waiting | Phase::Idle => {
@@ -544,10 +605,17 @@ mod tests {
     }
 
     impl Sim {
+        /// A machine whose encoder already produces (most tests are about what follows).
         fn new(config: ReconnectConfig, network_up: bool) -> Sim {
+            let mut s = Sim::bare(config, network_up, OnLoss::Disconnect);
+            s.ev(Event::MediaReady);
+            s
+        }
+
+        fn bare(config: ReconnectConfig, network_up: bool, on_loss: OnLoss) -> Sim {
             let now = Instant::now();
             Sim {
-                m: Machine::new(&config, network_up, 7, now),
+                m: Machine::new(&config, network_up, 7, now).on_input_loss(on_loss),
                 now,
                 start: now,
                 timer: None,
@@ -557,6 +625,16 @@ mod tests {
                 states: vec![Starting],
                 exited: false,
             }
+        }
+
+        fn live_on_slate_box() -> Sim {
+            let mut s = Sim::bare(no_jitter(), true, OnLoss::Slate);
+            s.ev(Event::MediaReady);
+            s.ev(Event::InputReady);
+            s.ev(Event::Connected);
+            s.ev(Event::MediaFlowing);
+            assert_eq!(s.m.state(), Live);
+            s
         }
 
         fn live_box() -> Sim {
@@ -878,6 +956,101 @@ mod tests {
         s.ev(Event::InputReady);
         assert_eq!(s.connects.len(), 2);
         assert_eq!(s.m.state(), Reconnecting);
+    }
+
+    #[test]
+    fn with_the_slate_an_input_loss_keeps_the_connection_and_shows_no_input() {
+        let mut s = Sim::live_on_slate_box();
+        s.ev(Event::InputLost {
+            reason: "no signal".into(),
+        });
+        assert_eq!(s.m.state(), NoInput, "the LEDs and status say so");
+        assert_eq!(s.teardowns, 0, "the viewers stay");
+        assert!(s.m.view().live_since.is_some(), "still on air");
+        s.advance(Duration::from_secs(60));
+        assert_eq!(s.connects.len(), 1, "nothing to reconnect");
+        s.ev(Event::InputReady);
+        assert_eq!(s.m.state(), Live);
+        assert_eq!(s.connects.len(), 1);
+        assert_eq!(s.states, vec![Starting, Connecting, Live, NoInput, Live]);
+        assert_eq!(s.m.view().reconnects, 0, "no reconnect happened");
+        assert_eq!(
+            s.m.view().live_total + (s.now - s.m.view().live_since.unwrap()),
+            Duration::from_secs(60),
+            "the slate's time on air counts as live time"
+        );
+    }
+
+    #[test]
+    fn with_the_slate_a_box_without_its_camera_goes_on_air_with_the_slate() {
+        let mut s = Sim::bare(no_jitter(), true, OnLoss::Slate);
+        s.ev(Event::MediaReady);
+        assert_eq!(s.connects.len(), 0, "waits for the input's verdict");
+        assert_eq!(s.m.state(), Starting);
+        s.ev(Event::InputLost {
+            reason: "/dev/video0: no such device".into(),
+        });
+        assert_eq!(s.connects.len(), 1, "the slate is worth sending");
+        s.ev(Event::Connected);
+        s.ev(Event::MediaFlowing);
+        assert_eq!(
+            s.m.state(),
+            NoInput,
+            "on air, but the input is what needs a person"
+        );
+        s.ev(Event::ConnectionLost {
+            reason: "ice failed".into(),
+        });
+        assert_eq!(
+            s.connects.len(),
+            2,
+            "a drop on the slate is retried like any drop"
+        );
+    }
+
+    #[test]
+    fn with_disconnect_a_box_without_its_camera_stays_off_air() {
+        let mut s = Sim::bare(no_jitter(), true, OnLoss::Disconnect);
+        s.ev(Event::MediaReady);
+        s.ev(Event::InputLost {
+            reason: "gone".into(),
+        });
+        s.advance(Duration::from_secs(30));
+        assert!(s.connects.is_empty());
+        assert_eq!(s.m.state(), NoInput);
+        s.ev(Event::InputReady);
+        assert_eq!(s.connects.len(), 1);
+    }
+
+    #[test]
+    fn nothing_connects_before_the_encoder_produces_and_an_encoder_failure_tears_down() {
+        let mut s = Sim::bare(no_jitter(), true, OnLoss::Slate);
+        s.ev(Event::InputReady);
+        assert!(s.connects.is_empty(), "the input alone is not enough");
+        assert_eq!(s.m.state(), Starting);
+        s.ev(Event::MediaReady);
+        assert_eq!(s.connects.len(), 1);
+        s.ev(Event::Connected);
+        s.ev(Event::MediaFlowing);
+        s.ev(Event::MediaLost {
+            reason: "x264enc: error".into(),
+        });
+        assert_eq!(s.teardowns, 1);
+        assert_eq!(s.m.state(), Starting, "the encoder is being restarted");
+        assert!(s.m.view().last_error.unwrap().contains("x264enc"));
+        s.ev(Event::MediaReady);
+        assert_eq!(s.connects.len(), 2);
+        assert_eq!(s.m.state(), Reconnecting);
+    }
+
+    #[test]
+    fn input_notes_change_nothing() {
+        let mut s = Sim::live_on_slate_box();
+        let before = (s.states.clone(), s.connects.len(), s.teardowns);
+        s.ev(Event::InputNote {
+            message: "/dev/video0 went away".into(),
+        });
+        assert_eq!((s.states.clone(), s.connects.len(), s.teardowns), before);
     }
 
     #[test]

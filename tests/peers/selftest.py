@@ -234,6 +234,9 @@ async def run_tests(base: str, host: str, vanish: bool, cycles: int) -> None:
         check((st["width"], st["height"]) == (WIDTH, HEIGHT), "totals report the frame size")
         check(s["keyframes"] >= 1, f"{s['keyframes']} key frame(s) counted")
         check(len(st["frame_times"]) == st["frames_decoded"], "frame_times has one entry per frame")
+        check(len(st["frame_lumas"]) == len(st["frame_times"])
+              and all(0.0 <= y <= 255.0 for y in st["frame_lumas"]),
+              "frame_lumas has one mean luma (0-255) per frame")
         check(s["state"] == "connected", f"session state {s['state']}")
         now = time.monotonic()
         check(abs(st["last_frame_t"] - now) < 1.0,

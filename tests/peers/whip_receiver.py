@@ -68,6 +68,24 @@ SCRIPT_FIELDS = {
 }
 
 
+def mean_luma(frame: Any, rows: int = 16, step: int = 4) -> float:
+    """Mean of the luma plane, sampled on `rows` evenly spaced lines at every `step`th pixel
+    (cheap enough for every frame of a 720p stream)."""
+    try:
+        plane = frame.planes[0]
+        view = memoryview(plane)
+        width, height, stride = plane.width, plane.height, plane.line_size
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return -1.0
+    total = count = 0
+    for i in range(rows):
+        start = (height * (2 * i + 1) // (2 * rows)) * stride
+        line = view[start:start + width:step]
+        total += sum(line)
+        count += len(line)
+    return round(total / count, 1) if count else -1.0
+
+
 def monotonic() -> float:
     # time.monotonic() is CLOCK_MONOTONIC on Linux, so a Rust test can compare these values
     # with its own clock_gettime(CLOCK_MONOTONIC).
@@ -262,6 +280,9 @@ class Stats:
         self.deletes: deque = deque(maxlen=MAX_RECORDS)
         self.patches: deque = deque(maxlen=MAX_RECORDS)
         self.frame_times: list[float] = []
+        # Mean luma (0-255) of each decoded frame, parallel to frame_times: tells a test which
+        # picture it was (a dark slate or a bright test pattern) without shipping pictures.
+        self.frame_lumas: list[float] = []
         self.frames_decoded = 0
         self.first_frame_t: Optional[float] = None
         self.last_frame_t: Optional[float] = None
@@ -441,6 +462,7 @@ class Receiver:
             session.height = st.height = frame.height
             if len(st.frame_times) < MAX_FRAME_TIMES:
                 st.frame_times.append(now)
+                st.frame_lumas.append(mean_luma(frame))
             # FFmpeg marks IDR pictures (and recovery points) as key frames.
             if frame.key_frame:
                 session.keyframes += 1
@@ -777,6 +799,7 @@ class Handlers:
             "height": st.height,
             "keyframes": st.keyframes,
             "frame_times": st.frame_times,
+            "frame_lumas": st.frame_lumas,
             "plis_sent": st.plis_sent,
             "plis_auto": st.plis_auto,
             "pli_floods": list(st.pli_floods),

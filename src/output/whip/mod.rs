@@ -96,7 +96,7 @@ impl WhipOutput {
         log::info!(
             "whip: attempt {}: session {} created",
             attempt.number,
-            SecretUrl::new(resource.as_str(), 0)
+            self.http.show(&resource)
         );
         peer.apply_answer(answer).await?;
         peer.connected().await
@@ -115,7 +115,8 @@ impl Output for WhipOutput {
             Ok(conn) => Ok(Box::new(conn)),
             Err(e) => Err(Failure {
                 class: e.class(),
-                message: e.to_string(),
+                // Server words may be in it (and the WebRTC stack's errors may quote the answer).
+                message: self.http.scrub(&e.to_string()),
             }),
         }
     }

@@ -1,0 +1,305 @@
+//! One run of the capture: the device prepared (an HDMI bridge's timings queried and set), the
+//! source chain from `source.rs` ending in an appsink that hands each picture to the frame
+//! pump's mailbox. A run is started and stopped as a whole (on loss, on new timings); the
+//! encoder behind the pump never notices.
+
+use super::feeder::Mailbox;
+use super::health::Cause;
+use super::slate;
+use super::source;
+use super::v4l2::{self, SignalQuery};
+use crate::config::{SourceConfig, SourceKind};
+use crate::lock::lock;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// What the process environment must say before GStreamer starts (`main` sets it while the
+/// process is still single-threaded, unless the person running it did).
+///
+/// GStreamer 1.22's v4l2src, on an in-stream source change (new timings, signal lost), orphans
+/// its buffer pool and never frees it: on vivid every change left one more handle on the device
+/// (and its capture buffers) in the daemon, and those handles keep an unplugged driver from
+/// unloading. `GST_V4L2_FORCE_DRAIN` makes it stop the pool normally instead; measured on vivid,
+/// the handles then stay at one per capture.
+pub const GST_ENVIRONMENT: &[(&str, &str)] = &[("GST_V4L2_FORCE_DRAIN", "1")];
+
+/// The test source's simulated signal: while lost, its pictures are dropped before the
+/// capture's end, as a stalled camera's never arrive (`source.kind = test` only; toggled by
+/// SIGUSR1 for tests and demonstrations).
+#[derive(Clone, Default)]
+pub struct TestSignal(Arc<AtomicBool>);
+
+impl TestSignal {
+    pub fn toggle(&self) -> bool {
+        !self.0.fetch_xor(true, Ordering::SeqCst)
+    }
+
+    pub fn lost(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a run learned of its input, for the log and `onair status`.
+#[derive(Default)]
+pub struct RunCounters {
+    last_frame: Mutex<Option<Instant>>,
+    /// The input's own format as negotiated at the device, e.g. `640x480 YUY2 60/1`.
+    format: Mutex<Option<String>>,
+}
+
+impl RunCounters {
+    pub fn last_frame(&self) -> Option<Instant> {
+        *lock(&self.last_frame)
+    }
+
+    pub fn format(&self) -> Option<String> {
+        lock(&self.format).clone()
+    }
+}
+
+pub struct CaptureRun {
+    pub pipeline: gst::Pipeline,
+    pub bus: gst::bus::BusStream,
+    pub counters: Arc<RunCounters>,
+}
+
+/// Before a capture starts: a digital-video device (HDMI bridge) is asked what its source
+/// sends, and set to it (V4L2 requires the timings to be set before streaming; they are what
+/// `v4l2src` then negotiates). No signal is a failed start. Blocking ioctls: call it off the
+/// async threads. Returns a line for the log when there was something to set.
+pub fn prepare(config: &SourceConfig) -> Result<Option<String>, Cause> {
+    if config.kind != SourceKind::V4l2 {
+        return Ok(None);
+    }
+    let Some(device) = &config.device else {
+        return Ok(None);
+    };
+    let fd = v4l2::open(device)
+        .map_err(|e| Cause::InputLost(format!("cannot open {}: {}", device.display(), e.desc())))?;
+    match v4l2::query_signal(&fd) {
+        Ok(SignalQuery::NotDv) => Ok(None),
+        Ok(SignalQuery::NoSignal(why)) => {
+            Err(Cause::InputLost(format!("{}: {why}", device.display())))
+        }
+        Ok(SignalQuery::Locked(timings)) => {
+            if v4l2::current_timings(&fd).ok().as_ref() == Some(&timings) {
+                return Ok(Some(format!("signal {timings}")));
+            }
+            v4l2::set_timings(&fd, &timings).map_err(|e| {
+                Cause::InputLost(format!(
+                    "{}: cannot set the timings {timings}: {}",
+                    device.display(),
+                    e.desc()
+                ))
+            })?;
+            Ok(Some(format!("signal {timings}, timings set")))
+        }
+        Err(e) => Err(Cause::InputLost(format!(
+            "{}: cannot query the signal: {}",
+            device.display(),
+            e.desc()
+        ))),
+    }
+}
+
+/// Builds the capture and sets it playing. `first_frame` hears once when the first picture of
+/// the run arrives, so the switch from the slate does not wait for the next health tick.
+pub fn start(
+    config: &SourceConfig,
+    mailbox: Mailbox,
+    test_signal: &TestSignal,
+    first_frame: mpsc::UnboundedSender<()>,
+) -> Result<CaptureRun, Cause> {
+    let capture = source::capture_factory(config.kind);
+    if gst::ElementFactory::find(capture).is_none() {
+        return Err(Cause::InputLost(format!(
+            "GStreamer element {capture} is not installed"
+        )));
+    }
+    let chain = source::build(config).map_err(|e| Cause::InputLost(format!("source: {e}")))?;
+    let info = slate::video_info(config);
+    let sink = gst_app::AppSink::builder()
+        .name(format!("{}-out", source::NAME_PREFIX))
+        .caps(
+            &gst_video::VideoCapsBuilder::new()
+                .format(gst_video::VideoFormat::I420)
+                .width(config.width as i32)
+                .height(config.height as i32)
+                .build(),
+        )
+        .sync(false)
+        .max_buffers(1)
+        .drop(true)
+        .build();
+    let pipeline = gst::Pipeline::builder().name("onair-capture").build();
+    let mut all = chain.clone();
+    all.push(sink.clone().upcast());
+    pipeline
+        .add_many(&all)
+        .map_err(|e| Cause::InputLost(e.to_string()))?;
+    gst::Element::link_many(&all).map_err(|e| Cause::InputLost(format!("link: {e}")))?;
+
+    if config.kind == SourceKind::Test
+        && let Some(pad) = chain[0].static_pad("src")
+    {
+        let signal = test_signal.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            if signal.lost() {
+                gst::PadProbeReturn::Drop
+            } else {
+                gst::PadProbeReturn::Ok
+            }
+        });
+    }
+
+    let counters = Arc::new(RunCounters::default());
+    let device_pad = chain[0].static_pad("src");
+    let run_counters = counters.clone();
+    let mut first = Some(first_frame);
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let Some(buffer) = sample.buffer_owned() else {
+                    return Ok(gst::FlowSuccess::Ok);
+                };
+                *lock(&run_counters.last_frame) = Some(Instant::now());
+                if let Some(tx) = first.take() {
+                    *lock(&run_counters.format) = device_pad
+                        .as_ref()
+                        .and_then(|p| p.current_caps())
+                        .map(|c| describe(&c));
+                    let _ = tx.send(());
+                }
+                if let Some(picture) = slate::normalize(buffer, sample.caps(), &info) {
+                    mailbox.offer(picture);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| Cause::InputLost("capture pipeline has no bus".into()))?;
+    if let Err(e) = pipeline.set_state(gst::State::Playing) {
+        let cause = first_error(&bus).unwrap_or_else(|| e.to_string());
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(Cause::InputLost(cause));
+    }
+    Ok(CaptureRun {
+        bus: bus.stream(),
+        pipeline,
+        counters,
+    })
+}
+
+/// What a capture bus message means: an error or the end of the capture ends the run.
+pub fn bus_cause(msg: &gst::Message) -> Option<Cause> {
+    match msg.view() {
+        gst::MessageView::Error(err) => {
+            let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+            Some(Cause::InputLost(format!("{element}: {}", err.error())))
+        }
+        gst::MessageView::Eos(_) => Some(Cause::InputLost("capture ended".into())),
+        gst::MessageView::Warning(w) => {
+            log::debug!(
+                "media: capture warning from {:?}: {}",
+                msg.src().map(|s| s.name()),
+                w.error()
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+fn first_error(bus: &gst::Bus) -> Option<String> {
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(err) = msg.view() {
+            let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+            return Some(format!("{element}: {}", err.error()));
+        }
+    }
+    None
+}
+
+/// `640x480 YUY2 @60/1` from the device's negotiated caps.
+fn describe(caps: &gst::CapsRef) -> String {
+    let Some(s) = caps.structure(0) else {
+        return caps.to_string();
+    };
+    let w = s.get::<i32>("width").unwrap_or(0);
+    let h = s.get::<i32>("height").unwrap_or(0);
+    let format = s
+        .get::<&str>("format")
+        .map(str::to_string)
+        .unwrap_or_else(|_| s.name().to_string());
+    match s.get::<gst::Fraction>("framerate") {
+        Ok(f) if f.numer() > 0 && f.denom() == 1 => format!("{w}x{h} {format} @{}", f.numer()),
+        Ok(f) if f.numer() > 0 => format!(
+            "{w}x{h} {format} @{:.2}",
+            f64::from(f.numer()) / f64::from(f.denom())
+        ),
+        _ => format!("{w}x{h} {format}"),
+    }
+}
+
+/// Setting NULL can block on a device; keep it off the async threads.
+pub async fn stop(run: CaptureRun) {
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = run.pipeline.set_state(gst::State::Null);
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::media::feeder::{Feeder, FeederStats};
+    use crate::media::keyframes::KeyframeRequester;
+
+    /// A stopped capture leaves nothing alive: a device's handle lives as long as its element.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stopped_capture_is_freed() {
+        gst::init().expect("GStreamer must initialise for this test");
+        let config = Config::parse(
+            r#"{"source": {"kind": "test", "width": 160, "height": 120, "fps": 30},
+                "output": {"kind": "whip", "url": "http://127.0.0.1:9/api/whip"}}"#,
+        )
+        .expect("valid")
+        .source;
+        let slate = slate::make(&config);
+        let feeder = Feeder::start(
+            30,
+            slate.buffer,
+            KeyframeRequester::new(),
+            Arc::new(FeederStats::default()),
+        )
+        .expect("pump");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let run = start(&config, feeder.mailbox(), &TestSignal::default(), tx).expect("start");
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a first frame");
+        let weak_pipeline = run.pipeline.downgrade();
+        let weak_source = run
+            .pipeline
+            .by_name("source-capture")
+            .expect("the source")
+            .downgrade();
+        stop(run).await;
+        assert!(weak_pipeline.upgrade().is_none(), "the pipeline lives on");
+        assert!(
+            weak_source.upgrade().is_none(),
+            "the source element lives on"
+        );
+    }
+}
