@@ -147,6 +147,22 @@ fn recovery(lab: &lab::Lab, daemon: &Daemon) -> Option<f64> {
     back.then(|| mono_now() - t)
 }
 
+/// What a person sees: the estimate and its source in `onair status`, and the first cut from
+/// the ceiling in `--history`.
+fn assert_shown(daemon: &Daemon, sources: &[&str]) {
+    let text = daemon.status_text();
+    assert!(
+        sources.iter().any(|s| text.contains(&format!("from {s}")))
+            && text.contains("(300 to 2500)"),
+        "onair status:\n{text}"
+    );
+    let history = daemon.history_text();
+    assert!(
+        history.contains(&format!("bitrate {CEILING_KBPS} -> ")),
+        "no large step in --history:\n{history}"
+    );
+}
+
 /// The criteria: ≥ 90 % of the frames decoded, no freeze over 1 s, no reconnect, one session
 /// (beyond the `sessions_before` an earlier daemon made).
 fn assert_adapted(
@@ -210,6 +226,7 @@ fn twcc_server_one_megabit_off_vs_on_then_lifted_then_a_step() {
         "adaptation on ({on}) did no better than off ({off})"
     );
     assert_adapted("on", on, &daemon, &receiver, posts_before);
+    assert_shown(&daemon, &["twcc"]);
 
     let back = recovery(&lab, &daemon);
     eprintln!("limit lifted: target at 80 % of the ceiling after {back:?} s");
@@ -269,6 +286,7 @@ fn remb_server_one_megabit_then_lifted() {
         "aiortc sends no TWCC; the estimate came from {source}: {s:#}"
     );
     assert_adapted("aiortc", on, &daemon, &receiver, 0);
+    assert_shown(&daemon, &["remb", "loss"]);
     let back = recovery(&lab, &daemon);
     eprintln!("limit lifted: target at 80 % of the ceiling after {back:?} s");
     assert!(back.is_some(), "the target did not come back within 30 s");

@@ -640,20 +640,22 @@ fn a_server_that_stops_reading_is_dropped_within_dead_after_and_rejoined() {
     printed.assert_no_key(KEY, &daemon);
 }
 
-/// Frames ffmpeg decoded over `secs`, as a share of the 30 a second the box makes, printing
-/// the box's adaptation once a second.
+/// Frames ffmpeg decoded over `secs`, as a share of the 30 a second the box makes, and the
+/// mean of the encoder's target (kbit/s), sampled once a second and printed.
 fn pulled_over(
     puller: &Puller,
     daemon: &Daemon,
     printed: &mut Printed,
     label: &str,
     secs: u64,
-) -> f64 {
+) -> (f64, f64) {
     let before = puller.frames();
+    let mut targets = vec![];
     for i in 0..secs {
         std::thread::sleep(Duration::from_secs(1));
         if let Some(s) = printed.status(daemon) {
             let a = &s["adapt"];
+            targets.extend(a["target_kbps"].as_f64());
             eprintln!(
                 "{label} +{:>2} s: target {} estimate {} ({}), {} frames pulled",
                 i + 1,
@@ -664,7 +666,11 @@ fn pulled_over(
             );
         }
     }
-    (puller.frames() - before) as f64 / (secs as f64 * 30.0)
+    let mean = targets.iter().sum::<f64>() / targets.len().max(1) as f64;
+    (
+        (puller.frames() - before) as f64 / (secs as f64 * 30.0),
+        mean,
+    )
 }
 
 /// (root) A slow RTMP uplink: noise at 2500 kbit/s into 1 Mbit/s (tc tbf on the box's side of
@@ -699,33 +705,36 @@ fn a_slow_uplink_lowers_the_bitrate_instead_of_backing_up() {
             daemon.log()
         );
         lab.limit_uplink(1000);
-        pulled_over(
+        let (_, adapting_target) = pulled_over(
             &puller,
             &daemon,
             &mut printed,
             &format!("{label} adapting"),
             15,
         );
-        let share = pulled_over(
+        let (share, judged_target) = pulled_over(
             &puller,
             &daemon,
             &mut printed,
             &format!("{label} judged"),
             20,
         );
+        // The mean over the whole 35 s: the probe above the uplink's rate after a cut is slow
+        // (backlog.rs), so its peaks are brief, but the kernel's send buffer hides a full
+        // uplink for a while.
+        let mean_target = (adapting_target * 15.0 + judged_target * 20.0) / 35.0;
         let s = printed.status(&daemon).expect("status");
         eprintln!(
-            "rtmp, 1 Mbit/s uplink, adaptation {label}: {:.1} % of the frames pulled back, {} reconnects, target {} kbit/s",
+            "rtmp, 1 Mbit/s uplink, adaptation {label}: {:.1} % of the frames pulled back, {} reconnects, mean target {mean_target:.0} kbit/s",
             share * 100.0,
             s["reconnects"],
-            s["adapt"]["target_kbps"]
         );
         if adapt {
             assert_eq!(s["reconnects"], 0, "on: reconnected\n{}", daemon.log());
             assert_eq!(s["adapt"]["estimate_source"], "backlog", "{s:#}");
             assert!(
-                s["adapt"]["target_kbps"].as_u64().unwrap_or(u64::MAX) < 1000,
-                "on: the target stayed above the uplink: {s:#}"
+                mean_target < 1000.0,
+                "on: the target stayed above the uplink: mean {mean_target:.0} kbit/s"
             );
             assert!(
                 share >= 0.8,
