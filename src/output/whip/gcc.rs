@@ -118,7 +118,20 @@ impl BandwidthEstimator for FixedGcc {
         }
         let lost = reports.iter().filter(|r| !r.arrived).count();
         let loss_target = self.loss_control.update(now, lost, reports.len());
-        self.target = delay_target.min(loss_target).clamp(self.min, self.max);
+        let target = delay_target.min(loss_target).clamp(self.min, self.max);
+        if target < self.target * 0.8 {
+            // Which half cut, for whoever tunes this on a real uplink.
+            log::debug!(
+                "gcc: {:.0} -> {:.0} kbit/s: delay half {:.0} ({usage:?}, received {:.0}), loss half {:.0} ({lost} of {} lost)",
+                self.target / 1000.0,
+                target / 1000.0,
+                delay_target / 1000.0,
+                received.unwrap_or_default() / 1000.0,
+                loss_target / 1000.0,
+                reports.len()
+            );
+        }
+        self.target = target;
     }
 
     fn target_bitrate(&self) -> f64 {
