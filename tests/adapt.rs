@@ -259,7 +259,7 @@ fn twcc_server_one_megabit_off_vs_on_then_lifted_then_a_step() {
     // The issue asks that the receiver keep decoding through the step. On 600 kbit/s GCC's
     // estimate saws (it cuts on the delay it reads, then probes again) and a cut now and then
     // costs a key frame's wait: over the last 10 s of the step 58 to 97 % decoded with freezes
-    // of 0.4 to 2.2 s in four runs. Printed above, not judged; the whole step is.
+    // of 0.4 to 2.2 s in five runs. Printed above, not judged; the whole step is.
     for (label, w, share, gap) in [
         ("600 kbit/s", down, 0.5, 5.0),
         ("back at 3 Mbit/s", up, 0.9, 1.0),
