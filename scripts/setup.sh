@@ -2,8 +2,10 @@
 # One-time set-up of a Debian bookworm machine for building, demoing and testing onair:
 # GStreamer (dev files and the plugins the pipelines use, audio included; gstreamer1.0-x has textoverlay, which
 # draws the input-loss slate's text), the tools the tests drive
-# (iproute2, nftables, sysctl, curl, nginx with RTMP, ffprobe; /usr/bin/time for the
-# benchmarks; genimage and friends for the image layout test) and the Python virtualenv of the independent WHIP receiver (tests/peers).
+# (iproute2, nftables, sysctl, tc, curl, nginx with RTMP, ffprobe; /usr/bin/time for the
+# benchmarks; genimage and friends for the image layout test), GStreamer's webrtcbin for the
+# second test receiver (it sends TWCC feedback) and the Python virtualenv of the independent
+# WHIP receiver (tests/peers).
 # Idempotent: a second run only checks.
 set -euo pipefail
 
@@ -25,6 +27,9 @@ packages=(
   python3 python3-venv
   iproute2 nftables procps time
   nginx libnginx-mod-rtmp ffmpeg
+  # tests/peers/webrtcbin_receiver.py: webrtcbin through PyGObject, its ICE (libnice), and
+  # an H.264 decoder
+  python3-gi gir1.2-gst-plugins-bad-1.0 gstreamer1.0-nice gstreamer1.0-libav
   # tests/image_tree.rs: the image's disk layout made by Debian's genimage from fake inputs
   # and read back (sfdisk, mtools, blkid), the package's source copy (make, rsync)
   genimage fdisk mtools dosfstools e2fsprogs util-linux make rsync
@@ -50,7 +55,7 @@ command -v cargo >/dev/null || die "cargo not found: install Rust ≥ 1.92 with 
 rustc_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
 [ "$rustc_minor" -ge 92 ] || die "rustc $(rustc --version) is too old: gstreamer-rs 0.25 needs ≥ 1.92"
 
-for element in videotestsrc x264enc h264parse appsink rtmp2sink flvmux; do
+for element in videotestsrc x264enc h264parse appsink rtmp2sink flvmux webrtcbin nicesrc avdec_h264; do
   gst-inspect-1.0 "$element" >/dev/null 2>&1 || die "GStreamer element $element is missing"
 done
 

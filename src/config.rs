@@ -84,6 +84,35 @@ pub enum SourceFormat {
     Mjpeg,
 }
 
+/// What the test source (`kind: test`, `source.pattern`) shows. Each pattern is meant to
+/// exercise something: `smpte` is the familiar still picture (it costs the encoder almost
+/// nothing), `ball` moves, `noise` changes every pixel of every frame, so no encoder can squeeze
+/// it below the configured rate and the uplink carries what the config asks for, and `sync` is
+/// the A/V-sync clip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TestPattern {
+    /// Colour bars.
+    #[default]
+    Smpte,
+    Ball,
+    Noise,
+    /// Black, one white frame per second; with `audio.kind: "test"` a 1 kHz beep of 100 ms
+    /// starts at the same instant: the usual A/V-sync clip.
+    Sync,
+}
+
+impl TestPattern {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestPattern::Smpte => "smpte",
+            TestPattern::Ball => "ball",
+            TestPattern::Noise => "noise",
+            TestPattern::Sync => "sync",
+        }
+    }
+}
+
 /// What the box does when its input is lost (`source.on_loss`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -113,7 +142,7 @@ pub struct SourceConfig {
     pub height: u32,
     pub fps: u32,
     pub format: SourceFormat,
-    /// What the test source draws.
+    /// What the test source draws; only for `kind: test`.
     pub pattern: TestPattern,
     pub on_loss: OnLoss,
     /// An image (PNG or JPEG) shown instead of the built-in card while the input is lost.
@@ -125,27 +154,6 @@ pub struct SourceConfig {
     /// No picture from the input for this long means it is lost (the last picture is held
     /// until then).
     pub lost_after: Duration,
-}
-
-/// What the test source draws (`source.pattern`, `source.kind: "test"` only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TestPattern {
-    /// Colour bars.
-    #[default]
-    Smpte,
-    /// Black, one white frame per second; with `audio.kind: "test"` a 1 kHz beep of 100 ms
-    /// starts at the same instant: the usual A/V-sync clip.
-    Sync,
-}
-
-impl TestPattern {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TestPattern::Smpte => "smpte",
-            TestPattern::Sync => "sync",
-        }
-    }
 }
 
 /// Where the sound comes from (`audio.kind`).
@@ -220,9 +228,18 @@ pub enum EncoderKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncoderConfig {
     pub kind: EncoderKind,
+    /// The bitrate a connection starts at, and the most adaptation ever asks for.
     pub bitrate_kbps: u32,
+    /// The least adaptation ever asks for.
+    pub min_bitrate_kbps: u32,
+    /// Whether the bitrate follows what the uplink carries (congestion control on WHIP, the
+    /// send backlog on RTMP), or stays at `bitrate_kbps`.
+    pub adapt: bool,
     pub keyframe_interval_ms: u32,
 }
+
+/// The floor adaptation keeps to unless the config names one (or `bitrate_kbps`, if lower).
+pub const DEFAULT_MIN_BITRATE_KBPS: u32 = 300;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputConfig {
@@ -525,8 +542,7 @@ struct RawSource {
     fps: Option<u32>,
     #[serde(default)]
     format: SourceFormat,
-    #[serde(default)]
-    pattern: TestPattern,
+    pattern: Option<TestPattern>,
     #[serde(default)]
     on_loss: OnLoss,
     slate_image: Option<PathBuf>,
@@ -540,6 +556,8 @@ struct RawSource {
 struct RawEncoder {
     kind: Option<EncoderKind>,
     bitrate_kbps: Option<u32>,
+    min_bitrate_kbps: Option<u32>,
+    adapt: Option<bool>,
     keyframe_interval_ms: Option<u32>,
 }
 
@@ -1067,6 +1085,16 @@ impl RawSource {
             }
             (_, d) => d,
         };
+        let pattern = match (self.kind, self.pattern) {
+            (SourceKind::Test, p) => p.unwrap_or_default(),
+            (_, None) => TestPattern::default(),
+            (_, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "source.pattern",
+                    "only the test source (kind: test) has a pattern",
+                ));
+            }
+        };
         if self
             .slate_image
             .as_ref()
@@ -1102,7 +1130,7 @@ impl RawSource {
             height,
             fps,
             format: self.format,
-            pattern: self.pattern,
+            pattern,
             on_loss: self.on_loss,
             slate_image: self.slate_image,
             slate_text,
@@ -1134,9 +1162,21 @@ impl RawEncoder {
                 format!("{keyframe_interval_ms} ms is less than two frames at {fps} fps"),
             ));
         }
+        let min_bitrate_kbps = match self.min_bitrate_kbps {
+            None => DEFAULT_MIN_BITRATE_KBPS.min(bitrate_kbps),
+            Some(min) if min > bitrate_kbps => {
+                return Err(ConfigError::invalid(
+                    "encoder.min_bitrate_kbps",
+                    format!("{min} is above encoder.bitrate_kbps ({bitrate_kbps})"),
+                ));
+            }
+            Some(min) => check_range("encoder.min_bitrate_kbps", min, 50, 50_000)?,
+        };
         Ok(EncoderConfig {
             kind: self.kind.unwrap_or(EncoderKind::Auto),
             bitrate_kbps,
+            min_bitrate_kbps,
+            adapt: self.adapt.unwrap_or(true),
             keyframe_interval_ms,
         })
     }
@@ -1499,6 +1539,9 @@ mod tests {
         );
         assert_eq!(c.encoder.kind, EncoderKind::Auto);
         assert_eq!(c.encoder.bitrate_kbps, 2500);
+        assert_eq!(c.encoder.min_bitrate_kbps, 300);
+        assert!(c.encoder.adapt);
+        assert_eq!(c.source.pattern, TestPattern::Smpte);
         assert_eq!(c.reconnect, ReconnectConfig::default());
         assert_eq!(c.reconnect.max_attempts, 0);
         assert_eq!(c.status.socket, PathBuf::from("/run/onair/status.sock"));
@@ -1574,6 +1617,27 @@ mod tests {
     }
 
     #[test]
+    fn adaptation_keys_and_test_patterns() {
+        let c = Config::parse(&with(
+            r#"{"encoder": {"bitrate_kbps": 2500, "min_bitrate_kbps": 200, "adapt": false},
+                "source": {"pattern": "noise"}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.encoder.min_bitrate_kbps, 200);
+        assert!(!c.encoder.adapt);
+        assert_eq!(c.source.pattern, TestPattern::Noise);
+        // The default floor never lies above the ceiling.
+        let c = Config::parse(&with(r#"{"encoder": {"bitrate_kbps": 200}}"#)).unwrap();
+        assert_eq!(c.encoder.min_bitrate_kbps, 200);
+        for (name, pattern) in [("smpte", TestPattern::Smpte), ("ball", TestPattern::Ball)] {
+            let c =
+                Config::parse(&with(&format!(r#"{{"source": {{"pattern": "{name}"}}}}"#))).unwrap();
+            assert_eq!(c.source.pattern, pattern);
+            assert_eq!(pattern.as_str(), name);
+        }
+    }
+
+    #[test]
     fn refusals_name_the_key() {
         let cases = [
             (r#"{"source": {"fps": 0}}"#, "source.fps"),
@@ -1594,6 +1658,20 @@ mod tests {
             (
                 r#"{"encoder": {"keyframe_interval_ms": 10}}"#,
                 "encoder.keyframe_interval_ms",
+            ),
+            (
+                r#"{"encoder": {"min_bitrate_kbps": 3000}}"#,
+                "encoder.min_bitrate_kbps",
+            ),
+            (
+                r#"{"encoder": {"min_bitrate_kbps": 10}}"#,
+                "encoder.min_bitrate_kbps",
+            ),
+            (r#"{"encoder": {"adapt": "yes"}}"#, "encoder.adapt"),
+            (r#"{"source": {"pattern": "plaid"}}"#, "source.pattern"),
+            (
+                r#"{"source": {"kind": "v4l2", "pattern": "noise"}}"#,
+                "source.pattern",
             ),
             (r#"{"reconnect": {"jitter": 2.0}}"#, "reconnect.jitter"),
             (

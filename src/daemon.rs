@@ -7,13 +7,15 @@
 //! the reverse order, so the server hears a DELETE before the pipeline stops. Every task started
 //! here is stopped here: one cancellation token goes down to all of them.
 
-use crate::config::AudioKind;
-use crate::config::{Config, ConfigError, OutputConfig, PathsMode};
+use crate::config::{
+    AudioKind, Config, ConfigError, OutputConfig, PathsMode, SourceKind, TestPattern,
+};
 use crate::leds;
 use crate::media::audio::capture::TestSound;
 use crate::media::audio::{Audio, AudioCodec};
-use crate::media::{Door, KeyframeRequester, Media, MediaError, MediaEvent};
+use crate::media::{BitrateHandle, Door, KeyframeRequester, Media, MediaError, MediaEvent};
 use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr, StatusChange};
+use crate::output::adapt::Adaptation;
 use crate::output::rtmp::RtmpOutput;
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
@@ -114,6 +116,7 @@ impl Watchdog {
             door: shared.door.clone(),
             keyframes: shared.keyframes.clone(),
             stats: shared.output_stats.clone(),
+            adaptation: shared.adaptation.clone(),
             dead_after: watch::Sender::new(config.reconnect.dead_after),
             // Bound to the path's source address, a connection leaves by the uplink the
             // path names; `ignore` keeps the old way (every interface).
@@ -143,14 +146,23 @@ impl Watchdog {
 struct Shared {
     door: Door,
     keyframes: KeyframeRequester,
+    bitrate: BitrateHandle,
+    adaptation: Arc<Adaptation>,
     output_stats: Arc<OutputStats>,
 }
 
 impl Shared {
-    fn new() -> Shared {
+    fn new(config: &Config, recorder: &FlightRecorder) -> Shared {
+        let bitrate = BitrateHandle::new(config.encoder.bitrate_kbps);
         Shared {
             door: Door::new(),
             keyframes: KeyframeRequester::new(),
+            adaptation: Arc::new(Adaptation::new(
+                &config.encoder,
+                bitrate.clone(),
+                recorder.clone(),
+            )),
+            bitrate,
             output_stats: Arc::new(OutputStats::default()),
         }
     }
@@ -184,7 +196,7 @@ impl Parts {
         let output = build_output(&config)?;
         log_what_runs(&config);
         let (events, events_rx) = mpsc::channel::<Event>(64);
-        let shared = Shared::new();
+        let shared = Shared::new(&config, recorder);
         let media = start_media(&config, &shared, events.clone(), &shutdown)?;
         let audio = start_audio(&config, &shared, &media, &shutdown)?;
         let (network, monitor) = start_network(&config, &events, &shutdown).await;
@@ -297,7 +309,11 @@ fn build_output(config: &Config) -> Result<Arc<dyn Output>, DaemonError> {
 
 fn source_line(config: &Config) -> String {
     let s = &config.source;
-    format!("{} {}x{}@{}", s.kind, s.width, s.height, s.fps)
+    let pattern = match (s.kind, s.pattern) {
+        (SourceKind::Test, p) if p != TestPattern::default() => format!(" {}", p.as_str()),
+        _ => String::new(),
+    };
+    format!("{}{pattern} {}x{}@{}", s.kind, s.width, s.height, s.fps)
 }
 
 fn log_what_runs(config: &Config) {
@@ -322,6 +338,7 @@ fn start_media(
         config.encoder.clone(),
         shared.door.clone(),
         shared.keyframes.clone(),
+        shared.bitrate.clone(),
         media_tx,
         shutdown.child_token(),
     )?;
@@ -375,6 +392,7 @@ fn status_sources(
         output_stats: shared.output_stats.clone(),
         keyframes: shared.keyframes.clone(),
         audio: audio.map(|a| a.stats.clone()),
+        adaptation: shared.adaptation.clone(),
         started: Instant::now(),
         source: source_line(config),
         output_kind: config.output.kind().to_string(),

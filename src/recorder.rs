@@ -34,6 +34,12 @@ pub enum Entry {
     PathSwitch {
         message: String,
     },
+    /// The encoder's target moved a long way (adaptation to the uplink), and why.
+    Bitrate {
+        from_kbps: u32,
+        to_kbps: u32,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

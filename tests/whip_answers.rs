@@ -5,9 +5,12 @@
 mod common;
 
 use common::Receiver;
-use onair::media::{Door, KeyframeRequester};
+use onair::config::{EncoderConfig, EncoderKind};
+use onair::media::{BitrateHandle, Door, KeyframeRequester};
+use onair::output::adapt::Adaptation;
 use onair::output::whip::WhipOutput;
 use onair::output::{Attempt, EventSender, Failure, FailureClass, Output, OutputStats};
+use onair::recorder::FlightRecorder;
 use onair::secret::{Secret, SecretUrl};
 use serde_json::json;
 use std::sync::Arc;
@@ -25,6 +28,17 @@ fn attempt() -> Attempt {
         keyframes: KeyframeRequester::new(),
         events: EventSender::new(1, tx),
         stats: Arc::new(OutputStats::default()),
+        adaptation: Arc::new(Adaptation::new(
+            &EncoderConfig {
+                kind: EncoderKind::X264,
+                bitrate_kbps: 600,
+                min_bitrate_kbps: 300,
+                adapt: true,
+                keyframe_interval_ms: 2000,
+            },
+            BitrateHandle::new(600),
+            FlightRecorder::new(),
+        )),
         dead_after: tokio::sync::watch::channel(Duration::from_secs(5)).1,
         local_address: None,
         cancel: CancellationToken::new(),

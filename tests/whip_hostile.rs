@@ -7,10 +7,13 @@
 mod common;
 
 use common::{Daemon, test_config};
-use onair::media::{Door, KeyframeRequester};
+use onair::config::{EncoderConfig, EncoderKind};
+use onair::media::{BitrateHandle, Door, KeyframeRequester};
+use onair::output::adapt::Adaptation;
 use onair::output::whip::WhipOutput;
 use onair::output::whip::http::{ANSWER_DEADLINE, MAX_ANSWER_BYTES, SESSION_FILE, WhipHttp};
 use onair::output::{Attempt, EventSender, Failure, FailureClass, Output, OutputStats};
+use onair::recorder::FlightRecorder;
 use onair::secret::{Secret, SecretUrl};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -107,6 +110,17 @@ fn attempt() -> Attempt {
         keyframes: KeyframeRequester::new(),
         events: EventSender::new(1, tx),
         stats: std::sync::Arc::new(OutputStats::default()),
+        adaptation: std::sync::Arc::new(Adaptation::new(
+            &EncoderConfig {
+                kind: EncoderKind::X264,
+                bitrate_kbps: 600,
+                min_bitrate_kbps: 300,
+                adapt: true,
+                keyframe_interval_ms: 2000,
+            },
+            BitrateHandle::new(600),
+            FlightRecorder::new(),
+        )),
         dead_after: tokio::sync::watch::channel(Duration::from_secs(5)).1,
         cancel: CancellationToken::new(),
         local_address: None,

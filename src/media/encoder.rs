@@ -1,13 +1,16 @@
 //! Which H.264 encoder runs, and with what settings.
 //!
 //! The Pi 4 has a hardware encoder (`v4l2h264enc`, bcm2835-codec); the Pi 5 and a laptop do not,
-//! so `auto` falls back to `x264enc`, then `openh264enc`. Each element spells bitrate, GOP and
-//! "give me a key frame now" differently; this module hides that behind one description.
+//! so `auto` falls back to `x264enc`, then `openh264enc`. Each element spells bitrate, GOP,
+//! "give me a key frame now" and "change the bitrate now" differently; this module hides that
+//! behind one description.
 
+use super::bitrate::BitrateSetter;
 use super::keyframes::KeyframeForcer;
 use crate::config::{EncoderConfig, EncoderKind};
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncoderElement {
@@ -137,6 +140,8 @@ pub fn build(
 
 /// The bcm2835-codec controls. `force_key_frame=1` is applied at once while the device is
 /// open, which is how the Pi encoder is asked for a key frame (it ignores GstForceKeyUnit).
+/// `video_bitrate` is applied the same way (V4L2_CID_MPEG_VIDEO_BITRATE); whether
+/// bcm2835-codec honours a new value mid-stream is unverified on hardware.
 fn v4l2_controls(kbps: u32, gop: u32, force_key_frame: bool) -> gst::Structure {
     let mut s = gst::Structure::builder("controls")
         .field("video_bitrate", (kbps.min(24_999) * 1000) as i32)
@@ -149,11 +154,14 @@ fn v4l2_controls(kbps: u32, gop: u32, force_key_frame: bool) -> gst::Structure {
     s
 }
 
-/// Forces key frames on the running encoder the way that encoder understands.
+/// Forces key frames on the running encoder and changes its bitrate, the way that encoder
+/// understands. One value for both, because the Pi encoder takes both through the same
+/// `extra-controls` structure: a forced key frame must not reset the bitrate to the configured
+/// one.
 pub struct ElementForcer {
     element: EncoderElement,
     encoder: gst::Element,
-    kbps: u32,
+    kbps: AtomicU32,
     gop: u32,
 }
 
@@ -167,8 +175,26 @@ impl ElementForcer {
         ElementForcer {
             element,
             encoder,
-            kbps: config.bitrate_kbps,
+            kbps: AtomicU32::new(config.bitrate_kbps),
             gop: gop_frames(config, fps),
+        }
+    }
+}
+
+impl BitrateSetter for ElementForcer {
+    fn set_kbps(&self, kbps: u32) {
+        let kbps = kbps.max(1);
+        self.kbps.store(kbps, Ordering::Relaxed);
+        // All three take a new value while PLAYING: x264enc reconfigures its rate control at
+        // the next frame, openh264enc calls SetOption(ENCODER_OPTION_BITRATE).
+        match self.element {
+            EncoderElement::X264 => self.encoder.set_property("bitrate", kbps),
+            EncoderElement::OpenH264 => self
+                .encoder
+                .set_property("bitrate", kbps.saturating_mul(1000)),
+            EncoderElement::V4l2 => self
+                .encoder
+                .set_property("extra-controls", v4l2_controls(kbps, self.gop, false)),
         }
     }
 }
@@ -177,8 +203,9 @@ impl KeyframeForcer for ElementForcer {
     fn force(&self) {
         match self.element {
             EncoderElement::V4l2 => {
+                let kbps = self.kbps.load(Ordering::Relaxed);
                 self.encoder
-                    .set_property("extra-controls", v4l2_controls(self.kbps, self.gop, true));
+                    .set_property("extra-controls", v4l2_controls(kbps, self.gop, true));
             }
             EncoderElement::X264 | EncoderElement::OpenH264 => {
                 let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
@@ -204,6 +231,8 @@ mod tests {
         EncoderConfig {
             kind,
             bitrate_kbps: 2500,
+            min_bitrate_kbps: 300,
+            adapt: true,
             keyframe_interval_ms: 2000,
         }
     }
@@ -320,6 +349,107 @@ mod tests {
                 "{}",
                 element.factory()
             );
+        }
+    }
+
+    /// Encodes 8 s of noise at 320x240@30, asks for `after_kbps` after 4 s, and returns the
+    /// bitrate (kbit/s) over seconds 1–4 and 5–8.
+    fn rates_around_a_live_change(
+        element: EncoderElement,
+        before_kbps: u32,
+        after_kbps: u32,
+    ) -> (u32, u32) {
+        let mut config = enc(EncoderKind::Auto);
+        config.bitrate_kbps = before_kbps;
+        let (encoder, caps) = build(element, &config, 30).expect("encoder");
+        if element == EncoderElement::OpenH264 {
+            // openh264 cannot squeeze noise under ~10 Mbit/s at any quantizer; only by skipping
+            // frames does it keep to a rate, and that is the rate this test is about.
+            encoder.set_property("enable-frame-skip", true);
+        }
+        let control = ElementForcer::new(element, encoder.clone(), &config, 30);
+        let pipeline = gst::Pipeline::new();
+        let src = gst::ElementFactory::make("videotestsrc")
+            .property("num-buffers", 240i32)
+            .build()
+            .unwrap();
+        src.set_property_from_str("pattern", "snow");
+        let raw = gst::Caps::builder("video/x-raw")
+            .field("width", 320)
+            .field("height", 240)
+            .field("framerate", gst::Fraction::new(30, 1))
+            .field("format", "I420")
+            .build();
+        let raw_filter = gst::ElementFactory::make("capsfilter")
+            .property("caps", raw)
+            .build()
+            .unwrap();
+        let h264_filter = gst::ElementFactory::make("capsfilter")
+            .property("caps", caps)
+            .build()
+            .unwrap();
+        let sink = gstreamer_app::AppSink::builder().sync(false).build();
+        pipeline
+            .add_many([&src, &raw_filter, &encoder, &h264_filter, sink.upcast_ref()])
+            .unwrap();
+        gst::Element::link_many([&src, &raw_filter, &encoder, &h264_filter, sink.upcast_ref()])
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        // (presentation time, size) of every unit; an encoder may skip frames to keep its rate.
+        let mut units: Vec<(f64, usize)> = vec![];
+        let mut changed = false;
+        let mut first = None;
+        while let Ok(sample) = sink.pull_sample() {
+            let buffer = sample.buffer().expect("samples carry buffers");
+            // Relative to the first unit: x264enc shifts its timestamps.
+            let at = buffer.pts().map(|t| t.seconds_f64()).unwrap_or_default();
+            let pts = at - *first.get_or_insert(at);
+            units.push((pts, buffer.size()));
+            if pts >= 4.0 && !changed {
+                changed = true;
+                control.set_kbps(after_kbps);
+            }
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(changed, "the encoder produced less than 4 s");
+        let kbps = |from: f64, to: f64| {
+            let bytes: usize = units
+                .iter()
+                .filter(|(t, _)| (from..to).contains(t))
+                .map(|(_, b)| b)
+                .sum();
+            (bytes as f64 * 8.0 / (to - from) / 1000.0) as u32
+        };
+        (kbps(1.0, 4.0), kbps(5.0, 8.0))
+    }
+
+    #[test]
+    fn software_encoders_follow_a_new_bitrate_while_playing() {
+        gst::init().expect("GStreamer must initialise for this test");
+        for element in [EncoderElement::X264, EncoderElement::OpenH264] {
+            if gst::ElementFactory::find(element.factory()).is_none() {
+                continue;
+            }
+            for (asked_before, asked_after) in [(2000u32, 400u32), (400, 1600)] {
+                let (before, after) =
+                    rates_around_a_live_change(element, asked_before, asked_after);
+                eprintln!(
+                    "{} on noise: {before} kbit/s (asked {asked_before}), then {after} kbit/s \
+                     (asked {asked_after})",
+                    element.factory()
+                );
+                let near = |got: u32, asked: u32| got * 10 >= asked * 6 && got * 10 <= asked * 13;
+                assert!(
+                    near(before, asked_before),
+                    "{}: before {before}",
+                    element.factory()
+                );
+                assert!(
+                    near(after, asked_after),
+                    "{}: after {after}",
+                    element.factory()
+                );
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 //! itself is lost (a slate takes its place).
 
 pub mod audio;
+pub mod bitrate;
 pub mod capture;
 pub mod clock;
 pub mod door;
@@ -22,6 +23,7 @@ pub mod watch;
 use bytes::Bytes;
 use std::time::Duration;
 
+pub use bitrate::{BitrateHandle, BitrateSetter};
 pub use clock::MediaClock;
 pub use door::{Door, Tap};
 pub use keyframes::{KeyframeRequester, Urgency};

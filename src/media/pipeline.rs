@@ -15,6 +15,7 @@
 //! and this runner carries their actions out, reads the buses, counters and device events, and
 //! reports to the supervisor.
 
+use super::bitrate::BitrateHandle;
 use super::capture::{self, CaptureRun, TestSignal};
 use super::clock::MediaClock;
 use super::door::Door;
@@ -191,6 +192,7 @@ impl Media {
         encoder: EncoderConfig,
         door: Door,
         keyframes: KeyframeRequester,
+        bitrate: BitrateHandle,
         events: mpsc::Sender<MediaEvent>,
         shutdown: CancellationToken,
     ) -> Result<Media, MediaError> {
@@ -243,6 +245,7 @@ impl Media {
             },
             source,
             encoder,
+            bitrate,
             events,
             stats: stats.clone(),
             candidates,
@@ -277,6 +280,7 @@ struct Runner {
     source: SourceConfig,
     encoder: EncoderConfig,
     outlet: Outlet,
+    bitrate: BitrateHandle,
     events: mpsc::Sender<MediaEvent>,
     stats: Arc<MediaStats>,
     candidates: Vec<Candidate>,
@@ -515,14 +519,14 @@ impl Runner {
                     log::info!("media: encoder back");
                 }
                 if let Some(run) = &self.encode {
-                    self.outlet
-                        .keyframes
-                        .set_forcer(Some(Arc::new(ElementForcer::new(
-                            chosen.element,
-                            run.encoder.clone(),
-                            &self.encoder,
-                            self.source.fps,
-                        ))));
+                    let control = Arc::new(ElementForcer::new(
+                        chosen.element,
+                        run.encoder.clone(),
+                        &self.encoder,
+                        self.source.fps,
+                    ));
+                    self.outlet.keyframes.set_forcer(Some(control.clone()));
+                    self.bitrate.set_encoder(Some(control));
                 }
                 self.send(MediaEvent::Ready).await;
             }
@@ -695,6 +699,7 @@ impl Runner {
         if let Some(run) = self.encode.take() {
             self.feeder.connect(None);
             self.outlet.keyframes.set_forcer(None);
+            self.bitrate.set_encoder(None);
             encode::stop(run).await;
         }
     }

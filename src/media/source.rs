@@ -30,19 +30,7 @@ pub fn build(config: &SourceConfig) -> Result<Vec<gst::Element>, gst::glib::Bool
     let mut chain = Vec::new();
     match config.kind {
         SourceKind::Test => {
-            let src = named("videotestsrc", "capture")
-                .property("is-live", true)
-                .build()?;
-            // The sync pattern is black; its flashes are put in by the frame pump, on the
-            // pipeline clock the audio beeps are timed by (`feeder.rs`).
-            src.set_property_from_str(
-                "pattern",
-                match config.pattern {
-                    TestPattern::Smpte => "smpte",
-                    TestPattern::Sync => "black",
-                },
-            );
-            chain.push(src);
+            chain.push(test_pattern(config.pattern)?);
             chain.push(
                 named("capsfilter", "caps")
                     .property("caps", raw_caps)
@@ -105,6 +93,26 @@ pub fn build(config: &SourceConfig) -> Result<Vec<gst::Element>, gst::glib::Bool
             .build()?,
     );
     Ok(chain)
+}
+
+/// The test source for a pattern. Today each is a `videotestsrc` pattern; one that needs more
+/// (a picture and a sound that must stay in step) gets its own arm here.
+fn test_pattern(pattern: TestPattern) -> Result<gst::Element, gst::glib::BoolError> {
+    let src = named("videotestsrc", "capture")
+        .property("is-live", true)
+        .build()?;
+    let name = match pattern {
+        TestPattern::Smpte => "smpte",
+        TestPattern::Ball => "ball",
+        // Every pixel new in every frame: incompressible, so the encoder spends what it is
+        // allowed and the uplink carries the configured rate.
+        TestPattern::Noise => "snow",
+        // The sync pattern is black; its flashes are put in by the frame pump, on the
+        // pipeline clock the audio beeps are timed by (`feeder.rs`).
+        TestPattern::Sync => "black",
+    };
+    src.set_property_from_str("pattern", name);
+    Ok(src)
 }
 
 fn named(factory: &'static str, role: &str) -> gst::element_factory::ElementBuilder<'static> {

@@ -8,8 +8,10 @@
 //! ([`Attempt`]), what it reports ([`ConnectionEvent`], [`Failure`] with its [`FailureClass`]).
 //! Protocol knowledge — which server answer is permanent, which is worth a retry — lives in
 //! each output and reaches the supervisor only as a class. What every output does the same
-//! way (door → key-frame sync → writer, and the liveness loop) is in [`pump`].
+//! way (door → key-frame sync → writer, the liveness loop, the bitrate adaptation loop) is in
+//! [`pump`]; the adaptation's decisions are in [`adapt`].
 
+pub mod adapt;
 pub mod liveness;
 pub mod pump;
 pub mod rtcp_watch;
@@ -17,6 +19,7 @@ pub mod rtmp;
 pub mod whip;
 
 use crate::media::{Door, KeyframeRequester};
+use adapt::Adaptation;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -102,6 +105,8 @@ pub struct Attempt {
     pub keyframes: KeyframeRequester,
     pub events: EventSender,
     pub stats: Arc<OutputStats>,
+    /// The bitrate adaptation every connection of this run shares.
+    pub adaptation: Arc<Adaptation>,
     /// No sign of life from the server for this long means the connection is dead. A watch,
     /// because a SIGHUP may change it while the connection is live; the liveness loop reads
     /// the current value on every check.

@@ -3,10 +3,12 @@
 //! output's writer; and watch the connection for death, reporting it once.
 //!
 //! An output supplies only what differs: a [`UnitWriter`] (how a unit goes on the wire, and
-//! whether the transport is backed up) and a [`LivenessProbe`] (which transport events mean
-//! death, and what to check periodically). New per-connection concerns — a second stream, a
-//! bitrate controller — belong here, once, not in each output.
+//! whether the transport is backed up), a [`LivenessProbe`] (which transport events mean
+//! death, and what to check periodically) and a [`CapacityProbe`] (what the connection knows
+//! about its path, for the bitrate adaptation). New per-connection concerns — a second
+//! stream — belong here, once, not in each output.
 
+use super::adapt::{Adaptation, PathReport};
 use super::{Attempt, ConnectionEvent, EventSender, OutputStats};
 use crate::media::audio::AudioUnit;
 use crate::media::{AccessUnit, Door, KeyframeRequester, KeyframeSync};
@@ -30,6 +32,9 @@ pub struct PumpSettings {
     pub keyframe_nudge: Duration,
     /// How often the liveness checks run. Default 100 ms.
     pub live_poll: Duration,
+    /// How often the path's estimate is read and the encoder's target reconsidered. Default
+    /// 200 ms.
+    pub adapt_poll: Duration,
 }
 
 impl Default for PumpSettings {
@@ -38,6 +43,7 @@ impl Default for PumpSettings {
             tap_capacity: 32,
             keyframe_nudge: Duration::from_millis(1000),
             live_poll: Duration::from_millis(100),
+            adapt_poll: Duration::from_millis(200),
         }
     }
 }
@@ -339,6 +345,53 @@ async fn watch_liveness<P: LivenessProbe>(
             events.send(ConnectionEvent::Lost(reason));
         }
     }
+}
+
+/// How an output tells what its path carries.
+pub trait CapacityProbe: Send + 'static {
+    /// What the connection knows about its path at `now`.
+    fn report(&mut self, now: Instant) -> PathReport;
+}
+
+/// Starts the task that adapts the encoder's bitrate to what this connection's path carries,
+/// until `stop`. The encoder is set to the connection's starting target before this returns,
+/// so the first key frame is already encoded at it.
+pub fn spawn_adaptation<P: CapacityProbe>(
+    probe: P,
+    attempt: &Attempt,
+    settings: &PumpSettings,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let adaptation = attempt.adaptation.clone();
+    let session = adaptation.begin(attempt.local_address, Instant::now());
+    tokio::spawn(adapt_loop(
+        probe,
+        adaptation,
+        session,
+        settings.adapt_poll,
+        stop,
+    ))
+}
+
+async fn adapt_loop<P: CapacityProbe>(
+    mut probe: P,
+    adaptation: Arc<Adaptation>,
+    mut session: super::adapt::Session,
+    poll: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        let report = probe.report(now);
+        adaptation.observe(&mut session, now, report);
+    }
+    adaptation.end(&session, Instant::now());
 }
 
 #[cfg(test)]

@@ -79,7 +79,35 @@ pub fn status(s: &StatusSnapshot) -> String {
     );
     line("source", one_line(&s.source));
     line("input", input(&s.input));
-    line("bitrate", format!("{} kbit/s", s.bitrate_kbps));
+    let a = &s.adapt;
+    line(
+        "bitrate",
+        if a.enabled {
+            format!(
+                "{} kbit/s, target {} ({} to {})",
+                s.bitrate_kbps, a.target_kbps, a.min_kbps, a.max_kbps
+            )
+        } else {
+            format!(
+                "{} kbit/s, target {} (adaptation off)",
+                s.bitrate_kbps, a.target_kbps
+            )
+        },
+    );
+    if a.estimate_kbps.is_some() || a.loss_pct.is_some() || a.rtt_ms.is_some() {
+        let mut parts = vec![match (a.estimate_kbps, a.estimate_source) {
+            (Some(kbps), Some(source)) => format!("{kbps} kbit/s from {}", source.as_str()),
+            (Some(kbps), None) => format!("{kbps} kbit/s"),
+            (None, _) => "none yet".to_string(),
+        }];
+        if let Some(loss) = a.loss_pct {
+            parts.push(format!("loss {loss:.1} %"));
+        }
+        if let Some(rtt) = a.rtt_ms {
+            parts.push(format!("rtt {rtt} ms"));
+        }
+        line("estimate", parts.join(", "));
+    }
     if let Some(a) = &s.audio {
         line("audio", audio(a));
     }
@@ -200,6 +228,15 @@ pub fn history(records: &[Record]) -> String {
             Entry::PathSwitch { message } => {
                 writeln!(out, "{at}  path switch: {}", one_line(message))
             }
+            Entry::Bitrate {
+                from_kbps,
+                to_kbps,
+                reason,
+            } => writeln!(
+                out,
+                "{at}  bitrate {from_kbps} -> {to_kbps} kbit/s ({})",
+                one_line(reason)
+            ),
         };
     }
     out
@@ -285,6 +322,7 @@ pub fn local_time(unix_s: f64) -> String {
 mod tests {
     use super::*;
     use crate::net::{Path, UplinkState, UplinkStatus};
+    use crate::output::adapt::{AdaptStatus, EstimateSource};
     use crate::status::snapshot::{InputSnapshot, NetworkSnapshot, OutputSnapshot};
 
     fn snapshot() -> StatusSnapshot {
@@ -336,6 +374,17 @@ mod tests {
                 slate_frames: 310,
             },
             bitrate_kbps: 2480,
+            adapt: AdaptStatus {
+                enabled: true,
+                target_kbps: 2500,
+                min_kbps: 300,
+                max_kbps: 2500,
+                estimate_kbps: Some(3100),
+                estimate_source: Some(EstimateSource::Twcc),
+                loss_pct: Some(0.4),
+                rtt_ms: Some(23),
+                steps: 7,
+            },
             frames_encoded: 212_400,
             frames_sent: 211_000,
             keyframes_forced: 4,
@@ -362,7 +411,8 @@ uplinks     eth0 settling (3 flaps), wlan0 in use
 encoder     x264enc
 source      test 1280x720@30
 input       live for 3m 05s (1280x720 I420 @30), 1 loss
-bitrate     2480 kbit/s
+bitrate     2480 kbit/s, target 2500 (300 to 2500)
+estimate    3100 kbit/s from twcc, loss 0.4 %, rtt 23 ms
 frames      212400 encoded, 211000 sent, 4 key frames forced
 reconnects  2
 live        1h 58m of 2h 03m up

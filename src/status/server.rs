@@ -527,10 +527,11 @@ fn json_line<T: Serialize>(value: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ReconnectConfig;
-    use crate::media::{KeyframeRequester, MediaStats};
+    use crate::config::{EncoderConfig, EncoderKind, ReconnectConfig};
+    use crate::media::{BitrateHandle, KeyframeRequester, MediaStats};
     use crate::net::NetworkStatus;
     use crate::output::OutputStats;
+    use crate::output::adapt::Adaptation;
     use crate::recorder::{Entry, Record};
     use crate::status::{StatusSnapshot, protocol::RetryReply};
     use crate::supervisor::{Machine, MachineView, StreamState};
@@ -570,6 +571,17 @@ mod tests {
             output_stats: Arc::new(OutputStats::default()),
             keyframes: KeyframeRequester::new(),
             audio: None,
+            adaptation: Arc::new(Adaptation::new(
+                &EncoderConfig {
+                    kind: EncoderKind::X264,
+                    bitrate_kbps: 2500,
+                    min_bitrate_kbps: 300,
+                    adapt: true,
+                    keyframe_interval_ms: 2000,
+                },
+                BitrateHandle::new(2500),
+                crate::recorder::FlightRecorder::new(),
+            )),
             started: Instant::now(),
             source: "test 320x240@15".into(),
             output_kind: "whip".into(),

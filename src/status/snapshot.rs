@@ -7,6 +7,7 @@ use crate::media::audio::AudioStats;
 use crate::media::{KeyframeRequester, MediaStats};
 use crate::net::{NetworkStatus, Path, UplinkStatus};
 use crate::output::OutputStats;
+use crate::output::adapt::{AdaptStatus, Adaptation};
 use crate::supervisor::{MachineView, StreamState};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub struct StatusSnapshot {
     pub input: InputSnapshot,
     /// Encoded bitrate over the last second.
     pub bitrate_kbps: u32,
+    /// The bitrate adaptation: the encoder's target, the path's estimate and where it came
+    /// from, loss and round trip.
+    #[serde(default)]
+    pub adapt: AdaptStatus,
     pub frames_encoded: u64,
     pub frames_sent: u64,
     pub keyframes_forced: u64,
@@ -125,6 +130,7 @@ pub struct StatusSources {
     pub output_stats: Arc<OutputStats>,
     pub keyframes: KeyframeRequester,
     pub audio: Option<Arc<AudioStats>>,
+    pub adaptation: Arc<Adaptation>,
     pub started: Instant,
     pub source: String,
     pub output_kind: String,
@@ -199,6 +205,7 @@ impl StatusSources {
             source: self.source.clone(),
             input: self.input(now),
             bitrate_kbps: self.media.bitrate_kbps(),
+            adapt: self.adaptation.status(),
             frames_encoded: self.media.frames(),
             frames_sent: self.output_stats.frames_sent(),
             keyframes_forced: self.keyframes.forced_count(),

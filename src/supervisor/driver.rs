@@ -9,6 +9,7 @@ use super::notify::{self, Beat, Heartbeat};
 use super::state::StreamState;
 use crate::media::{Door, KeyframeRequester, Urgency};
 use crate::net::NetworkStatus;
+use crate::output::adapt::Adaptation;
 use crate::output::{
     Attempt, Connection, ConnectionEvent, EventSender, Failure, Output, OutputStats,
 };
@@ -37,6 +38,8 @@ pub struct DriverParts {
     pub door: Door,
     pub keyframes: KeyframeRequester,
     pub stats: Arc<OutputStats>,
+    /// The bitrate adaptation every connection shares.
+    pub adaptation: Arc<Adaptation>,
     /// The liveness deadline every connection reads (the driver owns it; a reconnect-only
     /// reload changes it for the live connection too).
     pub dead_after: watch::Sender<Duration>,
@@ -256,6 +259,7 @@ impl Driver {
             keyframes: self.parts.keyframes.clone(),
             events: EventSender::new(generation, self.conn_tx.clone()),
             stats: self.parts.stats.clone(),
+            adaptation: self.parts.adaptation.clone(),
             dead_after: self.parts.dead_after.subscribe(),
             local_address: self
                 .parts

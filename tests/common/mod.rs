@@ -117,6 +117,14 @@ fn spawn_in(netns: Option<&str>, program: &Path, args: &[&str]) -> Command {
     }
 }
 
+/// Which independent receiver: aiortc (receiver reports and REMB, like a small server) or
+/// GStreamer's webrtcbin (transport-wide congestion control feedback, like Broadcast Box).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverKind {
+    Aiortc,
+    Webrtcbin,
+}
+
 /// The independent WHIP receiver, running until dropped.
 pub struct Receiver {
     child: Child,
@@ -133,17 +141,34 @@ impl Receiver {
     }
 
     pub fn start_on(listen: &str, token: Option<&str>, netns: Option<&str>) -> Receiver {
+        Self::start_kind(ReceiverKind::Aiortc, listen, token, netns)
+    }
+
+    pub fn start_kind(
+        kind: ReceiverKind,
+        listen: &str,
+        token: Option<&str>,
+        netns: Option<&str>,
+    ) -> Receiver {
         let dir = tempfile::tempdir().expect("temp dir");
         let stderr_log = dir.path().join("receiver.log");
-        let script = repo_root().join("tests/peers/whip_receiver.py");
-        let py = python();
+        let (script, py) = match kind {
+            ReceiverKind::Aiortc => (repo_root().join("tests/peers/whip_receiver.py"), python()),
+            // webrtcbin comes from Debian's GStreamer through PyGObject: the system Python.
+            ReceiverKind::Webrtcbin => (
+                repo_root().join("tests/peers/webrtcbin_receiver.py"),
+                PathBuf::from("/usr/bin/python3"),
+            ),
+        };
         let mut args = vec![script.to_str().expect("utf-8 path"), "--listen", listen];
         if let Some(t) = token {
             args.push("--token");
             args.push(t);
         }
-        args.push("--connect-timeout");
-        args.push("15");
+        if kind == ReceiverKind::Aiortc {
+            args.push("--connect-timeout");
+            args.push("15");
+        }
         let mut child = spawn_in(netns, &py, &args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).expect("log file"))

@@ -144,6 +144,67 @@ impl Lab {
     pub fn allow_server_udp(&self) {
         nft(&self.box_ns, "delete table inet onairlab\n");
     }
+
+    /// The box's uplink carries at most `kbit` kbit/s from now on: a token bucket on its
+    /// interface with room for a few packets of burst and 300 ms of queue behind it (a modem or
+    /// a shared line: packets wait, then drop). Replaces any earlier limit.
+    pub fn limit_uplink(&self, kbit: u32) {
+        tc(
+            &self.box_ns,
+            &[
+                "qdisc",
+                "replace",
+                "dev",
+                &self.box_if,
+                "root",
+                "tbf",
+                "rate",
+                &format!("{kbit}kbit"),
+                "burst",
+                "6kb",
+                "latency",
+                "300ms",
+            ],
+        );
+    }
+
+    /// The uplink's limit is lifted.
+    pub fn unlimit_uplink(&self) {
+        tc(&self.box_ns, &["qdisc", "del", "dev", &self.box_if, "root"]);
+    }
+
+    /// Bytes the box's uplink has sent so far (its interface counter).
+    pub fn uplink_tx_bytes(&self) -> u64 {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.box_ns,
+                "cat",
+                &format!("/sys/class/net/{}/statistics/tx_bytes", self.box_if),
+            ])
+            .output()
+            .expect("read the interface counter");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("tx_bytes is a number")
+    }
+}
+
+/// Runs `tc` in a namespace; panics with its error.
+fn tc(ns: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "tc"])
+        .args(args)
+        .output()
+        .expect("run tc");
+    assert!(
+        out.status.success(),
+        "tc {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Loads a ruleset into the namespace's nftables (`nft -f -`).

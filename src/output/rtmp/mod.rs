@@ -8,15 +8,20 @@
 //! and a watchdog reports it lost on a bus error or when the socket stops taking bytes for
 //! `dead_after`. Closing sets the branch to NULL; the capture pipeline never notices.
 
+pub mod backlog;
 pub mod branch;
 pub mod location;
 pub mod verdict;
 
-use super::pump::{self, Delivery, LivenessProbe, PumpCounters, PumpSettings, UnitWriter};
+use super::adapt::PathReport;
+use super::pump::{
+    self, CapacityProbe, Delivery, LivenessProbe, PumpCounters, PumpSettings, UnitWriter,
+};
 use super::{Attempt, Connection, ConnectionEvent, EventSender, Failure, Output};
 use crate::media::AccessUnit;
 use crate::media::audio::AudioUnit;
 use crate::secret::SecretUrl;
+use backlog::{BacklogEstimator, BacklogSettings};
 use branch::{Branch, BranchSettings};
 use futures_util::StreamExt;
 use gstreamer as gst;
@@ -204,12 +209,13 @@ impl Output for RtmpOutput {
     }
 }
 
-/// A published RTMP stream. Owns its branch and its two tasks.
+/// A published RTMP stream. Owns its branch and its three tasks.
 pub struct RtmpConnection {
     branch: Branch,
     stop: CancellationToken,
     pump: JoinHandle<()>,
     liveness: JoinHandle<RtmpLiveness>,
+    adaptation: JoinHandle<()>,
 }
 
 impl RtmpConnection {
@@ -224,6 +230,17 @@ impl RtmpConnection {
         let stop = CancellationToken::new();
         let sink = branch.sink();
         report_first_media(&sink, attempt.events.clone());
+        let start = attempt
+            .adaptation
+            .start_kbps(attempt.local_address, Instant::now());
+        let (_, min, max) = attempt.adaptation.estimator_range(start);
+        let capacity = BacklogProbe {
+            appsrc: branch.appsrc(),
+            sink: sink.clone(),
+            estimator: BacklogEstimator::new(BacklogSettings::default(), min, max),
+        };
+        // The encoder is at this connection's starting target before the first unit goes out.
+        let adaptation = pump::spawn_adaptation(capacity, attempt, &settings.pump, stop.clone());
         let writer = BranchWriter {
             appsrc: branch.appsrc(),
             timeline: Timeline::default(),
@@ -254,6 +271,7 @@ impl RtmpConnection {
             stop,
             pump,
             liveness,
+            adaptation,
         }
     }
 }
@@ -262,8 +280,9 @@ impl RtmpConnection {
 impl Connection for RtmpConnection {
     async fn close(self: Box<Self>, polite: bool) {
         self.stop.cancel();
-        // Both tasks end at their next await once `stop` is cancelled.
+        // The tasks end at their next await once `stop` is cancelled.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.pump).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.adaptation).await;
         let bus = tokio::time::timeout(Duration::from_secs(1), self.liveness)
             .await
             .ok()
@@ -398,6 +417,26 @@ pub fn audio_time(video_in: Duration, video_out: Duration, pts: Duration) -> Opt
         Some(video_out + (pts - video_in))
     } else {
         video_out.checked_sub(video_in - pts)
+    }
+}
+
+/// What the RTMP uplink carries, judged from the branch's backlog (`backlog.rs`): how long
+/// the units queued in appsrc would play, and the bytes rtmp2sink has handed to the socket.
+struct BacklogProbe {
+    appsrc: gst_app::AppSrc,
+    sink: gst::Element,
+    estimator: BacklogEstimator,
+}
+
+impl CapacityProbe for BacklogProbe {
+    fn report(&mut self, now: Instant) -> PathReport {
+        let backlog = Duration::from_nanos(self.appsrc.property::<u64>("current-level-time"));
+        let sent = branch::sink_stats(&self.sink).bytes_out;
+        PathReport {
+            estimate: self.estimator.observe(now, backlog, sent),
+            loss: None,
+            rtt: None,
+        }
     }
 }
 

@@ -8,6 +8,9 @@
 //! server closing DTLS, and the server going silent for longer than its own cadence allows
 //! (`output/liveness.rs`, capped by `dead_after`).
 
+pub mod abs_send_time;
+pub mod feedback;
+pub mod gcc;
 pub mod http;
 pub mod peer;
 
@@ -17,6 +20,7 @@ use crate::media::AccessUnit;
 use crate::media::audio::AudioUnit;
 use crate::output::liveness::Cadence;
 use crate::secret::{Secret, SecretUrl};
+use feedback::FeedbackProbe;
 use http::{WhipError, WhipHttp};
 use peer::{Peer, PeerEvent};
 use rtc::media::Sample;
@@ -81,12 +85,16 @@ impl WhipOutput {
     async fn attempt(&self, attempt: &Attempt) -> Result<WhipConnection, WhipError> {
         // The server frees a key only when the old session is gone.
         self.http.delete_remembered(DELETE_TIMEOUT).await;
+        let adaptation = &attempt.adaptation;
+        let start = adaptation.start_kbps(attempt.local_address, Instant::now());
+        let (initial, min, max) = adaptation.estimator_range(start);
         let mut peer = peer::build(
             self.server_ip,
             attempt.local_address,
             attempt.dead_after_now(),
             attempt.keyframes.clone(),
             self.audio,
+            peer::EstimatorRange { initial, min, max },
         )
         .await?;
         let result = self.negotiate(&mut peer, attempt).await;
@@ -149,13 +157,14 @@ impl Output for WhipOutput {
     }
 }
 
-/// A live WHIP session. Owns the peer connection and its two tasks.
+/// A live WHIP session. Owns the peer connection and its three tasks.
 pub struct WhipConnection {
     pc: Arc<dyn PeerConnection>,
     http: Arc<WhipHttp>,
     stop: CancellationToken,
     pump: JoinHandle<()>,
     liveness: JoinHandle<WhipLiveness>,
+    adaptation: JoinHandle<()>,
 }
 
 impl WhipConnection {
@@ -204,6 +213,13 @@ impl WhipConnection {
             pacing: audio.is_some().then_some(pacing),
             audio,
         };
+        // The encoder is at this connection's starting target before the first unit goes out.
+        let adaptation = pump::spawn_adaptation(
+            FeedbackProbe(peer.feedback.clone()),
+            attempt,
+            settings,
+            stop.clone(),
+        );
         let (pump, _) = pump::spawn_pump(writer, attempt, settings, stop.clone());
         let probe = WhipLiveness {
             peer_events: peer.events,
@@ -219,6 +235,7 @@ impl WhipConnection {
             stop,
             pump,
             liveness,
+            adaptation,
         })
     }
 }
@@ -227,9 +244,10 @@ impl WhipConnection {
 impl Connection for WhipConnection {
     async fn close(self: Box<Self>, polite: bool) {
         self.stop.cancel();
-        // Both tasks end at their next await once `stop` is cancelled.
+        // The tasks end at their next await once `stop` is cancelled.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.pump).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.liveness).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.adaptation).await;
         // DELETE while the peer connection still stands: the server then ends the session
         // because we asked, not because the transport vanished under it.
         if polite {

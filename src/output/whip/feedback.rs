@@ -1,0 +1,442 @@
+//! What the server tells the box about the path, gathered for the bitrate adaptation.
+//!
+//! Three kinds of server, three kinds of evidence:
+//! - servers that send transport-wide congestion control feedback (Broadcast Box, browsers,
+//!   GStreamer's webrtcbin): webrtc-rs's congestion control interceptor runs Google Congestion
+//!   Control on it and attaches each new target to the feedback packet
+//!   (`Attribute::TargetBitrateChanged`); [`FeedbackWatch`], application-ward of it, reads it;
+//! - servers that estimate the rate themselves and say so in REMB (aiortc, from the
+//!   abs-send-time stamps the box adds);
+//! - every server's receiver reports: the loss they count feeds the loss half of GCC
+//!   (`LossController`, the library's, reused as it is), and their timestamps give the round trip.
+//!
+//! [`PathFeedback`] keeps the latest of each and decides which one speaks for the path: fresh
+//! TWCC when there is any (GCC weighs delay and loss itself); otherwise the lower of REMB and
+//! the loss-based estimate. Time is an argument, so the choice is unit tested.
+
+use crate::lock::lock;
+use crate::output::adapt::{Estimate, EstimateSource, PathReport};
+use crate::output::pump::CapacityProbe;
+use rtc::interceptor::{
+    BandwidthEstimator, EstimatorStats, Interceptor, LossController, Packet, PacketReport,
+    StreamInfo, TaggedPacket,
+};
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// TWCC feedback comes many times a second; this long without any and it no longer counts.
+const TWCC_FRESH: Duration = Duration::from_secs(2);
+/// REMB comes about once a second while the server's estimate moves.
+const REMB_FRESH: Duration = Duration::from_secs(5);
+/// Receiver reports come every one to five seconds.
+const REPORTS_FRESH: Duration = Duration::from_secs(12);
+/// Sender reports remembered for matching the receiver reports' round-trip fields.
+const SENT_REPORTS: usize = 16;
+
+/// The latest word from the server about the path.
+pub struct PathFeedback {
+    /// GCC's target: where it started, then each change it announced.
+    gcc_bps: f64,
+    twcc_seen: Option<Instant>,
+    gcc_stats: EstimatorStats,
+    remb: Option<(f64, Instant)>,
+    loss: LossController,
+    reports_seen: Option<Instant>,
+    /// (extended highest sequence number, cumulative lost) of the last report on our stream.
+    last_block: Option<(u32, u32)>,
+    rtt: Option<Duration>,
+    /// Our sender reports: the middle 32 bits of their NTP time, and when they left.
+    sent: VecDeque<(u32, Instant)>,
+}
+
+impl PathFeedback {
+    /// `initial`, `min` and `max` in bit/s, as GCC was given them.
+    pub fn new(initial: f64, min: f64, max: f64) -> Self {
+        PathFeedback {
+            gcc_bps: initial,
+            twcc_seen: None,
+            gcc_stats: EstimatorStats::default(),
+            remb: None,
+            loss: LossController::new(initial, min, max),
+            reports_seen: None,
+            last_block: None,
+            rtt: None,
+            sent: VecDeque::new(),
+        }
+    }
+
+    /// GCC has digested the server's latest transport-wide feedback.
+    pub fn on_gcc(&mut self, now: Instant, target_bps: f64, stats: EstimatorStats) {
+        self.twcc_seen = Some(now);
+        if target_bps.is_finite() && target_bps > 0.0 {
+            self.gcc_bps = target_bps;
+        }
+        self.gcc_stats = stats;
+    }
+
+    pub fn on_remb(&mut self, now: Instant, bps: f64) {
+        if bps.is_finite() && bps > 0.0 {
+            self.remb = Some((bps, now));
+        }
+    }
+
+    /// One of our sender reports left (its 64-bit NTP time).
+    pub fn on_sender_report(&mut self, now: Instant, ntp_time: u64) {
+        if self.sent.len() == SENT_REPORTS {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(((ntp_time >> 16) as u32, now));
+    }
+
+    /// A report block about our stream: the loss since the last one feeds the loss-based
+    /// estimator, its timestamps the round trip (RFC 3550 §6.4.1: now − LSR − DLSR).
+    pub fn on_report_block(&mut self, now: Instant, block: &ReceptionReport) {
+        self.reports_seen = Some(now);
+        let seq = block.last_sequence_number;
+        // The cumulative count is 24 bits, signed: duplicates can make it negative.
+        let lost = block.total_lost & 0x00ff_ffff;
+        if let Some((last_seq, last_lost)) = self.last_block {
+            let expected = seq.wrapping_sub(last_seq);
+            // A report that goes backwards, or jumps absurdly, starts the count afresh.
+            if expected > 0 && expected < 1 << 20 {
+                let lost_now = lost.wrapping_sub(last_lost) & 0x00ff_ffff;
+                let lost_now = if lost_now > expected { 0 } else { lost_now };
+                self.loss
+                    .update(now.into_std(), lost_now as usize, expected as usize);
+            }
+        }
+        self.last_block = Some((seq, lost));
+        if block.last_sender_report != 0
+            && let Some((_, sent_at)) = self
+                .sent
+                .iter()
+                .find(|(mid, _)| *mid == block.last_sender_report)
+        {
+            let held = Duration::from_secs_f64(f64::from(block.delay) / 65536.0);
+            if let Some(rtt) = now.saturating_duration_since(*sent_at).checked_sub(held) {
+                self.rtt = Some(rtt);
+            }
+        }
+    }
+
+    /// What the path looks like now, and which estimate speaks for it.
+    pub fn report(&self, now: Instant) -> PathReport {
+        let fresh = |at: Option<Instant>, within| {
+            at.is_some_and(|at| now.saturating_duration_since(at) <= within)
+        };
+        let estimate = if fresh(self.twcc_seen, TWCC_FRESH) {
+            Some(Estimate {
+                bps: self.gcc_bps,
+                source: EstimateSource::Twcc,
+            })
+        } else {
+            let remb = self
+                .remb
+                .filter(|(_, at)| fresh(Some(*at), REMB_FRESH))
+                .map(|(bps, _)| Estimate {
+                    bps,
+                    source: EstimateSource::Remb,
+                });
+            let loss = fresh(self.reports_seen, REPORTS_FRESH)
+                .then_some(())
+                .and(self.loss.average_loss())
+                .map(|_| Estimate {
+                    bps: self.loss.target(),
+                    source: EstimateSource::Loss,
+                });
+            match (remb, loss) {
+                (Some(r), Some(l)) => Some(if l.bps < r.bps { l } else { r }),
+                (r, l) => r.or(l),
+            }
+        };
+        PathReport {
+            estimate,
+            loss: self.loss.average_loss(),
+            rtt: self.rtt,
+        }
+    }
+}
+
+/// A congestion controller, with what it concluded copied into the shared feedback after
+/// every batch of transport-wide feedback (the interceptor that drives it keeps it out of
+/// reach otherwise).
+pub struct ObservedGcc<E> {
+    gcc: E,
+    feedback: Arc<Mutex<PathFeedback>>,
+}
+
+impl<E: BandwidthEstimator> ObservedGcc<E> {
+    pub fn new(gcc: E, feedback: Arc<Mutex<PathFeedback>>) -> Self {
+        ObservedGcc { gcc, feedback }
+    }
+}
+
+impl<E: BandwidthEstimator> BandwidthEstimator for ObservedGcc<E> {
+    fn on_reports(&mut self, now: std::time::Instant, reports: &[PacketReport]) {
+        self.gcc.on_reports(now, reports);
+        lock(&self.feedback).on_gcc(
+            Instant::from_std(now),
+            self.gcc.target_bitrate(),
+            self.gcc.stats(),
+        );
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.gcc.target_bitrate()
+    }
+
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        self.gcc.handle_timeout(now);
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.gcc.poll_timeout()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        self.gcc.stats()
+    }
+}
+
+/// The connection's side of the shared feedback: read by the adaptation loop.
+#[derive(Clone)]
+pub struct FeedbackProbe(pub Arc<Mutex<PathFeedback>>);
+
+impl CapacityProbe for FeedbackProbe {
+    fn report(&mut self, now: Instant) -> PathReport {
+        lock(&self.0).report(now)
+    }
+}
+
+/// Reads the congestion controller's targets, REMB and receiver reports on the way in, and our
+/// own sender reports on the way out. Passes everything on untouched.
+pub struct FeedbackWatch {
+    feedback: Arc<Mutex<PathFeedback>>,
+    ssrc: u32,
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl FeedbackWatch {
+    /// `ssrc`: our video stream, the one whose report blocks count.
+    pub fn new(feedback: Arc<Mutex<PathFeedback>>, ssrc: u32) -> Self {
+        FeedbackWatch {
+            feedback,
+            ssrc,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackWatch {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = std::time::Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        let now = Instant::from_std(msg.now);
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && !packets.is_empty()
+        {
+            let mut feedback = lock(&self.feedback);
+            for p in packets {
+                let any = p.as_any();
+                if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                    feedback.on_remb(now, f64::from(remb.bitrate));
+                } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                    for block in rr.reports.iter().filter(|b| b.ssrc == self.ssrc) {
+                        feedback.on_report_block(now, block);
+                    }
+                } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                    for block in sr.reports.iter().filter(|b| b.ssrc == self.ssrc) {
+                        feedback.on_report_block(now, block);
+                    }
+                }
+            }
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            for p in packets {
+                if let Some(sr) = p.as_any().downcast_ref::<SenderReport>()
+                    && sr.ssrc == self.ssrc
+                {
+                    lock(&self.feedback).on_sender_report(Instant::from_std(msg.now), sr.ntp_time);
+                }
+            }
+        }
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for FeedbackWatch {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: f64 = 2_941_000.0;
+
+    fn feedback() -> PathFeedback {
+        PathFeedback::new(START, 353_000.0, START)
+    }
+
+    fn block(seq: u32, lost: u32) -> ReceptionReport {
+        ReceptionReport {
+            ssrc: 7,
+            last_sequence_number: seq,
+            total_lost: lost,
+            ..Default::default()
+        }
+    }
+
+    fn secs(t0: Instant, s: f64) -> Instant {
+        t0 + Duration::from_secs_f64(s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_heard_means_no_estimate() {
+        let f = feedback();
+        let r = f.report(Instant::now());
+        assert_eq!(r, PathReport::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fresh_twcc_speaks_for_the_path_and_stale_twcc_does_not() {
+        let t0 = Instant::now();
+        let mut f = feedback();
+        f.on_gcc(t0, START, EstimatorStats::default());
+        let e = f.report(t0).estimate.expect("an estimate");
+        assert_eq!((e.bps, e.source), (START, EstimateSource::Twcc));
+        f.on_gcc(secs(t0, 1.0), 900_000.0, EstimatorStats::default());
+        assert_eq!(
+            f.report(secs(t0, 1.5)).estimate.map(|e| e.bps),
+            Some(900_000.0)
+        );
+        // REMB is there too, but TWCC wins while it is fresh.
+        f.on_remb(secs(t0, 1.5), 400_000.0);
+        assert_eq!(
+            f.report(secs(t0, 2.0)).estimate.map(|e| e.source),
+            Some(EstimateSource::Twcc)
+        );
+        // TWCC stops (the server stopped sending it): REMB takes over.
+        let e = f.report(secs(t0, 3.1)).estimate.expect("an estimate");
+        assert_eq!((e.bps, e.source), (400_000.0, EstimateSource::Remb));
+        // And REMB goes stale too.
+        assert_eq!(f.report(secs(t0, 7.0)).estimate, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_twcc_the_lower_of_remb_and_loss_wins() {
+        let t0 = Instant::now();
+        let mut f = feedback();
+        f.on_remb(t0, 5_000_000.0);
+        f.on_report_block(t0, &block(1000, 0));
+        // One report: no loss figure yet, so REMB alone.
+        assert_eq!(
+            f.report(t0).estimate.map(|e| e.source),
+            Some(EstimateSource::Remb)
+        );
+        // 30 % loss over the next 100 packets, a report a second: the loss half backs off
+        // below REMB.
+        let mut seq = 1000;
+        let mut lost = 0;
+        for i in 1..=5 {
+            seq += 100;
+            lost += 30;
+            let t = secs(t0, f64::from(i));
+            f.on_remb(t, 5_000_000.0);
+            f.on_report_block(t, &block(seq, lost));
+        }
+        let r = f.report(secs(t0, 5.0));
+        let e = r.estimate.expect("an estimate");
+        assert_eq!(e.source, EstimateSource::Loss);
+        assert!(e.bps < START * 0.6, "{}", e.bps);
+        assert!((r.loss.expect("loss") - 0.3).abs() < 0.01, "{:?}", r.loss);
+        // REMB falls below it: REMB wins.
+        f.on_remb(secs(t0, 5.5), 300_000.0);
+        assert_eq!(
+            f.report(secs(t0, 5.5)).estimate.map(|e| (e.bps, e.source)),
+            Some((300_000.0, EstimateSource::Remb))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clean_reports_let_the_loss_half_climb_back() {
+        let t0 = Instant::now();
+        let mut f = PathFeedback::new(1_000_000.0, 353_000.0, START);
+        f.on_report_block(t0, &block(0, 0));
+        for i in 1..=10u32 {
+            f.on_report_block(secs(t0, f64::from(i)), &block(i * 100, 0));
+        }
+        let e = f.report(secs(t0, 10.0)).estimate.expect("an estimate");
+        assert_eq!(e.source, EstimateSource::Loss);
+        // 5 % per report (the library's rule) for 10 reports.
+        assert!(e.bps > 1_500_000.0 && e.bps < 1_700_000.0, "{}", e.bps);
+        assert_eq!(f.report(secs(t0, 10.0)).loss, Some(0.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn odd_report_blocks_do_not_poison_the_loss() {
+        let t0 = Instant::now();
+        let mut f = feedback();
+        f.on_report_block(t0, &block(500, 10));
+        // Backwards (a reordered or reset report): ignored, counting starts again from it.
+        f.on_report_block(secs(t0, 1.0), &block(400, 10));
+        // More lost than expected (duplicates, a restart): not counted as loss.
+        f.on_report_block(secs(t0, 2.0), &block(450, 200));
+        // A negative 24-bit cumulative count (duplicates) wraps without panicking.
+        f.on_report_block(secs(t0, 3.0), &block(550, 0x00ff_fff0));
+        assert!(f.report(secs(t0, 3.0)).loss.unwrap_or(0.0) < 0.01);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_round_trip_comes_from_our_own_sender_reports() {
+        let t0 = Instant::now();
+        let mut f = feedback();
+        let ntp: u64 = 0xE000_1234_5678_0000;
+        f.on_sender_report(t0, ntp);
+        let mut b = block(100, 0);
+        b.last_sender_report = (ntp >> 16) as u32;
+        // The server held our report for 0.5 s (32768 / 65536) before answering.
+        b.delay = 32768;
+        f.on_report_block(secs(t0, 0.540), &b);
+        let rtt = f.report(secs(t0, 0.6)).rtt.expect("a round trip");
+        assert!(
+            (rtt.as_secs_f64() - 0.040).abs() < 0.001,
+            "{rtt:?} instead of 40 ms"
+        );
+        // A report naming a sender report we never sent leaves it alone.
+        b.last_sender_report = 99;
+        f.on_report_block(secs(t0, 1.0), &b);
+        assert_eq!(f.report(secs(t0, 1.0)).rtt, Some(rtt));
+    }
+}
