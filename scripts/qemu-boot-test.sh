@@ -26,6 +26,10 @@
 #   7. (before 5, after 6) input loss on a real V4L2 driver: scripts/qemu/v4l2-scenarios.sh streams
 #      from vivid and cuts the signal, changes the resolution, unplugs the device, and checks
 #      on_loss=disconnect (ONAIR_QEMU_V4L2=0 skips it).
+#   8. (before 5, after 7) sound from a real ALSA driver: scripts/qemu/alsa-check.sh plays a
+#      tone into the snd-aloop loopback card, the daemon captures the other side and the
+#      receiver must hear it; the player stopped (silence), the card unplugged and back
+#      (ONAIR_QEMU_ALSA=0 skips it).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
 # receiver and a DHCP server (dnsmasq, one lease: 192.0.2.2, no router, no DNS), so the box
@@ -507,6 +511,24 @@ if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_V4L2:-1}" = 1 ] && q
         esac
     done < <("$SCRIPT_DIR/qemu/v4l2-scenarios.sh" --netns "$NS" --key "$RUN/id_ed25519" \
         --box "$BOX_IP" --receiver "http://$HOST_IP:$PORT" --token "$TOKEN" 2>&1 9>&-)
+fi
+
+# ------------------------------------------------------------------ 8. ALSA sound
+# The same box with sound from snd-aloop (a real ALSA driver in Debian's kernel): tone heard,
+# player stopped, card unplugged and back (scripts/qemu/alsa-check.sh; issue 13).
+# ONAIR_QEMU_ALSA=0 skips it.
+if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_ALSA:-1}" = 1 ] && qemu_alive; then
+    phase "ALSA sound from snd-aloop"
+    alsa_results=0
+    while IFS= read -r line; do
+        case $line in
+        PASS\ *) pass "${line#PASS }"; alsa_results=$((alsa_results + 1)) ;;
+        FAIL\ *) fail "${line#FAIL }"; alsa_results=$((alsa_results + 1)) ;;
+        *) printf '    %s\n' "$line" ;;
+        esac
+    done < <("$SCRIPT_DIR/qemu/alsa-check.sh" --netns "$NS" --key "$RUN/id_ed25519" \
+        --box "$BOX_IP" --receiver "http://$HOST_IP:$PORT" --token "$TOKEN" 2>&1 9>&-)
+    [ $alsa_results -gt 0 ] || fail "alsa: scripts/qemu/alsa-check.sh stopped without a result"
 fi
 
 # ------------------------------------------------------------------ 5. shutdown

@@ -56,6 +56,10 @@ MAX_RECORDS = 10_000  # posts, deletes, patches
 MAX_ENDED_SESSIONS = 1_000
 MAX_KEYFRAME_TIMES = 10_000  # per session
 MAX_SYNC_EVENTS = 10_000  # flashes and beep onsets kept per session
+# The decoded sound over time: one [t, peak, samples] per AUDIO_LEVEL_S of it, the last
+# MAX_AUDIO_LEVELS of them (10 minutes) per session.
+AUDIO_LEVEL_S = 0.25
+MAX_AUDIO_LEVELS = 2_400
 # A beep onset: a sample above this (about -21 dBFS) after at least ONSET_QUIET_S of quiet.
 ONSET_LEVEL = 3000
 ONSET_QUIET_S = 0.2
@@ -249,6 +253,10 @@ class Session:
     last_audio_t: Optional[float] = None
     audio_quiet: int = 0
     audio_onsets: deque = field(default_factory=lambda: deque(maxlen=MAX_SYNC_EVENTS))
+    audio_levels: deque = field(default_factory=lambda: deque(maxlen=MAX_AUDIO_LEVELS))
+    level_start_t: Optional[float] = None
+    level_peak: int = 0
+    level_samples: int = 0
     video_flashes: deque = field(default_factory=lambda: deque(maxlen=MAX_SYNC_EVENTS))
     last_luma: float = 0.0
     # kind -> (sender NTP seconds, RTP timestamp) of the last sender report
@@ -278,6 +286,10 @@ class Session:
         self.audio_peak = 0
         self.first_audio_t = self.last_audio_t = None
         self.audio_onsets.clear()
+        self.audio_levels.clear()
+        self.level_start_t = None
+        self.level_peak = 0
+        self.level_samples = 0
         self.video_flashes.clear()
         self.plis_sent = 0
         self.plis_auto = 0
@@ -330,6 +342,7 @@ class Session:
                                 if self.audio_peak > 0 else None),
             "first_audio_t": self.first_audio_t,
             "last_audio_t": self.last_audio_t,
+            "audio_levels": [list(x) for x in self.audio_levels],
             **self.sync_json(),
             "plis_sent": self.plis_sent,
             "plis_auto": self.plis_auto,
@@ -534,7 +547,7 @@ class Receiver:
         rtp_base = origin + frame.pts
         data = array.array("h", bytes(frame.planes[0])[: samples * channels * 2])
         quiet_needed = int(ONSET_QUIET_S * frame.sample_rate)
-        peak = session.audio_peak
+        peak = 0
         for i in range(samples):
             v = abs(data[i * channels])
             if v > peak:
@@ -545,7 +558,16 @@ class Receiver:
                 session.audio_quiet = 0
             else:
                 session.audio_quiet += 1
-        session.audio_peak = peak
+        session.audio_peak = max(session.audio_peak, peak)
+        if session.level_start_t is None:
+            session.level_start_t = now
+        session.level_peak = max(session.level_peak, peak)
+        session.level_samples += samples
+        if now - session.level_start_t >= AUDIO_LEVEL_S:
+            session.audio_levels.append((round(now, 3), session.level_peak, session.level_samples))
+            session.level_start_t = None
+            session.level_peak = 0
+            session.level_samples = 0
 
     async def _connect_watchdog(self, session: Session) -> None:
         # Broadcast Box (pion) gives up on a peer that never connects; aiortc's own ICE

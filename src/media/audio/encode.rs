@@ -185,7 +185,12 @@ pub fn start(
     })
 }
 
-/// The loudest channel's peak from a `level` message, in dBFS.
+/// At or below this, `level`'s peak is digital silence: it does not report all-zero samples
+/// as -inf but as a floor (-350 dB with GStreamer 1.22, seen with the emulated box's loopback
+/// card), which status would otherwise show as a level.
+const DIGITAL_SILENCE_DB: f64 = -300.0;
+
+/// The loudest channel's peak from a `level` message, in dBFS (-inf for digital silence).
 pub fn peak_dbfs(msg: &gst::Message) -> Option<f64> {
     let gst::MessageView::Element(e) = msg.view() else {
         return None;
@@ -195,10 +200,18 @@ pub fn peak_dbfs(msg: &gst::Message) -> Option<f64> {
         return None;
     }
     let peaks = s.get::<gst::glib::ValueArray>("peak").ok()?;
-    peaks
-        .iter()
-        .filter_map(|v| v.get::<f64>().ok())
-        .reduce(f64::max)
+    loudest(peaks.iter().filter_map(|v| v.get::<f64>().ok()))
+}
+
+/// The loudest of the channels' peaks (dB), with `level`'s floor as -inf.
+fn loudest(peaks: impl Iterator<Item = f64>) -> Option<f64> {
+    peaks.reduce(f64::max).map(|db| {
+        if db <= DIGITAL_SILENCE_DB {
+            f64::NEG_INFINITY
+        } else {
+            db
+        }
+    })
 }
 
 /// An error or end of stream ends the encoding run.
@@ -238,5 +251,15 @@ mod tests {
         );
         assert_eq!(choose(AudioCodec::Opus, |e| e == "opusenc"), Ok("opusenc"));
         assert!(choose(AudioCodec::Opus, |_| false).is_err());
+    }
+
+    #[test]
+    fn the_loudest_channel_is_the_peak_and_levels_floor_is_digital_silence() {
+        let l = |p: &[f64]| loudest(p.iter().copied());
+        assert_eq!(l(&[-350.0, -6.5]), Some(-6.5));
+        assert_eq!(l(&[-80.0, -120.0]), Some(-80.0));
+        assert_eq!(l(&[-350.0, -350.0]), Some(f64::NEG_INFINITY));
+        assert_eq!(l(&[f64::NEG_INFINITY]), Some(f64::NEG_INFINITY));
+        assert_eq!(l(&[]), None);
     }
 }
