@@ -503,14 +503,17 @@ fi
 # ONAIR_QEMU_V4L2=0 skips it.
 if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_V4L2:-1}" = 1 ] && qemu_alive; then
     phase "V4L2 input loss on vivid"
+    v4l2_results=0
     while IFS= read -r line; do
         case $line in
-        PASS\ *) pass "${line#PASS }" ;;
-        FAIL\ *) fail "${line#FAIL }" ;;
+        PASS\ *) pass "${line#PASS }"; v4l2_results=$((v4l2_results + 1)) ;;
+        FAIL\ *) fail "${line#FAIL }"; v4l2_results=$((v4l2_results + 1)) ;;
         *) printf '    %s\n' "$line" ;;
         esac
     done < <("$SCRIPT_DIR/qemu/v4l2-scenarios.sh" --netns "$NS" --key "$RUN/id_ed25519" \
         --box "$BOX_IP" --receiver "http://$HOST_IP:$PORT" --token "$TOKEN" 2>&1 9>&-)
+    # A scenario script that dies prints no verdict; that must not read as a pass.
+    [ $v4l2_results -ge 5 ] || fail "v4l2: scripts/qemu/v4l2-scenarios.sh stopped after $v4l2_results of 5 results"
 fi
 
 # ------------------------------------------------------------------ 8. ALSA sound
