@@ -16,22 +16,38 @@
 //!    burst of jitter leaves it high, and the detector blind, for tens of seconds. libwebrtc
 //!    lets it fall quickly (0.039) and rise slowly (0.0087). [`Detector`] is that detector:
 //!    scaled trend, libwebrtc's gains, the library's 10 ms / two-readings confirmation.
-//! 3. Its rate controller cuts on every report while overuse lasts, each time to 85 % of what
-//!    arrived. What arrives follows the encoder, which follows the estimate, so the cuts feed
-//!    each other down to the floor. Here at most one cut per 500 ms (libwebrtc waits about a
-//!    round trip before it cuts again).
-//! 4. Its rate controller approaches the rate of its last cut additively (60 kbit/s per
+//! 3. Its Kalman filter, scaled as libwebrtc scales, lags: its gain is a few percent per group,
+//!    so one burst of delay (a queue, or a receiver that stamped a few packets late because its
+//!    CPU was busy) keeps the filtered gradient above the threshold for seconds after the delay
+//!    stopped growing, the detector reads overuse all that time, and each cut lands on a
+//!    received rate the previous cut already lowered, down to the floor. [`Trendline`] is
+//!    libwebrtc's replacement for it: the slope of the smoothed accumulated delay over the last
+//!    20 groups, which forgets a burst as soon as it leaves the window.
+//! 4. Its arrival groups are formed on departure alone. A receiver that stalls stamps the
+//!    packets it then catches up on together; libwebrtc (`InterArrival`) folds packets that
+//!    arrive within 5 ms of the group and sooner than they were sent into the group (at most
+//!    100 ms of them), so a stall reads as one late group, not as delay. [`ArrivalGroups`]
+//!    does that.
+//! 5. Its rate controller cuts on every report while overuse lasts, each time to 85 % of what
+//!    arrived, and it measures what arrived on the box's clock, at the feedback's arrival:
+//!    feedback that comes in clumps makes that rate jump. Here at most one cut per 500 ms
+//!    (libwebrtc waits about a round trip before it cuts again), a further cut only once the
+//!    detector has confirmed overuse afresh (a rising trend, not one that is falling because
+//!    the last cut worked), and the received rate is measured on the receiver's arrival times
+//!    (as libwebrtc's acknowledged bitrate is).
+//! 6. Its rate controller approaches the rate of its last cut additively (60 kbit/s per
 //!    second) for good. After an uplink grows back, that is half a minute from 1 to 2.5
 //!    Mbit/s. Here that memory is dropped 5 s after the last cut (libwebrtc drops it once the
 //!    throughput leaves its error band), and growth is multiplicative again (8 % a second).
 //!
-//! Everything else is the library's: arrival groups and the Kalman filter, the received-rate
-//! window, the AIMD rules, the loss controller, and `min` of the two halves.
+//! Everything else is the library's: the received-rate window, the AIMD rules, the loss
+//! controller, and `min` of the two halves.
 
 use rtc::interceptor::{
     BandwidthEstimator, EstimatorStats, LossController, PacketReport, RateCalculator,
-    RateController, SlopeEstimator, Usage,
+    RateController, Usage,
 };
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The draft's cap on the number of deltas the trend is multiplied by.
@@ -48,14 +64,21 @@ const CUT_EVERY: Duration = Duration::from_millis(500);
 const CEILING_FOR: Duration = Duration::from_secs(5);
 
 pub struct FixedGcc {
-    slope: SlopeEstimator,
+    groups: ArrivalGroups,
+    trendline: Trendline,
     detector: Detector,
     rate: RateCalculator,
+    /// Where the receiver's clock (the reports' `arrival`) starts, as an `Instant` for `rate`.
+    arrival_origin: Instant,
+    /// The latest arrival reported, on the receiver's clock.
+    latest_arrival: Option<Duration>,
     delay_control: RateController,
     loss_control: LossController,
     /// Group deltas seen so far (capped).
     deltas: u32,
     last_cut: Option<Instant>,
+    /// The detector's count of overuse confirmations when it last cut.
+    cut_on: u64,
     /// Whether the rate controller still remembers the rate of the last cut.
     ceiling: bool,
     min: f64,
@@ -68,13 +91,17 @@ impl FixedGcc {
     pub fn new(initial: f64, min: f64, max: f64) -> Self {
         let initial = initial.clamp(min, max);
         FixedGcc {
-            slope: SlopeEstimator::new(),
+            groups: ArrivalGroups::default(),
+            trendline: Trendline::default(),
             detector: Detector::new(),
             rate: RateCalculator::default(),
+            arrival_origin: Instant::now(),
+            latest_arrival: None,
             delay_control: RateController::new(initial, min, max),
             loss_control: LossController::new(initial, min, max),
             deltas: 0,
             last_cut: None,
+            cut_on: 0,
             ceiling: false,
             min,
             max,
@@ -90,19 +117,24 @@ impl BandwidthEstimator for FixedGcc {
         }
         let mut usage = self.detector.usage;
         for report in reports {
-            if report.arrived {
-                self.rate.add(now, report.size);
-            }
-            if let Some(trend) = self.slope.accumulate(report) {
+            let Some(arrival) = report.arrival.filter(|_| report.arrived) else {
+                continue;
+            };
+            self.rate.add(self.arrival_origin + arrival, report.size);
+            self.latest_arrival = self.latest_arrival.max(Some(arrival));
+            if let Some(delta) = self.groups.add(report.departure, arrival) {
                 self.deltas = (self.deltas + 1).min(MAX_DELTAS);
-                usage = self
-                    .detector
-                    .update(trend.at, trend.estimate_ms, self.deltas);
+                let trend = self.trendline.update(delta.arrival_ms, delta.delay_ms);
+                usage = self.detector.update(delta.departure, trend, self.deltas);
             }
         }
         let since_cut = self.last_cut.map(|at| now.saturating_duration_since(at));
-        if usage == Usage::Over && since_cut.is_some_and(|d| d < CUT_EVERY) {
-            // Hold (what an underuse reading does) until the last cut has had its effect.
+        if usage == Usage::Over
+            && (since_cut.is_some_and(|d| d < CUT_EVERY) || self.detector.overuses == self.cut_on)
+        {
+            // Hold (what an underuse reading does) until the last cut has had its effect, and
+            // cut again only on fresh evidence: the detector stays `Over` while the trend is
+            // above the threshold, also while it falls because the last cut worked.
             usage = Usage::Under;
         }
         if self.ceiling && since_cut.is_some_and(|d| d >= CEILING_FOR) {
@@ -110,10 +142,13 @@ impl BandwidthEstimator for FixedGcc {
                 RateController::new(self.delay_control.target(), self.min, self.max);
             self.ceiling = false;
         }
-        let received = self.rate.rate_bits_per_second(now);
+        let received = self
+            .latest_arrival
+            .and_then(|a| self.rate.rate_bits_per_second(self.arrival_origin + a));
         let delay_target = self.delay_control.update(now, usage, received);
         if usage == Usage::Over && received.is_some() {
             self.last_cut = Some(now);
+            self.cut_on = self.detector.overuses;
             self.ceiling = true;
         }
         let lost = reports.iter().filter(|r| !r.arrived).count();
@@ -147,7 +182,146 @@ impl BandwidthEstimator for FixedGcc {
     }
 }
 
-/// The overuse detector as libwebrtc runs it (corrections 1 and 2 above): the filtered trend
+/// Packets sent within this long of a group's first form one group (libwebrtc, the library).
+const GROUP_SPAN: Duration = Duration::from_millis(5);
+/// A packet that arrives within this long of its group's last, and sooner after it than it was
+/// sent, arrived in a burst (the receiver caught up) and joins the group (libwebrtc).
+const BURST_GAP: Duration = Duration::from_millis(5);
+/// A burst is folded into its group for at most this long (libwebrtc).
+const BURST_MAX: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    first_departure: Instant,
+    departure: Instant,
+    first_arrival: Duration,
+    arrival: Duration,
+}
+
+/// One group's delay relative to the group before it.
+#[derive(Debug, Clone, Copy)]
+struct GroupDelta {
+    /// Arrival spacing minus departure spacing (ms).
+    delay_ms: f64,
+    /// The group's last arrival, on the receiver's clock (ms).
+    arrival_ms: f64,
+    /// The group's last departure.
+    departure: Instant,
+}
+
+/// Packets grouped as libwebrtc's `InterArrival` groups them (correction 4).
+#[derive(Debug, Clone, Default)]
+struct ArrivalGroups {
+    current: Option<Group>,
+    previous: Option<Group>,
+}
+
+impl ArrivalGroups {
+    /// One more packet that arrived; the delta of the group it closed, if it closed one.
+    fn add(&mut self, departure: Instant, arrival: Duration) -> Option<GroupDelta> {
+        let fresh = Group {
+            first_departure: departure,
+            departure,
+            first_arrival: arrival,
+            arrival,
+        };
+        let Some(current) = self.current.as_mut() else {
+            self.current = Some(fresh);
+            return None;
+        };
+        if departure < current.first_departure {
+            // Reordered behind its group: it says nothing about the path's trend.
+            return None;
+        }
+        let sent_after = departure.saturating_duration_since(current.departure);
+        let burst = arrival >= current.arrival
+            && arrival - current.arrival <= BURST_GAP
+            && arrival - current.arrival < sent_after
+            && arrival.saturating_sub(current.first_arrival) < BURST_MAX;
+        if departure.saturating_duration_since(current.first_departure) <= GROUP_SPAN
+            || sent_after.is_zero()
+            || burst
+        {
+            current.departure = current.departure.max(departure);
+            current.arrival = current.arrival.max(arrival);
+            return None;
+        }
+        let closed = *current;
+        self.current = Some(fresh);
+        let delta = self.previous.map(|previous| GroupDelta {
+            delay_ms: (closed.arrival.as_secs_f64()
+                - previous.arrival.as_secs_f64()
+                - closed
+                    .departure
+                    .saturating_duration_since(previous.departure)
+                    .as_secs_f64())
+                * 1000.0,
+            arrival_ms: closed.arrival.as_secs_f64() * 1000.0,
+            departure: closed.departure,
+        });
+        self.previous = Some(closed);
+        delta
+    }
+}
+
+/// Groups in the trend's window, the smoothing of the accumulated delay, and the gain the trend
+/// is multiplied by before it meets the threshold (libwebrtc's `TrendlineEstimator` defaults).
+const TREND_WINDOW: usize = 20;
+const TREND_SMOOTHING: f64 = 0.9;
+const TREND_GAIN: f64 = 4.0;
+const TREND_MIN_POINTS: usize = 3;
+
+/// libwebrtc's trendline estimator (correction 3): the least-squares slope of the smoothed
+/// accumulated delay against arrival time over the last [`TREND_WINDOW`] groups.
+#[derive(Debug, Clone, Default)]
+struct Trendline {
+    accumulated_ms: f64,
+    smoothed_ms: f64,
+    first_arrival_ms: Option<f64>,
+    /// (arrival ms since the first, smoothed accumulated delay ms).
+    window: VecDeque<(f64, f64)>,
+    trend: f64,
+}
+
+impl Trendline {
+    /// One more group delta; the trend (ms of delay per ms) times [`TREND_GAIN`].
+    fn update(&mut self, arrival_ms: f64, delay_ms: f64) -> f64 {
+        let first = *self.first_arrival_ms.get_or_insert(arrival_ms);
+        self.accumulated_ms += delay_ms;
+        self.smoothed_ms =
+            TREND_SMOOTHING * self.smoothed_ms + (1.0 - TREND_SMOOTHING) * self.accumulated_ms;
+        self.window
+            .push_back((arrival_ms - first, self.smoothed_ms));
+        if self.window.len() > TREND_WINDOW {
+            self.window.pop_front();
+        }
+        // libwebrtc waits for a full window; a sender that starts above its uplink fills the
+        // queue before 20 groups have arrived, so the first groups speak for themselves (their
+        // weight is small anyway: the detector scales the trend by the number of deltas).
+        if self.window.len() >= TREND_MIN_POINTS
+            && let Some(slope) = slope(&self.window)
+        {
+            self.trend = slope;
+        }
+        self.trend * TREND_GAIN
+    }
+}
+
+/// The least-squares slope of `points`, if they are not all at one x.
+fn slope(points: &VecDeque<(f64, f64)>) -> Option<f64> {
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let (num, den) = points.iter().fold((0.0, 0.0), |(num, den), (x, y)| {
+        (
+            num + (x - mean_x) * (y - mean_y),
+            den + (x - mean_x) * (x - mean_x),
+        )
+    });
+    (den != 0.0).then(|| num / den)
+}
+
+/// The overuse detector as libwebrtc runs it (corrections 1 and 2 above): the trend
 /// times the number of deltas against an adaptive threshold that rises slowly towards large
 /// trends and falls quickly back.
 #[derive(Debug, Clone)]
@@ -160,6 +334,8 @@ struct Detector {
     over_count: u32,
     previous_trend: f64,
     usage: Usage,
+    /// Overuse confirmations so far (a rising trend above the threshold for long enough).
+    overuses: u64,
 }
 
 /// The threshold's start and bounds (ms), and how far outside it a trend may be and still move
@@ -183,10 +359,11 @@ impl Detector {
             over_count: 0,
             previous_trend: 0.0,
             usage: Usage::Normal,
+            overuses: 0,
         }
     }
 
-    /// One more group: `trend_ms` is the filtered delay gradient, `at` the group's departure.
+    /// One more group: `trend_ms` is the (gained) delay trend, `at` the group's departure.
     fn update(&mut self, at: Instant, trend_ms: f64, deltas: u32) -> Usage {
         let spacing_ms = self
             .last_group
@@ -207,6 +384,7 @@ impl Detector {
                 self.over_for_ms = Some(0.0);
                 self.over_count = 0;
                 self.usage = Usage::Over;
+                self.overuses += 1;
             }
         } else {
             self.over_for_ms = None;
@@ -301,6 +479,17 @@ mod tests {
         link: impl Fn(f64) -> f64,
         secs: f64,
     ) -> Run {
+        bottleneck_stamped(estimator, link, secs, |arrival| arrival)
+    }
+
+    /// [`bottleneck`] with a receiver that stamps a packet that arrived at `a` s with
+    /// `stamp(a)` (not before an earlier packet's stamp).
+    fn bottleneck_stamped(
+        estimator: &mut dyn BandwidthEstimator,
+        link: impl Fn(f64) -> f64,
+        secs: f64,
+        mut stamp: impl FnMut(f64) -> f64,
+    ) -> Run {
         const PACKET: usize = 1200;
         const QUEUE: f64 = 0.3;
         const ONE_WAY: f64 = 0.02;
@@ -315,6 +504,7 @@ mod tests {
         let mut in_flight: VecDeque<PacketReport> = VecDeque::new();
         let mut next_feedback = 0.1;
         let mut id = 0u64;
+        let mut stamped = 0.0f64;
         for frame in 0..(secs * 30.0) as u64 {
             let t = frame as f64 / 30.0;
             while next_feedback <= t {
@@ -353,6 +543,9 @@ mod tests {
                 if arrived {
                     link_free = arrival;
                 }
+                if arrived {
+                    stamped = stamp(arrival + ONE_WAY).max(stamped + 0.000_001);
+                }
                 run.packets.push((departure, arrived));
                 in_flight.push_back(PacketReport {
                     ssrc: 1,
@@ -363,7 +556,7 @@ mod tests {
                     size,
                     arrived,
                     departure: at(departure),
-                    arrival: arrived.then(|| Duration::from_secs_f64(arrival + ONE_WAY)),
+                    arrival: arrived.then(|| Duration::from_secs_f64(stamped)),
                     ecn: Ecn::default(),
                 });
                 id += 1;
@@ -421,6 +614,75 @@ mod tests {
             "an uplink with room to spare made it back off"
         );
         assert_eq!(run.loss_between(0.0, 10.0), 0.0);
+    }
+
+    /// A receiver whose CPU is busy: now and then it stops stamping arrivals for 10 to 200 ms,
+    /// then stamps what it caught up on within 2 ms, in order. No queue anywhere.
+    fn busy_receiver(seed: u64) -> impl FnMut(f64) -> f64 {
+        use rand::rngs::SmallRng;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut stalls = vec![];
+        let mut at = 0.0;
+        while at < 120.0 {
+            at += rng.random_range(0.1..1.0);
+            let len = rng.random_range(0.01..0.2);
+            stalls.push((at, at + len));
+            at += len;
+        }
+        move |arrival| {
+            stalls
+                .iter()
+                .find(|(from, to)| (*from..*to).contains(&arrival))
+                .map_or(arrival, |(from, to)| to + (arrival - from) * 0.01)
+        }
+    }
+
+    #[test]
+    fn fixed_it_does_not_spiral_down_behind_a_busy_receiver() {
+        for seed in 1..=5 {
+            let mut gcc = FixedGcc::new(START, MIN, START);
+            let run = bottleneck_stamped(&mut gcc, |_| ONE_MEGABIT, 40.0, busy_receiver(seed));
+            let lowest = run.estimates_between(5.0, 40.0).fold(f64::MAX, f64::min);
+            let mean = run.mean_estimate_between(5.0, 40.0);
+            let loss = run.loss_between(5.0, 40.0);
+            eprintln!("seed {seed}: lowest {lowest:.0}, mean {mean:.0}, loss {loss:.3}");
+            assert!(
+                lowest > 600_000.0,
+                "seed {seed}: lowest estimate {lowest:.0}"
+            );
+            assert!(loss < 0.01, "seed {seed}: loss {loss}");
+        }
+    }
+
+    #[test]
+    fn fixed_it_climbs_back_behind_a_busy_receiver() {
+        for seed in 1..=5 {
+            let mut gcc = FixedGcc::new(START, MIN, START);
+            let run = bottleneck_stamped(
+                &mut gcc,
+                |t| if t < 15.0 { ONE_MEGABIT } else { 10_000_000.0 },
+                45.0,
+                busy_receiver(seed),
+            );
+            let back = run
+                .first_at_least(15.0, 2_000_000.0 / 0.85)
+                .map(|t| t - 15.0);
+            assert!(
+                back.is_some_and(|b| b < 20.0),
+                "seed {seed}: back after {back:?} s"
+            );
+            let back = back.expect("asserted just above");
+            let lowest_after = run
+                .estimates_between(15.0 + back, 45.0)
+                .fold(f64::MAX, f64::min);
+            eprintln!("seed {seed}: back after {back:.1} s, lowest after {lowest_after:.0}");
+            // Once back, a busy receiver on a wide uplink does not knock it down again.
+            assert!(
+                lowest_after >= 2_000_000.0 / 0.85,
+                "seed {seed}: back down to {lowest_after:.0}"
+            );
+        }
     }
 
     #[test]
