@@ -157,11 +157,14 @@ impl Shared {
         Shared {
             door: Door::new(),
             keyframes: KeyframeRequester::new(),
-            adaptation: Arc::new(Adaptation::new(
-                &config.encoder,
-                bitrate.clone(),
-                recorder.clone(),
-            )),
+            adaptation: Arc::new(
+                Adaptation::new(&config.encoder, bitrate.clone(), recorder.clone()).reserving(
+                    match config.audio.kind {
+                        AudioKind::None => 0,
+                        AudioKind::Test | AudioKind::Alsa => config.audio.bitrate_kbps,
+                    },
+                ),
+            ),
             bitrate,
             output_stats: Arc::new(OutputStats::default()),
         }

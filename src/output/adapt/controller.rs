@@ -22,6 +22,9 @@ pub struct ControllerSettings {
     /// The encoder's share of the estimate: the rest is room for RTP/SRTP headers,
     /// retransmissions and key frames bigger than the average frame. Default 0.85.
     pub share: f64,
+    /// What else the connection carries at a steady rate (the sound's encoder bitrate): the
+    /// estimate covers everything sent, so this much of it is not the picture's. Default 0.
+    pub reserved_kbps: u32,
     /// A change smaller than this fraction of the target is not made (unless it reaches the
     /// floor or the ceiling). Default 0.05.
     pub deadband: f64,
@@ -40,6 +43,7 @@ impl ControllerSettings {
             floor_kbps: floor_kbps.min(ceiling_kbps),
             ceiling_kbps,
             share: 0.85,
+            reserved_kbps: 0,
             deadband: 0.05,
             max_raise: 0.25,
             raise_every: Duration::from_secs(1),
@@ -49,12 +53,12 @@ impl ControllerSettings {
 
     /// The estimate (bit/s) at which the encoder would get exactly `kbps`.
     pub fn estimate_for(&self, kbps: u32) -> f64 {
-        f64::from(kbps) * 1000.0 / self.share
+        f64::from(kbps.saturating_add(self.reserved_kbps)) * 1000.0 / self.share
     }
 
     /// What the encoder should run at for an estimate, before deadband and pacing of raises.
     pub fn wanted_kbps(&self, estimate_bps: f64) -> u32 {
-        let kbps = (estimate_bps * self.share / 1000.0).round();
+        let kbps = (estimate_bps * self.share / 1000.0 - f64::from(self.reserved_kbps)).round();
         if !kbps.is_finite() {
             return self.floor_kbps;
         }
@@ -182,6 +186,17 @@ mod tests {
         assert_eq!(s.raise_window, Duration::from_secs(2));
         // The floor never lies above the ceiling.
         assert_eq!(ControllerSettings::new(800, 500).floor_kbps, 500);
+    }
+
+    #[test]
+    fn the_sound_s_bitrate_is_taken_off_the_picture_s_share() {
+        let mut s = ControllerSettings::new(300, 2500);
+        s.reserved_kbps = 128;
+        // 1 Mbit/s of path: 850 kbit/s for media, 128 of it the sound's.
+        assert_eq!(s.wanted_kbps(1_000_000.0), 722);
+        assert_eq!(s.estimate_for(722), 1_000_000.0);
+        // A path too thin for both still leaves the picture its floor.
+        assert_eq!(s.wanted_kbps(300_000.0), 300);
     }
 
     #[test]

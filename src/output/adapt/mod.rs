@@ -164,6 +164,13 @@ impl Adaptation {
         }
     }
 
+    /// Keeps `kbps` of every estimate for what the connection sends beside the picture at a
+    /// steady rate (the sound), so the picture and the sound together fit the path.
+    pub fn reserving(mut self, kbps: u32) -> Self {
+        self.settings.reserved_kbps = kbps;
+        self
+    }
+
     pub fn enabled(&self) -> bool {
         self.enabled
     }
