@@ -3,6 +3,7 @@
 //! pump's mailbox. A run is started and stopped as a whole (on loss, on new timings); the
 //! encoder behind the pump never notices.
 
+use super::bus;
 use super::feeder::Mailbox;
 use super::health::Cause;
 use super::slate;
@@ -189,7 +190,7 @@ pub fn start(
         .bus()
         .ok_or_else(|| Cause::InputLost("capture pipeline has no bus".into()))?;
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let cause = first_error(&bus).unwrap_or_else(|| e.to_string());
+        let cause = bus::first_error(&bus).unwrap_or_else(|| e.to_string());
         let _ = pipeline.set_state(gst::State::Null);
         return Err(Cause::InputLost(cause));
     }
@@ -203,10 +204,7 @@ pub fn start(
 /// What a capture bus message means: an error or the end of the capture ends the run.
 pub fn bus_cause(msg: &gst::Message) -> Option<Cause> {
     match msg.view() {
-        gst::MessageView::Error(err) => {
-            let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
-            Some(Cause::InputLost(format!("{element}: {}", err.error())))
-        }
+        gst::MessageView::Error(_) => bus::error_text(msg).map(Cause::InputLost),
         gst::MessageView::Eos(_) => Some(Cause::InputLost("capture ended".into())),
         gst::MessageView::Warning(w) => {
             log::debug!(
@@ -218,16 +216,6 @@ pub fn bus_cause(msg: &gst::Message) -> Option<Cause> {
         }
         _ => None,
     }
-}
-
-fn first_error(bus: &gst::Bus) -> Option<String> {
-    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-        if let gst::MessageView::Error(err) = msg.view() {
-            let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
-            return Some(format!("{element}: {}", err.error()));
-        }
-    }
-    None
 }
 
 /// `640x480 YUY2 @60/1` from the device's negotiated caps.
@@ -251,12 +239,8 @@ fn describe(caps: &gst::CapsRef) -> String {
     }
 }
 
-/// Setting NULL can block on a device; keep it off the async threads.
 pub async fn stop(run: CaptureRun) {
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = run.pipeline.set_state(gst::State::Null);
-    })
-    .await;
+    bus::stop(run.pipeline).await;
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! stamped at the same instant carry the same timestamp.
 
 use super::AccessUnit;
+use super::bus;
 use super::clock::MediaClock;
 use super::door::Door;
 use super::encoder::{self, Candidate};
@@ -129,7 +130,7 @@ pub fn start(
         .bus()
         .ok_or_else(|| failed("pipeline has no bus".into()))?;
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let cause = first_error(&bus).unwrap_or_else(|| e.to_string());
+        let cause = bus::first_error(&bus).unwrap_or_else(|| e.to_string());
         let _ = pipeline.set_state(gst::State::Null);
         return Err(failed(cause));
     }
@@ -192,10 +193,7 @@ pub fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option
 /// What an encoding bus message means: any error or end of stream ends the run.
 pub fn bus_cause(msg: &gst::Message) -> Option<Cause> {
     match msg.view() {
-        gst::MessageView::Error(err) => {
-            let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
-            Some(Cause::EncoderFailed(format!("{element}: {}", err.error())))
-        }
+        gst::MessageView::Error(_) => bus::error_text(msg).map(Cause::EncoderFailed),
         gst::MessageView::Eos(_) => Some(Cause::EncoderFailed("encoder ended".into())),
         gst::MessageView::Warning(w) => {
             log::debug!(
@@ -209,19 +207,7 @@ pub fn bus_cause(msg: &gst::Message) -> Option<Cause> {
     }
 }
 
-fn first_error(bus: &gst::Bus) -> Option<String> {
-    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-        if let gst::MessageView::Error(err) = msg.view() {
-            return Some(err.error().to_string());
-        }
-    }
-    None
-}
-
 /// Setting NULL can block on a device (the Pi's codec); keep it off the async threads.
 pub async fn stop(run: EncodeRun) {
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = run.pipeline.set_state(gst::State::Null);
-    })
-    .await;
+    bus::stop(run.pipeline).await;
 }

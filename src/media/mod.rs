@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod bitrate;
+pub mod bus;
 pub mod capture;
 pub mod clock;
 pub mod door;

@@ -146,7 +146,7 @@ pub fn start(
     );
     let bus = pipeline.bus().ok_or("capture pipeline has no bus")?;
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let cause = first_error(&bus).unwrap_or_else(|| e.to_string());
+        let cause = crate::media::bus::first_error(&bus).unwrap_or_else(|| e.to_string());
         let _ = pipeline.set_state(gst::State::Null);
         return Err(cause);
     }
@@ -175,16 +175,6 @@ fn gate_beeps(buffer: &mut gst::Buffer, frame_bytes: usize) {
     }
 }
 
-/// The first error waiting on a bus (why a state change failed).
-pub fn first_error(bus: &gst::Bus) -> Option<String> {
-    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-        if let gst::MessageView::Error(err) = msg.view() {
-            return Some(err.error().to_string());
-        }
-    }
-    None
-}
-
 /// What a capture bus message means: an error or end of stream ends the run.
 pub fn bus_end(msg: &gst::Message) -> Option<String> {
     match msg.view() {
@@ -194,10 +184,6 @@ pub fn bus_end(msg: &gst::Message) -> Option<String> {
     }
 }
 
-/// Setting NULL can block on a device; keep it off the async threads.
 pub async fn stop(run: CaptureRun) {
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = run.pipeline.set_state(gst::State::Null);
-    })
-    .await;
+    crate::media::bus::stop(run.pipeline).await;
 }

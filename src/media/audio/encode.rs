@@ -174,7 +174,7 @@ pub fn start(
     );
     let bus = pipeline.bus().ok_or("audio pipeline has no bus")?;
     if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let cause = super::capture::first_error(&bus).unwrap_or_else(|| e.to_string());
+        let cause = crate::media::bus::first_error(&bus).unwrap_or_else(|| e.to_string());
         let _ = pipeline.set_state(gst::State::Null);
         return Err(cause);
     }
@@ -217,20 +217,14 @@ fn loudest(peaks: impl Iterator<Item = f64>) -> Option<f64> {
 /// An error or end of stream ends the encoding run.
 pub fn bus_end(msg: &gst::Message) -> Option<String> {
     match msg.view() {
-        gst::MessageView::Error(err) => {
-            let element = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
-            Some(format!("{element}: {}", err.error()))
-        }
+        gst::MessageView::Error(_) => crate::media::bus::error_text(msg),
         gst::MessageView::Eos(_) => Some("the audio encoder ended".into()),
         _ => None,
     }
 }
 
 pub async fn stop(run: EncodeRun) {
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = run.pipeline.set_state(gst::State::Null);
-    })
-    .await;
+    crate::media::bus::stop(run.pipeline).await;
 }
 
 #[cfg(test)]
