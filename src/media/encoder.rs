@@ -227,6 +227,44 @@ impl KeyframeForcer for ElementForcer {
 mod tests {
     use super::*;
 
+    /// videotestsrc (`frames` pictures of `pattern` at `size`, 30 fps, I420) ▸ `encoder` ▸
+    /// `caps` ▸ an appsink, not yet playing.
+    fn test_pipeline(
+        encoder: &gst::Element,
+        caps: gst::Caps,
+        frames: i32,
+        (width, height): (i32, i32),
+        pattern: &str,
+    ) -> (gst::Pipeline, gstreamer_app::AppSink) {
+        let pipeline = gst::Pipeline::new();
+        let src = gst::ElementFactory::make("videotestsrc")
+            .property("num-buffers", frames)
+            .build()
+            .unwrap();
+        src.set_property_from_str("pattern", pattern);
+        let raw = gst::Caps::builder("video/x-raw")
+            .field("width", width)
+            .field("height", height)
+            .field("framerate", gst::Fraction::new(30, 1))
+            .field("format", "I420")
+            .build();
+        let raw_filter = gst::ElementFactory::make("capsfilter")
+            .property("caps", raw)
+            .build()
+            .unwrap();
+        let h264_filter = gst::ElementFactory::make("capsfilter")
+            .property("caps", caps)
+            .build()
+            .unwrap();
+        let sink = gstreamer_app::AppSink::builder().sync(false).build();
+        pipeline
+            .add_many([&src, &raw_filter, encoder, &h264_filter, sink.upcast_ref()])
+            .unwrap();
+        gst::Element::link_many([&src, &raw_filter, encoder, &h264_filter, sink.upcast_ref()])
+            .unwrap();
+        (pipeline, sink)
+    }
+
     fn enc(kind: EncoderKind) -> EncoderConfig {
         EncoderConfig {
             kind,
@@ -295,31 +333,7 @@ mod tests {
         let mut config = enc(EncoderKind::Auto);
         config.keyframe_interval_ms = 1000;
         let (encoder, caps) = build(element, &config, 30).expect("encoder");
-        let pipeline = gst::Pipeline::new();
-        let src = gst::ElementFactory::make("videotestsrc")
-            .property("num-buffers", frames as i32)
-            .build()
-            .unwrap();
-        let raw = gst::Caps::builder("video/x-raw")
-            .field("width", 1280)
-            .field("height", 720)
-            .field("framerate", gst::Fraction::new(30, 1))
-            .field("format", "I420")
-            .build();
-        let raw_filter = gst::ElementFactory::make("capsfilter")
-            .property("caps", raw)
-            .build()
-            .unwrap();
-        let h264_filter = gst::ElementFactory::make("capsfilter")
-            .property("caps", caps)
-            .build()
-            .unwrap();
-        let sink = gstreamer_app::AppSink::builder().sync(false).build();
-        pipeline
-            .add_many([&src, &raw_filter, &encoder, &h264_filter, sink.upcast_ref()])
-            .unwrap();
-        gst::Element::link_many([&src, &raw_filter, &encoder, &h264_filter, sink.upcast_ref()])
-            .unwrap();
+        let (pipeline, sink) = test_pipeline(&encoder, caps, frames as i32, (1280, 720), "smpte");
         pipeline.set_state(gst::State::Playing).unwrap();
         let mut keys = Vec::new();
         let mut index = 0;
@@ -368,32 +382,7 @@ mod tests {
             encoder.set_property("enable-frame-skip", true);
         }
         let control = ElementForcer::new(element, encoder.clone(), &config, 30);
-        let pipeline = gst::Pipeline::new();
-        let src = gst::ElementFactory::make("videotestsrc")
-            .property("num-buffers", 240i32)
-            .build()
-            .unwrap();
-        src.set_property_from_str("pattern", "snow");
-        let raw = gst::Caps::builder("video/x-raw")
-            .field("width", 320)
-            .field("height", 240)
-            .field("framerate", gst::Fraction::new(30, 1))
-            .field("format", "I420")
-            .build();
-        let raw_filter = gst::ElementFactory::make("capsfilter")
-            .property("caps", raw)
-            .build()
-            .unwrap();
-        let h264_filter = gst::ElementFactory::make("capsfilter")
-            .property("caps", caps)
-            .build()
-            .unwrap();
-        let sink = gstreamer_app::AppSink::builder().sync(false).build();
-        pipeline
-            .add_many([&src, &raw_filter, &encoder, &h264_filter, sink.upcast_ref()])
-            .unwrap();
-        gst::Element::link_many([&src, &raw_filter, &encoder, &h264_filter, sink.upcast_ref()])
-            .unwrap();
+        let (pipeline, sink) = test_pipeline(&encoder, caps, 240, (320, 240), "snow");
         pipeline.set_state(gst::State::Playing).unwrap();
         // (presentation time, size) of every unit; an encoder may skip frames to keep its rate.
         let mut units: Vec<(f64, usize)> = vec![];
