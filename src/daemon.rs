@@ -158,12 +158,15 @@ impl Shared {
             door: Door::new(),
             keyframes: KeyframeRequester::new(),
             adaptation: Arc::new(
-                Adaptation::new(&config.encoder, bitrate.clone(), recorder.clone()).reserving(
-                    match config.audio.kind {
+                Adaptation::new(&config.encoder, bitrate.clone(), recorder.clone())
+                    .sharing(match config.output {
+                        OutputConfig::Whip { .. } => crate::output::whip::ENCODER_SHARE,
+                        OutputConfig::Rtmp { .. } => crate::output::rtmp::ENCODER_SHARE,
+                    })
+                    .reserving(match config.audio.kind {
                         AudioKind::None => 0,
                         AudioKind::Test | AudioKind::Alsa => config.audio.bitrate_kbps,
-                    },
-                ),
+                    }),
             ),
             bitrate,
             output_stats: Arc::new(OutputStats::default()),

@@ -19,8 +19,9 @@ pub struct ControllerSettings {
     pub floor_kbps: u32,
     /// `encoder.bitrate_kbps`.
     pub ceiling_kbps: u32,
-    /// The encoder's share of the estimate: the rest is room for RTP/SRTP headers,
-    /// retransmissions and key frames bigger than the average frame. Default 0.85.
+    /// The encoder's share of the estimate: the rest is room for packet headers and whatever
+    /// else the output's estimate counts. Default 0.85; each output sets its own
+    /// (`whip::ENCODER_SHARE`, `rtmp::ENCODER_SHARE`), as what its estimates mean differs.
     pub share: f64,
     /// What else the connection carries at a steady rate (the sound's encoder bitrate): the
     /// estimate covers everything sent, so this much of it is not the picture's. Default 0.

@@ -164,6 +164,12 @@ impl Adaptation {
         }
     }
 
+    /// Gives the encoder `share` of every estimate (the output's: what its estimates mean).
+    pub fn sharing(mut self, share: f64) -> Self {
+        self.settings.share = share;
+        self
+    }
+
     /// Keeps `kbps` of every estimate for what the connection sends beside the picture at a
     /// steady rate (the sound), so the picture and the sound together fit the path.
     pub fn reserving(mut self, kbps: u32) -> Self {

@@ -74,6 +74,10 @@ pub struct RtmpOutput {
     pacing: Duration,
 }
 
+/// The encoder's share of the backlog estimate (what the socket took while a backlog built up):
+/// the rest is room for FLV and TCP overhead and for the backlog to drain.
+pub const ENCODER_SHARE: f64 = 0.85;
+
 /// With audio, units leave this long after their media time (see `pump::Pacer`), so flvmux
 /// gets both tracks in time order and interleaves them without waiting.
 const AV_PACING: Duration = Duration::from_millis(120);
