@@ -37,8 +37,11 @@
 //!    (as libwebrtc's acknowledged bitrate is).
 //! 6. Its rate controller approaches the rate of its last cut additively (60 kbit/s per
 //!    second) for good. After an uplink grows back, that is half a minute from 1 to 2.5
-//!    Mbit/s. Here that memory is dropped 5 s after the last cut (libwebrtc drops it once the
-//!    throughput leaves its error band), and growth is multiplicative again (8 % a second).
+//!    Mbit/s. Here the uplink's capacity is kept as libwebrtc's `LinkCapacityEstimator` keeps
+//!    it (a running mean of the rates received at each cut, and their spread), and forgotten
+//!    with the additive approach once what arrives leaves mean ± 3 deviations: above it, the
+//!    uplink grew and growth is multiplicative again (8 % a second); below it at a cut, the
+//!    uplink shrank.
 //!
 //! Everything else is the library's: the received-rate window, the AIMD rules, the loss
 //! controller, and `min` of the two halves.
@@ -57,11 +60,6 @@ const MAX_DELTAS: u32 = 60;
 /// detector still reads overuse would spiral down to the floor (libwebrtc waits for a round
 /// trip before cutting again; the library's rate controller cuts on every report).
 const CUT_EVERY: Duration = Duration::from_millis(500);
-/// A rate that caused a cut is approached additively (the library's rule) for this long after
-/// that cut, then forgotten: the uplink may have grown (libwebrtc forgets it once the
-/// throughput leaves its error band; the library's rate controller never does, and climbs by
-/// 60 kbit/s a second for good).
-const CEILING_FOR: Duration = Duration::from_secs(5);
 
 pub struct FixedGcc {
     groups: ArrivalGroups,
@@ -79,8 +77,9 @@ pub struct FixedGcc {
     last_cut: Option<Instant>,
     /// The detector's count of overuse confirmations when it last cut.
     cut_on: u64,
-    /// Whether the rate controller still remembers the rate of the last cut.
-    ceiling: bool,
+    /// What the uplink carried when the detector cut: while the rate stays within its error
+    /// band the rate controller approaches it additively (the library's rule after a cut).
+    capacity: LinkCapacity,
     min: f64,
     max: f64,
     target: f64,
@@ -102,7 +101,7 @@ impl FixedGcc {
             deltas: 0,
             last_cut: None,
             cut_on: 0,
-            ceiling: false,
+            capacity: LinkCapacity::default(),
             min,
             max,
             target: initial,
@@ -137,19 +136,25 @@ impl BandwidthEstimator for FixedGcc {
             // above the threshold, also while it falls because the last cut worked.
             usage = Usage::Under;
         }
-        if self.ceiling && since_cut.is_some_and(|d| d >= CEILING_FOR) {
-            self.delay_control =
-                RateController::new(self.delay_control.target(), self.min, self.max);
-            self.ceiling = false;
-        }
         let received = self
             .latest_arrival
             .and_then(|a| self.rate.rate_bits_per_second(self.arrival_origin + a));
+        if let Some(received) = received {
+            let above = usage != Usage::Over && self.capacity.upper().is_some_and(|u| received > u);
+            let below = usage == Usage::Over && self.capacity.lower().is_some_and(|l| received < l);
+            if above || below {
+                // The uplink changed: forget its old capacity, and with it the rate controller's
+                // additive approach to it (it grows multiplicatively again).
+                self.capacity = LinkCapacity::default();
+                self.delay_control =
+                    RateController::new(self.delay_control.target(), self.min, self.max);
+            }
+        }
         let delay_target = self.delay_control.update(now, usage, received);
-        if usage == Usage::Over && received.is_some() {
+        if let (Usage::Over, Some(received)) = (usage, received) {
             self.last_cut = Some(now);
             self.cut_on = self.detector.overuses;
-            self.ceiling = true;
+            self.capacity.on_overuse(received);
         }
         let lost = reports.iter().filter(|r| !r.arrived).count();
         let loss_target = self.loss_control.update(now, lost, reports.len());
@@ -179,6 +184,57 @@ impl BandwidthEstimator for FixedGcc {
         stats.loss_based_bitrate = Some(self.loss_control.target());
         stats.packet_loss = self.loss_control.average_loss();
         stats
+    }
+}
+
+/// The uplink's capacity as libwebrtc's `LinkCapacityEstimator` keeps it: a running mean of
+/// the rates received when the detector saw overuse, and their spread relative to the mean.
+/// A received rate outside mean ± 3 deviations says the uplink is no longer what it was.
+#[derive(Debug, Clone, Copy)]
+struct LinkCapacity {
+    /// kbit/s.
+    mean: Option<f64>,
+    /// Variance over the mean (kbit/s), held within libwebrtc's 0.4..=2.5.
+    variance: f64,
+}
+
+impl Default for LinkCapacity {
+    fn default() -> Self {
+        LinkCapacity {
+            mean: None,
+            variance: 0.4,
+        }
+    }
+}
+
+impl LinkCapacity {
+    const ALPHA: f64 = 0.05;
+
+    fn on_overuse(&mut self, received_bps: f64) {
+        let sample = received_bps / 1000.0;
+        let mean = match self.mean {
+            None => sample,
+            Some(m) => (1.0 - Self::ALPHA) * m + Self::ALPHA * sample,
+        };
+        let error = mean - sample;
+        self.variance = ((1.0 - Self::ALPHA) * self.variance
+            + Self::ALPHA * error * error / mean.max(1.0))
+        .clamp(0.4, 2.5);
+        self.mean = Some(mean);
+    }
+
+    fn deviation(&self, mean: f64) -> f64 {
+        (self.variance * mean).sqrt()
+    }
+
+    /// bit/s.
+    fn upper(&self) -> Option<f64> {
+        self.mean.map(|m| (m + 3.0 * self.deviation(m)) * 1000.0)
+    }
+
+    /// bit/s.
+    fn lower(&self) -> Option<f64> {
+        self.mean.map(|m| (m - 3.0 * self.deviation(m)) * 1000.0)
     }
 }
 
@@ -488,8 +544,25 @@ mod tests {
         estimator: &mut dyn BandwidthEstimator,
         link: impl Fn(f64) -> f64,
         secs: f64,
-        mut stamp: impl FnMut(f64) -> f64,
+        stamp: impl FnMut(f64) -> f64,
     ) -> Run {
+        bottleneck_with(estimator, link, secs, stamp, 0.0, &mut |_, e| {
+            (e * 0.85).min(2_500_000.0)
+        })
+    }
+
+    /// [`bottleneck_stamped`] with a key frame every 2 s that takes `key_frame_ms` of the
+    /// encoder's rate (the rest of the GOP shares what is left, so the mean rate is the same;
+    /// 0 = every frame alike).
+    fn bottleneck_with(
+        estimator: &mut dyn BandwidthEstimator,
+        link: impl Fn(f64) -> f64,
+        secs: f64,
+        mut stamp: impl FnMut(f64) -> f64,
+        key_frame_ms: f64,
+        encoder: &mut dyn FnMut(Instant, f64) -> f64,
+    ) -> Run {
+        const GOP: u64 = 60;
         const PACKET: usize = 1200;
         const QUEUE: f64 = 0.3;
         const ONE_WAY: f64 = 0.02;
@@ -529,8 +602,16 @@ mod tests {
                 }
                 next_feedback += 0.1;
             }
-            let rate = (estimator.target_bitrate() * 0.85).min(2_500_000.0);
-            let mut frame_bytes = (rate / 8.0 / 30.0) as usize;
+            let rate = encoder(at(t), estimator.target_bitrate());
+            let gop_bytes = rate / 8.0 * GOP as f64 / 30.0;
+            let key_bytes = (rate / 8.0 * key_frame_ms / 1000.0).min(gop_bytes);
+            let mut frame_bytes = if key_frame_ms == 0.0 {
+                (gop_bytes / GOP as f64) as usize
+            } else if frame % GOP == 0 {
+                key_bytes as usize
+            } else {
+                ((gop_bytes - key_bytes) / (GOP - 1) as f64) as usize
+            };
             let mut k = 0;
             while frame_bytes > 0 {
                 let size = frame_bytes.min(PACKET);
@@ -698,7 +779,57 @@ mod tests {
             .first_at_least(15.0, 2_000_000.0 / 0.85)
             .expect("the estimate climbs back")
             - 15.0;
+        eprintln!("back after {back:.1} s");
         assert!(back < 20.0, "back after {back:.1} s");
+    }
+
+    /// The encoder as the box drives it: the adaptation's controller between the estimate and
+    /// the encoder's bitrate.
+    fn controlled(share: f64) -> impl FnMut(Instant, f64) -> f64 {
+        use crate::output::adapt::controller::{Controller, ControllerSettings};
+        let mut settings = ControllerSettings::new(300, 2500);
+        settings.share = share;
+        let mut controller = Controller::new(settings, 2500);
+        move |now, estimate| {
+            controller.observe(tokio::time::Instant::from_std(now), estimate);
+            f64::from(controller.target_kbps()) * 1000.0
+        }
+    }
+
+    /// The encoder's key frames are bursts the bottleneck must queue. Bounded to 100 ms of the
+    /// rate they leave the estimate near the uplink and lose nothing; at x264enc's default
+    /// rate buffer (600 ms), a key frame on a full uplink overflows its 300 ms queue every 2 s.
+    /// (The box bounds x264's to 200 ms: `media/encoder.rs` says why not less.)
+    #[test]
+    fn key_frames_within_a_tenth_of_a_second_fit_the_queue() {
+        let run_with = |key_frame_ms: f64| {
+            let mut gcc = FixedGcc::new(START, MIN, START);
+            let mut encoder = controlled(super::super::ENCODER_SHARE);
+            let run = bottleneck_with(
+                &mut gcc,
+                |_| ONE_MEGABIT,
+                60.0,
+                |a| a,
+                key_frame_ms,
+                &mut encoder,
+            );
+            let lowest = run.estimates_between(10.0, 60.0).fold(f64::MAX, f64::min);
+            let mean = run.mean_estimate_between(10.0, 60.0);
+            let loss = run.loss_between(10.0, 60.0);
+            eprintln!(
+                "key frames of {key_frame_ms} ms: lowest {lowest:.0}, mean {mean:.0}, loss {loss:.4}"
+            );
+            (lowest, mean, loss)
+        };
+        let (lowest, mean, loss) = run_with(100.0);
+        assert!(loss < 0.01, "loss {loss}");
+        assert!(mean > 850_000.0, "mean estimate {mean}");
+        assert!(lowest > 650_000.0, "lowest estimate {lowest}");
+        let (_, _, loss) = run_with(600.0);
+        assert!(
+            loss > 0.02,
+            "600 ms key frames fitted after all: loss {loss}"
+        );
     }
 
     #[test]
