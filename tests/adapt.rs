@@ -192,13 +192,7 @@ fn assert_adapted(
 
 /// Against a server that sends TWCC feedback (webrtcbin): 1 Mbit/s with adaptation off and on,
 /// the limit lifted, then a step from 3 Mbit/s to 600 kbit/s and back.
-// Not in the default run: against webrtcbin the estimate still saws on the 1 Mbit/s uplink
-// (a cut every few seconds, each time TWCC reports packets lost that the receiver's own reports
-// do not), and now and then a freeze of 1.6–1.8 s breaks the 1 s limit — it failed in a clean
-// CI run on 2026-11-30. The test is kept as the issue states it, to run by hand
-// (`cargo test --test adapt -- --ignored`) until that is found; README says so.
 #[test]
-#[ignore = "intermittent: GCC's sawtooth against webrtcbin can freeze > 1 s (README, Tests)"]
 fn twcc_server_one_megabit_off_vs_on_then_lifted_then_a_step() {
     let _serial = serial();
     let lab = lab_or_skip!();

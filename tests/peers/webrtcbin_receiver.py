@@ -17,7 +17,13 @@ It prints `READY http://IP:PORT` once it accepts connections. API:
     DELETE /api/whip/<id>     204 (404 if unknown)
     GET    /control/stats     {"frames_decoded", "frame_times", "posts", "deletes",
                                "sessions": [{"id", "state", "frames_decoded", "width",
-                               "height", "twcc": bool}], "width", "height"}
+                               "height", "twcc": bool, "jitterbuffer": {"num-lost",
+                               "num-late", "num-duplicates", "rtx-count",
+                               "rtx-success-count"}}], "width", "height"}
+
+Retransmissions are asked for as Broadcast Box (pion) and browsers ask: for a gap in the
+sequence numbers, not for a packet that is merely later than expected (rtpjitterbuffer's
+`rtx-next-seqnum`, on by default, is turned off).
 
 Networking rule: nothing may leave the machine. No STUN/TURN server; ICE gathers host
 candidates on the listen address only (no TCP candidates, no UPnP).
@@ -77,6 +83,7 @@ class Session:
         self.height: Optional[int] = None
         self.twcc = False
         self.twcc_id: Optional[int] = None
+        self.jitterbuffers: list[Any] = []
         self.pipeline = Gst.Pipeline.new(f"session-{sid[:8]}")
         self.webrtc = Gst.ElementFactory.make("webrtcbin", None)
         self.webrtc.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
@@ -91,6 +98,14 @@ class Session:
         self.webrtc.connect("pad-added", self._on_pad)
         self.webrtc.connect("on-new-transceiver", self._on_transceiver)
         self.webrtc.connect("notify::connection-state", self._on_state)
+        children = self.webrtc.iterate_elements()
+        while True:
+            result, child = children.next()
+            if result != Gst.IteratorResult.OK:
+                break
+            factory = child.get_factory()
+            if factory is not None and factory.get_name() == "rtpbin":
+                child.connect("new-jitterbuffer", self._on_jitterbuffer)
 
     # ---------------------------------------------------------------- negotiation
 
@@ -144,6 +159,24 @@ class Session:
                 f"rtcp-fb-transport-cc=(boolean)true,extmap-{self.twcc_id}=(string){TWCC_URI}"
             )
             transceiver.set_property("codec-preferences", caps)
+
+    def _on_jitterbuffer(self, _rtpbin: Any, jitterbuffer: Any, _session: int, _ssrc: int) -> None:
+        # Pion (Broadcast Box) and browsers ask for a retransmission only for a gap in the
+        # sequence numbers; rtpjitterbuffer by default also asks for the packet it expects
+        # next as soon as it is late, so a queue that grows by a key frame's length reads as
+        # loss and the sender resends packets that are still on their way.
+        jitterbuffer.set_property("rtx-next-seqnum", False)
+        self.jitterbuffers.append(jitterbuffer)
+
+    def jitter_stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for jb in self.jitterbuffers:
+            st = jb.get_property("stats")
+            for key in ("num-lost", "num-late", "num-duplicates", "rtx-count", "rtx-success-count"):
+                ok, value = st.get_uint64(key)
+                if ok:
+                    out[key] = out.get(key, 0) + value
+        return out
 
     def _on_state(self, *_args: Any) -> None:
         state = self.webrtc.get_property("connection-state")
@@ -206,6 +239,7 @@ class Session:
             "width": self.width,
             "height": self.height,
             "twcc": self.twcc,
+            "jitterbuffer": self.jitter_stats(),
         }
 
 
