@@ -210,8 +210,16 @@ fn twcc_server_one_megabit_off_vs_on_then_lifted_then_a_step() {
     let on = one_megabit(&lab, &daemon, &receiver, "on");
     let s = daemon.status().expect("status");
     eprintln!(
-        "webrtcbin (TWCC), 1 Mbit/s uplink, noise 2500 kbit/s:\n  adaptation off: {off}, {off_reconnects} reconnects\n  adaptation on:  {on}, {} reconnects",
-        s["reconnects"]
+        "webrtcbin (TWCC), 1 Mbit/s uplink, noise 2500 kbit/s:\n  adaptation off: {off}, {off_reconnects} reconnects\n  adaptation on:  {on}, {} reconnects\n  the receiver's jitter buffers, per session: {}",
+        s["reconnects"],
+        receiver.stats()["sessions"]
+            .as_array()
+            .map(|all| all
+                .iter()
+                .map(|x| x["jitterbuffer"].to_string())
+                .collect::<Vec<_>>()
+                .join(" "))
+            .unwrap_or_default()
     );
     assert_eq!(
         s["adapt"]["estimate_source"], "twcc",

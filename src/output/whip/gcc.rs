@@ -623,8 +623,6 @@ mod tests {
                 let arrival = start + (size * 8) as f64 / link(departure);
                 if arrived {
                     link_free = arrival;
-                }
-                if arrived {
                     stamped = stamp(arrival + ONE_WAY).max(stamped + 0.000_001);
                 }
                 run.packets.push((departure, arrived));
@@ -779,7 +777,6 @@ mod tests {
             .first_at_least(15.0, 2_000_000.0 / 0.85)
             .expect("the estimate climbs back")
             - 15.0;
-        eprintln!("back after {back:.1} s");
         assert!(back < 20.0, "back after {back:.1} s");
     }
 
@@ -804,7 +801,7 @@ mod tests {
     fn key_frames_within_a_tenth_of_a_second_fit_the_queue() {
         let run_with = |key_frame_ms: f64| {
             let mut gcc = FixedGcc::new(START, MIN, START);
-            let mut encoder = controlled(super::super::ENCODER_SHARE);
+            let mut encoder = controlled(crate::output::whip::ENCODER_SHARE);
             let run = bottleneck_with(
                 &mut gcc,
                 |_| ONE_MEGABIT,
@@ -830,6 +827,26 @@ mod tests {
             loss > 0.02,
             "600 ms key frames fitted after all: loss {loss}"
         );
+    }
+
+    #[test]
+    fn the_uplink_s_capacity_is_forgotten_only_outside_its_error_band() {
+        let mut c = LinkCapacity::default();
+        assert_eq!((c.upper(), c.lower()), (None, None));
+        for _ in 0..20 {
+            c.on_overuse(1_000_000.0);
+        }
+        // Steady cuts at 1 Mbit/s: the spread stays at its floor (0.4), three deviations are
+        // sqrt(0.4 x 1000) x 3 = 60 kbit/s.
+        let upper = c.upper().expect("a mean");
+        let lower = c.lower().expect("a mean");
+        assert!((upper - 1_060_000.0).abs() < 1000.0, "upper {upper}");
+        assert!((lower - 940_000.0).abs() < 1000.0, "lower {lower}");
+        // Cuts that scatter widen the band (up to the ceiling of 2.5).
+        for i in 0..40 {
+            c.on_overuse(if i % 2 == 0 { 700_000.0 } else { 1_300_000.0 });
+        }
+        assert!(c.upper().expect("a mean") - c.lower().expect("a mean") > 200_000.0);
     }
 
     #[test]
