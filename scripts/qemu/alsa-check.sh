@@ -26,49 +26,16 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-NS="" KEY="" BOX="" URL="" TOKEN=""
-while [ $# -gt 0 ]; do
-    case $1 in
-    --netns) NS=$2; shift 2 ;;
-    --key) KEY=$2; shift 2 ;;
-    --box) BOX=$2; shift 2 ;;
-    --receiver) URL=$2; shift 2 ;;
-    --token) TOKEN=$2; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-for v in NS KEY BOX URL TOKEN; do
-    [ -n "${!v}" ] || { echo "missing --${v,,}" >&2; exit 2; }
-done
+TAG=alsa
+source "$SCRIPT_DIR/lib.sh"
+scenario_args "$@"
 
 WIDTH=320 HEIGHT=240 FPS=15
 CAPTURE=hw:Loopback,1 PLAYBACK=hw:Loopback,0
 TONE=/run/onair-alsa-tone.raw
 SAVED_CONFIG=/run/onair-alsa-check-saved.json
 
-t0=$SECONDS
-say() { printf '[alsa %4ds] %s\n' $((SECONDS - t0)) "$*"; }
-failed=0
-result() { # PASS|FAIL text
-    echo "$1 $2"
-    [ "$1" = PASS ] || failed=1
-}
-
-CONTROL_DIR=$(mktemp -d)
-SSH_OPTS=(-F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-    -o LogLevel=ERROR -o ConnectTimeout=10 -o BatchMode=yes -o IdentitiesOnly=yes
-    -o ControlMaster=auto -o "ControlPath=$CONTROL_DIR/%C" -o ControlPersist=300)
-box() { timeout 60 ip netns exec "$NS" ssh "${SSH_OPTS[@]}" -i "$KEY" "root@$BOX" "$@"; }
-loss() { ip netns exec "$NS" python3 "$SCRIPT_DIR/input-loss-check.py" --url "$URL" "$@"; }
 judge() { ip netns exec "$NS" python3 "$SCRIPT_DIR/alsa-check.py" --url "$URL" "$@"; }
-now() { loss now; }
-kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
-OFFSET=0
-sync_clock() {
-    local out
-    out=$(loss offset -- ssh "${SSH_OPTS[@]}" -i "$KEY" "root@$BOX") || return 1
-    OFFSET=$(kv offset "$out")
-}
 
 # What the box runs. The player: the one-second tone looped into aplay, in a session of its
 # own (setsid) so that it outlives the SSH command and is stopped as a whole.
@@ -88,16 +55,7 @@ tone_stop() {
 card_wait() { for _ in \$(seq 50); do [ -e /proc/asound/Loopback ] && return 0; sleep 0.1; done; return 1; }
 EOF
 )
-# at_box CMD...: runs the commands on the box, then prints the instant they were done on the
-# receiver's clock.
-at_box() {
-    local t
-    t=$(box "$BOX_FUNCS
-{ $*; } >&2 && date +%s.%N" | tail -n 1) || return 1
-    awk -v t="$t" -v o="$OFFSET" 'BEGIN { printf "%.3f\n", t - o }'
-}
 add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", a + b }'; }
-status_json() { box onair status --json 2>/dev/null || true; }
 audio_status() { # the status's audio fields as "state=.. source=.. peak=.. reason=.."
     python3 -c 'import json,sys
 a = (json.loads(sys.argv[1] or "{}").get("audio") or {})

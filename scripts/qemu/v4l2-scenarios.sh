@@ -28,61 +28,15 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-NS="" KEY="" BOX="" URL="" TOKEN=""
-while [ $# -gt 0 ]; do
-    case $1 in
-    --netns) NS=$2; shift 2 ;;
-    --key) KEY=$2; shift 2 ;;
-    --box) BOX=$2; shift 2 ;;
-    --receiver) URL=$2; shift 2 ;;
-    --token) TOKEN=$2; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-for v in NS KEY BOX URL TOKEN; do
-    [ -n "${!v}" ] || { echo "missing --${v,,}" >&2; exit 2; }
-done
+TAG=v4l2 BOX_TIMEOUT=120
+source "$SCRIPT_DIR/lib.sh"
+scenario_args "$@"
 
 WIDTH=320 HEIGHT=240 FPS=15
 LOSS_S=10
 # vivid: one instance with one HDMI input (/dev/video10), one with a webcam (/dev/video11).
 VIVID_OPTS="n_devs=2 node_types=0x1,0x1 num_inputs=1,1 input_types=0x3,0x0 vid_cap_nr=10,11"
 HDMI=/dev/video10 CAM=/dev/video11
-
-t0=$SECONDS
-say() { printf '[v4l2 %4ds] %s\n' $((SECONDS - t0)) "$*"; }
-failed=0
-result() { # PASS|FAIL text
-    echo "$1 $2"
-    [ "$1" = PASS ] || failed=1
-}
-
-# One SSH connection for all the commands (a new one costs about a second under emulation).
-CONTROL_DIR=$(mktemp -d)
-SSH_OPTS=(-F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
-    -o LogLevel=ERROR -o ConnectTimeout=10 -o BatchMode=yes -o IdentitiesOnly=yes
-    -o ControlMaster=auto -o "ControlPath=$CONTROL_DIR/%C" -o ControlPersist=300)
-box() { timeout 120 ip netns exec "$NS" ssh "${SSH_OPTS[@]}" -i "$KEY" "root@$BOX" "$@"; }
-check() { ip netns exec "$NS" python3 "$SCRIPT_DIR/input-loss-check.py" --url "$URL" "$@"; }
-now() { check now; }
-# The box's clock against the receiver's: a command run on the box prints `date +%s.%N` right
-# after it changed the input, and that instant is turned into the receiver's clock, so the
-# measured times do not include SSH under emulation (a second or two).
-OFFSET=0
-sync_clock() {
-    local out
-    out=$(check offset -- ssh "${SSH_OPTS[@]}" -i "$KEY" "root@$BOX") || return 1
-    OFFSET=$(kv offset "$out")
-    say "   clocks: $out"
-}
-# at_box CMD...: runs the commands on the box, then prints the instant they were done on the
-# receiver's clock.
-at_box() {
-    local t
-    t=$(bx "{ $*; } >&2 && date +%s.%N" | tail -n 1) || return 1
-    awk -v t="$t" -v o="$OFFSET" 'BEGIN { printf "%.3f\n", t - o }'
-}
-kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
 # Functions the box runs (sent with every command that needs them).
 # menu_index DEV CONTROL LABEL-PREFIX: the index of a menu entry, from v4l2-ctl's listing.
@@ -124,7 +78,6 @@ EOF
 bx() { box "$BOX_FUNCS
 $*"; }
 
-status_json() { box onair status --json 2>/dev/null || true; }
 field() { python3 -c 'import json,sys
 d = json.loads(sys.argv[1] or "{}")
 for k in sys.argv[2].split("."):
