@@ -497,23 +497,30 @@ else
     fail "service watchdog: not checked (no SSH or no stream)"
 fi
 
+# scenario_check LABEL SCRIPT EXPECTED: runs scripts/qemu/SCRIPT against the booted box and
+# turns its PASS/FAIL lines into the summary's. A scenario script that dies prints no verdict;
+# fewer than EXPECTED verdicts must not read as a pass.
+scenario_check() {
+    local label=$1 script=$2 expected=$3 verdicts=0 line
+    while IFS= read -r line; do
+        case $line in
+        PASS\ *) pass "${line#PASS }"; verdicts=$((verdicts + 1)) ;;
+        FAIL\ *) fail "${line#FAIL }"; verdicts=$((verdicts + 1)) ;;
+        *) printf '    %s\n' "$line" ;;
+        esac
+    done < <("$SCRIPT_DIR/qemu/$script" --netns "$NS" --key "$RUN/id_ed25519" \
+        --box "$BOX_IP" --receiver "http://$HOST_IP:$PORT" --token "$TOKEN" 2>&1 9>&-)
+    [ "$verdicts" -ge "$expected" ] ||
+        fail "$label: scripts/qemu/$script stopped after $verdicts of $expected results"
+}
+
 # ------------------------------------------------------------------ 7. V4L2 input loss
 # The same box, now streaming from vivid (a real V4L2 driver in Debian's kernel): signal lost,
 # resolution change, unplug, on_loss=disconnect (scripts/qemu/v4l2-scenarios.sh; issue 14).
 # ONAIR_QEMU_V4L2=0 skips it.
 if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_V4L2:-1}" = 1 ] && qemu_alive; then
     phase "V4L2 input loss on vivid"
-    v4l2_results=0
-    while IFS= read -r line; do
-        case $line in
-        PASS\ *) pass "${line#PASS }"; v4l2_results=$((v4l2_results + 1)) ;;
-        FAIL\ *) fail "${line#FAIL }"; v4l2_results=$((v4l2_results + 1)) ;;
-        *) printf '    %s\n' "$line" ;;
-        esac
-    done < <("$SCRIPT_DIR/qemu/v4l2-scenarios.sh" --netns "$NS" --key "$RUN/id_ed25519" \
-        --box "$BOX_IP" --receiver "http://$HOST_IP:$PORT" --token "$TOKEN" 2>&1 9>&-)
-    # A scenario script that dies prints no verdict; that must not read as a pass.
-    [ $v4l2_results -ge 5 ] || fail "v4l2: scripts/qemu/v4l2-scenarios.sh stopped after $v4l2_results of 5 results"
+    scenario_check v4l2 v4l2-scenarios.sh 5
 fi
 
 # ------------------------------------------------------------------ 8. ALSA sound
@@ -522,16 +529,7 @@ fi
 # ONAIR_QEMU_ALSA=0 skips it.
 if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_ALSA:-1}" = 1 ] && qemu_alive; then
     phase "ALSA sound from snd-aloop"
-    alsa_results=0
-    while IFS= read -r line; do
-        case $line in
-        PASS\ *) pass "${line#PASS }"; alsa_results=$((alsa_results + 1)) ;;
-        FAIL\ *) fail "${line#FAIL }"; alsa_results=$((alsa_results + 1)) ;;
-        *) printf '    %s\n' "$line" ;;
-        esac
-    done < <("$SCRIPT_DIR/qemu/alsa-check.sh" --netns "$NS" --key "$RUN/id_ed25519" \
-        --box "$BOX_IP" --receiver "http://$HOST_IP:$PORT" --token "$TOKEN" 2>&1 9>&-)
-    [ $alsa_results -gt 0 ] || fail "alsa: scripts/qemu/alsa-check.sh stopped without a result"
+    scenario_check alsa alsa-check.sh 5
 fi
 
 # ------------------------------------------------------------------ 5. shutdown
