@@ -356,38 +356,6 @@ impl Default for NetworkConfig {
     }
 }
 
-/// `eth0` matches itself; `wlan*` matches by prefix.
-pub fn pattern_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => pattern == name,
-    }
-}
-
-impl NetworkConfig {
-    /// Whether an interface counts towards "online".
-    pub fn watches(&self, name: &str) -> bool {
-        let matches = |pattern: &String| pattern_matches(pattern, name);
-        if self.ignore.iter().any(matches) {
-            return false;
-        }
-        if self.interfaces.is_empty() {
-            name != "lo"
-        } else {
-            self.interfaces.iter().any(matches)
-        }
-    }
-
-    /// Position of `name` in the preference order: the index of the first `prefer` pattern
-    /// it matches, or `prefer.len()` for an uplink that matches none.
-    pub fn preference(&self, name: &str) -> usize {
-        self.prefer
-            .iter()
-            .position(|p| pattern_matches(p, name))
-            .unwrap_or(self.prefer.len())
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LedBackendKind {
@@ -1848,22 +1816,6 @@ mod tests {
     }
 
     #[test]
-    fn interface_patterns() {
-        let n = NetworkConfig {
-            ignore: vec!["docker*".into()],
-            ..NetworkConfig::default()
-        };
-        assert!(n.watches("eth0"));
-        assert!(!n.watches("lo"));
-        assert!(!n.watches("docker0"));
-        let n = NetworkConfig {
-            interfaces: vec!["wlan*".into(), "eth0".into()],
-            ..NetworkConfig::default()
-        };
-        assert!(n.watches("wlan1") && n.watches("eth0") && !n.watches("eth1"));
-    }
-
-    #[test]
     fn uplink_preferences_and_paths() {
         let c = Config::parse(MINIMAL).unwrap();
         assert_eq!(c.network, NetworkConfig::default());
@@ -1876,15 +1828,9 @@ mod tests {
         assert_eq!(c.network.settle, Duration::ZERO);
         assert_eq!(c.network.paths, PathsMode::Follow);
         assert_eq!(c.network.route_table, 2000);
-        let n = c.network;
-        assert_eq!(
-            (
-                n.preference("eth1"),
-                n.preference("wlan0"),
-                n.preference("wwan0")
-            ),
-            (0, 1, 2)
-        );
+        // What the patterns rank is net's to say (net/interface_patterns.rs); here, that they
+        // are read in order.
+        assert_eq!(c.network.prefer, ["eth*", "wlan0"]);
         for (patch, key) in [
             (r#"{"network": {"prefer": [""]}}"#, "network.prefer[0]"),
             (

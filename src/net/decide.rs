@@ -4,12 +4,13 @@
 //! from it alone, with no socket and no clock, so every rule is unit-tested without a kernel.
 //!
 //! Online means the kernel has a route to the server through a usable interface. A usable
-//! interface is watched (per [`NetworkConfig::watches`]), admin-up, has carrier, is not dormant
+//! interface is watched (per [`watches`]), admin-up, has carrier, is not dormant
 //! and has an address that is not link-local. A route whose output device is the loopback
 //! device (the server is this box) counts as online although loopback is never watched. When
 //! the server's address is not known, a default route via a usable interface stands in for the
 //! route to the server.
 
+use super::interface_patterns::watches;
 use super::{NetworkStatus, Path};
 use crate::config::NetworkConfig;
 use std::fmt;
@@ -202,7 +203,7 @@ fn is_link_local(addr: &IpAddr) -> bool {
 
 /// Whether `link` can carry the stream under `config`.
 pub fn usability(config: &NetworkConfig, snapshot: &Snapshot, link: &Link) -> Usability {
-    if !config.watches(&link.name) {
+    if !watches(config, &link.name) {
         Usability::Ignored
     } else if !link.admin_up {
         Usability::Down

@@ -8,6 +8,8 @@
 //! [`NetworkStatus`] on a watch channel: once at start, then on every change.
 //!
 //! - `decide.rs`: the pure decision over a snapshot of links, addresses and routes.
+//! - `interface_patterns.rs`: the config's interface patterns: which interfaces are watched,
+//!   and each uplink's rank in the preference order.
 //! - `uplinks.rs`: the pure choice of uplink: preference order, settle time, flap damping.
 //! - `steer.rs`: the pure plan of policy routes and rules that carry the choice out.
 //! - `debounce.rs`: one evaluation per burst of netlink messages, within 50 ms.
@@ -17,6 +19,7 @@
 
 mod debounce;
 mod decide;
+mod interface_patterns;
 mod monitor;
 mod netlink;
 mod steer;

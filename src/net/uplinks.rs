@@ -12,6 +12,7 @@
 //! to use and when to ask again.
 
 use super::decide::{Link, Route, RouteKind, Snapshot, Usability, interface_address, usability};
+use super::interface_patterns::{preference, watches};
 use super::{UplinkState, UplinkStatus};
 use crate::config::NetworkConfig;
 use std::collections::VecDeque;
@@ -67,7 +68,7 @@ pub fn candidates(
     for link in snapshot
         .links
         .iter()
-        .filter(|l| !l.loopback && config.watches(&l.name))
+        .filter(|l| !l.loopback && watches(config, &l.name))
     {
         let route = default_route_via(snapshot, link, family);
         let (gateway, metric, linkdown, prefsrc) = match route {
@@ -94,7 +95,7 @@ pub fn candidates(
             gateway,
             local,
             metric,
-            preference: config.preference(&link.name),
+            preference: preference(config, &link.name),
         });
     }
     out
@@ -369,7 +370,7 @@ mod tests {
             gateway: Some(format!("192.0.{index}.1").parse().expect("literal")),
             local: Some(format!("192.0.{index}.2").parse().expect("literal")),
             metric,
-            preference: config.preference(name),
+            preference: preference(config, name),
         }
     }
 
