@@ -17,6 +17,7 @@ pub mod keyframes;
 pub mod pipeline;
 pub mod slate;
 pub mod source;
+pub mod stats;
 pub mod sync;
 pub mod v4l2;
 pub mod watch;
@@ -28,7 +29,8 @@ pub use bitrate::{BitrateHandle, BitrateSetter};
 pub use clock::MediaClock;
 pub use door::{Door, Tap};
 pub use keyframes::{KeyframeRequester, Urgency};
-pub use pipeline::{InputStatus, Media, MediaError, MediaEvent, MediaStats};
+pub use pipeline::{Media, MediaError, MediaEvent};
+pub use stats::{InputStatus, MediaStats};
 pub use sync::KeyframeSync;
 
 /// One encoded picture in Annex-B byte-stream form (start codes, SPS/PPS before every IDR).
