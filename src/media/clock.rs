@@ -36,3 +36,16 @@ impl MediaClock {
         Duration::from_nanos(self.clock.time().saturating_sub(self.epoch).nseconds())
     }
 }
+
+/// A buffer time as running time (media clock time) by the sample's segment. Not the buffer's
+/// own stamp: elements may shift their segment (x264enc adds 1000 hours so that DTS never goes
+/// negative).
+pub fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<Duration> {
+    let pts = pts?;
+    let t = sample
+        .segment()
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+        .and_then(|s| s.to_running_time(pts))
+        .unwrap_or(pts);
+    Some(Duration::from_nanos(t.nseconds()))
+}

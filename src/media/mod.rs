@@ -2,6 +2,7 @@
 //! into H.264 access units, and keep doing so while outputs come and go and while the input
 //! itself is lost (a slate takes its place).
 
+pub mod assemble;
 pub mod audio;
 pub mod bitrate;
 pub mod bus;

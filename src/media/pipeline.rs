@@ -16,6 +16,7 @@
 //! reports to the supervisor.
 
 use super::bitrate::BitrateHandle;
+use super::bus;
 use super::capture::{self, CaptureRun, TestSignal};
 use super::clock::MediaClock;
 use super::door::Door;
@@ -30,7 +31,6 @@ use super::stats::MediaStats;
 use super::watch;
 use crate::config::{EncoderConfig, SourceConfig, SourceKind, TestPattern};
 use crate::lock::lock;
-use futures_util::StreamExt;
 use gstreamer as gst;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -239,13 +239,13 @@ impl Runner {
         loop {
             let wake = tokio::select! {
                 _ = shutdown.cancelled() => Wake::Shutdown,
-                msg = next_message(self.encode.as_mut().map(|r| &mut r.bus)) => {
+                msg = bus::next_message(self.encode.as_mut().map(|r| &mut r.bus)) => {
                     Wake::EncoderBus(match msg {
                         None => Some(health::Cause::EncoderFailed("pipeline bus closed".into())),
                         Some(m) => encode::bus_cause(&m),
                     })
                 }
-                msg = next_message(self.capture.as_mut().map(|r| &mut r.bus)) => {
+                msg = bus::next_message(self.capture.as_mut().map(|r| &mut r.bus)) => {
                     Wake::CaptureBus(match msg {
                         None => Some(health::Cause::InputLost("capture bus closed".into())),
                         Some(m) => capture::bus_cause(&m),
@@ -602,13 +602,6 @@ impl Runner {
             self.bitrate.set_encoder(None);
             encode::stop(run).await;
         }
-    }
-}
-
-async fn next_message(bus: Option<&mut gst::bus::BusStream>) -> Option<gst::Message> {
-    match bus {
-        Some(b) => b.next().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -10,7 +10,9 @@
 use super::capture::pcm_caps;
 use super::{AudioCodec, AudioUnit, RATE};
 use crate::config::AudioConfig;
-use crate::media::clock::MediaClock;
+use crate::media::assemble::{self, PipelineError};
+use crate::media::bus;
+use crate::media::clock::{MediaClock, running_time};
 use crate::media::door::Door;
 use bytes::Bytes;
 use gstreamer as gst;
@@ -69,12 +71,8 @@ pub fn start(
     config: &AudioConfig,
     clock: &MediaClock,
     door: Door,
-) -> Result<EncodeRun, String> {
-    let make = |factory: &str| {
-        gst::ElementFactory::make(factory)
-            .build()
-            .map_err(|e| format!("{factory}: {e}"))
-    };
+) -> Result<EncodeRun, PipelineError> {
+    let make = |factory: &str| assemble::make(factory, None);
     let appsrc = gst_app::AppSrc::builder()
         // Its streaming thread ("audio-pcm:src") runs the level meter and the encoder.
         .name("audio-pcm")
@@ -123,8 +121,7 @@ pub fn start(
         enc,
         sink.clone().upcast(),
     ];
-    pipeline.add_many(&chain).map_err(|e| e.to_string())?;
-    gst::Element::link_many(&chain).map_err(|e| format!("link: {e}"))?;
+    assemble::add_and_link(&pipeline, &chain)?;
 
     // An AAC decoder plays the encoder's 1024 priming samples first, and FLV has no way to
     // say so: the frames are stamped that much earlier, so the sound is heard on time.
@@ -137,47 +134,34 @@ pub fn start(
         AudioCodec::Opus => Duration::from_millis(20),
         AudioCodec::Aac => Duration::from_nanos(1024 * 1_000_000_000 / u64::from(RATE)),
     };
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let Some(buffer) = sample.buffer() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let Some(pts) = crate::media::encode::running_time(&sample, buffer.pts()) else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let shifted = pts.as_nanos() as i128 + offset_ns;
-                if shifted < 0 {
-                    // Only at the very start, with a negative offset or AAC's priming.
-                    return Ok(gst::FlowSuccess::Ok);
-                }
-                let codec_data = sample
-                    .caps()
-                    .and_then(|c| c.structure(0))
-                    .and_then(|s| s.get::<gst::Buffer>("codec_data").ok())
-                    .and_then(|b| b.map_readable().ok().map(|m| Bytes::copy_from_slice(&m)));
-                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                door.offer_audio(AudioUnit {
-                    data: Bytes::copy_from_slice(map.as_slice()),
-                    pts: Duration::from_nanos(shifted as u64),
-                    duration: buffer
-                        .duration()
-                        .map(|d| Duration::from_nanos(d.nseconds()))
-                        .unwrap_or(nominal),
-                    codec,
-                    codec_data,
-                });
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-    let bus = pipeline.bus().ok_or("audio pipeline has no bus")?;
-    if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let cause = crate::media::bus::first_error(&bus).unwrap_or_else(|| e.to_string());
-        let _ = pipeline.set_state(gst::State::Null);
-        return Err(cause);
-    }
+    assemble::on_sample(&sink, move |sample, buffer| {
+        let Some(pts) = running_time(sample, buffer.pts()) else {
+            return Ok(());
+        };
+        let shifted = pts.as_nanos() as i128 + offset_ns;
+        if shifted < 0 {
+            // Only at the very start, with a negative offset or AAC's priming.
+            return Ok(());
+        }
+        let codec_data = sample
+            .caps()
+            .and_then(|c| c.structure(0))
+            .and_then(|s| s.get::<gst::Buffer>("codec_data").ok())
+            .and_then(|b| b.map_readable().ok().map(|m| Bytes::copy_from_slice(&m)));
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        door.offer_audio(AudioUnit {
+            data: Bytes::copy_from_slice(map.as_slice()),
+            pts: Duration::from_nanos(shifted as u64),
+            duration: buffer
+                .duration()
+                .map(|d| Duration::from_nanos(d.nseconds()))
+                .unwrap_or(nominal),
+            codec,
+            codec_data,
+        });
+        Ok(())
+    });
+    let bus = bus::start(&pipeline)?;
     Ok(EncodeRun {
         bus: bus.stream(),
         pipeline,
@@ -217,14 +201,14 @@ fn loudest(peaks: impl Iterator<Item = f64>) -> Option<f64> {
 /// An error or end of stream ends the encoding run.
 pub fn bus_end(msg: &gst::Message) -> Option<String> {
     match msg.view() {
-        gst::MessageView::Error(_) => crate::media::bus::error_text(msg),
+        gst::MessageView::Error(_) => bus::error(msg).map(|e| e.to_string()),
         gst::MessageView::Eos(_) => Some("the audio encoder ended".into()),
         _ => None,
     }
 }
 
 pub async fn stop(run: EncodeRun) {
-    crate::media::bus::stop(run.pipeline).await;
+    bus::stop(run.pipeline).await;
 }
 
 #[cfg(test)]

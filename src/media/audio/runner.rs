@@ -9,9 +9,9 @@ use super::timeline::PcmTimeline;
 use super::{AudioCodec, AudioStats, AudioStatus, RATE};
 use crate::config::{AudioConfig, AudioKind};
 use crate::lock::lock;
+use crate::media::bus;
 use crate::media::clock::MediaClock;
 use crate::media::door::Door;
-use futures_util::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -153,8 +153,8 @@ impl Runner {
         loop {
             let wake = tokio::select! {
                 _ = shutdown.cancelled() => Wake::Shutdown,
-                m = next_message(self.capture.as_mut().map(|r| &mut r.bus)) => Wake::CaptureBus(m),
-                m = next_message(self.encode.as_mut().map(|r| &mut r.bus)) => Wake::EncodeBus(m),
+                m = bus::next_message(self.capture.as_mut().map(|r| &mut r.bus)) => Wake::CaptureBus(m),
+                m = bus::next_message(self.encode.as_mut().map(|r| &mut r.bus)) => Wake::EncodeBus(m),
                 _ = tick.tick() => Wake::Tick,
                 _ = sleep_until(self.retry_at) => Wake::RetryDue,
                 _ = sleep_until(self.encoder_restart_at) => Wake::EncoderRestartDue,
@@ -280,7 +280,7 @@ impl Runner {
                         self.capture = Some(run);
                         Observation::Started
                     }
-                    Ok(Err(why)) => Observation::StartFailed(why),
+                    Ok(Err(why)) => Observation::StartFailed(why.to_string()),
                     Err(e) => Observation::StartFailed(format!("capture start panicked: {e}")),
                 });
             }
@@ -410,13 +410,6 @@ fn pump(
             at += CHUNK;
         }
         next = Some(at);
-    }
-}
-
-async fn next_message(bus: Option<&mut gst::bus::BusStream>) -> Option<gst::Message> {
-    match bus {
-        Some(b) => b.next().await,
-        None => std::future::pending().await,
     }
 }
 
