@@ -27,24 +27,33 @@ pub const AAC_ENCODERS: [(&str, &str); 3] = [
     ("avenc_aac", "gstreamer1.0-libav"),
 ];
 
+/// No encoder for the codec the output carries: a broken install, found at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoEncoder {
+    #[error("no Opus encoder: install opusenc (gstreamer1.0-plugins-base)")]
+    Opus,
+    #[error("no AAC encoder: install one of {}", aac_choices())]
+    Aac,
+}
+
+fn aac_choices() -> String {
+    let all: Vec<String> = AAC_ENCODERS
+        .iter()
+        .map(|(e, p)| format!("{e} ({p})"))
+        .collect();
+    all.join(", ")
+}
+
 /// The encoder element for `codec`: the first that exists.
-pub fn choose(codec: AudioCodec, exists: impl Fn(&str) -> bool) -> Result<&'static str, String> {
+pub fn choose(codec: AudioCodec, exists: impl Fn(&str) -> bool) -> Result<&'static str, NoEncoder> {
     match codec {
         AudioCodec::Opus if exists("opusenc") => Ok("opusenc"),
-        AudioCodec::Opus => {
-            Err("no Opus encoder: install opusenc (gstreamer1.0-plugins-base)".into())
-        }
+        AudioCodec::Opus => Err(NoEncoder::Opus),
         AudioCodec::Aac => AAC_ENCODERS
             .iter()
             .find(|(e, _)| exists(e))
             .map(|(e, _)| *e)
-            .ok_or_else(|| {
-                let all: Vec<String> = AAC_ENCODERS
-                    .iter()
-                    .map(|(e, p)| format!("{e} ({p})"))
-                    .collect();
-                format!("no AAC encoder: install one of {}", all.join(", "))
-            }),
+            .ok_or(NoEncoder::Aac),
     }
 }
 
@@ -222,7 +231,7 @@ mod tests {
             Ok("voaacenc")
         );
         assert_eq!(choose(AudioCodec::Aac, |_| true), Ok("fdkaacenc"));
-        let err = choose(AudioCodec::Aac, |_| false).unwrap_err();
+        let err = choose(AudioCodec::Aac, |_| false).unwrap_err().to_string();
         assert!(
             err.contains("voaacenc") && err.contains("fdkaacenc"),
             "{err}"

@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub use runner::Audio;
+pub use runner::{Audio, AudioError};
 
 /// Every audio path runs at this rate (Opus's, and what Broadcast Box takes).
 pub const RATE: u32 = 48_000;

@@ -33,6 +33,18 @@ const MAX_HOLD: Duration = Duration::from_millis(500);
 const TICK: Duration = Duration::from_millis(200);
 const ENCODER_RESTART: Duration = Duration::from_secs(2);
 
+/// Why the audio side cannot start at all (a device that does not work is no error: silence is
+/// sent and the device retried).
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error("GStreamer failed to initialise: {0}")]
+    Init(#[source] gst::glib::Error),
+    #[error(transparent)]
+    NoEncoder(#[from] encode::NoEncoder),
+    #[error("cannot start the audio pump: {0}")]
+    Pump(#[source] std::io::Error),
+}
+
 /// The running audio side. Stopped by cancelling the shutdown token; await [`Audio::stopped`].
 pub struct Audio {
     pub stats: Arc<AudioStats>,
@@ -50,11 +62,11 @@ impl Audio {
         clock: MediaClock,
         door: Door,
         shutdown: CancellationToken,
-    ) -> Result<Option<Audio>, String> {
+    ) -> Result<Option<Audio>, AudioError> {
         if config.kind == AudioKind::None {
             return Ok(None);
         }
-        gst::init().map_err(|e| e.to_string())?;
+        gst::init().map_err(AudioError::Init)?;
         let element = encode::choose(codec, |f| gst::ElementFactory::find(f).is_some())?;
         let source = match config.kind {
             AudioKind::Alsa => config.device.clone(),
@@ -90,8 +102,7 @@ impl Audio {
             2 * config.channels as usize,
             MAX_HOLD,
         )));
-        let pump = Pump::start(clock.clone(), timeline.clone())
-            .map_err(|e| format!("cannot start the audio pump: {e}"))?;
+        let pump = Pump::start(clock.clone(), timeline.clone()).map_err(AudioError::Pump)?;
         let runner = Runner {
             config: config.clone(),
             codec,
