@@ -3,7 +3,7 @@
 //! timestamp is then "time since media started" whichever pipeline made it, and whichever run
 //! of a restarted pipeline: pictures and sound stamped at the same instant carry the same
 //! value, which is what lip sync is built on (`output/whip` turns it into RTP timestamps, the
-//! RTMP output into FLV ones).
+//! RTMP output into FLV ones). What then moves the sound alone is `av_offset.rs`.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;

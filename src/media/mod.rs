@@ -4,6 +4,7 @@
 
 pub mod assemble;
 pub mod audio;
+pub mod av_offset;
 pub mod bitrate;
 pub mod bus;
 pub mod capture;

@@ -71,8 +71,40 @@ pub fn start(
     clock: &MediaClock,
     timeline: Arc<Mutex<PcmTimeline>>,
 ) -> Result<CaptureRun, PipelineError> {
+    let src = source(config, test)?;
+    let caps = assemble::make("capsfilter", None)?;
+    caps.set_property("caps", pcm_caps(config.channels));
+    let sink = gst_app::AppSink::builder()
+        .name("audio-capture-out")
+        .sync(false)
+        .max_buffers(20)
+        .drop(true)
+        .build();
+    let pipeline = gst::Pipeline::builder().name("onair-audio-capture").build();
+    clock.adopt(&pipeline);
+    let chain = [
+        src,
+        assemble::make("audioconvert", None)?,
+        assemble::make("audioresample", None)?,
+        caps.clone(),
+        sink.clone().upcast(),
+    ];
+    assemble::add_and_link(&pipeline, &chain)?;
+    if config.kind == AudioKind::Test && test == TestSound::SyncBeeps {
+        gate_beeps_after(&caps, config.channels);
+    }
+    let last_sound = install_sink(&sink, timeline);
+    let bus = bus::start(&pipeline)?;
+    Ok(CaptureRun {
+        bus: bus.stream(),
+        pipeline,
+        last_sound,
+    })
+}
+
+/// The device (small periods) or the test source (a tone, or beeps to be gated).
+fn source(config: &AudioConfig, test: TestSound) -> Result<gst::Element, PipelineError> {
     let factory = assemble::require(factory(config.kind), Some(package(config.kind)))?;
-    let make = |factory: &str| assemble::make(factory, None);
     // Named so its streaming thread says what it is ("audio-src:src" in top and the bench).
     let src = assemble::make(factory, Some("audio-src"))?;
     match config.kind {
@@ -94,37 +126,31 @@ pub fn start(
             src.set_property("volume", volume);
         }
     }
-    let convert = make("audioconvert")?;
-    let resample = make("audioresample")?;
-    let caps = make("capsfilter")?;
-    caps.set_property("caps", pcm_caps(config.channels));
-    let sink = gst_app::AppSink::builder()
-        .name("audio-capture-out")
-        .sync(false)
-        .max_buffers(20)
-        .drop(true)
-        .build();
-    let pipeline = gst::Pipeline::builder().name("onair-audio-capture").build();
-    clock.adopt(&pipeline);
-    let chain = [src, convert, resample, caps.clone(), sink.clone().upcast()];
-    assemble::add_and_link(&pipeline, &chain)?;
+    Ok(src)
+}
 
-    if config.kind == AudioKind::Test
-        && test == TestSound::SyncBeeps
-        && let Some(pad) = caps.static_pad("src")
-    {
-        let frame_bytes = 2 * config.channels as usize;
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
-                gate_beeps(buffer, frame_bytes);
-            }
-            gst::PadProbeReturn::Ok
-        });
-    }
+/// Gates the test tone into beeps as it leaves `element` (once it is PCM at the sent layout).
+fn gate_beeps_after(element: &gst::Element, channels: u32) {
+    let Some(pad) = element.static_pad("src") else {
+        return;
+    };
+    let frame_bytes = 2 * channels as usize;
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+            gate_beeps(buffer, frame_bytes);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
 
+/// Feeds each buffer into `timeline` at its media time; returns when sound last arrived.
+fn install_sink(
+    sink: &gst_app::AppSink,
+    timeline: Arc<Mutex<PcmTimeline>>,
+) -> Arc<Mutex<Option<Instant>>> {
     let last_sound = Arc::new(Mutex::new(None));
     let seen = last_sound.clone();
-    assemble::on_sample(&sink, move |sample, buffer| {
+    assemble::on_sample(sink, move |sample, buffer| {
         let Some(pts) = running_time(sample, buffer.pts()) else {
             return Ok(());
         };
@@ -133,12 +159,7 @@ pub fn start(
         *lock(&seen) = Some(Instant::now());
         Ok(())
     });
-    let bus = bus::start(&pipeline)?;
-    Ok(CaptureRun {
-        bus: bus.stream(),
-        pipeline,
-        last_sound,
-    })
+    last_sound
 }
 
 /// Silences the test tone outside the first 100 ms of every whole second of its timestamps

@@ -11,6 +11,7 @@ use super::capture::pcm_caps;
 use super::{AudioCodec, AudioUnit, RATE};
 use crate::config::AudioConfig;
 use crate::media::assemble::{self, PipelineError};
+use crate::media::av_offset;
 use crate::media::bus;
 use crate::media::clock::{MediaClock, running_time};
 use crate::media::door::Door;
@@ -57,9 +58,6 @@ pub fn choose(codec: AudioCodec, exists: impl Fn(&str) -> bool) -> Result<&'stat
     }
 }
 
-/// Samples an AAC-LC encoder puts before the first input sample.
-pub const AAC_PRIMING_SAMPLES: u32 = 1024;
-
 pub struct EncodeRun {
     pub pipeline: gst::Pipeline,
     pub appsrc: gst_app::AppSrc,
@@ -74,6 +72,7 @@ pub fn sent_channels(codec: AudioCodec, config: &AudioConfig) -> u32 {
     }
 }
 
+/// Builds the encoding pipeline and sets it playing; its frames go to the door's audio lane.
 pub fn start(
     codec: AudioCodec,
     element: &str,
@@ -81,7 +80,25 @@ pub fn start(
     clock: &MediaClock,
     door: Door,
 ) -> Result<EncodeRun, PipelineError> {
-    let make = |factory: &str| assemble::make(factory, None);
+    let appsrc = pcm_entrance(config);
+    let sink = frames_exit(codec);
+    let pipeline = gst::Pipeline::builder().name("onair-audio-encode").build();
+    clock.adopt(&pipeline);
+    let mut chain = vec![appsrc.clone().upcast()];
+    chain.extend(encoding_chain(codec, element, config)?);
+    chain.push(sink.clone().upcast());
+    assemble::add_and_link(&pipeline, &chain)?;
+    install_sink(&sink, codec, config.offset_ms, door);
+    let bus = bus::start(&pipeline)?;
+    Ok(EncodeRun {
+        bus: bus.stream(),
+        pipeline,
+        appsrc,
+    })
+}
+
+/// Where the pump's PCM goes in; a slow encoder drops the oldest rather than hold the pump.
+fn pcm_entrance(config: &AudioConfig) -> gst_app::AppSrc {
     let appsrc = gst_app::AppSrc::builder()
         // Its streaming thread ("audio-pcm:src") runs the level meter and the encoder.
         .name("audio-pcm")
@@ -93,89 +110,82 @@ pub fn start(
         .build();
     appsrc.set_property("max-buffers", 10u64);
     appsrc.set_property_from_str("leaky-type", "downstream");
-    let level = make("level")?;
+    appsrc
+}
+
+/// level (the status's peak, once a second) ▸ audioconvert ▸ the channels sent ▸ the encoder.
+fn encoding_chain(
+    codec: AudioCodec,
+    element: &str,
+    config: &AudioConfig,
+) -> Result<[gst::Element; 4], PipelineError> {
+    let level = assemble::make("level", None)?;
     level.set_property("interval", gst::ClockTime::SECOND.nseconds());
     level.set_property("post-messages", true);
-    let convert = make("audioconvert")?;
-    let caps = make("capsfilter")?;
+    let convert = assemble::make("audioconvert", None)?;
+    let caps = assemble::make("capsfilter", None)?;
     caps.set_property("caps", pcm_caps(sent_channels(codec, config)));
-    let enc = make(element)?;
+    let enc = assemble::make(element, None)?;
     let bps = config.bitrate_kbps * 1000;
     // By string: the property is an int in some encoders and an int64 in libav's.
     enc.set_property_from_str("bitrate", &bps.to_string());
     if element == "opusenc" {
         enc.set_property_from_str("frame-size", "20");
     }
-    let out_caps = match codec {
+    Ok([level, convert, caps, enc])
+}
+
+/// Where the encoded frames come out: Opus, or raw AAC (what flvmux takes).
+fn frames_exit(codec: AudioCodec) -> gst_app::AppSink {
+    let caps = match codec {
         AudioCodec::Opus => gst::Caps::builder("audio/x-opus").build(),
         AudioCodec::Aac => gst::Caps::builder("audio/mpeg")
             .field("mpegversion", 4i32)
             .field("stream-format", "raw")
             .build(),
     };
-    let sink = gst_app::AppSink::builder()
+    gst_app::AppSink::builder()
         .name("audio-out")
-        .caps(&out_caps)
+        .caps(&caps)
         .sync(false)
         .max_buffers(20)
         .drop(true)
-        .build();
-    let pipeline = gst::Pipeline::builder().name("onair-audio-encode").build();
-    clock.adopt(&pipeline);
-    let chain = [
-        appsrc.clone().upcast(),
-        level,
-        convert,
-        caps,
-        enc,
-        sink.clone().upcast(),
-    ];
-    assemble::add_and_link(&pipeline, &chain)?;
+        .build()
+}
 
-    // An AAC decoder plays the encoder's 1024 priming samples first, and FLV has no way to
-    // say so: the frames are stamped that much earlier, so the sound is heard on time.
-    let priming_ns = match codec {
-        AudioCodec::Aac => i128::from(AAC_PRIMING_SAMPLES) * 1_000_000_000 / i128::from(RATE),
-        AudioCodec::Opus => 0,
-    };
-    let offset_ns = i128::from(config.offset_ms) * 1_000_000 - priming_ns;
+/// Hands each frame to the door, moved on the media timeline as `av_offset.rs` says.
+fn install_sink(sink: &gst_app::AppSink, codec: AudioCodec, offset_ms: i32, door: Door) {
     let nominal = match codec {
         AudioCodec::Opus => Duration::from_millis(20),
         AudioCodec::Aac => Duration::from_nanos(1024 * 1_000_000_000 / u64::from(RATE)),
     };
-    assemble::on_sample(&sink, move |sample, buffer| {
-        let Some(pts) = running_time(sample, buffer.pts()) else {
+    assemble::on_sample(sink, move |sample, buffer| {
+        let Some(pts) = running_time(sample, buffer.pts())
+            .and_then(|encoded| av_offset::sound_pts(encoded, codec, offset_ms))
+        else {
             return Ok(());
         };
-        let shifted = pts.as_nanos() as i128 + offset_ns;
-        if shifted < 0 {
-            // Only at the very start, with a negative offset or AAC's priming.
-            return Ok(());
-        }
-        let codec_data = sample
-            .caps()
-            .and_then(|c| c.structure(0))
-            .and_then(|s| s.get::<gst::Buffer>("codec_data").ok())
-            .and_then(|b| b.map_readable().ok().map(|m| Bytes::copy_from_slice(&m)));
         let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
         door.offer_audio(AudioUnit {
             data: Bytes::copy_from_slice(map.as_slice()),
-            pts: Duration::from_nanos(shifted as u64),
+            pts,
             duration: buffer
                 .duration()
                 .map(|d| Duration::from_nanos(d.nseconds()))
                 .unwrap_or(nominal),
             codec,
-            codec_data,
+            codec_data: codec_data(sample),
         });
         Ok(())
     });
-    let bus = bus::start(&pipeline)?;
-    Ok(EncodeRun {
-        bus: bus.stream(),
-        pipeline,
-        appsrc,
-    })
+}
+
+/// AAC's AudioSpecificConfig, from the caps the encoder set; `None` for Opus.
+fn codec_data(sample: &gst::Sample) -> Option<Bytes> {
+    let caps = sample.caps()?;
+    let buffer = caps.structure(0)?.get::<gst::Buffer>("codec_data").ok()?;
+    let map = buffer.map_readable().ok()?;
+    Some(Bytes::copy_from_slice(&map))
 }
 
 /// At or below this, `level`'s peak is digital silence: it does not report all-zero samples

@@ -52,7 +52,8 @@ impl AudioCodec {
 #[derive(Debug, Clone)]
 pub struct AudioUnit {
     pub data: Bytes,
-    /// On the media clock, like the pictures' (`media/clock.rs`), `audio.offset_ms` applied.
+    /// On the media clock, like the pictures' (`media/clock.rs`), moved as `media/av_offset.rs`
+    /// says (`audio.offset_ms`, AAC's priming).
     pub pts: Duration,
     pub duration: Duration,
     pub codec: AudioCodec,
