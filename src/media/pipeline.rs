@@ -237,93 +237,120 @@ impl Runner {
         let mut tick = tokio::time::interval(HEALTH_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let wake = tokio::select! {
-                _ = shutdown.cancelled() => Wake::Shutdown,
-                msg = bus::next_message(self.encode.as_mut().map(|r| &mut r.bus)) => {
-                    Wake::EncoderBus(match msg {
-                        None => Some(health::Cause::EncoderFailed("pipeline bus closed".into())),
-                        Some(m) => encode::bus_cause(&m),
-                    })
-                }
-                msg = bus::next_message(self.capture.as_mut().map(|r| &mut r.bus)) => {
-                    Wake::CaptureBus(match msg {
-                        None => Some(health::Cause::InputLost("capture bus closed".into())),
-                        Some(m) => capture::bus_cause(&m),
-                    })
-                }
-                _ = tick.tick() => Wake::Tick,
-                _ = sleep_until(self.restart_at) => Wake::RestartDue,
-                _ = sleep_until(self.retry_at) => Wake::RetryDue,
-                Some(()) = self.first_frame_rx.recv() => Wake::FirstFrame,
-                Some(e) = self.input_rx.recv() => Wake::Input(e),
-                Some(()) = next_signal(test_signal.as_mut()) => Wake::TestSignal,
-            };
-            let now = Instant::now();
-            match wake {
+            match self.wait(shutdown, &mut tick, test_signal.as_mut()).await {
                 Wake::Shutdown => return Ok(()),
-                Wake::EncoderBus(None) | Wake::CaptureBus(None) => {}
-                Wake::EncoderBus(Some(cause)) => {
-                    let actions = health.handle(now, health::Observation::Ended(cause));
-                    self.encoder_actions(health, actions).await?;
-                }
-                Wake::CaptureBus(Some(cause)) => {
-                    let actions = input.handle(now, input::Observation::Ended(cause));
-                    self.input_actions(&mut input, actions).await;
-                }
-                Wake::Tick => {
-                    if let Some(run) = &self.encode {
-                        let flow = run.counters.flow();
-                        let actions = health.handle(now, health::Observation::Tick(flow));
-                        self.encoder_actions(health, actions).await?;
-                    }
-                    self.capture_tick(&mut input, now).await;
-                }
-                Wake::FirstFrame => self.capture_tick(&mut input, now).await,
-                Wake::RestartDue => {
-                    self.restart_at = None;
-                    let actions = health.handle(now, health::Observation::RestartDue);
-                    self.encoder_actions(health, actions).await?;
-                }
-                Wake::RetryDue => {
-                    self.retry_at = None;
-                    let actions = input.handle(now, input::Observation::RetryDue);
-                    self.input_actions(&mut input, actions).await;
-                }
-                Wake::Input(event) => {
-                    // A bridge reports a change as a burst (timings, then signal): act once.
-                    let (event, next) = self.coalesce(event).await;
-                    for event in std::iter::once(event).chain(next) {
-                        self.note(match event {
-                            InputEvent::SourceChanged => {
-                                "the device reports a source change".into()
-                            }
-                            InputEvent::DeviceAppeared => {
-                                format!("{} appeared", self.device_name())
-                            }
-                            InputEvent::DeviceGone => format!("{} went away", self.device_name()),
-                        })
-                        .await;
-                        let actions =
-                            input.handle(Instant::now(), input::Observation::Event(event));
-                        self.input_actions(&mut input, actions).await;
-                    }
-                }
-                Wake::TestSignal => {
-                    let lost = self.test_signal.toggle();
-                    self.note(format!(
-                        "SIGUSR1: the test source's signal is {}",
-                        if lost { "cut" } else { "back" }
-                    ))
-                    .await;
-                    if !lost {
-                        // As an HDMI bridge reports its signal back: no need to wait for the
-                        // next retry.
-                        let event = input::Observation::Event(InputEvent::SourceChanged);
-                        let actions = input.handle(now, event);
-                        self.input_actions(&mut input, actions).await;
-                    }
-                }
+                wake => self.handle(wake, health, &mut input).await?,
             }
+        }
+    }
+
+    /// Until something needs the runner.
+    async fn wait(
+        &mut self,
+        shutdown: &CancellationToken,
+        tick: &mut tokio::time::Interval,
+        test_signal: Option<&mut tokio::signal::unix::Signal>,
+    ) -> Wake {
+        tokio::select! {
+            _ = shutdown.cancelled() => Wake::Shutdown,
+            msg = bus::next_message(self.encode.as_mut().map(|r| &mut r.bus)) => {
+                Wake::EncoderBus(match msg {
+                    None => Some(health::Cause::EncoderFailed("pipeline bus closed".into())),
+                    Some(m) => encode::bus_cause(&m),
+                })
+            }
+            msg = bus::next_message(self.capture.as_mut().map(|r| &mut r.bus)) => {
+                Wake::CaptureBus(match msg {
+                    None => Some(health::Cause::InputLost("capture bus closed".into())),
+                    Some(m) => capture::bus_cause(&m),
+                })
+            }
+            _ = tick.tick() => Wake::Tick,
+            _ = sleep_until(self.restart_at) => Wake::RestartDue,
+            _ = sleep_until(self.retry_at) => Wake::RetryDue,
+            Some(()) = self.first_frame_rx.recv() => Wake::FirstFrame,
+            Some(e) = self.input_rx.recv() => Wake::Input(e),
+            Some(()) = next_signal(test_signal) => Wake::TestSignal,
+        }
+    }
+
+    /// What a wake means for the encoder's machine or the input's, carried out.
+    async fn handle(
+        &mut self,
+        wake: Wake,
+        health: &mut Health,
+        input: &mut InputHealth,
+    ) -> Result<(), MediaError> {
+        let now = Instant::now();
+        match wake {
+            Wake::Shutdown | Wake::EncoderBus(None) | Wake::CaptureBus(None) => {}
+            Wake::EncoderBus(Some(cause)) => {
+                let actions = health.handle(now, health::Observation::Ended(cause));
+                self.encoder_actions(health, actions).await?;
+            }
+            Wake::CaptureBus(Some(cause)) => {
+                let actions = input.handle(now, input::Observation::Ended(cause));
+                self.input_actions(input, actions).await;
+            }
+            Wake::Tick => {
+                self.encoder_tick(health, now).await?;
+                self.capture_tick(input, now).await;
+            }
+            Wake::FirstFrame => self.capture_tick(input, now).await,
+            Wake::RestartDue => {
+                self.restart_at = None;
+                let actions = health.handle(now, health::Observation::RestartDue);
+                self.encoder_actions(health, actions).await?;
+            }
+            Wake::RetryDue => {
+                self.retry_at = None;
+                let actions = input.handle(now, input::Observation::RetryDue);
+                self.input_actions(input, actions).await;
+            }
+            Wake::Input(event) => self.device_events(input, event).await,
+            Wake::TestSignal => self.toggle_test_signal(input, now).await,
+        }
+        Ok(())
+    }
+
+    async fn encoder_tick(&mut self, health: &mut Health, now: Instant) -> Result<(), MediaError> {
+        let Some(run) = &self.encode else {
+            return Ok(());
+        };
+        let flow = run.counters.flow();
+        let actions = health.handle(now, health::Observation::Tick(flow));
+        self.encoder_actions(health, actions).await
+    }
+
+    /// A device event, noted and handed to the input's machine. A bridge reports a change as a
+    /// burst (timings, then signal): it is acted on once.
+    async fn device_events(&mut self, input: &mut InputHealth, event: InputEvent) {
+        let (event, next) = self.coalesce(event).await;
+        for event in std::iter::once(event).chain(next) {
+            self.note(match event {
+                InputEvent::SourceChanged => "the device reports a source change".into(),
+                InputEvent::DeviceAppeared => format!("{} appeared", self.device_name()),
+                InputEvent::DeviceGone => format!("{} went away", self.device_name()),
+            })
+            .await;
+            let actions = input.handle(Instant::now(), input::Observation::Event(event));
+            self.input_actions(input, actions).await;
+        }
+    }
+
+    /// SIGUSR1: the test source's signal cut or back.
+    async fn toggle_test_signal(&mut self, input: &mut InputHealth, now: Instant) {
+        let lost = self.test_signal.toggle();
+        self.note(format!(
+            "SIGUSR1: the test source's signal is {}",
+            if lost { "cut" } else { "back" }
+        ))
+        .await;
+        if !lost {
+            // As an HDMI bridge reports its signal back: no need to wait for the next retry.
+            let event = input::Observation::Event(InputEvent::SourceChanged);
+            let actions = input.handle(now, event);
+            self.input_actions(input, actions).await;
         }
     }
 
