@@ -42,7 +42,8 @@ pub struct AccessUnit {
     /// Counts every unit the encoder produced; a gap seen by a tap means units were dropped at
     /// the door and the receiver must resync at a key frame.
     pub seq: u64,
-    /// Presentation time from the pipeline's running time (restarts with the pipeline).
+    /// Presentation time on the media clock (`clock.rs`): time since media started, carried on
+    /// across restarts of the encoding pipeline, and the same as a sound's made at that instant.
     pub pts: Duration,
     pub duration: Duration,
     pub keyframe: bool,
