@@ -12,7 +12,7 @@ use crate::config::{
 };
 use crate::leds;
 use crate::media::audio::capture::TestSound;
-use crate::media::audio::{Audio, AudioCodec};
+use crate::media::audio::{Audio, AudioCodec, AudioError};
 use crate::media::{BitrateHandle, Door, KeyframeRequester, Media, MediaError, MediaEvent};
 use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr, StatusChange};
 use crate::output::adapt::Adaptation;
@@ -45,7 +45,7 @@ pub enum DaemonError {
     #[error("output: {0}")]
     Output(String),
     #[error("audio: {0}")]
-    Audio(String),
+    Audio(#[from] AudioError),
     #[error(transparent)]
     Status(#[from] StatusError),
 }

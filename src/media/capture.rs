@@ -3,6 +3,7 @@
 //! pump's mailbox. A run is started and stopped as a whole (on loss, on new timings); the
 //! encoder behind the pump never notices.
 
+use super::assemble::{self, PipelineError};
 use super::bus;
 use super::feeder::Mailbox;
 use super::health::Cause;
@@ -117,12 +118,8 @@ pub fn start(
     test_signal: &TestSignal,
     first_frame: mpsc::UnboundedSender<()>,
 ) -> Result<CaptureRun, Cause> {
-    let capture = source::capture_factory(config.kind);
-    if gst::ElementFactory::find(capture).is_none() {
-        return Err(Cause::InputLost(format!(
-            "GStreamer element {capture} is not installed"
-        )));
-    }
+    let lost = |e: PipelineError| Cause::InputLost(e.to_string());
+    assemble::require(source::capture_factory(config.kind), None).map_err(lost)?;
     let chain = source::build(config).map_err(|e| Cause::InputLost(format!("source: {e}")))?;
     let info = slate::video_info(config);
     let sink = gst_app::AppSink::builder()
@@ -141,10 +138,7 @@ pub fn start(
     let pipeline = gst::Pipeline::builder().name("onair-capture").build();
     let mut all = chain.clone();
     all.push(sink.clone().upcast());
-    pipeline
-        .add_many(&all)
-        .map_err(|e| Cause::InputLost(e.to_string()))?;
-    gst::Element::link_many(&all).map_err(|e| Cause::InputLost(format!("link: {e}")))?;
+    assemble::add_and_link(&pipeline, &all).map_err(lost)?;
 
     if config.kind == SourceKind::Test
         && let Some(pad) = chain[0].static_pad("src")
@@ -163,37 +157,22 @@ pub fn start(
     let device_pad = chain[0].static_pad("src");
     let run_counters = counters.clone();
     let mut first = Some(first_frame);
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let Some(buffer) = sample.buffer_owned() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                *lock(&run_counters.last_frame) = Some(Instant::now());
-                if let Some(tx) = first.take() {
-                    *lock(&run_counters.format) = device_pad
-                        .as_ref()
-                        .and_then(|p| p.current_caps())
-                        .map(|c| describe(&c));
-                    let _ = tx.send(());
-                }
-                if let Some(picture) = slate::normalize(buffer, sample.caps(), &info) {
-                    mailbox.offer(picture);
-                }
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    assemble::on_sample(&sink, move |sample, buffer| {
+        *lock(&run_counters.last_frame) = Some(Instant::now());
+        if let Some(tx) = first.take() {
+            *lock(&run_counters.format) = device_pad
+                .as_ref()
+                .and_then(|p| p.current_caps())
+                .map(|c| describe(&c));
+            let _ = tx.send(());
+        }
+        if let Some(picture) = slate::normalize(buffer.to_owned(), sample.caps(), &info) {
+            mailbox.offer(picture);
+        }
+        Ok(())
+    });
 
-    let bus = pipeline
-        .bus()
-        .ok_or_else(|| Cause::InputLost("capture pipeline has no bus".into()))?;
-    if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let cause = bus::first_error(&bus).unwrap_or_else(|| e.to_string());
-        let _ = pipeline.set_state(gst::State::Null);
-        return Err(Cause::InputLost(cause));
-    }
+    let bus = bus::start(&pipeline).map_err(lost)?;
     Ok(CaptureRun {
         bus: bus.stream(),
         pipeline,
@@ -204,7 +183,7 @@ pub fn start(
 /// What a capture bus message means: an error or the end of the capture ends the run.
 pub fn bus_cause(msg: &gst::Message) -> Option<Cause> {
     match msg.view() {
-        gst::MessageView::Error(_) => bus::error_text(msg).map(Cause::InputLost),
+        gst::MessageView::Error(_) => bus::error(msg).map(|e| Cause::InputLost(e.to_string())),
         gst::MessageView::Eos(_) => Some(Cause::InputLost("capture ended".into())),
         gst::MessageView::Warning(w) => {
             log::debug!(

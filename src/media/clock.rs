@@ -3,7 +3,7 @@
 //! timestamp is then "time since media started" whichever pipeline made it, and whichever run
 //! of a restarted pipeline: pictures and sound stamped at the same instant carry the same
 //! value, which is what lip sync is built on (`output/whip` turns it into RTP timestamps, the
-//! RTMP output into FLV ones).
+//! RTMP output into FLV ones). What then moves the sound alone is `av_offset.rs`.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -35,4 +35,17 @@ impl MediaClock {
     pub fn now(&self) -> Duration {
         Duration::from_nanos(self.clock.time().saturating_sub(self.epoch).nseconds())
     }
+}
+
+/// A buffer time as running time (media clock time) by the sample's segment. Not the buffer's
+/// own stamp: elements may shift their segment (x264enc adds 1000 hours so that DTS never goes
+/// negative).
+pub fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<Duration> {
+    let pts = pts?;
+    let t = sample
+        .segment()
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+        .and_then(|s| s.to_running_time(pts))
+        .unwrap_or(pts);
+    Some(Duration::from_nanos(t.nseconds()))
 }

@@ -7,14 +7,15 @@
 //! stamped at the same instant carry the same timestamp.
 
 use super::AccessUnit;
+use super::assemble::{self, PipelineError};
 use super::bus;
-use super::clock::MediaClock;
+use super::clock::{MediaClock, running_time};
 use super::door::Door;
 use super::encoder::{self, Candidate};
 use super::health::{Cause, Flow};
 use super::keyframes::KeyframeRequester;
-use super::pipeline::MediaStats;
 use super::slate;
+use super::stats::MediaStats;
 use crate::config::{EncoderConfig, SourceConfig};
 use crate::lock::lock;
 use bytes::Bytes;
@@ -73,6 +74,7 @@ pub fn start(
     outlet: &Outlet,
 ) -> Result<EncodeRun, Cause> {
     let failed = |e: String| Cause::EncoderFailed(e);
+    let built = |e: PipelineError| Cause::EncoderFailed(e.to_string());
     let info = slate::video_info(source);
     let appsrc = gst_app::AppSrc::builder()
         .name("pictures")
@@ -87,15 +89,9 @@ pub fn start(
     appsrc.set_property_from_str("leaky-type", "downstream");
     let (enc, enc_caps) =
         encoder::build(candidate.element, config, source.fps).map_err(|e| failed(e.to_string()))?;
-    let make = |factory: &str, name: &str| {
-        gst::ElementFactory::make(factory)
-            .name(name)
-            .build()
-            .map_err(|e| failed(format!("{factory}: {e}")))
-    };
-    let enc_filter = make("capsfilter", "enccaps")?;
+    let enc_filter = assemble::make("capsfilter", Some("enccaps")).map_err(built)?;
     enc_filter.set_property("caps", &enc_caps);
-    let parse = make("h264parse", "parse")?;
+    let parse = assemble::make("h264parse", Some("parse")).map_err(built)?;
     // SPS/PPS before every IDR: a new connection or viewer can start at any key frame.
     parse.set_property("config-interval", -1i32);
     let au_caps = gst::Caps::builder("video/x-h264")
@@ -119,21 +115,11 @@ pub fn start(
         parse,
         sink.clone().upcast(),
     ];
-    pipeline
-        .add_many(&chain)
-        .map_err(|e| failed(e.to_string()))?;
-    gst::Element::link_many(&chain).map_err(|e| failed(format!("link: {e}")))?;
+    assemble::add_and_link(&pipeline, &chain).map_err(built)?;
 
     let counters = Arc::new(UnitCounters::default());
     install_sink(&sink, outlet, counters.clone(), source.fps);
-    let bus = pipeline
-        .bus()
-        .ok_or_else(|| failed("pipeline has no bus".into()))?;
-    if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let cause = bus::first_error(&bus).unwrap_or_else(|| e.to_string());
-        let _ = pipeline.set_state(gst::State::Null);
-        return Err(failed(cause));
-    }
+    let bus = bus::start(&pipeline).map_err(built)?;
     Ok(EncodeRun {
         bus: bus.stream(),
         pipeline,
@@ -146,54 +132,33 @@ pub fn start(
 fn install_sink(sink: &gst_app::AppSink, outlet: &Outlet, counters: Arc<UnitCounters>, fps: u32) {
     let outlet = outlet.clone();
     let frame = Duration::from_secs(1) / fps.max(1);
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let Some(buffer) = sample.buffer() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
-                if keyframe {
-                    outlet.keyframes.key_frame_seen();
-                }
-                outlet.stats.record(map.len());
-                counters.units_out.fetch_add(1, Ordering::Relaxed);
-                *lock(&counters.last_unit) = Some(Instant::now());
-                outlet.door.offer(AccessUnit {
-                    data: Bytes::copy_from_slice(map.as_slice()),
-                    seq: outlet.seq.fetch_add(1, Ordering::Relaxed),
-                    // Running time, not the buffer's own stamp: encoders may shift their
-                    // segment (x264enc adds 1000 hours so that DTS never goes negative).
-                    pts: running_time(&sample, buffer.pts()).unwrap_or_default(),
-                    duration: buffer
-                        .duration()
-                        .map(|t| Duration::from_nanos(t.nseconds()))
-                        .unwrap_or(frame),
-                    keyframe,
-                });
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-}
-
-/// A buffer time as running time (media clock time) by the sample's segment.
-pub fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<Duration> {
-    let pts = pts?;
-    let t = sample
-        .segment()
-        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
-        .and_then(|s| s.to_running_time(pts))
-        .unwrap_or(pts);
-    Some(Duration::from_nanos(t.nseconds()))
+    assemble::on_sample(sink, move |sample, buffer| {
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        if keyframe {
+            outlet.keyframes.key_frame_seen();
+        }
+        outlet.stats.record(map.len());
+        counters.units_out.fetch_add(1, Ordering::Relaxed);
+        *lock(&counters.last_unit) = Some(Instant::now());
+        outlet.door.offer(AccessUnit {
+            data: Bytes::copy_from_slice(map.as_slice()),
+            seq: outlet.seq.fetch_add(1, Ordering::Relaxed),
+            pts: running_time(sample, buffer.pts()).unwrap_or_default(),
+            duration: buffer
+                .duration()
+                .map(|t| Duration::from_nanos(t.nseconds()))
+                .unwrap_or(frame),
+            keyframe,
+        });
+        Ok(())
+    });
 }
 
 /// What an encoding bus message means: any error or end of stream ends the run.
 pub fn bus_cause(msg: &gst::Message) -> Option<Cause> {
     match msg.view() {
-        gst::MessageView::Error(_) => bus::error_text(msg).map(Cause::EncoderFailed),
+        gst::MessageView::Error(_) => bus::error(msg).map(|e| Cause::EncoderFailed(e.to_string())),
         gst::MessageView::Eos(_) => Some(Cause::EncoderFailed("encoder ended".into())),
         gst::MessageView::Warning(w) => {
             log::debug!(

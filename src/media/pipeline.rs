@@ -16,23 +16,24 @@
 //! reports to the supervisor.
 
 use super::bitrate::BitrateHandle;
+use super::bus;
 use super::capture::{self, CaptureRun, TestSignal};
 use super::clock::MediaClock;
 use super::door::Door;
 use super::encode::{self, EncodeRun, Outlet};
 use super::encoder::{self, Candidate, ElementForcer};
-use super::feeder::{Feeder, FeederStats, Show};
+use super::feeder::{Feeder, Show};
 use super::health::{self, Health, HealthSettings};
 use super::input::{self, InputEvent, InputHealth, InputSettings};
 use super::keyframes::KeyframeRequester;
 use super::slate;
+use super::stats::MediaStats;
 use super::watch;
-use crate::config::{EncoderConfig, OnLoss, SourceConfig, SourceKind, TestPattern};
+use crate::config::{EncoderConfig, SourceConfig, SourceKind, TestPattern};
 use crate::lock::lock;
-use futures_util::StreamExt;
 use gstreamer as gst;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -72,107 +73,6 @@ pub enum MediaEvent {
     InputNote(String),
     /// No encoder works at all: the daemon cannot stream and should say so and stop.
     Fatal(String),
-}
-
-/// What `onair status` shows of the input.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InputStatus {
-    /// `starting`, `live` or `lost`.
-    pub signal: &'static str,
-    /// `input` or `slate`: what the encoder gets.
-    pub showing: &'static str,
-    pub since: Instant,
-    /// Losses since start.
-    pub losses: u64,
-    /// The input's own format at the device (before scaling), while live.
-    pub format: Option<String>,
-    /// Why the input is lost, while it is.
-    pub reason: Option<String>,
-    /// What the slate is (`card "NO SIGNAL"`, `image /data/...`).
-    pub slate: String,
-    pub on_loss: &'static str,
-}
-
-impl Default for InputStatus {
-    fn default() -> Self {
-        InputStatus {
-            signal: "starting",
-            showing: "slate",
-            since: Instant::now(),
-            losses: 0,
-            format: None,
-            reason: None,
-            slate: String::new(),
-            on_loss: OnLoss::default().as_str(),
-        }
-    }
-}
-
-/// Counters for `onair status`, updated on the streaming threads.
-#[derive(Default)]
-pub struct MediaStats {
-    frames: AtomicU64,
-    bytes: AtomicU64,
-    encoder: Mutex<Option<String>>,
-    bitrate: Mutex<BitrateWindow>,
-    input: Mutex<InputStatus>,
-    feeder: Arc<FeederStats>,
-}
-
-#[derive(Default)]
-struct BitrateWindow {
-    start: Option<Instant>,
-    bytes: u64,
-    last_kbps: u32,
-}
-
-impl MediaStats {
-    pub fn frames(&self) -> u64 {
-        self.frames.load(Ordering::Relaxed)
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    /// The encoder element running (or last run), e.g. `x264enc`.
-    pub fn encoder(&self) -> Option<String> {
-        lock(&self.encoder).clone()
-    }
-
-    /// Encoded bitrate over the last full second.
-    pub fn bitrate_kbps(&self) -> u32 {
-        let w = lock(&self.bitrate);
-        match w.start {
-            // A window that has not closed for 2 s means nothing is being encoded.
-            Some(start) if start.elapsed() > Duration::from_secs(2) => 0,
-            _ => w.last_kbps,
-        }
-    }
-
-    pub fn input(&self) -> InputStatus {
-        lock(&self.input).clone()
-    }
-
-    /// Slate pictures fed to the encoder since start.
-    pub fn slate_frames(&self) -> u64 {
-        self.feeder.slate_frames.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn record(&self, len: usize) {
-        self.frames.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
-        let mut w = lock(&self.bitrate);
-        let now = Instant::now();
-        let start = *w.start.get_or_insert(now);
-        let elapsed = now.duration_since(start);
-        if elapsed >= Duration::from_secs(1) {
-            w.last_kbps = (w.bytes * 8 / elapsed.as_millis().max(1) as u64) as u32;
-            w.start = Some(now);
-            w.bytes = 0;
-        }
-        w.bytes += len as u64;
-    }
 }
 
 /// The running media side. Dropping it does not stop the pipelines; cancel the shutdown
@@ -337,93 +237,120 @@ impl Runner {
         let mut tick = tokio::time::interval(HEALTH_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let wake = tokio::select! {
-                _ = shutdown.cancelled() => Wake::Shutdown,
-                msg = next_message(self.encode.as_mut().map(|r| &mut r.bus)) => {
-                    Wake::EncoderBus(match msg {
-                        None => Some(health::Cause::EncoderFailed("pipeline bus closed".into())),
-                        Some(m) => encode::bus_cause(&m),
-                    })
-                }
-                msg = next_message(self.capture.as_mut().map(|r| &mut r.bus)) => {
-                    Wake::CaptureBus(match msg {
-                        None => Some(health::Cause::InputLost("capture bus closed".into())),
-                        Some(m) => capture::bus_cause(&m),
-                    })
-                }
-                _ = tick.tick() => Wake::Tick,
-                _ = sleep_until(self.restart_at) => Wake::RestartDue,
-                _ = sleep_until(self.retry_at) => Wake::RetryDue,
-                Some(()) = self.first_frame_rx.recv() => Wake::FirstFrame,
-                Some(e) = self.input_rx.recv() => Wake::Input(e),
-                Some(()) = next_signal(test_signal.as_mut()) => Wake::TestSignal,
-            };
-            let now = Instant::now();
-            match wake {
+            match self.wait(shutdown, &mut tick, test_signal.as_mut()).await {
                 Wake::Shutdown => return Ok(()),
-                Wake::EncoderBus(None) | Wake::CaptureBus(None) => {}
-                Wake::EncoderBus(Some(cause)) => {
-                    let actions = health.handle(now, health::Observation::Ended(cause));
-                    self.encoder_actions(health, actions).await?;
-                }
-                Wake::CaptureBus(Some(cause)) => {
-                    let actions = input.handle(now, input::Observation::Ended(cause));
-                    self.input_actions(&mut input, actions).await;
-                }
-                Wake::Tick => {
-                    if let Some(run) = &self.encode {
-                        let flow = run.counters.flow();
-                        let actions = health.handle(now, health::Observation::Tick(flow));
-                        self.encoder_actions(health, actions).await?;
-                    }
-                    self.capture_tick(&mut input, now).await;
-                }
-                Wake::FirstFrame => self.capture_tick(&mut input, now).await,
-                Wake::RestartDue => {
-                    self.restart_at = None;
-                    let actions = health.handle(now, health::Observation::RestartDue);
-                    self.encoder_actions(health, actions).await?;
-                }
-                Wake::RetryDue => {
-                    self.retry_at = None;
-                    let actions = input.handle(now, input::Observation::RetryDue);
-                    self.input_actions(&mut input, actions).await;
-                }
-                Wake::Input(event) => {
-                    // A bridge reports a change as a burst (timings, then signal): act once.
-                    let (event, next) = self.coalesce(event).await;
-                    for event in std::iter::once(event).chain(next) {
-                        self.note(match event {
-                            InputEvent::SourceChanged => {
-                                "the device reports a source change".into()
-                            }
-                            InputEvent::DeviceAppeared => {
-                                format!("{} appeared", self.device_name())
-                            }
-                            InputEvent::DeviceGone => format!("{} went away", self.device_name()),
-                        })
-                        .await;
-                        let actions =
-                            input.handle(Instant::now(), input::Observation::Event(event));
-                        self.input_actions(&mut input, actions).await;
-                    }
-                }
-                Wake::TestSignal => {
-                    let lost = self.test_signal.toggle();
-                    self.note(format!(
-                        "SIGUSR1: the test source's signal is {}",
-                        if lost { "cut" } else { "back" }
-                    ))
-                    .await;
-                    if !lost {
-                        // As an HDMI bridge reports its signal back: no need to wait for the
-                        // next retry.
-                        let event = input::Observation::Event(InputEvent::SourceChanged);
-                        let actions = input.handle(now, event);
-                        self.input_actions(&mut input, actions).await;
-                    }
-                }
+                wake => self.handle(wake, health, &mut input).await?,
             }
+        }
+    }
+
+    /// Until something needs the runner.
+    async fn wait(
+        &mut self,
+        shutdown: &CancellationToken,
+        tick: &mut tokio::time::Interval,
+        test_signal: Option<&mut tokio::signal::unix::Signal>,
+    ) -> Wake {
+        tokio::select! {
+            _ = shutdown.cancelled() => Wake::Shutdown,
+            msg = bus::next_message(self.encode.as_mut().map(|r| &mut r.bus)) => {
+                Wake::EncoderBus(match msg {
+                    None => Some(health::Cause::EncoderFailed("pipeline bus closed".into())),
+                    Some(m) => encode::bus_cause(&m),
+                })
+            }
+            msg = bus::next_message(self.capture.as_mut().map(|r| &mut r.bus)) => {
+                Wake::CaptureBus(match msg {
+                    None => Some(health::Cause::InputLost("capture bus closed".into())),
+                    Some(m) => capture::bus_cause(&m),
+                })
+            }
+            _ = tick.tick() => Wake::Tick,
+            _ = sleep_until(self.restart_at) => Wake::RestartDue,
+            _ = sleep_until(self.retry_at) => Wake::RetryDue,
+            Some(()) = self.first_frame_rx.recv() => Wake::FirstFrame,
+            Some(e) = self.input_rx.recv() => Wake::Input(e),
+            Some(()) = next_signal(test_signal) => Wake::TestSignal,
+        }
+    }
+
+    /// What a wake means for the encoder's machine or the input's, carried out.
+    async fn handle(
+        &mut self,
+        wake: Wake,
+        health: &mut Health,
+        input: &mut InputHealth,
+    ) -> Result<(), MediaError> {
+        let now = Instant::now();
+        match wake {
+            Wake::Shutdown | Wake::EncoderBus(None) | Wake::CaptureBus(None) => {}
+            Wake::EncoderBus(Some(cause)) => {
+                let actions = health.handle(now, health::Observation::Ended(cause));
+                self.encoder_actions(health, actions).await?;
+            }
+            Wake::CaptureBus(Some(cause)) => {
+                let actions = input.handle(now, input::Observation::Ended(cause));
+                self.input_actions(input, actions).await;
+            }
+            Wake::Tick => {
+                self.encoder_tick(health, now).await?;
+                self.capture_tick(input, now).await;
+            }
+            Wake::FirstFrame => self.capture_tick(input, now).await,
+            Wake::RestartDue => {
+                self.restart_at = None;
+                let actions = health.handle(now, health::Observation::RestartDue);
+                self.encoder_actions(health, actions).await?;
+            }
+            Wake::RetryDue => {
+                self.retry_at = None;
+                let actions = input.handle(now, input::Observation::RetryDue);
+                self.input_actions(input, actions).await;
+            }
+            Wake::Input(event) => self.device_events(input, event).await,
+            Wake::TestSignal => self.toggle_test_signal(input, now).await,
+        }
+        Ok(())
+    }
+
+    async fn encoder_tick(&mut self, health: &mut Health, now: Instant) -> Result<(), MediaError> {
+        let Some(run) = &self.encode else {
+            return Ok(());
+        };
+        let flow = run.counters.flow();
+        let actions = health.handle(now, health::Observation::Tick(flow));
+        self.encoder_actions(health, actions).await
+    }
+
+    /// A device event, noted and handed to the input's machine. A bridge reports a change as a
+    /// burst (timings, then signal): it is acted on once.
+    async fn device_events(&mut self, input: &mut InputHealth, event: InputEvent) {
+        let (event, next) = self.coalesce(event).await;
+        for event in std::iter::once(event).chain(next) {
+            self.note(match event {
+                InputEvent::SourceChanged => "the device reports a source change".into(),
+                InputEvent::DeviceAppeared => format!("{} appeared", self.device_name()),
+                InputEvent::DeviceGone => format!("{} went away", self.device_name()),
+            })
+            .await;
+            let actions = input.handle(Instant::now(), input::Observation::Event(event));
+            self.input_actions(input, actions).await;
+        }
+    }
+
+    /// SIGUSR1: the test source's signal cut or back.
+    async fn toggle_test_signal(&mut self, input: &mut InputHealth, now: Instant) {
+        let lost = self.test_signal.toggle();
+        self.note(format!(
+            "SIGUSR1: the test source's signal is {}",
+            if lost { "cut" } else { "back" }
+        ))
+        .await;
+        if !lost {
+            // As an HDMI bridge reports its signal back: no need to wait for the next retry.
+            let event = input::Observation::Event(InputEvent::SourceChanged);
+            let actions = input.handle(now, event);
+            self.input_actions(input, actions).await;
         }
     }
 
@@ -702,13 +629,6 @@ impl Runner {
             self.bitrate.set_encoder(None);
             encode::stop(run).await;
         }
-    }
-}
-
-async fn next_message(bus: Option<&mut gst::bus::BusStream>) -> Option<gst::Message> {
-    match bus {
-        Some(b) => b.next().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -7,6 +7,8 @@
 //! `source.slate_text` drawn by `textoverlay` (pango). Without `textoverlay` the card is the
 //! plain colour, and the log says so.
 
+use super::assemble::{self, PipelineError};
+use super::bus;
 use crate::config::SourceConfig;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -146,62 +148,62 @@ fn filled(info: &gst_video::VideoInfo, (y, u, v): (u8, u8, u8)) -> gst::Buffer {
     buffer
 }
 
-fn card(info: &gst_video::VideoInfo, text: Option<&str>) -> Result<gst::Buffer, String> {
-    let src = gst::ElementFactory::make("videotestsrc")
-        .property("num-buffers", 1i32)
-        .property("foreground-color", CARD_ARGB)
-        .build()
-        .map_err(|e| e.to_string())?;
+/// Why a slate picture could not be made: the log says so, and the next fallback is used.
+#[derive(Debug, thiserror::Error)]
+enum SlateError {
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    #[error("not a file")]
+    NotAFile,
+    #[error("{bytes} bytes is more than {MAX_IMAGE_BYTES}")]
+    TooLarge { bytes: u64 },
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// The decoder's word, e.g. for a file that is no image.
+    #[error("{0}")]
+    Decode(#[source] gst::glib::Error),
+    #[error("no picture came out")]
+    NoPicture,
+    #[error("a sample without a buffer")]
+    NoBuffer,
+    #[error("unexpected picture layout")]
+    Layout,
+}
+
+fn card(info: &gst_video::VideoInfo, text: Option<&str>) -> Result<gst::Buffer, SlateError> {
+    let src = assemble::make("videotestsrc", None)?;
+    src.set_property("num-buffers", 1i32);
+    src.set_property("foreground-color", CARD_ARGB);
     src.set_property_from_str("pattern", "solid-color");
-    let caps = gst::ElementFactory::make("capsfilter")
-        .property("caps", info.to_caps().map_err(|e| e.to_string())?)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut chain = vec![src, caps];
+    let mut chain = vec![src, caps_filter(info.to_caps())?];
     if let Some(text) = text {
         // About a tenth of the picture height, and always readable on a small one.
         let px = (info.height() / 10).max(10);
-        let overlay = gst::ElementFactory::make("textoverlay")
-            .property("text", text)
-            .property("font-desc", format!("Sans Bold {px}px"))
-            .property("shaded-background", false)
-            .build()
-            .map_err(|e| e.to_string())?;
+        let overlay = assemble::make("textoverlay", None)?;
+        overlay.set_property("text", text);
+        overlay.set_property("font-desc", format!("Sans Bold {px}px"));
+        overlay.set_property("shaded-background", false);
         overlay.set_property_from_str("valignment", "center");
         overlay.set_property_from_str("halignment", "center");
         chain.push(overlay);
-        chain.push(
-            gst::ElementFactory::make("videoconvert")
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
+        chain.push(assemble::make("videoconvert", None)?);
     }
     one_picture(chain, info)
 }
 
-fn from_image(path: &Path, info: &gst_video::VideoInfo) -> Result<gst::Buffer, String> {
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+fn from_image(path: &Path, info: &gst_video::VideoInfo) -> Result<gst::Buffer, SlateError> {
+    let meta = std::fs::metadata(path).map_err(SlateError::Read)?;
     if !meta.is_file() {
-        return Err("not a file".into());
+        return Err(SlateError::NotAFile);
     }
     if meta.len() > MAX_IMAGE_BYTES {
-        return Err(format!(
-            "{} bytes is more than {MAX_IMAGE_BYTES}",
-            meta.len()
-        ));
+        return Err(SlateError::TooLarge { bytes: meta.len() });
     }
-    let make = |f: &str| {
-        gst::ElementFactory::make(f)
-            .build()
-            .map_err(|e| format!("{f}: {e}"))
-    };
-    let filesrc = gst::ElementFactory::make("filesrc")
-        .property("location", path.to_string_lossy().to_string())
-        .build()
-        .map_err(|e| e.to_string())?;
-    let decode = make("decodebin")?;
-    let convert = make("videoconvert")?;
-    let scale = make("videoscale")?;
+    let filesrc = assemble::make("filesrc", None)?;
+    filesrc.set_property("location", path.to_string_lossy().to_string());
+    let decode = assemble::make("decodebin", None)?;
+    let convert = assemble::make("videoconvert", None)?;
+    let scale = assemble::make("videoscale", None)?;
     scale.set_property("add-borders", true);
     // Still images come without a rate; the caps ask only for size and layout.
     let caps = gst_video::VideoCapsBuilder::new()
@@ -210,25 +212,15 @@ fn from_image(path: &Path, info: &gst_video::VideoInfo) -> Result<gst::Buffer, S
         .height(info.height() as i32)
         .pixel_aspect_ratio(gst::Fraction::new(1, 1))
         .build();
-    let filter = gst::ElementFactory::make("capsfilter")
-        .property("caps", caps)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let filter = caps_filter(Ok(caps))?;
     let pipeline = gst::Pipeline::new();
     let sink = sink();
-    pipeline
-        .add_many([
-            &filesrc,
-            &decode,
-            &convert,
-            &scale,
-            &filter,
-            sink.upcast_ref(),
-        ])
-        .map_err(|e| e.to_string())?;
-    filesrc.link(&decode).map_err(|e| e.to_string())?;
-    gst::Element::link_many([&convert, &scale, &filter, sink.upcast_ref()])
-        .map_err(|e| e.to_string())?;
+    // decodebin's source pad comes once it knows the file: the rest is linked then.
+    assemble::add_and_link(&pipeline, &[filesrc, decode.clone()])?;
+    assemble::add_and_link(
+        &pipeline,
+        &[convert.clone(), scale, filter, sink.clone().upcast()],
+    )?;
     let convert_weak = convert.downgrade();
     decode.connect_pad_added(move |_, pad| {
         if let Some(convert) = convert_weak.upgrade()
@@ -239,6 +231,18 @@ fn from_image(path: &Path, info: &gst_video::VideoInfo) -> Result<gst::Buffer, S
         }
     });
     pull_one(&pipeline, &sink, info)
+}
+
+fn caps_filter(
+    caps: Result<gst::Caps, gst::glib::BoolError>,
+) -> Result<gst::Element, PipelineError> {
+    let caps = caps.map_err(|source| PipelineError::Make {
+        factory: "capsfilter".into(),
+        source,
+    })?;
+    let filter = assemble::make("capsfilter", None)?;
+    filter.set_property("caps", caps);
+    Ok(filter)
 }
 
 fn sink() -> gst_app::AppSink {
@@ -252,13 +256,12 @@ fn sink() -> gst_app::AppSink {
 fn one_picture(
     chain: Vec<gst::Element>,
     info: &gst_video::VideoInfo,
-) -> Result<gst::Buffer, String> {
+) -> Result<gst::Buffer, SlateError> {
     let pipeline = gst::Pipeline::new();
     let sink = sink();
     let mut all = chain;
     all.push(sink.clone().upcast());
-    pipeline.add_many(&all).map_err(|e| e.to_string())?;
-    gst::Element::link_many(&all).map_err(|e| e.to_string())?;
+    assemble::add_and_link(&pipeline, &all)?;
     pull_one(&pipeline, &sink, info)
 }
 
@@ -266,30 +269,26 @@ fn pull_one(
     pipeline: &gst::Pipeline,
     sink: &gst_app::AppSink,
     info: &gst_video::VideoInfo,
-) -> Result<gst::Buffer, String> {
+) -> Result<gst::Buffer, SlateError> {
     let result = (|| {
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| format!("cannot start: {e}"))?;
-        let bus = pipeline.bus().ok_or("the pipeline has no bus")?;
+        let bus = bus::start(pipeline)?;
         let deadline = std::time::Instant::now() + RENDER_TIMEOUT;
         // A picture, or the decoder's error (a file that is no image), whichever comes first.
         let sample = loop {
             if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
                 break sample;
             }
-            if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-                return Err(match msg.view() {
-                    gst::MessageView::Error(e) => e.error().to_string(),
-                    _ => "error".into(),
-                });
+            if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
+                && let gst::MessageView::Error(e) = msg.view()
+            {
+                return Err(SlateError::Decode(e.error()));
             }
             if sink.is_eos() || std::time::Instant::now() > deadline {
-                return Err("no picture came out".into());
+                return Err(SlateError::NoPicture);
             }
         };
-        let buffer = sample.buffer_owned().ok_or("a sample without a buffer")?;
-        normalize(buffer, sample.caps(), info).ok_or_else(|| "unexpected picture layout".into())
+        let buffer = sample.buffer_owned().ok_or(SlateError::NoBuffer)?;
+        normalize(buffer, sample.caps(), info).ok_or(SlateError::Layout)
     })();
     let _ = pipeline.set_state(gst::State::Null);
     result

@@ -7,7 +7,9 @@ use super::RATE;
 use super::timeline::PcmTimeline;
 use crate::config::{AudioConfig, AudioKind};
 use crate::lock::lock;
-use crate::media::clock::MediaClock;
+use crate::media::assemble::{self, PipelineError};
+use crate::media::bus;
+use crate::media::clock::{MediaClock, running_time};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -54,29 +56,57 @@ pub fn factory(kind: AudioKind) -> &'static str {
     }
 }
 
+/// The package that has [`factory`]'s element.
+fn package(kind: AudioKind) -> &'static str {
+    match kind {
+        AudioKind::Alsa => "gstreamer1.0-alsa",
+        _ => "gstreamer1.0-plugins-base",
+    }
+}
+
 /// Builds the capture and sets it playing; sound goes into `timeline`.
 pub fn start(
     config: &AudioConfig,
     test: TestSound,
     clock: &MediaClock,
     timeline: Arc<Mutex<PcmTimeline>>,
-) -> Result<CaptureRun, String> {
-    let factory = factory(config.kind);
-    if gst::ElementFactory::find(factory).is_none() {
-        return Err(format!(
-            "GStreamer element {factory} is not installed (gstreamer1.0-alsa)"
-        ));
+) -> Result<CaptureRun, PipelineError> {
+    let src = source(config, test)?;
+    let caps = assemble::make("capsfilter", None)?;
+    caps.set_property("caps", pcm_caps(config.channels));
+    let sink = gst_app::AppSink::builder()
+        .name("audio-capture-out")
+        .sync(false)
+        .max_buffers(20)
+        .drop(true)
+        .build();
+    let pipeline = gst::Pipeline::builder().name("onair-audio-capture").build();
+    clock.adopt(&pipeline);
+    let chain = [
+        src,
+        assemble::make("audioconvert", None)?,
+        assemble::make("audioresample", None)?,
+        caps.clone(),
+        sink.clone().upcast(),
+    ];
+    assemble::add_and_link(&pipeline, &chain)?;
+    if config.kind == AudioKind::Test && test == TestSound::SyncBeeps {
+        gate_beeps_after(&caps, config.channels);
     }
-    let make = |factory: &str| {
-        gst::ElementFactory::make(factory)
-            .build()
-            .map_err(|e| format!("{factory}: {e}"))
-    };
+    let last_sound = install_sink(&sink, timeline);
+    let bus = bus::start(&pipeline)?;
+    Ok(CaptureRun {
+        bus: bus.stream(),
+        pipeline,
+        last_sound,
+    })
+}
+
+/// The device (small periods) or the test source (a tone, or beeps to be gated).
+fn source(config: &AudioConfig, test: TestSound) -> Result<gst::Element, PipelineError> {
+    let factory = assemble::require(factory(config.kind), Some(package(config.kind)))?;
     // Named so its streaming thread says what it is ("audio-src:src" in top and the bench).
-    let src = gst::ElementFactory::make(factory)
-        .name("audio-src")
-        .build()
-        .map_err(|e| format!("{factory}: {e}"))?;
+    let src = assemble::make(factory, Some("audio-src"))?;
     match config.kind {
         AudioKind::Alsa => {
             src.set_property("device", &config.device);
@@ -96,65 +126,40 @@ pub fn start(
             src.set_property("volume", volume);
         }
     }
-    let convert = make("audioconvert")?;
-    let resample = make("audioresample")?;
-    let caps = make("capsfilter")?;
-    caps.set_property("caps", pcm_caps(config.channels));
-    let sink = gst_app::AppSink::builder()
-        .name("audio-capture-out")
-        .sync(false)
-        .max_buffers(20)
-        .drop(true)
-        .build();
-    let pipeline = gst::Pipeline::builder().name("onair-audio-capture").build();
-    clock.adopt(&pipeline);
-    let chain = [src, convert, resample, caps.clone(), sink.clone().upcast()];
-    pipeline.add_many(&chain).map_err(|e| e.to_string())?;
-    gst::Element::link_many(&chain).map_err(|e| format!("link: {e}"))?;
+    Ok(src)
+}
 
-    if config.kind == AudioKind::Test
-        && test == TestSound::SyncBeeps
-        && let Some(pad) = caps.static_pad("src")
-    {
-        let frame_bytes = 2 * config.channels as usize;
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
-                gate_beeps(buffer, frame_bytes);
-            }
-            gst::PadProbeReturn::Ok
-        });
-    }
+/// Gates the test tone into beeps as it leaves `element` (once it is PCM at the sent layout).
+fn gate_beeps_after(element: &gst::Element, channels: u32) {
+    let Some(pad) = element.static_pad("src") else {
+        return;
+    };
+    let frame_bytes = 2 * channels as usize;
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+            gate_beeps(buffer, frame_bytes);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
 
+/// Feeds each buffer into `timeline` at its media time; returns when sound last arrived.
+fn install_sink(
+    sink: &gst_app::AppSink,
+    timeline: Arc<Mutex<PcmTimeline>>,
+) -> Arc<Mutex<Option<Instant>>> {
     let last_sound = Arc::new(Mutex::new(None));
     let seen = last_sound.clone();
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let Some(buffer) = sample.buffer() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let Some(pts) = crate::media::encode::running_time(&sample, buffer.pts()) else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                lock(&timeline).feed(pts, map.as_slice());
-                *lock(&seen) = Some(Instant::now());
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-    let bus = pipeline.bus().ok_or("capture pipeline has no bus")?;
-    if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let cause = crate::media::bus::first_error(&bus).unwrap_or_else(|| e.to_string());
-        let _ = pipeline.set_state(gst::State::Null);
-        return Err(cause);
-    }
-    Ok(CaptureRun {
-        bus: bus.stream(),
-        pipeline,
-        last_sound,
-    })
+    assemble::on_sample(sink, move |sample, buffer| {
+        let Some(pts) = running_time(sample, buffer.pts()) else {
+            return Ok(());
+        };
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        lock(&timeline).feed(pts, map.as_slice());
+        *lock(&seen) = Some(Instant::now());
+        Ok(())
+    });
+    last_sound
 }
 
 /// Silences the test tone outside the first 100 ms of every whole second of its timestamps
@@ -185,5 +190,5 @@ pub fn bus_end(msg: &gst::Message) -> Option<String> {
 }
 
 pub async fn stop(run: CaptureRun) {
-    crate::media::bus::stop(run.pipeline).await;
+    bus::stop(run.pipeline).await;
 }

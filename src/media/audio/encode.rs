@@ -10,7 +10,10 @@
 use super::capture::pcm_caps;
 use super::{AudioCodec, AudioUnit, RATE};
 use crate::config::AudioConfig;
-use crate::media::clock::MediaClock;
+use crate::media::assemble::{self, PipelineError};
+use crate::media::av_offset;
+use crate::media::bus;
+use crate::media::clock::{MediaClock, running_time};
 use crate::media::door::Door;
 use bytes::Bytes;
 use gstreamer as gst;
@@ -25,29 +28,35 @@ pub const AAC_ENCODERS: [(&str, &str); 3] = [
     ("avenc_aac", "gstreamer1.0-libav"),
 ];
 
+/// No encoder for the codec the output carries: a broken install, found at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoEncoder {
+    #[error("no Opus encoder: install opusenc (gstreamer1.0-plugins-base)")]
+    Opus,
+    #[error("no AAC encoder: install one of {}", aac_choices())]
+    Aac,
+}
+
+fn aac_choices() -> String {
+    let all: Vec<String> = AAC_ENCODERS
+        .iter()
+        .map(|(e, p)| format!("{e} ({p})"))
+        .collect();
+    all.join(", ")
+}
+
 /// The encoder element for `codec`: the first that exists.
-pub fn choose(codec: AudioCodec, exists: impl Fn(&str) -> bool) -> Result<&'static str, String> {
+pub fn choose(codec: AudioCodec, exists: impl Fn(&str) -> bool) -> Result<&'static str, NoEncoder> {
     match codec {
         AudioCodec::Opus if exists("opusenc") => Ok("opusenc"),
-        AudioCodec::Opus => {
-            Err("no Opus encoder: install opusenc (gstreamer1.0-plugins-base)".into())
-        }
+        AudioCodec::Opus => Err(NoEncoder::Opus),
         AudioCodec::Aac => AAC_ENCODERS
             .iter()
             .find(|(e, _)| exists(e))
             .map(|(e, _)| *e)
-            .ok_or_else(|| {
-                let all: Vec<String> = AAC_ENCODERS
-                    .iter()
-                    .map(|(e, p)| format!("{e} ({p})"))
-                    .collect();
-                format!("no AAC encoder: install one of {}", all.join(", "))
-            }),
+            .ok_or(NoEncoder::Aac),
     }
 }
-
-/// Samples an AAC-LC encoder puts before the first input sample.
-pub const AAC_PRIMING_SAMPLES: u32 = 1024;
 
 pub struct EncodeRun {
     pub pipeline: gst::Pipeline,
@@ -63,18 +72,33 @@ pub fn sent_channels(codec: AudioCodec, config: &AudioConfig) -> u32 {
     }
 }
 
+/// Builds the encoding pipeline and sets it playing; its frames go to the door's audio lane.
 pub fn start(
     codec: AudioCodec,
     element: &str,
     config: &AudioConfig,
     clock: &MediaClock,
     door: Door,
-) -> Result<EncodeRun, String> {
-    let make = |factory: &str| {
-        gst::ElementFactory::make(factory)
-            .build()
-            .map_err(|e| format!("{factory}: {e}"))
-    };
+) -> Result<EncodeRun, PipelineError> {
+    let appsrc = pcm_entrance(config);
+    let sink = frames_exit(codec);
+    let pipeline = gst::Pipeline::builder().name("onair-audio-encode").build();
+    clock.adopt(&pipeline);
+    let mut chain = vec![appsrc.clone().upcast()];
+    chain.extend(encoding_chain(codec, element, config)?);
+    chain.push(sink.clone().upcast());
+    assemble::add_and_link(&pipeline, &chain)?;
+    install_sink(&sink, codec, config.offset_ms, door);
+    let bus = bus::start(&pipeline)?;
+    Ok(EncodeRun {
+        bus: bus.stream(),
+        pipeline,
+        appsrc,
+    })
+}
+
+/// Where the pump's PCM goes in; a slow encoder drops the oldest rather than hold the pump.
+fn pcm_entrance(config: &AudioConfig) -> gst_app::AppSrc {
     let appsrc = gst_app::AppSrc::builder()
         // Its streaming thread ("audio-pcm:src") runs the level meter and the encoder.
         .name("audio-pcm")
@@ -86,103 +110,82 @@ pub fn start(
         .build();
     appsrc.set_property("max-buffers", 10u64);
     appsrc.set_property_from_str("leaky-type", "downstream");
-    let level = make("level")?;
+    appsrc
+}
+
+/// level (the status's peak, once a second) ▸ audioconvert ▸ the channels sent ▸ the encoder.
+fn encoding_chain(
+    codec: AudioCodec,
+    element: &str,
+    config: &AudioConfig,
+) -> Result<[gst::Element; 4], PipelineError> {
+    let level = assemble::make("level", None)?;
     level.set_property("interval", gst::ClockTime::SECOND.nseconds());
     level.set_property("post-messages", true);
-    let convert = make("audioconvert")?;
-    let caps = make("capsfilter")?;
+    let convert = assemble::make("audioconvert", None)?;
+    let caps = assemble::make("capsfilter", None)?;
     caps.set_property("caps", pcm_caps(sent_channels(codec, config)));
-    let enc = make(element)?;
+    let enc = assemble::make(element, None)?;
     let bps = config.bitrate_kbps * 1000;
     // By string: the property is an int in some encoders and an int64 in libav's.
     enc.set_property_from_str("bitrate", &bps.to_string());
     if element == "opusenc" {
         enc.set_property_from_str("frame-size", "20");
     }
-    let out_caps = match codec {
+    Ok([level, convert, caps, enc])
+}
+
+/// Where the encoded frames come out: Opus, or raw AAC (what flvmux takes).
+fn frames_exit(codec: AudioCodec) -> gst_app::AppSink {
+    let caps = match codec {
         AudioCodec::Opus => gst::Caps::builder("audio/x-opus").build(),
         AudioCodec::Aac => gst::Caps::builder("audio/mpeg")
             .field("mpegversion", 4i32)
             .field("stream-format", "raw")
             .build(),
     };
-    let sink = gst_app::AppSink::builder()
+    gst_app::AppSink::builder()
         .name("audio-out")
-        .caps(&out_caps)
+        .caps(&caps)
         .sync(false)
         .max_buffers(20)
         .drop(true)
-        .build();
-    let pipeline = gst::Pipeline::builder().name("onair-audio-encode").build();
-    clock.adopt(&pipeline);
-    let chain = [
-        appsrc.clone().upcast(),
-        level,
-        convert,
-        caps,
-        enc,
-        sink.clone().upcast(),
-    ];
-    pipeline.add_many(&chain).map_err(|e| e.to_string())?;
-    gst::Element::link_many(&chain).map_err(|e| format!("link: {e}"))?;
+        .build()
+}
 
-    // An AAC decoder plays the encoder's 1024 priming samples first, and FLV has no way to
-    // say so: the frames are stamped that much earlier, so the sound is heard on time.
-    let priming_ns = match codec {
-        AudioCodec::Aac => i128::from(AAC_PRIMING_SAMPLES) * 1_000_000_000 / i128::from(RATE),
-        AudioCodec::Opus => 0,
-    };
-    let offset_ns = i128::from(config.offset_ms) * 1_000_000 - priming_ns;
+/// Hands each frame to the door, moved on the media timeline as `av_offset.rs` says.
+fn install_sink(sink: &gst_app::AppSink, codec: AudioCodec, offset_ms: i32, door: Door) {
     let nominal = match codec {
         AudioCodec::Opus => Duration::from_millis(20),
         AudioCodec::Aac => Duration::from_nanos(1024 * 1_000_000_000 / u64::from(RATE)),
     };
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                let Some(buffer) = sample.buffer() else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let Some(pts) = crate::media::encode::running_time(&sample, buffer.pts()) else {
-                    return Ok(gst::FlowSuccess::Ok);
-                };
-                let shifted = pts.as_nanos() as i128 + offset_ns;
-                if shifted < 0 {
-                    // Only at the very start, with a negative offset or AAC's priming.
-                    return Ok(gst::FlowSuccess::Ok);
-                }
-                let codec_data = sample
-                    .caps()
-                    .and_then(|c| c.structure(0))
-                    .and_then(|s| s.get::<gst::Buffer>("codec_data").ok())
-                    .and_then(|b| b.map_readable().ok().map(|m| Bytes::copy_from_slice(&m)));
-                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
-                door.offer_audio(AudioUnit {
-                    data: Bytes::copy_from_slice(map.as_slice()),
-                    pts: Duration::from_nanos(shifted as u64),
-                    duration: buffer
-                        .duration()
-                        .map(|d| Duration::from_nanos(d.nseconds()))
-                        .unwrap_or(nominal),
-                    codec,
-                    codec_data,
-                });
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
-    let bus = pipeline.bus().ok_or("audio pipeline has no bus")?;
-    if let Err(e) = pipeline.set_state(gst::State::Playing) {
-        let cause = crate::media::bus::first_error(&bus).unwrap_or_else(|| e.to_string());
-        let _ = pipeline.set_state(gst::State::Null);
-        return Err(cause);
-    }
-    Ok(EncodeRun {
-        bus: bus.stream(),
-        pipeline,
-        appsrc,
-    })
+    assemble::on_sample(sink, move |sample, buffer| {
+        let Some(pts) = running_time(sample, buffer.pts())
+            .and_then(|encoded| av_offset::sound_pts(encoded, codec, offset_ms))
+        else {
+            return Ok(());
+        };
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        door.offer_audio(AudioUnit {
+            data: Bytes::copy_from_slice(map.as_slice()),
+            pts,
+            duration: buffer
+                .duration()
+                .map(|d| Duration::from_nanos(d.nseconds()))
+                .unwrap_or(nominal),
+            codec,
+            codec_data: codec_data(sample),
+        });
+        Ok(())
+    });
+}
+
+/// AAC's AudioSpecificConfig, from the caps the encoder set; `None` for Opus.
+fn codec_data(sample: &gst::Sample) -> Option<Bytes> {
+    let caps = sample.caps()?;
+    let buffer = caps.structure(0)?.get::<gst::Buffer>("codec_data").ok()?;
+    let map = buffer.map_readable().ok()?;
+    Some(Bytes::copy_from_slice(&map))
 }
 
 /// At or below this, `level`'s peak is digital silence: it does not report all-zero samples
@@ -217,14 +220,14 @@ fn loudest(peaks: impl Iterator<Item = f64>) -> Option<f64> {
 /// An error or end of stream ends the encoding run.
 pub fn bus_end(msg: &gst::Message) -> Option<String> {
     match msg.view() {
-        gst::MessageView::Error(_) => crate::media::bus::error_text(msg),
+        gst::MessageView::Error(_) => bus::error(msg).map(|e| e.to_string()),
         gst::MessageView::Eos(_) => Some("the audio encoder ended".into()),
         _ => None,
     }
 }
 
 pub async fn stop(run: EncodeRun) {
-    crate::media::bus::stop(run.pipeline).await;
+    bus::stop(run.pipeline).await;
 }
 
 #[cfg(test)]
@@ -238,7 +241,7 @@ mod tests {
             Ok("voaacenc")
         );
         assert_eq!(choose(AudioCodec::Aac, |_| true), Ok("fdkaacenc"));
-        let err = choose(AudioCodec::Aac, |_| false).unwrap_err();
+        let err = choose(AudioCodec::Aac, |_| false).unwrap_err().to_string();
         assert!(
             err.contains("voaacenc") && err.contains("fdkaacenc"),
             "{err}"

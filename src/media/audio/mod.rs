@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub use runner::Audio;
+pub use runner::{Audio, AudioError};
 
 /// Every audio path runs at this rate (Opus's, and what Broadcast Box takes).
 pub const RATE: u32 = 48_000;
@@ -52,7 +52,8 @@ impl AudioCodec {
 #[derive(Debug, Clone)]
 pub struct AudioUnit {
     pub data: Bytes,
-    /// On the media clock, like the pictures' (`media/clock.rs`), `audio.offset_ms` applied.
+    /// On the media clock, like the pictures' (`media/clock.rs`), moved as `media/av_offset.rs`
+    /// says (`audio.offset_ms`, AAC's priming).
     pub pts: Duration,
     pub duration: Duration,
     pub codec: AudioCodec,

@@ -9,9 +9,9 @@ use super::timeline::PcmTimeline;
 use super::{AudioCodec, AudioStats, AudioStatus, RATE};
 use crate::config::{AudioConfig, AudioKind};
 use crate::lock::lock;
+use crate::media::bus;
 use crate::media::clock::MediaClock;
 use crate::media::door::Door;
-use futures_util::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -33,6 +33,18 @@ const MAX_HOLD: Duration = Duration::from_millis(500);
 const TICK: Duration = Duration::from_millis(200);
 const ENCODER_RESTART: Duration = Duration::from_secs(2);
 
+/// Why the audio side cannot start at all (a device that does not work is no error: silence is
+/// sent and the device retried).
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error("GStreamer failed to initialise: {0}")]
+    Init(#[source] gst::glib::Error),
+    #[error(transparent)]
+    NoEncoder(#[from] encode::NoEncoder),
+    #[error("cannot start the audio pump: {0}")]
+    Pump(#[source] std::io::Error),
+}
+
 /// The running audio side. Stopped by cancelling the shutdown token; await [`Audio::stopped`].
 pub struct Audio {
     pub stats: Arc<AudioStats>,
@@ -50,11 +62,11 @@ impl Audio {
         clock: MediaClock,
         door: Door,
         shutdown: CancellationToken,
-    ) -> Result<Option<Audio>, String> {
+    ) -> Result<Option<Audio>, AudioError> {
         if config.kind == AudioKind::None {
             return Ok(None);
         }
-        gst::init().map_err(|e| e.to_string())?;
+        gst::init().map_err(AudioError::Init)?;
         let element = encode::choose(codec, |f| gst::ElementFactory::find(f).is_some())?;
         let source = match config.kind {
             AudioKind::Alsa => config.device.clone(),
@@ -90,8 +102,7 @@ impl Audio {
             2 * config.channels as usize,
             MAX_HOLD,
         )));
-        let pump = Pump::start(clock.clone(), timeline.clone())
-            .map_err(|e| format!("cannot start the audio pump: {e}"))?;
+        let pump = Pump::start(clock.clone(), timeline.clone()).map_err(AudioError::Pump)?;
         let runner = Runner {
             config: config.clone(),
             codec,
@@ -153,8 +164,8 @@ impl Runner {
         loop {
             let wake = tokio::select! {
                 _ = shutdown.cancelled() => Wake::Shutdown,
-                m = next_message(self.capture.as_mut().map(|r| &mut r.bus)) => Wake::CaptureBus(m),
-                m = next_message(self.encode.as_mut().map(|r| &mut r.bus)) => Wake::EncodeBus(m),
+                m = bus::next_message(self.capture.as_mut().map(|r| &mut r.bus)) => Wake::CaptureBus(m),
+                m = bus::next_message(self.encode.as_mut().map(|r| &mut r.bus)) => Wake::EncodeBus(m),
                 _ = tick.tick() => Wake::Tick,
                 _ = sleep_until(self.retry_at) => Wake::RetryDue,
                 _ = sleep_until(self.encoder_restart_at) => Wake::EncoderRestartDue,
@@ -280,7 +291,7 @@ impl Runner {
                         self.capture = Some(run);
                         Observation::Started
                     }
-                    Ok(Err(why)) => Observation::StartFailed(why),
+                    Ok(Err(why)) => Observation::StartFailed(why.to_string()),
                     Err(e) => Observation::StartFailed(format!("capture start panicked: {e}")),
                 });
             }
@@ -410,13 +421,6 @@ fn pump(
             at += CHUNK;
         }
         next = Some(at);
-    }
-}
-
-async fn next_message(bus: Option<&mut gst::bus::BusStream>) -> Option<gst::Message> {
-    match bus {
-        Some(b) => b.next().await,
-        None => std::future::pending().await,
     }
 }
 
