@@ -7,6 +7,8 @@
 //! the new one). The [`NetworkMonitor`] listens to the kernel over rtnetlink and publishes a
 //! [`NetworkStatus`] on a watch channel: once at start, then on every change.
 //!
+//! - `snapshot.rs`: what the kernel knows at one instant (links, addresses, routes, our
+//!   steering), the data the pure parts below share.
 //! - `decide.rs`: the pure decision over a snapshot of links, addresses and routes.
 //! - `uplinks.rs`: the pure choice of uplink: preference order, settle time, flap damping.
 //! - `steer.rs`: the pure plan of policy routes and rules that carry the choice out.
@@ -19,6 +21,7 @@ mod debounce;
 mod decide;
 mod monitor;
 mod netlink;
+mod snapshot;
 mod steer;
 mod uplinks;
 

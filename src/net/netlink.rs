@@ -11,12 +11,11 @@
 //! the kernel holds, and adds and removes the difference.
 
 use super::NetError;
-use super::decide::{
-    Address, Link, Lookup, NextHop, OperState, Route, RouteKind, ServerLookup, Snapshot,
+use super::snapshot::{
+    Address, Link, Lookup, NextHop, OperState, PRIORITY_FROM, PRIORITY_MAIN, PRIORITY_TO, Plan,
+    Route, RouteKind, RouteSpec, Rule, ServerLookup, Snapshot,
 };
-use super::steer::{
-    Changes, PRIORITY_FROM, PRIORITY_MAIN, PRIORITY_TO, Plan, RTPROT_ONAIR, RouteSpec, Rule,
-};
+use super::steer::{Changes, RTPROT_ONAIR};
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
