@@ -292,6 +292,8 @@ fn named_paths(code: &str, module: &[String]) -> Vec<(usize, ModPath)> {
         }
         i += 1;
     }
+    // Unbalanced braces mean a literal or comment was misread, and with it the modules.
+    assert_eq!(depth, 0, "braces do not balance in code read as:\n{code}");
     out
 }
 
