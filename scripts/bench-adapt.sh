@@ -25,24 +25,7 @@ cargo build --release --locked --quiet
 bin="$repo/target/release/onair"
 source scripts/lib/run.sh
 box="oa-ad-box-$$" srv="oa-ad-srv-$$"
-teardown() {
-  [ -n "$onair_pid" ] && kill "$onair_pid" 2>/dev/null || true
-  [ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  onair_pid="" receiver_pid=""
-  ip netns del "$box" 2>/dev/null || true
-  ip netns del "$srv" 2>/dev/null || true
-}
-trap 'teardown; cleanup' EXIT
-
-lab_up() {
-  ip netns add "$box"; ip netns add "$srv"
-  for ns in "$box" "$srv"; do ip -n "$ns" link set lo up; done
-  ip -n "$box" link add eth0 type veth peer name eth0 netns "$srv"
-  ip -n "$box" addr add 192.0.2.2/24 dev eth0; ip -n "$srv" addr add 192.0.2.1/24 dev eth0
-  ip -n "$box" link set eth0 up; ip -n "$srv" link set eth0 up
-  ip -n "$box" route add default via 192.0.2.1
-}
+source scripts/lib/lab.sh
 # The same bucket as the tests (tests/lab): a few packets of burst, 300 ms of queue.
 limit() { ip netns exec "$box" tc qdisc replace dev eth0 root tbf rate "${1}kbit" burst 6kb latency 300ms; }
 unlimit() { ip netns exec "$box" tc qdisc del dev eth0 root 2>/dev/null || true; }

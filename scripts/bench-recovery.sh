@@ -18,25 +18,7 @@ bash scripts/setup.sh >/dev/null
 cargo build --release --locked --quiet
 source scripts/lib/run.sh
 box="oa-bench-box-$$" srv="oa-bench-srv-$$"
-teardown() {
-  [ -n "$onair_pid" ] && kill "$onair_pid" 2>/dev/null || true
-  [ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  onair_pid="" receiver_pid=""
-  ip netns del "$box" 2>/dev/null || true
-  ip netns del "$srv" 2>/dev/null || true
-}
-trap 'teardown; cleanup' EXIT
-
-lab_up() {
-  ip netns add "$box"; ip netns add "$srv"
-  ip -n "$box" link add eth0 type veth peer name srv0 netns "$srv"
-  ip -n "$srv" link set srv0 name eth0
-  for ns in "$box" "$srv"; do ip -n "$ns" link set lo up; done
-  ip -n "$box" addr add 192.0.2.2/24 dev eth0; ip -n "$srv" addr add 192.0.2.1/24 dev eth0
-  ip -n "$box" link set eth0 up; ip -n "$srv" link set eth0 up
-  ip -n "$box" route add default via 192.0.2.1
-}
+source scripts/lib/lab.sh
 
 stats() { ip netns exec "$srv" curl -s --max-time 5 http://192.0.2.1:8080/control/stats; }
 

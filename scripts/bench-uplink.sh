@@ -27,17 +27,10 @@ bash scripts/setup.sh >/dev/null
 cargo build --release --locked --quiet
 source scripts/lib/run.sh
 box="oa-up-box-$$" srv="oa-up-srv-$$"
-teardown() {
-  [ -n "$onair_pid" ] && kill "$onair_pid" 2>/dev/null || true
-  [ -n "$receiver_pid" ] && kill "$receiver_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  onair_pid="" receiver_pid=""
-  ip netns del "$box" 2>/dev/null || true
-  ip netns del "$srv" 2>/dev/null || true
-}
-trap 'teardown; cleanup' EXIT
+source scripts/lib/lab.sh
 
-lab_up() {
+# The two-uplink lab described above.
+lab_up_two_uplinks() {
   ip netns add "$box"; ip netns add "$srv"
   for ns in "$box" "$srv"; do ip -n "$ns" link set lo up; done
   ip netns exec "$srv" sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1
@@ -59,7 +52,7 @@ stats() { ip netns exec "$srv" curl -s --max-time 5 http://203.0.113.1:8080/cont
 # One run: prints "<longest gap> <pull to first frame of a new session>" in seconds (or "fail").
 one_run() {
   local bin="$1" paths="$2"
-  lab_up
+  lab_up_two_uplinks
   start_receiver 203.0.113.1:8080 bench "$srv"
   local network=""
   [ -n "$paths" ] && network="\"network\": {\"paths\": \"$paths\"},"

@@ -4,46 +4,14 @@
 
 mod common;
 
-use common::Receiver;
-use onair::config::{EncoderConfig, EncoderKind};
-use onair::media::{BitrateHandle, Door, KeyframeRequester};
-use onair::output::adapt::Adaptation;
+use common::{Receiver, whip_attempt};
 use onair::output::whip::WhipOutput;
-use onair::output::{Attempt, EventSender, Failure, FailureClass, Output, OutputStats};
-use onair::recorder::FlightRecorder;
+use onair::output::{Failure, FailureClass, Output};
 use onair::secret::{Secret, SecretUrl};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "answer-key";
-
-/// One attempt's parts, with nobody listening to its events.
-fn attempt() -> Attempt {
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    Attempt {
-        number: 1,
-        door: Door::new(),
-        keyframes: KeyframeRequester::new(),
-        events: EventSender::new(1, tx),
-        stats: Arc::new(OutputStats::default()),
-        adaptation: Arc::new(Adaptation::new(
-            &EncoderConfig {
-                kind: EncoderKind::X264,
-                bitrate_kbps: 600,
-                min_bitrate_kbps: 300,
-                adapt: true,
-                keyframe_interval_ms: 2000,
-            },
-            BitrateHandle::new(600),
-            FlightRecorder::new(),
-        )),
-        dead_after: tokio::sync::watch::channel(Duration::from_secs(5)).1,
-        local_address: None,
-        cancel: CancellationToken::new(),
-    }
-}
 
 async fn one_attempt(
     receiver: &Receiver,
@@ -56,7 +24,7 @@ async fn one_attempt(
         state,
     )
     .expect("output");
-    let result = tokio::time::timeout(Duration::from_secs(15), output.connect(attempt()))
+    let result = tokio::time::timeout(Duration::from_secs(15), output.connect(whip_attempt()))
         .await
         .expect("an attempt must end by itself");
     match result {
@@ -147,7 +115,7 @@ async fn a_wrong_key_is_permanent_and_a_busy_key_is_transient() {
     )
     .unwrap();
     let held = holder
-        .connect(attempt())
+        .connect(whip_attempt())
         .await
         .expect("the first publisher gets the key");
     let err = one_attempt(&receiver, KEY, dir.path())
@@ -174,7 +142,7 @@ async fn a_refused_connection_is_transient() {
         tempfile::tempdir().unwrap().path(),
     )
     .unwrap();
-    let err = output.connect(attempt()).await.err().expect("refused");
+    let err = output.connect(whip_attempt()).await.err().expect("refused");
     assert_eq!(err.class, FailureClass::Transient);
     assert!(err.message.contains("cannot reach"), "{}", err.message);
 }
@@ -191,7 +159,7 @@ async fn a_session_left_by_a_previous_run_is_deleted_first() {
         dir.path(),
     )
     .unwrap();
-    let conn = first.connect(attempt()).await.expect("first session");
+    let conn = first.connect(whip_attempt()).await.expect("first session");
     // The daemon "crashes": no DELETE. A new instance with the same state_dir starts.
     std::mem::forget(conn);
     one_attempt(&receiver, KEY, dir.path())

@@ -6,21 +6,15 @@
 
 mod common;
 
-use common::{Daemon, test_config};
-use onair::config::{EncoderConfig, EncoderKind};
-use onair::media::{BitrateHandle, Door, KeyframeRequester};
-use onair::output::adapt::Adaptation;
+use common::{Daemon, test_config, whip_attempt};
 use onair::output::whip::WhipOutput;
 use onair::output::whip::http::{ANSWER_DEADLINE, MAX_ANSWER_BYTES, SESSION_FILE, WhipHttp};
-use onair::output::{Attempt, EventSender, Failure, FailureClass, Output, OutputStats};
-use onair::recorder::FlightRecorder;
+use onair::output::{Failure, FailureClass, Output};
 use onair::secret::{Secret, SecretUrl};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "hostile-Tk-4711";
 /// What an endless body may push before the box hangs up, as a cap for runs against builds
@@ -45,25 +39,9 @@ impl Hostile {
             .stderr(Stdio::null())
             .spawn()
             .expect("start hostile_whip.py");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-        let mut words = line.split_whitespace();
-        let (Some("READY"), Some(home), Some(other)) = (words.next(), words.next(), words.next())
-        else {
-            let _ = child.kill();
-            panic!("hostile_whip.py did not become ready: {line:?}");
-        };
-        Hostile {
-            home: home.to_string(),
-            other: other.to_string(),
-            child,
-        }
+        let [home, other] =
+            common::await_ready(&mut child, Duration::from_secs(10), "hostile_whip.py", None);
+        Hostile { home, other, child }
     }
 
     fn whip_url(&self) -> String {
@@ -102,31 +80,6 @@ impl Drop for Hostile {
     }
 }
 
-fn attempt() -> Attempt {
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    Attempt {
-        number: 1,
-        door: Door::new(),
-        keyframes: KeyframeRequester::new(),
-        events: EventSender::new(1, tx),
-        stats: std::sync::Arc::new(OutputStats::default()),
-        adaptation: std::sync::Arc::new(Adaptation::new(
-            &EncoderConfig {
-                kind: EncoderKind::X264,
-                bitrate_kbps: 600,
-                min_bitrate_kbps: 300,
-                adapt: true,
-                keyframe_interval_ms: 2000,
-            },
-            BitrateHandle::new(600),
-            FlightRecorder::new(),
-        )),
-        dead_after: tokio::sync::watch::channel(Duration::from_secs(5)).1,
-        cancel: CancellationToken::new(),
-        local_address: None,
-    }
-}
-
 fn output(url: &str, token: &str, state: &Path) -> WhipOutput {
     WhipOutput::new(&SecretUrl::new(url, 0), Some(Secret::new(token)), state).expect("output")
 }
@@ -134,7 +87,7 @@ fn output(url: &str, token: &str, state: &Path) -> WhipOutput {
 /// One attempt that must fail by itself within `within`; returns the failure and its time.
 async fn failing_attempt(out: &WhipOutput, within: Duration) -> (Failure, Duration) {
     let started = Instant::now();
-    let result = tokio::time::timeout(within, out.connect(attempt()))
+    let result = tokio::time::timeout(within, out.connect(whip_attempt()))
         .await
         .unwrap_or_else(|_| panic!("the attempt did not end within {within:?}"));
     match result {

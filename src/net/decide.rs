@@ -11,109 +11,11 @@
 //! route to the server.
 
 use super::interface_patterns::watches;
+use super::snapshot::{Link, Lookup, NextHop, OperState, Route, RouteKind, ServerLookup, Snapshot};
 use super::{NetworkStatus, Path};
 use crate::config::NetworkConfig;
 use std::fmt;
 use std::net::IpAddr;
-
-/// RFC 2863 operational state, reduced to what the decision needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OperState {
-    Up,
-    /// Drivers that do not track operstate (dummy, tun, loopback) report unknown.
-    Unknown,
-    /// Carrier is there but something else is pending (Wi-Fi before WPA completes).
-    Dormant,
-    /// Down, lower layer down, not present, testing.
-    NotUp,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    pub index: u32,
-    pub name: String,
-    /// `IFF_UP`.
-    pub admin_up: bool,
-    /// `IFF_LOWER_UP`.
-    pub carrier: bool,
-    /// `IFF_LOOPBACK`.
-    pub loopback: bool,
-    pub oper: OperState,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Address {
-    pub index: u32,
-    pub addr: IpAddr,
-    /// IPv6 duplicate address detection still running or failed: not usable yet.
-    pub tentative: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NextHop {
-    pub oif: u32,
-    /// `RTNH_F_LINKDOWN` or `RTNH_F_DEAD`: the kernel knows this path cannot carry traffic.
-    pub linkdown: bool,
-    /// `None` for a destination on the link itself.
-    pub gateway: Option<IpAddr>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteKind {
-    Unicast,
-    /// Delivered on this box (`local` table, or the server is one of our own addresses).
-    Local,
-    /// Unreachable, blackhole, prohibit and other kinds that carry no traffic out.
-    Other,
-}
-
-/// A route from the dump. Only default routes matter to the decision; the monitor keeps
-/// only those.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    pub kind: RouteKind,
-    pub table: u32,
-    pub nexthops: Vec<NextHop>,
-    /// The route's metric (`RTA_PRIORITY`): lower wins.
-    pub metric: u32,
-    /// `RTA_PREFSRC`: the source address the route asks for.
-    pub prefsrc: Option<IpAddr>,
-    /// Installed by this daemon's steering (never an uplink of its own).
-    pub ours: bool,
-}
-
-/// The kernel's answer to "how would you send to this address" (RTM_GETROUTE).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    Route {
-        kind: RouteKind,
-        nexthop: Option<NextHop>,
-        /// The source address the kernel picked (`RTA_PREFSRC` of the answer).
-        source: Option<IpAddr>,
-    },
-    /// The kernel refused: the text of its error ("Network is unreachable").
-    NoRoute(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerLookup {
-    pub ip: IpAddr,
-    pub lookup: Lookup,
-}
-
-/// What the kernel knows, copied at one instant.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Snapshot {
-    pub links: Vec<Link>,
-    pub addresses: Vec<Address>,
-    /// Default routes (destination prefix length 0), both families, all tables but `local`.
-    pub default_routes: Vec<Route>,
-    /// One answer per server address; `None` when the server's address is not known (no
-    /// server given, or its host name is not resolved yet): then default routes decide.
-    pub server: Option<Vec<ServerLookup>>,
-    /// The steering the kernel holds now: our routes (and rules, when they were read).
-    pub ours: super::steer::Plan,
-}
 
 /// Why an interface can or cannot carry the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,22 +78,6 @@ pub struct Verdict {
     /// Why the box is offline (`None` when online).
     pub reason: Option<String>,
     pub basis: Basis,
-}
-
-impl Snapshot {
-    fn link(&self, index: u32) -> Option<&Link> {
-        self.links.iter().find(|l| l.index == index)
-    }
-
-    fn link_by_name(&self, name: &str) -> Option<&Link> {
-        self.links.iter().find(|l| l.name == name)
-    }
-
-    fn name(&self, index: u32) -> String {
-        self.link(index)
-            .map(|l| l.name.clone())
-            .unwrap_or_else(|| format!("interface #{index}"))
-    }
 }
 
 fn is_link_local(addr: &IpAddr) -> bool {
@@ -424,6 +310,7 @@ impl fmt::Display for UsableList<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::snapshot::Address;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     const LO: u32 = 1;

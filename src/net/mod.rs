@@ -7,6 +7,8 @@
 //! the new one). The [`NetworkMonitor`] listens to the kernel over rtnetlink and publishes a
 //! [`NetworkStatus`] on a watch channel: once at start, then on every change.
 //!
+//! - `snapshot.rs`: what the kernel knows at one instant (links, addresses, routes, our
+//!   steering), the data the pure parts below share.
 //! - `decide.rs`: the pure decision over a snapshot of links, addresses and routes.
 //! - `interface_patterns.rs`: the config's interface patterns: which interfaces are watched,
 //!   and each uplink's rank in the preference order.
@@ -22,6 +24,7 @@ mod decide;
 mod interface_patterns;
 mod monitor;
 mod netlink;
+mod snapshot;
 mod steer;
 mod uplinks;
 

@@ -8,9 +8,10 @@
 //! last status stays published meanwhile: not knowing is not the same as being offline.
 
 use super::debounce::Debounce;
-use super::decide::{Snapshot, Verdict, change_line, evaluate};
+use super::decide::{Verdict, change_line, evaluate};
 use super::netlink::{Event, Querier, Session};
-use super::steer::{self, Plan};
+use super::snapshot::{Plan, Snapshot};
+use super::steer;
 use super::uplinks::{self, Candidate, Choice, Uplinks};
 use super::{NetError, NetworkStatus, Path, ServerAddr, UplinkState};
 use crate::config::{NetworkConfig, PathsMode};

@@ -11,12 +11,11 @@
 //! the kernel holds, and adds and removes the difference.
 
 use super::NetError;
-use super::decide::{
-    Address, Link, Lookup, NextHop, OperState, Route, RouteKind, ServerLookup, Snapshot,
+use super::snapshot::{
+    Address, Link, Lookup, NextHop, OperState, PRIORITY_FROM, PRIORITY_MAIN, PRIORITY_TO, Plan,
+    Route, RouteKind, RouteSpec, Rule, ServerLookup, Snapshot,
 };
-use super::steer::{
-    Changes, PRIORITY_FROM, PRIORITY_MAIN, PRIORITY_TO, Plan, RTPROT_ONAIR, RouteSpec, Rule,
-};
+use super::steer::{Changes, RTPROT_ONAIR};
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
@@ -162,18 +161,7 @@ impl Querier {
                 .try_collect::<Vec<_>>(),
         )
         .await?;
-        let mut routes = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut query = RouteMessage::default();
-            query.header.address_family = family;
-            let dump = self
-                .handle
-                .route()
-                .get(query)
-                .execute()
-                .try_collect::<Vec<_>>();
-            routes.extend(request("dump routes", dump).await?);
-        }
+        let routes = self.routes().await?;
         Ok(Snapshot {
             links: links.iter().filter_map(link).collect(),
             addresses: addresses.iter().filter_map(address).collect(),
@@ -206,22 +194,7 @@ impl Querier {
 
     /// The rules at our priorities that have our shape.
     pub async fn our_rules(&self) -> Result<std::collections::BTreeSet<Rule>, NetError> {
-        let mut rules = std::collections::BTreeSet::new();
-        for version in [IpVersion::V4, IpVersion::V6] {
-            let dump = self
-                .handle
-                .rule()
-                .get(version)
-                .execute()
-                .try_collect::<Vec<_>>();
-            rules.extend(
-                request("dump rules", dump)
-                    .await?
-                    .iter()
-                    .filter_map(our_rule),
-            );
-        }
-        Ok(rules)
+        Ok(self.rules().await?.iter().filter_map(our_rule).collect())
     }
 
     /// Carries `changes` out, in order. Each step is tried even if an earlier one failed;
@@ -275,7 +248,26 @@ impl Querier {
     /// Removes every rule at our priorities and every route with our protocol, whatever
     /// their shape (left by a daemon that was killed, or by an older version).
     pub async fn flush(&self) -> Result<(), NetError> {
-        let mut strays = Vec::new();
+        let strays = self.rules().await?.into_iter().filter(|r| {
+            matches!(
+                rule_priority(r),
+                Some(PRIORITY_MAIN | PRIORITY_FROM | PRIORITY_TO)
+            )
+        });
+        for rule in strays {
+            let result = self.handle.rule().del(rule).execute().await;
+            note(&mut Vec::new(), gone_is_fine(result), String::new)?;
+        }
+        for route in self.routes().await?.into_iter().filter(is_ours) {
+            let result = self.handle.route().del(route).execute().await;
+            note(&mut Vec::new(), gone_is_fine(result), String::new)?;
+        }
+        Ok(())
+    }
+
+    /// Every rule of both address families.
+    async fn rules(&self) -> Result<Vec<RuleMessage>, NetError> {
+        let mut rules = Vec::new();
         for version in [IpVersion::V4, IpVersion::V6] {
             let dump = self
                 .handle
@@ -283,17 +275,13 @@ impl Querier {
                 .get(version)
                 .execute()
                 .try_collect::<Vec<_>>();
-            strays.extend(request("dump rules", dump).await?.into_iter().filter(|r| {
-                matches!(
-                    rule_priority(r),
-                    Some(PRIORITY_MAIN | PRIORITY_FROM | PRIORITY_TO)
-                )
-            }));
+            rules.extend(request("dump rules", dump).await?);
         }
-        for rule in strays {
-            let result = self.handle.rule().del(rule).execute().await;
-            note(&mut Vec::new(), gone_is_fine(result), String::new)?;
-        }
+        Ok(rules)
+    }
+
+    /// Every route of both address families, in all tables.
+    async fn routes(&self) -> Result<Vec<RouteMessage>, NetError> {
         let mut routes = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut query = RouteMessage::default();
@@ -304,18 +292,9 @@ impl Querier {
                 .get(query)
                 .execute()
                 .try_collect::<Vec<_>>();
-            routes.extend(
-                request("dump routes", dump)
-                    .await?
-                    .into_iter()
-                    .filter(|r| r.header.protocol == RouteProtocol::Other(RTPROT_ONAIR)),
-            );
+            routes.extend(request("dump routes", dump).await?);
         }
-        for route in routes {
-            let result = self.handle.route().del(route).execute().await;
-            note(&mut Vec::new(), gone_is_fine(result), String::new)?;
-        }
-        Ok(())
+        Ok(routes)
     }
 
     /// RTM_GETROUTE: how the kernel would send a packet to `ip` from this box right now.

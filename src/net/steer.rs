@@ -23,17 +23,11 @@
 //!
 //! Our routes carry protocol [`RTPROT_ONAIR`]; our rules are those at our three priorities.
 
+use super::snapshot::{Plan, RouteSpec, Rule};
 use super::uplinks::Candidate;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-/// `ip rule` priority of `lookup main suppress_prefixlength 0`.
-pub const PRIORITY_MAIN: u32 = 8500;
-/// `ip rule` priority of the `from ADDRESS` rules: before the rule towards the server, so a
-/// socket bound to one uplink's address never leaves by another.
-pub const PRIORITY_FROM: u32 = 8501;
-/// `ip rule` priority of the `to SERVER` rule.
-pub const PRIORITY_TO: u32 = 8502;
 /// Route protocol number marking our routes (`ip route show proto 111`).
 pub const RTPROT_ONAIR: u8 = 111;
 
@@ -41,62 +35,6 @@ pub const RTPROT_ONAIR: u8 = 111;
 const RESERVED_TABLES: [u32; 5] = [0, 252, 253, 254, 255];
 /// Metric of the `unreachable` default under each uplink's own default route.
 pub const UNREACHABLE_METRIC: u32 = 4_000_000_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Rule {
-    /// `lookup main suppress_prefixlength 0`, per address family.
-    MainUnlessDefault { v6: bool },
-    /// `to SERVER lookup TABLE`.
-    ToServer { server: IpAddr, table: u32 },
-    /// `from LOCAL lookup TABLE`.
-    FromLocal { local: IpAddr, table: u32 },
-}
-
-impl Rule {
-    pub fn priority(&self) -> u32 {
-        match self {
-            Rule::MainUnlessDefault { .. } => PRIORITY_MAIN,
-            Rule::FromLocal { .. } => PRIORITY_FROM,
-            Rule::ToServer { .. } => PRIORITY_TO,
-        }
-    }
-
-    pub fn v6(&self) -> bool {
-        match self {
-            Rule::MainUnlessDefault { v6 } => *v6,
-            Rule::ToServer { server: ip, .. } | Rule::FromLocal { local: ip, .. } => ip.is_ipv6(),
-        }
-    }
-}
-
-/// One route in one of our tables.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteSpec {
-    pub table: u32,
-    /// A host route to this address; `None` for a default route.
-    pub destination: Option<IpAddr>,
-    pub gateway: Option<IpAddr>,
-    /// 0 for an `unreachable` route.
-    pub oif: u32,
-    pub source: Option<IpAddr>,
-    pub v6: bool,
-    pub metric: u32,
-    /// `unreachable`: the lookup ends here with an error.
-    pub unreachable: bool,
-}
-
-/// Everything the kernel must hold for the steering: empty when there is nothing to steer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Plan {
-    pub rules: BTreeSet<Rule>,
-    pub routes: BTreeSet<RouteSpec>,
-}
-
-impl Plan {
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.routes.is_empty()
-    }
-}
 
 /// The table of uplink `index`: `table + index`, or `None` when that would overflow or hit a
 /// table the kernel reserves.

@@ -11,7 +11,8 @@
 //! Pure: the caller passes a snapshot's uplinks and the time in; the answer says which uplink
 //! to use and when to ask again.
 
-use super::decide::{Link, Route, RouteKind, Snapshot, Usability, interface_address, usability};
+use super::decide::{Usability, interface_address, usability};
+use super::snapshot::{Link, NextHop, Route, RouteKind, Snapshot};
 use super::interface_patterns::{preference, watches};
 use super::{UplinkState, UplinkStatus};
 use crate::config::NetworkConfig;
@@ -107,8 +108,8 @@ fn default_route_via<'a>(
     snapshot: &'a Snapshot,
     link: &Link,
     family: Option<IpAddr>,
-) -> Option<(&'a Route, &'a super::decide::NextHop)> {
-    let same_family = |hop: &super::decide::NextHop| match (hop.gateway, family) {
+) -> Option<(&'a Route, &'a NextHop)> {
+    let same_family = |hop: &NextHop| match (hop.gateway, family) {
         (Some(g), Some(f)) => g.is_ipv4() == f.is_ipv4(),
         _ => true,
     };
@@ -347,7 +348,7 @@ fn lost(state: UplinkState) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::decide::{Address, NextHop, OperState};
+    use crate::net::snapshot::{Address, OperState};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -6,143 +6,174 @@
 
 use super::StatusSnapshot;
 use super::protocol::RetryReply;
-use super::snapshot::{AudioSnapshot, InputSnapshot};
+use super::snapshot::{AudioSnapshot, InputSnapshot, NetworkSnapshot, OutputSnapshot};
+use crate::output::adapt::AdaptStatus;
 use crate::recorder::{Entry, Record};
 use crate::supervisor::StreamState;
 use std::fmt::Write;
 use std::time::Duration;
 
-/// The status block: one `label  value` line per thing a person checks first.
+/// The status block: one `label  value` line per thing a person checks first. A line whose
+/// value is `None` (no path or uplinks known, no estimate yet, no sound track) is left out.
 pub fn status(s: &StatusSnapshot) -> String {
+    let lines = [
+        ("state", Some(state(s))),
+        ("attempt", Some(attempt(s))),
+        ("network", Some(network(&s.network))),
+        ("path", path(&s.network)),
+        ("uplinks", uplinks(&s.network)),
+        ("encoder", Some(text_or(s.encoder.as_deref(), "none yet"))),
+        ("source", Some(one_line(&s.source))),
+        ("input", Some(input(&s.input))),
+        ("bitrate", Some(bitrate(s.bitrate_kbps, &s.adapt))),
+        ("estimate", estimate(&s.adapt)),
+        ("audio", s.audio.as_ref().map(audio)),
+        ("frames", Some(frames(s))),
+        ("reconnects", Some(s.reconnects.to_string())),
+        ("live", Some(live(s))),
+        ("last error", Some(text_or(s.last_error.as_deref(), "none"))),
+        ("output", Some(output(&s.output))),
+        ("daemon", Some(daemon(s))),
+    ];
     let mut out = String::new();
-    let mut line = |label: &str, value: String| {
-        // `write!` to a String cannot fail.
-        let _ = writeln!(out, "{label:<11} {value}");
-    };
-    line(
-        "state",
-        format!("{} for {}", s.state, duration(secs(s.since))),
-    );
-    let attempt = match (s.attempt, s.next_retry_ms) {
+    for (label, value) in lines {
+        if let Some(value) = value {
+            // `write!` to a String cannot fail.
+            let _ = writeln!(out, "{label:<11} {value}");
+        }
+    }
+    out
+}
+
+/// `live for 3m 05s`.
+fn state(s: &StatusSnapshot) -> String {
+    format!("{} for {}", s.state, duration(secs(s.since)))
+}
+
+/// `2, next in 4s`, or `none yet` before the first attempt.
+fn attempt(s: &StatusSnapshot) -> String {
+    match (s.attempt, s.next_retry_ms) {
         (0, _) => "none yet".to_string(),
         (n, Some(ms)) => format!("{n}, next in {}", duration(Duration::from_millis(ms))),
         (n, None) => n.to_string(),
-    };
-    line("attempt", attempt);
-    let network = match (s.network.up, s.network.interfaces.is_empty()) {
+    }
+}
+
+/// `up (eth0, wlan0)` or `down`.
+fn network(n: &NetworkSnapshot) -> String {
+    match (n.up, n.interfaces.is_empty()) {
         (true, true) => "up".to_string(),
-        (true, false) => format!("up ({})", s.network.interfaces.join(", ")),
+        (true, false) => format!("up ({})", n.interfaces.join(", ")),
         (false, _) => "down".to_string(),
+    }
+}
+
+/// `eth0 src 192.0.2.2 gw 192.0.2.1, steered, 1 switch`; `None` when the box knows neither
+/// a path nor an uplink.
+fn path(n: &NetworkSnapshot) -> Option<String> {
+    if n.path.is_none() && n.uplinks.is_empty() {
+        return None;
+    }
+    let mut path = match &n.path {
+        Some(p) => one_line(&p.to_string()),
+        None => "none".to_string(),
     };
-    line("network", network);
-    if s.network.path.is_some() || !s.network.uplinks.is_empty() {
-        let mut path = match &s.network.path {
-            Some(p) => one_line(&p.to_string()),
-            None => "none".to_string(),
-        };
-        if s.network.steered {
-            path.push_str(", steered");
-        }
-        let n = s.network.switches;
-        path.push_str(&format!(", {n} switch{}", if n == 1 { "" } else { "es" }));
-        line("path", path);
+    if n.steered {
+        path.push_str(", steered");
     }
-    if !s.network.uplinks.is_empty() {
-        let uplinks: Vec<String> = s
-            .network
-            .uplinks
-            .iter()
-            .map(|u| {
-                let mut text = format!(
-                    "{} {}",
-                    one_line(&u.name),
-                    u.state.as_str().replace('_', " ")
-                );
-                if u.flaps > 0 {
-                    text.push_str(&format!(
-                        " ({} flap{})",
-                        u.flaps,
-                        if u.flaps == 1 { "" } else { "s" }
-                    ));
-                }
-                text
-            })
-            .collect();
-        line("uplinks", uplinks.join(", "));
+    let switches = n.switches;
+    path.push_str(&format!(
+        ", {switches} switch{}",
+        if switches == 1 { "" } else { "es" }
+    ));
+    Some(path)
+}
+
+/// `eth0 in use, wlan0 usable (2 flaps)`; `None` when no uplink is known.
+fn uplinks(n: &NetworkSnapshot) -> Option<String> {
+    if n.uplinks.is_empty() {
+        return None;
     }
-    line(
-        "encoder",
-        s.encoder
-            .as_deref()
-            .map(one_line)
-            .unwrap_or_else(|| "none yet".into()),
-    );
-    line("source", one_line(&s.source));
-    line("input", input(&s.input));
-    let a = &s.adapt;
-    line(
-        "bitrate",
-        if a.enabled {
-            format!(
-                "{} kbit/s, target {} ({} to {})",
-                s.bitrate_kbps, a.target_kbps, a.min_kbps, a.max_kbps
-            )
-        } else {
-            format!(
-                "{} kbit/s, target {} (adaptation off)",
-                s.bitrate_kbps, a.target_kbps
-            )
-        },
-    );
-    if a.estimate_kbps.is_some() || a.loss_pct.is_some() || a.rtt_ms.is_some() {
-        let mut parts = vec![match (a.estimate_kbps, a.estimate_source) {
-            (Some(kbps), Some(source)) => format!("{kbps} kbit/s from {}", source.as_str()),
-            (Some(kbps), None) => format!("{kbps} kbit/s"),
-            (None, _) => "none yet".to_string(),
-        }];
-        if let Some(loss) = a.loss_pct {
-            parts.push(format!("loss {loss:.1} %"));
-        }
-        if let Some(rtt) = a.rtt_ms {
-            parts.push(format!("rtt {rtt} ms"));
-        }
-        line("estimate", parts.join(", "));
-    }
-    if let Some(a) = &s.audio {
-        line("audio", audio(a));
-    }
-    line(
-        "frames",
+    let uplinks: Vec<String> = n
+        .uplinks
+        .iter()
+        .map(|u| {
+            let mut text = format!(
+                "{} {}",
+                one_line(&u.name),
+                u.state.as_str().replace('_', " ")
+            );
+            if u.flaps > 0 {
+                text.push_str(&format!(
+                    " ({} flap{})",
+                    u.flaps,
+                    if u.flaps == 1 { "" } else { "s" }
+                ));
+            }
+            text
+        })
+        .collect();
+    Some(uplinks.join(", "))
+}
+
+/// `1800 kbit/s, target 2000 (300 to 2500)`, or with `(adaptation off)`.
+fn bitrate(kbps: u32, a: &AdaptStatus) -> String {
+    if a.enabled {
         format!(
-            "{} encoded, {} sent, {} key frames forced",
-            s.frames_encoded, s.frames_sent, s.keyframes_forced
-        ),
-    );
-    line("reconnects", s.reconnects.to_string());
-    line(
-        "live",
-        format!(
-            "{} of {} up",
-            duration(secs(s.live_s)),
-            duration(secs(s.uptime_s))
-        ),
-    );
-    line(
-        "last error",
-        s.last_error
-            .as_deref()
-            .map(one_line)
-            .unwrap_or_else(|| "none".into()),
-    );
-    line(
-        "output",
-        format!("{} {}", one_line(&s.output.kind), one_line(&s.output.url)),
-    );
-    line(
-        "daemon",
-        format!("pid {}, onair {}", s.pid, one_line(&s.version)),
-    );
-    out
+            "{kbps} kbit/s, target {} ({} to {})",
+            a.target_kbps, a.min_kbps, a.max_kbps
+        )
+    } else {
+        format!("{kbps} kbit/s, target {} (adaptation off)", a.target_kbps)
+    }
+}
+
+/// `2100 kbit/s from twcc, loss 0.5 %, rtt 40 ms`; `None` before the path says anything.
+fn estimate(a: &AdaptStatus) -> Option<String> {
+    if a.estimate_kbps.is_none() && a.loss_pct.is_none() && a.rtt_ms.is_none() {
+        return None;
+    }
+    let mut parts = vec![match (a.estimate_kbps, a.estimate_source) {
+        (Some(kbps), Some(source)) => format!("{kbps} kbit/s from {}", source.as_str()),
+        (Some(kbps), None) => format!("{kbps} kbit/s"),
+        (None, _) => "none yet".to_string(),
+    }];
+    if let Some(loss) = a.loss_pct {
+        parts.push(format!("loss {loss:.1} %"));
+    }
+    if let Some(rtt) = a.rtt_ms {
+        parts.push(format!("rtt {rtt} ms"));
+    }
+    Some(parts.join(", "))
+}
+
+fn frames(s: &StatusSnapshot) -> String {
+    format!(
+        "{} encoded, {} sent, {} key frames forced",
+        s.frames_encoded, s.frames_sent, s.keyframes_forced
+    )
+}
+
+/// `1m 02s of 5m 00s up`.
+fn live(s: &StatusSnapshot) -> String {
+    format!(
+        "{} of {} up",
+        duration(secs(s.live_s)),
+        duration(secs(s.uptime_s))
+    )
+}
+
+fn output(o: &OutputSnapshot) -> String {
+    format!("{} {}", one_line(&o.kind), one_line(&o.url))
+}
+
+fn daemon(s: &StatusSnapshot) -> String {
+    format!("pid {}, onair {}", s.pid, one_line(&s.version))
+}
+
+/// Text from outside as one line, or `absent` when there is none.
+fn text_or(text: Option<&str>, absent: &str) -> String {
+    text.map(one_line).unwrap_or_else(|| absent.into())
 }
 
 /// `live for 3m 05s (640x480 YUY2 @60), 1 loss` or `LOST for 12s (no signal): slate shown`.

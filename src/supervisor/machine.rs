@@ -2,7 +2,7 @@
 //!
 //! Everything that decides when to connect, tear down, wait or give up lives here, so it can
 //! be tested exhaustively with an injected clock (str0m's sans-I/O habit). The driver in
-//! `supervisor/mod.rs` turns actions into I/O and I/O into events. Nothing but this machine
+//! `supervisor/driver.rs` turns actions into I/O and I/O into events. Nothing but this machine
 //! decides to connect, tear down or give up.
 
 use super::backoff::BackoffPolicy;
@@ -230,184 +230,239 @@ impl Machine {
         out
     }
 
+    /// One handler per event; each returns the reason a state change it causes is reported
+    /// with (empty: nothing worth saying).
     fn apply(&mut self, now: Instant, event: Event, out: &mut Vec<Action>) -> String {
         if self.phase == Phase::Stopped {
             return String::new();
         }
         match event {
-            Event::MediaReady => {
-                self.media = true;
-                if self.phase == Phase::Idle {
-                    self.try_connect(out);
-                }
-                "encoder ready".into()
-            }
-            Event::MediaLost { reason } => {
-                self.media = false;
-                self.last_error = Some(format!("encoder: {reason}"));
-                if self.phase != Phase::Failed {
-                    self.go_idle(now, &format!("encoder failed: {reason}"), out);
-                }
-                format!("encoder failed: {reason}")
-            }
-            Event::InputReady => {
-                let was_lost = std::mem::replace(&mut self.input, Input::Ok) == Input::Lost;
-                if self.phase == Phase::Idle {
-                    self.try_connect(out);
-                }
-                if was_lost {
-                    "input back".into()
-                } else {
-                    "input ready".into()
-                }
-            }
-            Event::InputLost { reason } => {
-                self.input = Input::Lost;
-                self.last_error = Some(format!("input: {reason}"));
-                match self.on_loss {
-                    // The slate keeps the connection: nothing to tear down, and a box that
-                    // was waiting for its input may connect now.
-                    OnLoss::Slate => {
-                        if self.phase == Phase::Idle {
-                            self.try_connect(out);
-                        }
-                    }
-                    OnLoss::Disconnect => {
-                        if self.phase != Phase::Failed {
-                            self.go_idle(now, &format!("input lost: {reason}"), out);
-                        }
-                    }
-                }
-                format!("input lost: {reason}")
-            }
+            Event::MediaReady => self.on_media_ready(out),
+            Event::MediaLost { reason } => self.on_media_lost(now, reason, out),
+            Event::InputReady => self.on_input_ready(out),
+            Event::InputLost { reason } => self.on_input_lost(now, reason, out),
             Event::InputNote { .. } => String::new(),
-            Event::NetworkChanged { online: false } => {
-                self.network_up = false;
-                if self.phase != Phase::Failed {
-                    self.go_idle(now, "network down", out);
-                }
-                "network down".into()
-            }
-            Event::NetworkChanged { online: true } => {
-                let was_up = std::mem::replace(&mut self.network_up, true);
-                match self.phase {
-                    // A link event is one of the things that may fix a permanent error (a
-                    // captive portal, a different uplink), so it earns one more try.
-                    Phase::Failed => self.restart_streak(out),
-                    // Cancel the pending wait: the network, not the server, was the problem.
-                    Phase::Waiting | Phase::Idle => self.restart_streak(out),
-                    Phase::Connecting { .. } | Phase::Live | Phase::Stopped => {}
-                }
-                if was_up {
-                    "network changed".into()
-                } else {
-                    "network up".into()
-                }
-            }
+            Event::NetworkChanged { online: false } => self.on_network_down(now, out),
+            Event::NetworkChanged { online: true } => self.on_network_up(out),
             Event::PathChanged { reason, reconnect } => {
-                if reconnect && self.network_up {
-                    self.path_changed(now, &reason, out);
-                }
-                format!("path changed: {reason}")
+                self.on_path_changed(now, reason, reconnect, out)
             }
-            Event::Connected => {
-                if let Phase::Connecting { transport_up } = &mut self.phase {
-                    *transport_up = true;
-                    out.push(Action::ForceKeyframe);
-                }
-                "connected".into()
-            }
-            Event::MediaFlowing => {
-                if matches!(self.phase, Phase::Connecting { .. }) {
-                    if self.been_live {
-                        self.reconnects += 1;
-                    }
-                    self.been_live = true;
-                    self.failed_attempts = 0;
-                    self.phase = Phase::Live;
-                    self.live_since = Some(now);
-                    self.next_retry_at = None;
-                    self.arm(self.stable_after, out);
-                }
-                "media flowing".into()
-            }
+            Event::Connected => self.on_connected(out),
+            Event::MediaFlowing => self.on_media_flowing(now, out),
             Event::ConnectFailed { class, reason } => {
-                if matches!(self.phase, Phase::Connecting { .. }) {
-                    self.attempt_failed(now, class, &reason, out);
-                }
-                reason
+                self.on_connect_failed(now, class, reason, out)
             }
-            Event::ConnectionLost { reason } => match self.phase {
-                Phase::Live => {
-                    self.end_live(now);
-                    self.last_error = Some(reason.clone());
-                    out.push(Action::TearDown {
-                        reason: reason.clone(),
-                    });
-                    // The drop is the first failure of a new streak (or extends a streak that
-                    // never became stable).
-                    self.streak += 1;
-                    self.attempt = 0;
-                    self.schedule(now, None, out);
-                    format!("connection lost: {reason}")
-                }
-                Phase::Connecting { .. } => {
-                    self.attempt_failed(now, FailureClass::Transient, &reason, out);
-                    reason
-                }
-                _ => reason,
-            },
-            Event::TimerFired { id } => {
-                if self.armed != Some(id) {
-                    return String::new();
-                }
-                self.armed = None;
-                match self.phase {
-                    Phase::Connecting { .. } => {
-                        let reason = format!(
-                            "attempt timed out after {} ms",
-                            self.connect_timeout.as_millis()
-                        );
-                        self.attempt_failed(now, FailureClass::Transient, &reason, out);
-                        reason
-                    }
-                    Phase::Live => {
-                        // Stable long enough: the next drop gets an immediate retry again.
-                        self.streak = 0;
-                        "stable".into()
-                    }
-                    Phase::Waiting => {
-                        self.try_connect(out);
-                        "retry timer".into()
-                    }
-                    _ => String::new(),
+            Event::ConnectionLost { reason } => self.on_connection_lost(now, reason, out),
+            Event::TimerFired { id } => self.on_timer(now, id, out),
+            Event::RetryNow { reason } => self.on_retry_now(reason, out),
+            Event::PolicyChanged(config) => self.on_policy_changed(&config),
+            Event::Stop(cause) => self.on_stop(now, cause, out),
+        }
+    }
+
+    fn on_media_ready(&mut self, out: &mut Vec<Action>) -> String {
+        self.media = true;
+        if self.phase == Phase::Idle {
+            self.try_connect(out);
+        }
+        "encoder ready".into()
+    }
+
+    fn on_media_lost(&mut self, now: Instant, reason: String, out: &mut Vec<Action>) -> String {
+        self.media = false;
+        self.last_error = Some(format!("encoder: {reason}"));
+        if self.phase != Phase::Failed {
+            self.go_idle(now, &format!("encoder failed: {reason}"), out);
+        }
+        format!("encoder failed: {reason}")
+    }
+
+    fn on_input_ready(&mut self, out: &mut Vec<Action>) -> String {
+        let was_lost = std::mem::replace(&mut self.input, Input::Ok) == Input::Lost;
+        if self.phase == Phase::Idle {
+            self.try_connect(out);
+        }
+        if was_lost {
+            "input back".into()
+        } else {
+            "input ready".into()
+        }
+    }
+
+    fn on_input_lost(&mut self, now: Instant, reason: String, out: &mut Vec<Action>) -> String {
+        self.input = Input::Lost;
+        self.last_error = Some(format!("input: {reason}"));
+        match self.on_loss {
+            // The slate keeps the connection: nothing to tear down, and a box that
+            // was waiting for its input may connect now.
+            OnLoss::Slate => {
+                if self.phase == Phase::Idle {
+                    self.try_connect(out);
                 }
             }
-            Event::RetryNow { reason } => {
-                match self.phase {
-                    Phase::Failed | Phase::Waiting | Phase::Idle => self.restart_streak(out),
-                    Phase::Connecting { .. } | Phase::Live | Phase::Stopped => {}
+            OnLoss::Disconnect => {
+                if self.phase != Phase::Failed {
+                    self.go_idle(now, &format!("input lost: {reason}"), out);
                 }
-                reason
-            }
-            Event::PolicyChanged(config) => {
-                self.policy = BackoffPolicy::from(&config);
-                self.max_attempts = config.max_attempts;
-                self.connect_timeout = config.connect_timeout;
-                self.stable_after = config.stable_after;
-                "reconnect settings changed".into()
-            }
-            Event::Stop(cause) => {
-                self.end_live(now);
-                out.push(Action::TearDown {
-                    reason: "stopping".into(),
-                });
-                self.cancel_timer(out);
-                self.phase = Phase::Stopped;
-                out.push(Action::Exit(cause));
-                "stopping".into()
             }
         }
+        format!("input lost: {reason}")
+    }
+
+    fn on_network_down(&mut self, now: Instant, out: &mut Vec<Action>) -> String {
+        self.network_up = false;
+        if self.phase != Phase::Failed {
+            self.go_idle(now, "network down", out);
+        }
+        "network down".into()
+    }
+
+    fn on_network_up(&mut self, out: &mut Vec<Action>) -> String {
+        let was_up = std::mem::replace(&mut self.network_up, true);
+        match self.phase {
+            // A link event is one of the things that may fix a permanent error (a
+            // captive portal, a different uplink), so it earns one more try.
+            Phase::Failed => self.restart_streak(out),
+            // Cancel the pending wait: the network, not the server, was the problem.
+            Phase::Waiting | Phase::Idle => self.restart_streak(out),
+            Phase::Connecting { .. } | Phase::Live | Phase::Stopped => {}
+        }
+        if was_up {
+            "network changed".into()
+        } else {
+            "network up".into()
+        }
+    }
+
+    fn on_path_changed(
+        &mut self,
+        now: Instant,
+        reason: String,
+        reconnect: bool,
+        out: &mut Vec<Action>,
+    ) -> String {
+        if reconnect && self.network_up {
+            self.path_changed(now, &reason, out);
+        }
+        format!("path changed: {reason}")
+    }
+
+    fn on_connected(&mut self, out: &mut Vec<Action>) -> String {
+        if let Phase::Connecting { transport_up } = &mut self.phase {
+            *transport_up = true;
+            out.push(Action::ForceKeyframe);
+        }
+        "connected".into()
+    }
+
+    fn on_media_flowing(&mut self, now: Instant, out: &mut Vec<Action>) -> String {
+        if matches!(self.phase, Phase::Connecting { .. }) {
+            if self.been_live {
+                self.reconnects += 1;
+            }
+            self.been_live = true;
+            self.failed_attempts = 0;
+            self.phase = Phase::Live;
+            self.live_since = Some(now);
+            self.next_retry_at = None;
+            self.arm(self.stable_after, out);
+        }
+        "media flowing".into()
+    }
+
+    fn on_connect_failed(
+        &mut self,
+        now: Instant,
+        class: FailureClass,
+        reason: String,
+        out: &mut Vec<Action>,
+    ) -> String {
+        if matches!(self.phase, Phase::Connecting { .. }) {
+            self.attempt_failed(now, class, &reason, out);
+        }
+        reason
+    }
+
+    fn on_connection_lost(
+        &mut self,
+        now: Instant,
+        reason: String,
+        out: &mut Vec<Action>,
+    ) -> String {
+        match self.phase {
+            Phase::Live => {
+                self.end_live(now);
+                self.last_error = Some(reason.clone());
+                out.push(Action::TearDown {
+                    reason: reason.clone(),
+                });
+                // The drop is the first failure of a new streak (or extends a streak that
+                // never became stable).
+                self.streak += 1;
+                self.attempt = 0;
+                self.schedule(now, None, out);
+                format!("connection lost: {reason}")
+            }
+            Phase::Connecting { .. } => {
+                self.attempt_failed(now, FailureClass::Transient, &reason, out);
+                reason
+            }
+            _ => reason,
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, id: u64, out: &mut Vec<Action>) -> String {
+        if self.armed != Some(id) {
+            return String::new();
+        }
+        self.armed = None;
+        match self.phase {
+            Phase::Connecting { .. } => {
+                let reason = format!(
+                    "attempt timed out after {} ms",
+                    self.connect_timeout.as_millis()
+                );
+                self.attempt_failed(now, FailureClass::Transient, &reason, out);
+                reason
+            }
+            Phase::Live => {
+                // Stable long enough: the next drop gets an immediate retry again.
+                self.streak = 0;
+                "stable".into()
+            }
+            Phase::Waiting => {
+                self.try_connect(out);
+                "retry timer".into()
+            }
+            _ => String::new(),
+        }
+    }
+
+    fn on_retry_now(&mut self, reason: String, out: &mut Vec<Action>) -> String {
+        match self.phase {
+            Phase::Failed | Phase::Waiting | Phase::Idle => self.restart_streak(out),
+            Phase::Connecting { .. } | Phase::Live | Phase::Stopped => {}
+        }
+        reason
+    }
+
+    fn on_policy_changed(&mut self, config: &ReconnectConfig) -> String {
+        self.policy = BackoffPolicy::from(config);
+        self.max_attempts = config.max_attempts;
+        self.connect_timeout = config.connect_timeout;
+        self.stable_after = config.stable_after;
+        "reconnect settings changed".into()
+    }
+
+    fn on_stop(&mut self, now: Instant, cause: StopCause, out: &mut Vec<Action>) -> String {
+        self.end_live(now);
+        out.push(Action::TearDown {
+            reason: "stopping".into(),
+        });
+        self.cancel_timer(out);
+        self.phase = Phase::Stopped;
+        out.push(Action::Exit(cause));
+        "stopping".into()
     }
 
     /// The connection (or the attempt) is bound to a path that is gone: drop it and try at

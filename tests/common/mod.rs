@@ -6,12 +6,18 @@
 
 #![allow(dead_code)]
 
+use onair::config::{EncoderConfig, EncoderKind};
+use onair::media::{BitrateHandle, Door, KeyframeRequester};
+use onair::output::adapt::Adaptation;
+use onair::output::{Attempt, EventSender, OutputStats};
+use onair::recorder::FlightRecorder;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -117,6 +123,70 @@ fn spawn_in(netns: Option<&str>, program: &Path, args: &[&str]) -> Command {
     }
 }
 
+/// Waits up to `within` for the first line a helper process prints on its piped stdout, which
+/// must be `READY` and `N` words (addresses it listens on); returns the words. Anything else —
+/// another line, silence, an early exit — kills the helper and fails the test, naming `what`,
+/// the line and the helper's log at `log`.
+pub fn await_ready<const N: usize>(
+    child: &mut Child,
+    within: Duration,
+    what: &str,
+    log: Option<&Path>,
+) -> [String; N] {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(within).unwrap_or_default();
+    let mut words = line.split_whitespace();
+    let ready = if words.next() == Some("READY") {
+        let words: Vec<String> = words.take(N).map(str::to_string).collect();
+        <[String; N]>::try_from(words).ok()
+    } else {
+        None
+    };
+    match ready {
+        Some(words) => words,
+        None => {
+            let _ = child.kill();
+            let log = log
+                .map(|p| format!("\n{}", std::fs::read_to_string(p).unwrap_or_default()))
+                .unwrap_or_default();
+            panic!("{what} did not become ready: {line:?}{log}");
+        }
+    }
+}
+
+/// One WHIP attempt's parts (an x264 encoder at 600 kbit/s, 5 s liveness), with nobody
+/// listening to its events: for tests that drive `WhipOutput::connect` directly.
+pub fn whip_attempt() -> Attempt {
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    Attempt {
+        number: 1,
+        door: Door::new(),
+        keyframes: KeyframeRequester::new(),
+        events: EventSender::new(1, tx),
+        stats: Arc::new(OutputStats::default()),
+        adaptation: Arc::new(Adaptation::new(
+            &EncoderConfig {
+                kind: EncoderKind::X264,
+                bitrate_kbps: 600,
+                min_bitrate_kbps: 300,
+                adapt: true,
+                keyframe_interval_ms: 2000,
+            },
+            BitrateHandle::new(600),
+            FlightRecorder::new(),
+        )),
+        dead_after: tokio::sync::watch::channel(Duration::from_secs(5)).1,
+        local_address: None,
+        cancel: CancellationToken::new(),
+    }
+}
+
 /// Which independent receiver: aiortc (receiver reports and REMB, like a small server) or
 /// GStreamer's webrtcbin (transport-wide congestion control feedback, like Broadcast Box).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,22 +244,15 @@ impl Receiver {
             .stderr(std::fs::File::create(&stderr_log).expect("log file"))
             .spawn()
             .expect("start whip_receiver.py");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let Some(base) = line.trim().strip_prefix("READY ") else {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
-            panic!("receiver did not become ready: {line:?}\n{log}");
-        };
+        let [base] = await_ready(
+            &mut child,
+            Duration::from_secs(30),
+            "receiver",
+            Some(&stderr_log),
+        );
         Receiver {
             child,
-            base: base.to_string(),
+            base,
             netns: netns.map(str::to_string),
             stderr_log,
             _dir: dir,
