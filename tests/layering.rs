@@ -234,9 +234,21 @@ fn use_tree(
 /// line, as absolute module paths. `module` is the module of the file; `super` and `self`
 /// resolve against the inline module they stand in.
 fn named_paths(code: &str, module: &[String]) -> Vec<(usize, ModPath)> {
+    named_paths_in(code, module, true)
+}
+
+/// As `named_paths`, without the paths written inside `#[cfg(test)]` modules: a unit test
+/// that borrows a test helper from a sibling file is not a dependency of the code itself.
+fn code_paths(code: &str, module: &[String]) -> Vec<(usize, ModPath)> {
+    named_paths_in(code, module, false)
+}
+
+fn named_paths_in(code: &str, module: &[String], with_tests: bool) -> Vec<(usize, ModPath)> {
     let tokens = tokens(code);
     let tok = |k: usize| tokens.get(k).map(|t| t.1.as_str());
-    let mut inline: Vec<(String, usize)> = Vec::new();
+    // Each inline module open at this point: its name, its brace depth, and whether it is
+    // compiled only for tests.
+    let mut inline: Vec<(String, usize, bool)> = Vec::new();
     let mut depth = 0;
     let mut opening = None;
     let mut out = Vec::new();
@@ -245,18 +257,22 @@ fn named_paths(code: &str, module: &[String]) -> Vec<(usize, ModPath)> {
         let t = tokens[i].1.as_str();
         match t {
             "mod" => {
+                let test_only = i >= 7
+                    && (i - 7..i)
+                        .map(|k| tokens[k].1.as_str())
+                        .eq(["#", "[", "cfg", "(", "test", ")", "]"]);
                 opening = tok(i + 1)
-                    .map(str::to_string)
+                    .map(|name| (name.to_string(), test_only))
                     .filter(|_| tok(i + 2) == Some("{"));
             }
             "{" => {
                 depth += 1;
-                if let Some(name) = opening.take() {
-                    inline.push((name, depth));
+                if let Some((name, test_only)) = opening.take() {
+                    inline.push((name, depth, test_only));
                 }
             }
             "}" => {
-                if inline.last().is_some_and(|(_, d)| *d == depth) {
+                if inline.last().is_some_and(|(_, d, _)| *d == depth) {
                     inline.pop();
                 }
                 depth -= 1;
@@ -267,9 +283,12 @@ fn named_paths(code: &str, module: &[String]) -> Vec<(usize, ModPath)> {
             {
                 let line = tokens[i].0;
                 let mut here: ModPath = module.to_vec();
-                here.extend(inline.iter().map(|(name, _)| name.clone()));
+                here.extend(inline.iter().map(|(name, _, _)| name.clone()));
                 let mut trees = Vec::new();
                 use_tree(&tokens, &mut i, Vec::new(), &mut trees);
+                if !with_tests && inline.iter().any(|(_, _, test_only)| *test_only) {
+                    continue;
+                }
                 for tree in trees {
                     let mut path = match tree[0].as_str() {
                         "crate" => Vec::new(),
@@ -303,7 +322,7 @@ fn file_edges(src: &Path) -> BTreeMap<String, BTreeMap<String, (usize, ModPath)>
     let mut edges: BTreeMap<String, BTreeMap<String, (usize, ModPath)>> = BTreeMap::new();
     for (module, from) in &files {
         let text = std::fs::read_to_string(src.join(from)).expect("read source");
-        for (line, path) in named_paths(&code(&text), module) {
+        for (line, path) in code_paths(&code(&text), module) {
             let to = file_of(&files, &path).expect("the crate root is a file");
             if to != from {
                 edges
@@ -587,6 +606,12 @@ fn relative_paths_resolve_to_the_file_they_name() {
         .map(|(l, f)| (l, f.to_string()))
         .to_vec()
     );
+    // The code's own paths leave out what only its `#[cfg(test)]` modules use.
+    let code_only: Vec<usize> = code_paths(&code(text), &strings(&["net", "uplinks"]))
+        .into_iter()
+        .map(|(line, _)| line)
+        .collect();
+    assert_eq!(code_only, vec![7]);
     // Comments, strings, characters and lifetimes are not paths, and do not upset the braces.
     let text = "/* super::a */ let s = \"super::steer {\"; let c = '{'; fn h<'a>(x: &'a str) {}\nlet r = r#\"crate::net\"#; crate::leds::x()";
     assert_eq!(uses(text, &["net"]), vec![(2, "leds/mod.rs".to_string())]);

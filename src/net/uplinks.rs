@@ -12,8 +12,8 @@
 //! to use and when to ask again.
 
 use super::decide::{Usability, interface_address, usability};
-use super::snapshot::{Link, NextHop, Route, RouteKind, Snapshot};
 use super::interface_patterns::{preference, watches};
+use super::snapshot::{Link, NextHop, Route, RouteKind, Snapshot};
 use super::{UplinkState, UplinkStatus};
 use crate::config::NetworkConfig;
 use std::collections::VecDeque;
