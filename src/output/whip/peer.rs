@@ -10,7 +10,7 @@
 //!
 //! Its interceptors, wire to application: our RTCP watch (PLI/FIR), webrtc-rs's congestion
 //! control interceptor (the send history, matched against the server's TWCC feedback) driving
-//! Google Congestion Control (`gcc.rs`), the feedback watch reading REMB and receiver reports
+//! Google Congestion Control (`gcc/`), the feedback watch reading REMB and receiver reports
 //! (`feedback.rs`), the abs-send-time stamp (for servers that send REMB), the transport-wide
 //! sequence numbers, and webrtc-rs's defaults (NACK, reports). No pacer: the encoder itself is
 //! held below the estimate; the library's pacer paces at exactly the estimate (no headroom for
@@ -19,7 +19,7 @@
 
 use super::abs_send_time::AbsSendTime;
 use super::feedback::{FeedbackWatch, ObservedGcc, PathFeedback};
-use super::gcc::FixedGcc;
+use super::gcc::Gcc;
 use super::http::WhipError;
 use crate::media::KeyframeRequester;
 use crate::output::rtcp_watch::{RtcpClock, RtcpWatch};
@@ -203,7 +203,7 @@ pub async fn build(
         .with(
             Slot::CongestionControl,
             CongestionControlBuilder::new(ObservedGcc::new(
-                FixedGcc::new(range.initial, range.min, range.max),
+                Gcc::new(range.initial, range.min, range.max),
                 feedback.clone(),
             ))
             .build(),
