@@ -3,7 +3,7 @@
 //! Three kinds of server, three kinds of evidence:
 //! - servers that send transport-wide congestion control feedback (Broadcast Box, browsers,
 //!   GStreamer's webrtcbin): webrtc-rs's congestion control interceptor runs Google Congestion
-//!   Control on it and attaches each new target to the feedback packet
+//!   Control (`gcc/`) on it and attaches each new target to the feedback packet
 //!   (`Attribute::TargetBitrateChanged`); [`FeedbackWatch`], application-ward of it, reads it;
 //! - servers that estimate the rate themselves and say so in REMB (aiortc, from the
 //!   abs-send-time stamps the box adds);
