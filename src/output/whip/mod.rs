@@ -13,6 +13,7 @@ pub mod feedback;
 pub mod gcc;
 pub mod http;
 pub mod peer;
+mod peer_setup;
 
 use super::pump::{self, Delivery, LivenessProbe, PumpSettings, UnitWriter};
 use super::{Attempt, Connection, Failure, Output};
