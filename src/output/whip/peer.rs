@@ -21,9 +21,10 @@ use super::abs_send_time::AbsSendTime;
 use super::feedback::{FeedbackWatch, ObservedGcc, PathFeedback};
 use super::gcc::Gcc;
 use super::http::WhipError;
+use super::pass_through::PassThrough;
 use super::peer_setup::{self, IceSettings};
+use super::rtcp_watch::{RtcpClock, RtcpWatch};
 use crate::media::KeyframeRequester;
-use crate::output::rtcp_watch::{RtcpClock, RtcpWatch};
 use rtc::interceptor::{CongestionControlBuilder, Registry, Slot, TwccSenderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
@@ -190,7 +191,7 @@ fn with_our_interceptors(
     registry
         .with(
             Slot::from(RTCP_WATCH_SLOT),
-            RtcpWatch::new(rtcp.clone(), keyframes),
+            PassThrough::new(RtcpWatch::new(rtcp.clone(), keyframes)),
         )
         .with(
             Slot::CongestionControl,
@@ -202,11 +203,11 @@ fn with_our_interceptors(
         )
         .with(
             Slot::from(FEEDBACK_WATCH_SLOT),
-            FeedbackWatch::new(feedback.clone(), ssrc),
+            PassThrough::new(FeedbackWatch::new(feedback.clone(), ssrc)),
         )
         .with(
             Slot::from(ABS_SEND_TIME_SLOT),
-            AbsSendTime::new(Instant::now()),
+            PassThrough::new(AbsSendTime::new(Instant::now())),
         )
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
 }
