@@ -14,7 +14,6 @@
 pub mod adapt;
 pub mod liveness;
 pub mod pump;
-pub mod rtcp_watch;
 pub mod rtmp;
 pub mod whip;
 

@@ -1,9 +1,9 @@
 //! Bitrate that follows the uplink.
 //!
-//! Each connection measures its path its own way (WHIP: the congestion controller webrtc-rs
-//! ships, fed by the server's TWCC feedback, or the server's REMB and receiver reports; RTMP:
-//! the send backlog) and reports an [`Estimate`]; the pure [`Controller`] turns it into the
-//! encoder's target, which reaches the running encoder through the media side's
+//! Each connection measures its path its own way (WHIP: the Google Congestion Control assembled
+//! in `output/whip/gcc/`, fed by the server's TWCC feedback, or the server's REMB and receiver
+//! reports; RTMP: the send backlog) and reports an [`Estimate`]; the pure [`Controller`] turns
+//! it into the encoder's target, which reaches the running encoder through the media side's
 //! [`BitrateHandle`]. [`Adaptation`] is what every connection of a run shares: the settings, the
 //! handle, the memory that lets a reconnect start from the last target, and what
 //! `onair status` shows.

@@ -87,87 +87,18 @@ impl Branch {
         attempt: u32,
         audio_channels: Option<u32>,
     ) -> Result<(Branch, gst::bus::BusStream), RtmpError> {
-        let make = |factory: &'static str| {
-            gst::ElementFactory::make(factory)
-                .build()
-                .map_err(|e| RtmpError::Build(format!("{factory}: {e}")))
-        };
-        let caps = gst::Caps::builder("video/x-h264")
-            .field("stream-format", "byte-stream")
-            .field("alignment", "au")
-            .build();
-        let appsrc = gst_app::AppSrc::builder()
-            .name("video")
-            .caps(&caps)
-            .is_live(true)
-            .format(gst::Format::Time)
-            // Timestamps come from the encoder, rebased per connection (see `Timeline`).
-            .do_timestamp(false)
-            // Never block the writer task; it bounds the backlog itself.
-            .block(false)
-            .build();
-        let parse = make("h264parse")?;
-        let mux = make("flvmux")?;
+        let appsrc = video_source();
+        let parse = element("h264parse")?;
+        let mux = element("flvmux")?;
         mux.set_property("streamable", true);
-        let sink = make("rtmp2sink")?;
-        sink.set_property_from_str("scheme", location.scheme.nick());
-        sink.set_property("host", &location.host);
-        sink.set_property("port", i32::from(location.port));
-        sink.set_property("application", &location.app);
-        sink.set_property("stream", location.expose_key());
-        sink.set_property("chunk-size", settings.chunk_size);
-        sink.set_property("timeout", settings.io_timeout_s);
-        // Units arrive at the encoder's pace already; waiting on the clock adds only latency.
-        sink.set_property("sync", false);
-
+        let sink = rtmp_sink(location, settings)?;
         let pipeline = gst::Pipeline::builder()
             .name(format!("onair-rtmp-{attempt}"))
             .build();
-        pipeline
-            .add_many([appsrc.upcast_ref(), &parse, &mux, &sink])
-            .map_err(|e| RtmpError::Build(e.to_string()))?;
-        appsrc
-            .link(&parse)
-            .map_err(|e| RtmpError::Build(format!("appsrc ! h264parse: {e}")))?;
-        let video_pad = mux
-            .request_pad_simple("video")
-            .ok_or_else(|| RtmpError::Build("flvmux has no video pad".into()))?;
-        let parse_src = parse
-            .static_pad("src")
-            .ok_or_else(|| RtmpError::Build("h264parse has no src pad".into()))?;
-        parse_src
-            .link(&video_pad)
-            .map_err(|e| RtmpError::Build(format!("h264parse ! flvmux: {e:?}")))?;
-        mux.link(&sink)
-            .map_err(|e| RtmpError::Build(format!("flvmux ! rtmp2sink: {e}")))?;
-        let audio = match audio_channels {
-            None => None,
-            Some(channels) => {
-                let src = gst_app::AppSrc::builder()
-                    .name("audio")
-                    .caps(&aac_caps(channels, None))
-                    .is_live(true)
-                    .format(gst::Format::Time)
-                    .do_timestamp(false)
-                    .block(false)
-                    .build();
-                // About two seconds of AAC; beyond that the oldest goes (the video's backlog
-                // rule decides whether the connection is stuck).
-                src.set_property("max-buffers", 100u64);
-                src.set_property_from_str("leaky-type", "downstream");
-                pipeline
-                    .add(&src)
-                    .map_err(|e| RtmpError::Build(e.to_string()))?;
-                let pad = mux
-                    .request_pad_simple("audio")
-                    .ok_or_else(|| RtmpError::Build("flvmux has no audio pad".into()))?;
-                src.static_pad("src")
-                    .ok_or_else(|| RtmpError::Build("appsrc has no src pad".into()))?
-                    .link(&pad)
-                    .map_err(|e| RtmpError::Build(format!("appsrc ! flvmux.audio: {e:?}")))?;
-                Some(src)
-            }
-        };
+        link_video(&pipeline, &appsrc, &parse, &mux, &sink)?;
+        let audio = audio_channels
+            .map(|channels| add_audio(&pipeline, &mux, channels))
+            .transpose()?;
         let bus = pipeline
             .bus()
             .ok_or_else(|| RtmpError::Build("pipeline has no bus".into()))?;
@@ -240,6 +171,104 @@ impl Branch {
             );
         }
     }
+}
+
+fn element(factory: &'static str) -> Result<gst::Element, RtmpError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| RtmpError::Build(format!("{factory}: {e}")))
+}
+
+/// Where the connection's access units enter: H.264 byte-stream, one unit a buffer.
+fn video_source() -> gst_app::AppSrc {
+    let caps = gst::Caps::builder("video/x-h264")
+        .field("stream-format", "byte-stream")
+        .field("alignment", "au")
+        .build();
+    gst_app::AppSrc::builder()
+        .name("video")
+        .caps(&caps)
+        .is_live(true)
+        .format(gst::Format::Time)
+        // Timestamps come from the encoder, rebased per connection (see `Timeline`).
+        .do_timestamp(false)
+        // Never block the writer task; it bounds the backlog itself.
+        .block(false)
+        .build()
+}
+
+/// rtmp2sink aimed at `location`.
+fn rtmp_sink(location: &Location, settings: &BranchSettings) -> Result<gst::Element, RtmpError> {
+    let sink = element("rtmp2sink")?;
+    sink.set_property_from_str("scheme", location.scheme.nick());
+    sink.set_property("host", &location.host);
+    sink.set_property("port", i32::from(location.port));
+    sink.set_property("application", &location.app);
+    sink.set_property("stream", location.expose_key());
+    sink.set_property("chunk-size", settings.chunk_size);
+    sink.set_property("timeout", settings.io_timeout_s);
+    // Units arrive at the encoder's pace already; waiting on the clock adds only latency.
+    sink.set_property("sync", false);
+    Ok(sink)
+}
+
+/// `appsrc ! h264parse ! flvmux.video`, `flvmux ! rtmp2sink`, in `pipeline`.
+fn link_video(
+    pipeline: &gst::Pipeline,
+    appsrc: &gst_app::AppSrc,
+    parse: &gst::Element,
+    mux: &gst::Element,
+    sink: &gst::Element,
+) -> Result<(), RtmpError> {
+    pipeline
+        .add_many([appsrc.upcast_ref(), parse, mux, sink])
+        .map_err(|e| RtmpError::Build(e.to_string()))?;
+    appsrc
+        .link(parse)
+        .map_err(|e| RtmpError::Build(format!("appsrc ! h264parse: {e}")))?;
+    let video_pad = mux
+        .request_pad_simple("video")
+        .ok_or_else(|| RtmpError::Build("flvmux has no video pad".into()))?;
+    let parse_src = parse
+        .static_pad("src")
+        .ok_or_else(|| RtmpError::Build("h264parse has no src pad".into()))?;
+    parse_src
+        .link(&video_pad)
+        .map_err(|e| RtmpError::Build(format!("h264parse ! flvmux: {e:?}")))?;
+    mux.link(sink)
+        .map_err(|e| RtmpError::Build(format!("flvmux ! rtmp2sink: {e}")))?;
+    Ok(())
+}
+
+/// The AAC source, `appsrc ! flvmux.audio`, in `pipeline`.
+fn add_audio(
+    pipeline: &gst::Pipeline,
+    mux: &gst::Element,
+    channels: u32,
+) -> Result<gst_app::AppSrc, RtmpError> {
+    let src = gst_app::AppSrc::builder()
+        .name("audio")
+        .caps(&aac_caps(channels, None))
+        .is_live(true)
+        .format(gst::Format::Time)
+        .do_timestamp(false)
+        .block(false)
+        .build();
+    // About two seconds of AAC; beyond that the oldest goes (the video's backlog rule decides
+    // whether the connection is stuck).
+    src.set_property("max-buffers", 100u64);
+    src.set_property_from_str("leaky-type", "downstream");
+    pipeline
+        .add(&src)
+        .map_err(|e| RtmpError::Build(e.to_string()))?;
+    let pad = mux
+        .request_pad_simple("audio")
+        .ok_or_else(|| RtmpError::Build("flvmux has no audio pad".into()))?;
+    src.static_pad("src")
+        .ok_or_else(|| RtmpError::Build("appsrc has no src pad".into()))?
+        .link(&pad)
+        .map_err(|e| RtmpError::Build(format!("appsrc ! flvmux.audio: {e:?}")))?;
+    Ok(src)
 }
 
 /// How long a polite close waits for the EOS to pass through.

@@ -345,20 +345,9 @@ impl UnitWriter for BranchWriter {
     async fn write(&mut self, unit: AccessUnit) -> Result<Delivery, String> {
         let pts = self.timeline.stamp(unit.pts, unit.duration);
         self.last_video = Some((unit.pts, pts));
-        let mut buffer = gst::Buffer::from_slice(unit.data);
-        {
-            let b = buffer.make_mut();
-            let pts = gst::ClockTime::from_nseconds(pts.as_nanos() as u64);
-            b.set_pts(pts);
-            // No B-frames (the encoders are configured without them): decode order is
-            // presentation order.
-            b.set_dts(pts);
-            b.set_duration(gst::ClockTime::from_nseconds(
-                unit.duration.as_nanos() as u64
-            ));
-            if !unit.keyframe {
-                b.set_flags(gst::BufferFlags::DELTA_UNIT);
-            }
+        let mut buffer = stamped_buffer(unit.data, pts, unit.duration);
+        if !unit.keyframe {
+            buffer.make_mut().set_flags(gst::BufferFlags::DELTA_UNIT);
         }
         // A failed push means the branch is flushing or failed; the probe reports why.
         self.appsrc
@@ -397,21 +386,28 @@ impl UnitWriter for BranchWriter {
             lane.configured = true;
         }
         lane.last_out = Some(out);
-        let mut buffer = gst::Buffer::from_slice(unit.data);
-        {
-            let b = buffer.make_mut();
-            let t = gst::ClockTime::from_nseconds(out.as_nanos() as u64);
-            b.set_pts(t);
-            b.set_dts(t);
-            b.set_duration(gst::ClockTime::from_nseconds(
-                unit.duration.as_nanos() as u64
-            ));
-        }
+        let buffer = stamped_buffer(unit.data, out, unit.duration);
         lane.appsrc
             .push_buffer(buffer)
             .map(|_| ())
             .map_err(|e| format!("push into the branch's audio failed: {e:?}"))
     }
+}
+
+/// A buffer for flvmux at `at` on the connection's timeline. Decode order is presentation
+/// order: the encoders are configured without B-frames, and AAC has none.
+fn stamped_buffer(
+    data: impl AsRef<[u8]> + Send + 'static,
+    at: Duration,
+    duration: Duration,
+) -> gst::Buffer {
+    let mut buffer = gst::Buffer::from_slice(data);
+    let b = buffer.make_mut();
+    let at = gst::ClockTime::from_nseconds(at.as_nanos() as u64);
+    b.set_pts(at);
+    b.set_dts(at);
+    b.set_duration(gst::ClockTime::from_nseconds(duration.as_nanos() as u64));
+    buffer
 }
 
 /// Where sound of media time `pts` goes on the FLV timeline, given the last picture's media

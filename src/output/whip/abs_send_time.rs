@@ -6,13 +6,12 @@
 //! stream that negotiated the extension. It sits next to the wire, below the transport-wide
 //! sequence numbers and the retransmitter, so a retransmission is stamped when it leaves too.
 
-use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use super::pass_through::Tap;
+use rtc::interceptor::{Packet, StreamInfo, TaggedPacket};
 use rtc::rtp::extension::abs_send_time_extension::AbsSendTimeExtension;
-use rtc::sansio::Protocol;
 use rtc::sdp::extmap::ABS_SEND_TIME_URI;
-use rtc::shared::error::Error;
 use rtc::shared::marshal::Marshal;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Instant;
 
 pub struct AbsSendTime {
@@ -20,8 +19,6 @@ pub struct AbsSendTime {
     epoch: Instant,
     /// Header extension id per local stream that negotiated it.
     streams: HashMap<u32, u8>,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
 }
 
 impl AbsSendTime {
@@ -29,8 +26,6 @@ impl AbsSendTime {
         AbsSendTime {
             epoch,
             streams: HashMap::new(),
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
         }
     }
 }
@@ -40,23 +35,8 @@ pub fn stamp(since_epoch: std::time::Duration) -> u64 {
     ((since_epoch.as_secs_f64() * f64::from(1u32 << 18)) as u64) & 0x00ff_ffff
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for AbsSendTime {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.read_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+impl Tap for AbsSendTime {
+    fn outbound(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtp(packet) = &mut msg.message.packet
             && let Some(&id) = self.streams.get(&packet.header.ssrc)
         {
@@ -69,16 +49,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for AbsSendTime {
                 let _ = packet.header.set_extension(id, bytes.freeze());
             }
         }
-        self.write_queue.push_back(msg);
-        Ok(())
     }
 
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-}
-
-impl Interceptor for AbsSendTime {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if let Some(ext) = info
             .rtp_header_extensions
@@ -94,9 +66,6 @@ impl Interceptor for AbsSendTime {
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.streams.remove(&info.ssrc);
     }
-
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! Three kinds of server, three kinds of evidence:
 //! - servers that send transport-wide congestion control feedback (Broadcast Box, browsers,
 //!   GStreamer's webrtcbin): webrtc-rs's congestion control interceptor runs Google Congestion
-//!   Control on it and attaches each new target to the feedback packet
+//!   Control (`gcc/`) on it and attaches each new target to the feedback packet
 //!   (`Attribute::TargetBitrateChanged`); [`FeedbackWatch`], application-ward of it, reads it;
 //! - servers that estimate the rate themselves and say so in REMB (aiortc, from the
 //!   abs-send-time stamps the box adds);
@@ -14,19 +14,17 @@
 //! TWCC when there is any (GCC weighs delay and loss itself); otherwise the lower of REMB and
 //! the loss-based estimate. Time is an argument, so the choice is unit tested.
 
+use super::pass_through::Tap;
 use crate::lock::lock;
 use crate::output::adapt::{Estimate, EstimateSource, PathReport};
 use crate::output::pump::CapacityProbe;
 use rtc::interceptor::{
-    BandwidthEstimator, EstimatorStats, Interceptor, LossController, Packet, PacketReport,
-    StreamInfo, TaggedPacket,
+    BandwidthEstimator, EstimatorStats, LossController, Packet, PacketReport, TaggedPacket,
 };
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -217,34 +215,21 @@ impl CapacityProbe for FeedbackProbe {
 }
 
 /// Reads the congestion controller's targets, REMB and receiver reports on the way in, and our
-/// own sender reports on the way out. Passes everything on untouched.
+/// own sender reports on the way out. Changes nothing.
 pub struct FeedbackWatch {
     feedback: Arc<Mutex<PathFeedback>>,
     ssrc: u32,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
 }
 
 impl FeedbackWatch {
     /// `ssrc`: our video stream, the one whose report blocks count.
     pub fn new(feedback: Arc<Mutex<PathFeedback>>, ssrc: u32) -> Self {
-        FeedbackWatch {
-            feedback,
-            ssrc,
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
-        }
+        FeedbackWatch { feedback, ssrc }
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackWatch {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = std::time::Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+impl Tap for FeedbackWatch {
+    fn inbound(&mut self, msg: &TaggedPacket) {
         let now = Instant::from_std(msg.now);
         if let Packet::Rtcp(packets) = &msg.message.packet
             && !packets.is_empty()
@@ -265,15 +250,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackWatch {
                 }
             }
         }
-        self.read_queue.push_back(msg);
-        Ok(())
     }
 
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+    fn outbound(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             for p in packets {
                 if let Some(sr) = p.as_any().downcast_ref::<SenderReport>()
@@ -283,20 +262,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackWatch {
                 }
             }
         }
-        self.write_queue.push_back(msg);
-        Ok(())
     }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-}
-
-impl Interceptor for FeedbackWatch {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 #[cfg(test)]

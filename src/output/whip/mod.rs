@@ -12,7 +12,10 @@ pub mod abs_send_time;
 pub mod feedback;
 pub mod gcc;
 pub mod http;
+mod pass_through;
 pub mod peer;
+mod peer_setup;
+pub mod rtcp_watch;
 
 use super::pump::{self, Delivery, LivenessProbe, PumpSettings, UnitWriter};
 use super::{Attempt, Connection, Failure, Output};

@@ -10,7 +10,7 @@
 //!
 //! Its interceptors, wire to application: our RTCP watch (PLI/FIR), webrtc-rs's congestion
 //! control interceptor (the send history, matched against the server's TWCC feedback) driving
-//! Google Congestion Control (`gcc.rs`), the feedback watch reading REMB and receiver reports
+//! Google Congestion Control (`gcc/`), the feedback watch reading REMB and receiver reports
 //! (`feedback.rs`), the abs-send-time stamp (for servers that send REMB), the transport-wide
 //! sequence numbers, and webrtc-rs's defaults (NACK, reports). No pacer: the encoder itself is
 //! held below the estimate; the library's pacer paces at exactly the estimate (no headroom for
@@ -19,21 +19,19 @@
 
 use super::abs_send_time::AbsSendTime;
 use super::feedback::{FeedbackWatch, ObservedGcc, PathFeedback};
-use super::gcc::FixedGcc;
+use super::gcc::Gcc;
 use super::http::WhipError;
+use super::pass_through::PassThrough;
+use super::peer_setup::{self, IceSettings};
+use super::rtcp_watch::{RtcpClock, RtcpWatch};
 use crate::media::KeyframeRequester;
-use crate::output::rtcp_watch::{RtcpClock, RtcpWatch};
 use rtc::interceptor::{CongestionControlBuilder, Registry, Slot, TwccSenderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
 };
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use std::net::IpAddr;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -45,11 +43,6 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 
-/// Constrained baseline, packetization-mode 1: what Broadcast Box and browsers accept.
-const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-const H264_PAYLOAD_TYPE: u8 = 102;
-const OPUS_PAYLOAD_TYPE: u8 = 111;
-const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1";
 /// Our interceptor only observes; next to the wire it sees inbound RTCP before anything else.
 const RTCP_WATCH_SLOT: usize = 500;
 /// Application-ward of the congestion controller (1000), so the targets it attaches to
@@ -100,38 +93,6 @@ pub struct Peer {
     pub consent_interval: Duration,
 }
 
-fn h264_codec() -> RTCRtpCodec {
-    let fb = |typ: &str, parameter: &str| RTCPFeedback {
-        typ: typ.into(),
-        parameter: parameter.into(),
-    };
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_H264.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: H264_FMTP.to_owned(),
-        // transport-cc (and nack) are also added by the default interceptors; goog-remb asks a
-        // server that estimates on its side to say so.
-        rtcp_feedback: vec![
-            fb("nack", ""),
-            fb("nack", "pli"),
-            fb("ccm", "fir"),
-            fb("goog-remb", ""),
-            fb("transport-cc", ""),
-        ],
-    }
-}
-
-fn opus_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: OPUS_FMTP.to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
-
 /// GCC's range and start, in bit/s.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EstimatorRange {
@@ -144,9 +105,10 @@ fn webrtc_error(e: impl std::fmt::Display) -> WhipError {
     WhipError::WebRtc(e.to_string())
 }
 
-/// Builds the peer connection with its one sendonly video track. `local` (the path's source
-/// address) is the one address to gather on; without it, `server` decides: loopback for a
-/// server on this machine, otherwise every interface of the server's address family.
+/// Builds the peer connection with its one sendonly video track (and the audio track with
+/// `audio`). `local` (the path's source address) is the one address to gather on; without it,
+/// `server` decides: loopback for a server on this machine, otherwise every interface of the
+/// server's address family.
 pub async fn build(
     server: Option<IpAddr>,
     local: Option<IpAddr>,
@@ -155,25 +117,50 @@ pub async fn build(
     audio: bool,
     range: EstimatorRange,
 ) -> Result<Peer, WhipError> {
+    let ssrc = rand::random::<u32>();
+    let rtcp = RtcpClock::new();
+    let feedback = Arc::new(Mutex::new(PathFeedback::new(
+        range.initial,
+        range.min,
+        range.max,
+    )));
+    let (media_engine, registry) = media_engine(audio)?;
+    let registry = with_our_interceptors(registry, ssrc, range, &rtcp, keyframes, &feedback);
+    let ice = IceSettings::new(server, dead_after);
+    let (tx, events) = mpsc::unbounded_channel();
+    let pc = peer_connection(
+        media_engine,
+        registry,
+        ice,
+        peer_setup::bind_address(server, local),
+        Handler { tx },
+    )
+    .await?;
+    let (track, audio) = match add_tracks(&pc, ssrc, audio).await {
+        Ok(tracks) => tracks,
+        Err(e) => {
+            close_quietly(&pc).await;
+            return Err(e);
+        }
+    };
+    Ok(Peer {
+        pc,
+        track,
+        ssrc,
+        audio,
+        events,
+        rtcp,
+        feedback,
+        consent_interval: ice.consent_interval,
+    })
+}
+
+/// The codecs, webrtc-rs's default interceptors and the abs-send-time header extension.
+fn media_engine(audio: bool) -> Result<(MediaEngine, Registry), WhipError> {
     let mut media_engine = MediaEngine::default();
-    media_engine
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: h264_codec(),
-                payload_type: H264_PAYLOAD_TYPE,
-            },
-            RtpCodecKind::Video,
-        )
-        .map_err(webrtc_error)?;
-    if audio {
+    for (codec, kind) in peer_setup::codecs(audio) {
         media_engine
-            .register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: opus_codec(),
-                    payload_type: OPUS_PAYLOAD_TYPE,
-                },
-                RtpCodecKind::Audio,
-            )
+            .register_codec(codec, kind)
             .map_err(webrtc_error)?;
     }
     // The defaults negotiate transport-cc (the header extension and the feedback type).
@@ -188,168 +175,110 @@ pub async fn build(
             None,
         )
         .map_err(webrtc_error)?;
-    let ssrc = rand::random::<u32>();
-    let rtcp = RtcpClock::new();
-    let feedback = Arc::new(Mutex::new(PathFeedback::new(
-        range.initial,
-        range.min,
-        range.max,
-    )));
-    let registry = registry
+    Ok((media_engine, registry))
+}
+
+/// Ours beside webrtc-rs's defaults: the module's header says what each is for, the slots'
+/// constants why each sits where it does.
+fn with_our_interceptors(
+    registry: Registry,
+    ssrc: u32,
+    range: EstimatorRange,
+    rtcp: &RtcpClock,
+    keyframes: KeyframeRequester,
+    feedback: &Arc<Mutex<PathFeedback>>,
+) -> Registry {
+    registry
         .with(
             Slot::from(RTCP_WATCH_SLOT),
-            RtcpWatch::new(rtcp.clone(), keyframes),
+            PassThrough::new(RtcpWatch::new(rtcp.clone(), keyframes)),
         )
         .with(
             Slot::CongestionControl,
             CongestionControlBuilder::new(ObservedGcc::new(
-                FixedGcc::new(range.initial, range.min, range.max),
+                Gcc::new(range.initial, range.min, range.max),
                 feedback.clone(),
             ))
             .build(),
         )
         .with(
             Slot::from(FEEDBACK_WATCH_SLOT),
-            FeedbackWatch::new(feedback.clone(), ssrc),
+            PassThrough::new(FeedbackWatch::new(feedback.clone(), ssrc)),
         )
         .with(
             Slot::from(ABS_SEND_TIME_SLOT),
-            AbsSendTime::new(Instant::now()),
+            PassThrough::new(AbsSendTime::new(Instant::now())),
         )
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+}
 
-    let loopback = server.is_some_and(|ip| ip.is_loopback());
-    let bind = match (server, local) {
-        (Some(ip), _) if ip.is_loopback() => format!("{}", std::net::SocketAddr::new(ip, 0)),
-        (Some(ip), Some(local)) if ip.is_ipv4() == local.is_ipv4() => {
-            format!("{}", std::net::SocketAddr::new(local, 0))
-        }
-        (None, Some(local)) => format!("{}", std::net::SocketAddr::new(local, 0)),
-        (Some(IpAddr::V6(_)), _) => "[::]:0".to_string(),
-        _ => "0.0.0.0:0".to_string(),
-    };
-    // Consent checks 2.5 times a second: their answers give the liveness rule a cadence
-    // of its own making, whatever the server's RTCP habits. ICE itself says "disconnected"
-    // after dead_after of silence, the rule's ceiling.
-    let keepalive = (dead_after / 5).clamp(Duration::from_millis(200), Duration::from_millis(400));
+/// The peer connection itself, its one socket bound to `bind`.
+async fn peer_connection(
+    media_engine: MediaEngine,
+    registry: Registry,
+    ice: IceSettings,
+    bind: SocketAddr,
+    handler: Handler,
+) -> Result<Arc<dyn PeerConnection>, WhipError> {
     let settings = SettingEngineBuilder::new()
-        .with_ice_timeouts(Some(dead_after), Some(dead_after), Some(keepalive))
+        .with_ice_timeouts(
+            Some(ice.give_up_after),
+            Some(ice.give_up_after),
+            Some(ice.consent_interval),
+        )
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .with_include_loopback_candidate(loopback)
+        .with_include_loopback_candidate(ice.include_loopback)
         .build();
     // No STUN/TURN servers: the box talks to its ingest server directly; nothing else may be
     // contacted.
     let configuration = RTCConfigurationBuilder::new().build();
-    let (tx, events) = mpsc::unbounded_channel();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(configuration)
         .with_media_engine(media_engine)
         .with_setting_engine(settings)
         .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler { tx }))
+        .with_handler(Arc::new(handler))
         .with_udp_addrs(vec![bind])
         .build()
         .await
         .map_err(webrtc_error)?;
-    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    Ok(Arc::new(pc))
+}
 
-    let track = match TrackLocalStaticSample::new(
-        Instant::now(),
-        MediaStreamTrack::new(
-            "onair".to_owned(),
-            "onair-video".to_owned(),
-            "video".to_owned(),
-            RtpCodecKind::Video,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: h264_codec(),
-                ..Default::default()
-            }],
-        ),
-    ) {
-        Ok(t) => Arc::new(t),
-        Err(e) => {
-            close_quietly(&pc).await;
-            return Err(webrtc_error(e));
-        }
-    };
-    // WHIP publishes: a plain offer would be sendrecv.
-    if let Err(e) = pc
-        .add_transceiver_from_track(
-            Arc::clone(&track) as Arc<dyn TrackLocal>,
-            Some(RTCRtpTransceiverInit {
-                direction: RTCRtpTransceiverDirection::Sendonly,
-                streams: vec![],
-                send_encodings: vec![],
-            }),
-        )
-        .await
-    {
-        close_quietly(&pc).await;
-        return Err(webrtc_error(e));
-    }
+/// The video track, and the audio track with its SSRC.
+type Tracks = (
+    Arc<TrackLocalStaticSample>,
+    Option<(Arc<TrackLocalStaticSample>, u32)>,
+);
+
+/// The sendonly video track, and with `audio` the Opus track in the same stream.
+async fn add_tracks(
+    pc: &Arc<dyn PeerConnection>,
+    ssrc: u32,
+    audio: bool,
+) -> Result<Tracks, WhipError> {
+    let video = add_sendonly(pc, peer_setup::video_track(ssrc)).await?;
     let audio = if audio {
-        match add_audio(&pc).await {
-            Ok(a) => Some(a),
-            Err(e) => {
-                close_quietly(&pc).await;
-                return Err(e);
-            }
-        }
+        let ssrc = rand::random::<u32>();
+        Some((add_sendonly(pc, peer_setup::audio_track(ssrc)).await?, ssrc))
     } else {
         None
     };
-    Ok(Peer {
-        pc,
-        track,
-        ssrc,
-        audio,
-        events,
-        rtcp,
-        feedback,
-        consent_interval: keepalive,
-    })
+    Ok((video, audio))
 }
 
-/// The sendonly Opus track, in the same stream as the video (so players sync them).
-async fn add_audio(
+async fn add_sendonly(
     pc: &Arc<dyn PeerConnection>,
-) -> Result<(Arc<TrackLocalStaticSample>, u32), WhipError> {
-    let ssrc = rand::random::<u32>();
-    let track = Arc::new(
-        TrackLocalStaticSample::new(
-            Instant::now(),
-            MediaStreamTrack::new(
-                "onair".to_owned(),
-                "onair-audio".to_owned(),
-                "audio".to_owned(),
-                RtpCodecKind::Audio,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: opus_codec(),
-                    ..Default::default()
-                }],
-            ),
-        )
-        .map_err(webrtc_error)?,
-    );
+    track: MediaStreamTrack,
+) -> Result<Arc<TrackLocalStaticSample>, WhipError> {
+    let track = Arc::new(TrackLocalStaticSample::new(Instant::now(), track).map_err(webrtc_error)?);
     pc.add_transceiver_from_track(
         Arc::clone(&track) as Arc<dyn TrackLocal>,
-        Some(RTCRtpTransceiverInit {
-            direction: RTCRtpTransceiverDirection::Sendonly,
-            streams: vec![],
-            send_encodings: vec![],
-        }),
+        Some(peer_setup::sendonly()),
     )
     .await
     .map_err(webrtc_error)?;
-    Ok((track, ssrc))
+    Ok(track)
 }
 
 impl Peer {
