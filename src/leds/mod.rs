@@ -365,21 +365,11 @@ mod tests {
         let h = start(StreamState::Offline, |_| {});
         tokio::time::sleep(ms(4100)).await;
         let (log, _) = h.stop().await;
-        assert_eq!(
-            edges_of(&log, Led::Status),
-            [
-                (0, true),
-                (200, false),
-                (400, true),
-                (600, false),
-                (2000, true),
-                (2200, false),
-                (2400, true),
-                (2600, false),
-                (4000, true),
-                (4100, false),
-            ]
-        );
+        // On at once, the pattern's timeline, off when the driver stops at 4.1 s.
+        let mut expected = vec![(0, true)];
+        expected.extend(crate::leds::pattern::tests::DOUBLE_BLINK_EDGES_MS);
+        expected.push((4100, false));
+        assert_eq!(edges_of(&log, Led::Status), expected);
         assert_eq!(edges_of(&log, Led::Live), [(0, false)]);
     }
 

@@ -234,8 +234,21 @@ pub fn markdown_table() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Double-blink's edges over its first 4 s after the start (on at 0): two 200 ms flashes
+    /// 200 ms apart every 2 s. The LED driver's test expects the same timeline.
+    pub(crate) const DOUBLE_BLINK_EDGES_MS: [(u128, bool); 8] = [
+        (200, false),
+        (400, true),
+        (600, false),
+        (2000, true),
+        (2200, false),
+        (2400, true),
+        (2600, false),
+        (4000, true),
+    ];
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -340,19 +353,7 @@ mod tests {
             edges.push((next.as_millis(), p.level_at(next)));
             t = next;
         }
-        assert_eq!(
-            edges,
-            [
-                (200, false),
-                (400, true),
-                (600, false),
-                (2000, true),
-                (2200, false),
-                (2400, true),
-                (2600, false),
-                (4000, true),
-            ]
-        );
+        assert_eq!(edges, DOUBLE_BLINK_EDGES_MS);
         assert!(p.level_at(ms(0)));
         assert!(!p.level_at(ms(1000)));
     }
