@@ -335,74 +335,127 @@ kill -0 "$dnsmasq_pid" 2>/dev/null || { cat "$RUN/dnsmasq.out" >&2; die "dnsmasq
 log "namespace $NS: tap0 $HOST_IP/24, receiver $(sed -n 's/^READY //p' "$RUN/receiver.out"), DHCP lease $BOX_IP for $BOX_MAC"
 
 # ------------------------------------------------------------------ boot
-phase "boot until SSH answers (qemu -M virt -cpu $CPU -smp $SMP, TCG)"
-# The journal is forwarded to the serial console so that console.log tells the story even
+# The journal is forwarded to the serial console so that the console log tells the story even
 # when SSH never comes up (a test-only kernel argument; the box's journal stays in RAM).
-cmdline="$(cat "$IMAGE/cmdline") systemd.journald.forward_to_console=1"
+CMDLINE="$(cat "$IMAGE/cmdline") systemd.journald.forward_to_console=1"
 # Test only: arms the daemon's SIGUSR2 hook that stops its supervisor loop (check 6).
-cmdline="$cmdline systemd.setenv=ONAIR_TEST_HOOKS=1"
-qemu_start_mono=$(python3 -c 'import time; print(time.monotonic())')
-ip netns exec "$NS" qemu-system-aarch64 -M virt -accel tcg,thread=multi -cpu "$CPU" -smp "$SMP" -m "$MEM" \
-    -nodefaults -no-user-config -display none -no-reboot \
-    -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" -append "$cmdline" \
-    -drive "file=$IMAGE/rootfs.ext4,if=none,format=raw,id=root,readonly=on" \
-    -device virtio-blk-pci,drive=root \
-    -drive "file=$RUN/boot.vfat,if=none,format=raw,id=boot" -device virtio-blk-pci,drive=boot \
-    -drive "file=$RUN/data.ext4,if=none,format=raw,id=data" -device virtio-blk-pci,drive=data \
-    -netdev tap,id=net0,ifname=tap0,script=no,downscript=no \
-    -device "virtio-net-pci,netdev=net0,mac=$BOX_MAC,romfile=" \
-    -device virtio-rng-pci \
-    -chardev "file,id=con,path=$RUN/console.log" -serial chardev:con \
-    >"$RUN/qemu.log" 2>&1 9>&- &
-qemu_pid=$!
-boot_start=$SECONDS
+CMDLINE="$CMDLINE systemd.setenv=ONAIR_TEST_HOOKS=1"
+# qemu's monitor, for the checks that do to the box what a person does to a real one: plug a
+# USB device in or out, cut a NIC's carrier, pull the power (scripts/qemu/qmp.py).
+QMP_SOCK=$RUN/qmp.sock
+qmp() { python3 "$SCRIPT_DIR/qemu/qmp.py" --socket "$QMP_SOCK" "$@"; }
+# Extra qemu arguments for every boot (a check may add to it before reboot_box).
+QEMU_EXTRA=()
+boots=0 CONSOLE=$RUN/console.log
+
+# start_qemu [QEMU ARGS...]: powers the box on with its disks, the tap NIC, a USB controller
+# (for hot-plugged devices) and QEMU_EXTRA plus the arguments given. Each boot after the
+# first logs its console to console-N.log.
+start_qemu() {
+    boots=$((boots + 1))
+    [ $boots = 1 ] || CONSOLE=$RUN/console-$boots.log
+    rm -f "$QMP_SOCK"
+    qemu_start_mono=$(python3 -c 'import time; print(time.monotonic())')
+    ip netns exec "$NS" qemu-system-aarch64 -M virt -accel tcg,thread=multi -cpu "$CPU" -smp "$SMP" -m "$MEM" \
+        -nodefaults -no-user-config -display none -no-reboot \
+        -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" -append "$CMDLINE" \
+        -drive "file=$IMAGE/rootfs.ext4,if=none,format=raw,id=root,readonly=on" \
+        -device virtio-blk-pci,drive=root \
+        -drive "file=$RUN/boot.vfat,if=none,format=raw,id=boot" -device virtio-blk-pci,drive=boot \
+        -drive "file=$RUN/data.ext4,if=none,format=raw,id=data" -device virtio-blk-pci,drive=data \
+        -netdev tap,id=net0,ifname=tap0,script=no,downscript=no \
+        -device "virtio-net-pci,netdev=net0,mac=$BOX_MAC,romfile=" \
+        -device virtio-rng-pci -device qemu-xhci,id=xhci \
+        -qmp "unix:$QMP_SOCK,server=on,wait=off" \
+        -chardev "file,id=con,path=$CONSOLE" -serial chardev:con \
+        "${QEMU_EXTRA[@]}" "$@" \
+        >"$RUN/qemu.log" 2>&1 9>&- &
+    qemu_pid=$!
+    boot_start=$SECONDS
+}
 
 SSH_OPTS=(-F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
     -o LogLevel=ERROR -o ConnectTimeout=10 -o ServerAliveInterval=10 -o ServerAliveCountMax=6)
 # ssh as root into the box, with the key that went onto the boot partition.
 BOX_SSH=(ip netns exec "$NS" ssh "${SSH_OPTS[@]}" -o BatchMode=yes -o IdentitiesOnly=yes
     -i "$RUN/id_ed25519" "root@$BOX_IP")
-qemu_alive() { kill -0 "$qemu_pid" 2>/dev/null; }
+qemu_alive() { [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; }
 last_console_line() {
-    tr -d '\r' <"$RUN/console.log" 2>/dev/null | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' |
+    tr -d '\r' <"$CONSOLE" 2>/dev/null | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' |
         grep -v '^[[:space:]]*$' | tail -1 | cut -c1-110
 }
 
-ssh_ok=0 next_note=$((SECONDS + 30))
-declare -A seen=()
-milestones=("Booting Linux|kernel started" "Run /init|initramfs running"
-    "Welcome to|systemd started" "onair-data:|onair-data ran" "onair-import:|onair-import ran"
-    "onair-start: starting|onair.service started" "Reached target.*Multi-User|multi-user.target reached")
-while [ $((SECONDS - boot_start)) -lt "$BOOT_TIMEOUT" ]; do
-    qemu_alive || break
-    for m in "${milestones[@]}"; do
-        pat=${m%%|*}
-        if [ -z "${seen[$pat]:-}" ] && grep -aqE "$pat" "$RUN/console.log" 2>/dev/null; then
-            seen[$pat]=1
-            log "  $((SECONDS - boot_start))s: ${m#*|}"
+# wait_ssh: until SSH with the card's key answers (ssh_ok=1, boot_secs) or the boot fails.
+wait_ssh() {
+    local m pat next_note=$((SECONDS + 30))
+    local -A seen=()
+    local milestones=("Booting Linux|kernel started" "Run /init|initramfs running"
+        "Welcome to|systemd started" "onair-data:|onair-data ran" "onair-import:|onair-import ran"
+        "onair-start: starting|onair.service started" "Reached target.*Multi-User|multi-user.target reached")
+    ssh_ok=0
+    while [ $((SECONDS - boot_start)) -lt "$BOOT_TIMEOUT" ]; do
+        qemu_alive || break
+        for m in "${milestones[@]}"; do
+            pat=${m%%|*}
+            if [ -z "${seen[$pat]:-}" ] && grep -aqE "$pat" "$CONSOLE" 2>/dev/null; then
+                seen[$pat]=1
+                log "  $((SECONDS - boot_start))s: ${m#*|}"
+            fi
+        done
+        if timeout 60 "${BOX_SSH[@]}" true 2>/dev/null; then
+            ssh_ok=1
+            break
         fi
+        if [ $SECONDS -ge $next_note ]; then
+            log "  $((SECONDS - boot_start))s: waiting for SSH; console: $(last_console_line)"
+            next_note=$((SECONDS + 30))
+        fi
+        sleep 3
     done
-    if timeout 60 "${BOX_SSH[@]}" true 2>/dev/null; then
-        ssh_ok=1
-        break
+    boot_secs=$((SECONDS - boot_start))
+    if [ $ssh_ok = 1 ]; then
+        log "SSH with the key from the boot partition answers after ${boot_secs}s (boot $boots)"
+    elif ! qemu_alive; then
+        tail -n 30 "$CONSOLE" >&2 || true
+        cat "$RUN/qemu.log" >&2 || true
+        fail "boot $boots: qemu exited after ${boot_secs}s (console tail above)"
+    else
+        tail -n 30 "$CONSOLE" >&2 || true
+        fail "boot $boots: no SSH login within ${BOOT_TIMEOUT}s (console tail above)"
     fi
-    if [ $SECONDS -ge $next_note ]; then
-        log "  $((SECONDS - boot_start))s: waiting for SSH; console: $(last_console_line)"
-        next_note=$((SECONDS + 30))
+}
+
+# power_off [hard]: stops the box — `systemctl poweroff` (it must be down within
+# SHUTDOWN_TIMEOUT), or with "hard" the power pulled (qemu's quit: no shutdown at all).
+power_off() {
+    qemu_alive || return 0
+    if [ "${1:-}" = hard ]; then
+        qmp quit >/dev/null 2>&1 || kill "$qemu_pid" 2>/dev/null || true
+    else
+        timeout 60 "${BOX_SSH[@]}" systemctl poweroff >/dev/null 2>&1 || true
     fi
-    sleep 3
-done
-boot_secs=$((SECONDS - boot_start))
-if [ $ssh_ok = 1 ]; then
-    log "SSH with the key from the boot partition answers after ${boot_secs}s"
-elif ! qemu_alive; then
-    tail -n 30 "$RUN/console.log" >&2 || true
-    cat "$RUN/qemu.log" >&2 || true
-    fail "boot: qemu exited after ${boot_secs}s (console.log tail above)"
-else
-    tail -n 30 "$RUN/console.log" >&2 || true
-    fail "boot: no SSH login within ${BOOT_TIMEOUT}s (console.log tail above)"
-fi
+    local _
+    for _ in $(seq $((SHUTDOWN_TIMEOUT / 2))); do qemu_alive || break; sleep 2; done
+    if qemu_alive; then
+        kill -9 "$qemu_pid" 2>/dev/null || true
+        return 1
+    fi
+    wait "$qemu_pid" 2>/dev/null || true
+    qemu_pid=""
+}
+
+# reboot_box [QEMU ARGS...]: powers the box on again (after power_off, or after the guest
+# rebooted: qemu runs with -no-reboot, so a reboot ends it) and waits for SSH.
+reboot_box() {
+    if qemu_alive; then power_off || true; fi
+    qemu_pid=""
+    start_qemu "$@"
+    wait_ssh
+}
+
+phase "boot until SSH answers (qemu -M virt -cpu $CPU -smp $SMP, TCG)"
+start_qemu
+wait_ssh
 
 # ------------------------------------------------------------------ 2. the stream
 stream_ok=0
@@ -415,7 +468,7 @@ if qemu_alive; then
         kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$stream"; }
         pass "stream: receiver decoded $(kv frames) frames at $(kv size) ($(kv fps) fps, $(kv keyframes) key frames) with the token from the boot partition; first POST $(kv first_post_s)s, first picture $(kv first_frame_s)s after qemu started"
     else
-        grep -a 'onair' "$RUN/console.log" | tail -n 20 | cut -c1-200 >&2 || true
+        grep -a 'onair' "$CONSOLE" | tail -n 20 | cut -c1-200 >&2 || true
         fail "stream: the receiver did not decode $FRAMES frames of ${WIDTH}x$HEIGHT within ${STREAM_TIMEOUT}s ($stream; the daemon's last log lines above)"
     fi
 fi
@@ -509,7 +562,8 @@ scenario_check() {
         *) printf '    %s\n' "$line" ;;
         esac
     done < <("$SCRIPT_DIR/qemu/$script" --netns "$NS" --key "$RUN/id_ed25519" \
-        --box "$BOX_IP" --receiver "http://$HOST_IP:$PORT" --token "$TOKEN" 2>&1 9>&-)
+        --box "$BOX_IP" --receiver "http://$HOST_IP:$PORT" --token "$TOKEN" \
+        --qmp "$QMP_SOCK" --run "$RUN" 2>&1 9>&-)
     [ "$verdicts" -ge "$expected" ] ||
         fail "$label: scripts/qemu/$script stopped after $verdicts of $expected results"
 }
@@ -544,13 +598,9 @@ fi
 
 if qemu_alive; then
     phase "poweroff and boot partition"
-    timeout 60 "${BOX_SSH[@]}" systemctl poweroff >/dev/null 2>&1 || true
-    for _ in $(seq $((SHUTDOWN_TIMEOUT / 2))); do qemu_alive || break; sleep 2; done
-    if qemu_alive; then
+    if ! power_off; then
         fail "poweroff: qemu still running ${SHUTDOWN_TIMEOUT}s after systemctl poweroff"
     else
-        wait "$qemu_pid" 2>/dev/null || true
-        qemu_pid=""
         # The daemon's DELETE of its session (README: SIGTERM ends the WHIP session).
         deletes=$(in_ns python3 -c '
 import json, sys, urllib.request

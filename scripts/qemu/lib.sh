@@ -7,9 +7,11 @@
 #   source "$SCRIPT_DIR/lib.sh"; scenario_args "$@"
 
 # scenario_args --netns NS --key SSH_KEY --box IP --receiver URL --token TOKEN
-# shellcheck disable=SC2034 # NS, KEY, BOX, URL and TOKEN are the caller's
+#               [--qmp SOCKET] [--run DIR]
+# --qmp is qemu's monitor socket (`qmp COMMAND [JSON]` below), --run the run's log directory.
+# shellcheck disable=SC2034 # NS, KEY, BOX, URL, TOKEN, QMP_SOCK and RUN are the caller's
 scenario_args() {
-    NS="" KEY="" BOX="" URL="" TOKEN=""
+    NS="" KEY="" BOX="" URL="" TOKEN="" QMP_SOCK="" RUN=""
     while [ $# -gt 0 ]; do
         case $1 in
         --netns) NS=$2; shift 2 ;;
@@ -17,6 +19,8 @@ scenario_args() {
         --box) BOX=$2; shift 2 ;;
         --receiver) URL=$2; shift 2 ;;
         --token) TOKEN=$2; shift 2 ;;
+        --qmp) QMP_SOCK=$2; shift 2 ;;
+        --run) RUN=$2; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
         esac
     done
@@ -45,6 +49,11 @@ box() { timeout "${BOX_TIMEOUT:-60}" ip netns exec "$NS" ssh "${SSH_OPTS[@]}" -i
 check() { ip netns exec "$NS" python3 "$SCRIPT_DIR/input-loss-check.py" --url "$URL" "$@"; }
 now() { check now; }
 kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
+# qmp COMMAND [ARGUMENTS_JSON]: a command to qemu's monitor (plug, unplug, set_link, quit).
+qmp() {
+    [ -n "$QMP_SOCK" ] || { echo "qmp: no --qmp socket given" >&2; return 2; }
+    python3 "$SCRIPT_DIR/qmp.py" --socket "$QMP_SOCK" "$@"
+}
 status_json() { box onair status --json 2>/dev/null || true; }
 
 # The box's clock against the receiver's: a command run on the box prints `date +%s.%N` right
