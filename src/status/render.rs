@@ -27,6 +27,7 @@ pub fn status(s: &StatusSnapshot) -> String {
         ("input", Some(input(&s.input))),
         ("bitrate", Some(bitrate(s.bitrate_kbps, &s.adapt))),
         ("estimate", estimate(&s.adapt)),
+        ("resent", resent(&s.adapt)),
         ("audio", s.audio.as_ref().map(audio)),
         ("frames", Some(frames(s))),
         ("reconnects", Some(s.reconnects.to_string())),
@@ -145,6 +146,19 @@ fn estimate(a: &AdaptStatus) -> Option<String> {
         parts.push(format!("rtt {rtt} ms"));
     }
     Some(parts.join(", "))
+}
+
+/// `120 packets; ignored 300 too soon, 12 too old, 40 over budget`; `None` before the first
+/// request to resend.
+fn resent(a: &AdaptStatus) -> Option<String> {
+    let r = &a.retransmissions;
+    if *r == Default::default() {
+        return None;
+    }
+    Some(format!(
+        "{} packets; ignored {} too soon, {} too old, {} over budget",
+        r.resent, r.too_soon, r.too_old, r.over_budget
+    ))
 }
 
 fn frames(s: &StatusSnapshot) -> String {
@@ -353,7 +367,7 @@ pub fn local_time(unix_s: f64) -> String {
 mod tests {
     use super::*;
     use crate::net::{Path, UplinkState, UplinkStatus};
-    use crate::output::adapt::{AdaptStatus, EstimateSource};
+    use crate::output::adapt::{AdaptStatus, EstimateSource, Retransmissions};
     use crate::status::snapshot::{InputSnapshot, NetworkSnapshot, OutputSnapshot};
 
     fn snapshot() -> StatusSnapshot {
@@ -415,6 +429,12 @@ mod tests {
                 loss_pct: Some(0.4),
                 rtt_ms: Some(23),
                 steps: 7,
+                retransmissions: Retransmissions {
+                    resent: 120,
+                    too_soon: 300,
+                    too_old: 12,
+                    over_budget: 40,
+                },
             },
             frames_encoded: 212_400,
             frames_sent: 211_000,
@@ -444,6 +464,7 @@ source      test 1280x720@30
 input       live for 3m 05s (1280x720 I420 @30), 1 loss
 bitrate     2480 kbit/s, target 2500 (300 to 2500)
 estimate    3100 kbit/s from twcc, loss 0.4 %, rtt 23 ms
+resent      120 packets; ignored 300 too soon, 12 too old, 40 over budget
 frames      212400 encoded, 211000 sent, 4 key frames forced
 reconnects  2
 live        1h 58m of 2h 03m up

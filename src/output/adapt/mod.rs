@@ -54,6 +54,32 @@ pub struct Estimate {
     pub source: EstimateSource,
 }
 
+/// What became of the server's requests to send packets again (NACKs), counted per packet
+/// asked for. Field names are a public contract (README, `onair status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retransmissions {
+    /// Packets sent again.
+    pub resent: u64,
+    /// Requests ignored: the packet was resent less than a round trip ago.
+    pub too_soon: u64,
+    /// Requests ignored: the packet is older than the viewers' latency budget (or forgotten).
+    pub too_old: u64,
+    /// Requests ignored: the retransmissions' share of the target was spent.
+    pub over_budget: u64,
+}
+
+impl std::ops::Add for Retransmissions {
+    type Output = Retransmissions;
+    fn add(self, o: Retransmissions) -> Retransmissions {
+        Retransmissions {
+            resent: self.resent + o.resent,
+            too_soon: self.too_soon + o.too_soon,
+            too_old: self.too_old + o.too_old,
+            over_budget: self.over_budget + o.over_budget,
+        }
+    }
+}
+
 /// What a connection knows about its path right now.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PathReport {
@@ -61,6 +87,33 @@ pub struct PathReport {
     /// Fraction of packets lost on the way (0–1), from the receiver's reports.
     pub loss: Option<f64>,
     pub rtt: Option<Duration>,
+    /// This connection's answers to the server's NACKs so far (WHIP).
+    pub retransmissions: Option<Retransmissions>,
+}
+
+/// What a connection may send now, in bit/s: the encoder's target and what is reserved beside
+/// it (the sound). The pacer and the retransmissions' budget follow it.
+#[derive(Clone)]
+pub struct SendRate {
+    encoder: BitrateHandle,
+    reserved_kbps: u32,
+}
+
+impl SendRate {
+    pub fn new(encoder: BitrateHandle, reserved_kbps: u32) -> Self {
+        SendRate {
+            encoder,
+            reserved_kbps,
+        }
+    }
+
+    pub fn bps(&self) -> f64 {
+        f64::from(
+            self.encoder
+                .target_kbps()
+                .saturating_add(self.reserved_kbps),
+        ) * 1000.0
+    }
 }
 
 /// `onair status`'s view of the adaptation. Field names are a public contract (README).
@@ -79,6 +132,8 @@ pub struct AdaptStatus {
     pub rtt_ms: Option<u32>,
     /// Changes of the target since start.
     pub steps: u64,
+    /// The answers to the server's NACKs since start, over every connection (WHIP).
+    pub retransmissions: Retransmissions,
 }
 
 /// A target is remembered for the next connection this long after its connection ended.
@@ -124,6 +179,8 @@ pub struct Adaptation {
 
 struct State {
     memory: Option<Memory>,
+    /// The retransmission counts of the connections that ended.
+    earlier_retransmissions: Retransmissions,
     status: AdaptStatus,
     /// The target last written to the log and the flight recorder.
     logged_kbps: u32,
@@ -133,6 +190,8 @@ struct State {
 pub struct Session {
     controller: Controller,
     path: Option<IpAddr>,
+    /// The connection's retransmission counts, as last reported.
+    retransmissions: Retransmissions,
 }
 
 impl Session {
@@ -158,6 +217,7 @@ impl Adaptation {
             recorder,
             state: Mutex::new(State {
                 memory: None,
+                earlier_retransmissions: Retransmissions::default(),
                 status,
                 logged_kbps: config.bitrate_kbps,
             }),
@@ -179,6 +239,11 @@ impl Adaptation {
 
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// What a connection may send now (the encoder's target and the reserve beside it).
+    pub fn send_rate(&self) -> SendRate {
+        SendRate::new(self.encoder.clone(), self.settings.reserved_kbps)
     }
 
     pub fn settings(&self) -> &ControllerSettings {
@@ -214,6 +279,7 @@ impl Adaptation {
         let session = Session {
             controller: Controller::new(self.settings.clone(), start),
             path,
+            retransmissions: Retransmissions::default(),
         };
         if self.enabled {
             self.apply(start, "new connection");
@@ -228,7 +294,8 @@ impl Adaptation {
             _ => None,
         };
         {
-            let mut state = lock(&self.state);
+            let mut guard = lock(&self.state);
+            let state = &mut *guard;
             let status = &mut state.status;
             status.estimate_kbps = report.estimate.map(|e| (e.bps / 1000.0).round() as u32);
             status.estimate_source = report.estimate.map(|e| e.source);
@@ -236,6 +303,10 @@ impl Adaptation {
             status.rtt_ms = report
                 .rtt
                 .map(|d| d.as_millis().min(u128::from(u32::MAX)) as u32);
+            if let Some(r) = report.retransmissions {
+                session.retransmissions = r;
+                status.retransmissions = state.earlier_retransmissions + r;
+            }
             if self.enabled {
                 state.memory = Some(Memory {
                     kbps: session.controller.target_kbps(),
@@ -256,12 +327,14 @@ impl Adaptation {
 
     /// The connection ended: its path measurements are gone; its target is remembered.
     pub fn end(&self, session: &Session, now: Instant) {
-        let mut state = lock(&self.state);
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
         let status = &mut state.status;
         status.estimate_kbps = None;
         status.estimate_source = None;
         status.loss_pct = None;
         status.rtt_ms = None;
+        state.earlier_retransmissions = state.earlier_retransmissions + session.retransmissions;
         if self.enabled {
             state.memory = Some(Memory {
                 kbps: session.controller.target_kbps(),
@@ -332,6 +405,7 @@ mod tests {
             }),
             loss: Some(0.012),
             rtt: Some(Duration::from_millis(23)),
+            retransmissions: None,
         }
     }
 

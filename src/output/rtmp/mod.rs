@@ -436,6 +436,7 @@ impl CapacityProbe for BacklogProbe {
             estimate: self.estimator.observe(now, backlog, sent),
             loss: None,
             rtt: None,
+            retransmissions: None,
         }
     }
 }

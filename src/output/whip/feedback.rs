@@ -8,7 +8,12 @@
 //! - servers that estimate the rate themselves and say so in REMB (aiortc, from the
 //!   abs-send-time stamps the box adds);
 //! - every server's receiver reports: the loss they count feeds the loss half of GCC
-//!   (`LossController`, the library's, reused as it is), and their timestamps give the round trip.
+//!   (`LossController`, the library's, reused as it is), and their timestamps give the round
+//!   trip — when they carry them: pion's receiver reports (Broadcast Box) say LSR = 0, "no
+//!   sender report received", because Broadcast Box never reads the RTCP of the tracks it
+//!   receives, so pion's report interceptor never sees ours. The round trip then comes from
+//!   the ICE consent checks the box sends 2.5 times a second (their answers' delay, as
+//!   webrtc-rs measures it), which cross the same queues as the media.
 //!
 //! [`PathFeedback`] keeps the latest of each and decides which one speaks for the path: fresh
 //! TWCC when there is any (GCC weighs delay and loss itself); otherwise the lower of REMB and
@@ -16,7 +21,7 @@
 
 use super::pass_through::Tap;
 use crate::lock::lock;
-use crate::output::adapt::{Estimate, EstimateSource, PathReport};
+use crate::output::adapt::{Estimate, EstimateSource, PathReport, Retransmissions};
 use crate::output::pump::CapacityProbe;
 use rtc::interceptor::{
     BandwidthEstimator, EstimatorStats, LossController, Packet, PacketReport, TaggedPacket,
@@ -38,6 +43,8 @@ const REMB_FRESH: Duration = Duration::from_secs(5);
 const REPORTS_FRESH: Duration = Duration::from_secs(12);
 /// Sender reports remembered for matching the receiver reports' round-trip fields.
 const SENT_REPORTS: usize = 16;
+/// A round trip from the receiver reports counts this long; the consent checks' after it.
+const RTT_FRESH: Duration = Duration::from_secs(12);
 
 /// The latest word from the server about the path.
 pub struct PathFeedback {
@@ -50,7 +57,11 @@ pub struct PathFeedback {
     reports_seen: Option<Instant>,
     /// (extended highest sequence number, cumulative lost) of the last report on our stream.
     last_block: Option<(u32, u32)>,
-    rtt: Option<Duration>,
+    rtt: Option<(Duration, Instant)>,
+    /// The round trip of the latest ICE consent check.
+    ice_rtt: Option<(Duration, Instant)>,
+    /// What became of the server's NACKs (`nack_gate.rs`).
+    retransmissions: Option<Retransmissions>,
     /// Our sender reports: the middle 32 bits of their NTP time, and when they left.
     sent: VecDeque<(u32, Instant)>,
 }
@@ -67,6 +78,8 @@ impl PathFeedback {
             reports_seen: None,
             last_block: None,
             rtt: None,
+            ice_rtt: None,
+            retransmissions: None,
             sent: VecDeque::new(),
         }
     }
@@ -120,9 +133,29 @@ impl PathFeedback {
         {
             let held = Duration::from_secs_f64(f64::from(block.delay) / 65536.0);
             if let Some(rtt) = now.saturating_duration_since(*sent_at).checked_sub(held) {
-                self.rtt = Some(rtt);
+                self.rtt = Some((rtt, now));
             }
         }
+    }
+
+    /// An ICE consent check was answered after `rtt`.
+    pub fn on_ice_rtt(&mut self, now: Instant, rtt: Duration) {
+        self.ice_rtt = Some((rtt, now));
+    }
+
+    pub fn on_retransmissions(&mut self, counts: Retransmissions) {
+        self.retransmissions = Some(counts);
+    }
+
+    /// The round trip: from the receiver reports while they give one, otherwise from the
+    /// consent checks.
+    pub fn rtt(&self, now: Instant) -> Option<Duration> {
+        let fresh = |(rtt, at): (Duration, Instant)| {
+            (now.saturating_duration_since(at) <= RTT_FRESH).then_some(rtt)
+        };
+        self.rtt
+            .and_then(fresh)
+            .or_else(|| self.ice_rtt.and_then(fresh))
     }
 
     /// What the path looks like now, and which estimate speaks for it.
@@ -158,7 +191,8 @@ impl PathFeedback {
         PathReport {
             estimate,
             loss: self.loss.average_loss(),
-            rtt: self.rtt,
+            rtt: self.rtt(now),
+            retransmissions: self.retransmissions,
         }
     }
 }
@@ -404,5 +438,27 @@ mod tests {
         b.last_sender_report = 99;
         f.on_report_block(secs(t0, 1.0), &b);
         assert_eq!(f.report(secs(t0, 1.0)).rtt, Some(rtt));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_report_timestamps_the_consent_checks_give_the_round_trip() {
+        let t0 = Instant::now();
+        let mut f = feedback();
+        // pion: receiver reports with LSR = 0 ("no sender report received").
+        f.on_sender_report(t0, 0xE000_1234_5678_0000);
+        f.on_report_block(secs(t0, 0.5), &block(100, 0));
+        assert_eq!(f.report(secs(t0, 0.5)).rtt, None);
+        f.on_ice_rtt(secs(t0, 0.6), Duration::from_millis(31));
+        assert_eq!(f.rtt(secs(t0, 0.7)), Some(Duration::from_millis(31)));
+        // A receiver report that carries the timestamps wins while it is fresh…
+        let mut b = block(200, 0);
+        b.last_sender_report = 0x1234_5678;
+        f.on_report_block(secs(t0, 0.540), &b);
+        assert_eq!(f.rtt(secs(t0, 1.0)), Some(Duration::from_millis(540)));
+        // …and the consent checks take over again when it is not.
+        f.on_ice_rtt(secs(t0, 20.0), Duration::from_millis(40));
+        assert_eq!(f.rtt(secs(t0, 20.0)), Some(Duration::from_millis(40)));
+        // Neither fresh: no round trip.
+        assert_eq!(f.rtt(secs(t0, 40.0)), None);
     }
 }

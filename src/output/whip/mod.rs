@@ -12,9 +12,12 @@ pub mod abs_send_time;
 pub mod feedback;
 pub mod gcc;
 pub mod http;
+mod nack_gate;
+mod pacer;
 mod pass_through;
 pub mod peer;
 mod peer_setup;
+pub mod retransmit;
 pub mod rtcp_watch;
 
 use super::pump::{self, Delivery, LivenessProbe, PumpSettings, UnitWriter};
@@ -106,6 +109,7 @@ impl WhipOutput {
             attempt.keyframes.clone(),
             self.audio,
             peer::EstimatorRange { initial, min, max },
+            adaptation.send_rate(),
         )
         .await?;
         let result = self.negotiate(&mut peer, attempt).await;
@@ -237,6 +241,8 @@ impl WhipConnection {
             dtls,
             pc: peer.pc.clone(),
             received: 0,
+            feedback: peer.feedback.clone(),
+            consent_answers: 0,
             cadence: Cadence::new(Instant::now(), Some(peer.consent_interval)),
         };
         let liveness = pump::spawn_liveness(probe, attempt, settings, stop.clone());
@@ -323,18 +329,32 @@ struct WhipLiveness {
     pc: Arc<dyn PeerConnection>,
     /// Packets the transport had received (STUN, DTLS, RTCP alike) at the last check.
     received: u64,
+    /// Where the consent checks' round trip goes (the fallback for servers whose receiver
+    /// reports carry no timestamps: `feedback.rs`).
+    feedback: Arc<std::sync::Mutex<feedback::PathFeedback>>,
+    /// Consent checks answered, as of the last check.
+    consent_answers: u64,
     cadence: Cadence,
 }
 
 impl WhipLiveness {
     /// Every packet the server sends counts as a sign of life, whatever it is: RTCP, ICE
-    /// consent answers, DTLS.
-    async fn packets_received(&self) -> Option<u64> {
-        self.pc
+    /// consent answers, DTLS. The same statistics carry the latest consent check's round trip.
+    async fn packets_received(&mut self, now: Instant) -> Option<u64> {
+        let stats = self
+            .pc
             .get_stats(std::time::Instant::now(), StatsSelector::None)
-            .await
-            .transport()
-            .map(|t| t.packets_received)
+            .await;
+        if let Some(pair) = stats.candidate_pairs().max_by_key(|p| p.responses_received)
+            && pair.responses_received > self.consent_answers
+        {
+            self.consent_answers = pair.responses_received;
+            let rtt = pair.current_round_trip_time;
+            if rtt.is_finite() && rtt > 0.0 && rtt < 60.0 {
+                crate::lock::lock(&self.feedback).on_ice_rtt(now, Duration::from_secs_f64(rtt));
+            }
+        }
+        stats.transport().map(|t| t.packets_received)
     }
 }
 
@@ -359,7 +379,7 @@ impl LivenessProbe for WhipLiveness {
         {
             return Some(format!("the server closed the session (DTLS {state})"));
         }
-        if let Some(received) = self.packets_received().await
+        if let Some(received) = self.packets_received(now).await
             && received > self.received
         {
             self.received = received;

@@ -12,19 +12,21 @@
 //! control interceptor (the send history, matched against the server's TWCC feedback) driving
 //! Google Congestion Control (`gcc/`), the feedback watch reading REMB and receiver reports
 //! (`feedback.rs`), the abs-send-time stamp (for servers that send REMB), the transport-wide
-//! sequence numbers, and webrtc-rs's defaults (NACK, reports). No pacer: the encoder itself is
-//! held below the estimate; the library's pacer paces at exactly the estimate (no headroom for
-//! a key frame), and paced at 1.5 times it in the lab it made the estimate no steadier while
-//! adding a queue of its own at every cut.
+//! sequence numbers, and webrtc-rs's defaults (NACK, reports); between the NACK responder and
+//! the wire our NACK gate (`nack_gate.rs`: which requests are worth answering) and our pacer
+//! (`pacer.rs`: 2.5 × the target, sound first).
 
 use super::abs_send_time::AbsSendTime;
 use super::feedback::{FeedbackWatch, ObservedGcc, PathFeedback};
 use super::gcc::Gcc;
 use super::http::WhipError;
+use super::nack_gate::NackGate;
+use super::pacer::SendPacer;
 use super::pass_through::PassThrough;
 use super::peer_setup::{self, IceSettings};
 use super::rtcp_watch::{RtcpClock, RtcpWatch};
 use crate::media::KeyframeRequester;
+use crate::output::adapt::SendRate;
 use rtc::interceptor::{CongestionControlBuilder, Registry, Slot, TwccSenderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
@@ -53,6 +55,10 @@ const FEEDBACK_WATCH_SLOT: usize = 1500;
 /// leaves, retransmissions included, is stamped as it leaves; above the send history, which
 /// then counts the stamp's bytes.
 const ABS_SEND_TIME_SLOT: usize = 1600;
+/// Wire-ward of the NACK responder (4000), so it hears the NACKs first and passes on only
+/// those worth answering; application-ward of the pacer (3000), so it notes each packet when
+/// it is handed over, before any queueing.
+const NACK_GATE_SLOT: usize = 3500;
 
 /// What the peer connection tells us, in order.
 #[derive(Debug)]
@@ -116,8 +122,10 @@ pub async fn build(
     keyframes: KeyframeRequester,
     audio: bool,
     range: EstimatorRange,
+    rate: SendRate,
 ) -> Result<Peer, WhipError> {
     let ssrc = rand::random::<u32>();
+    let audio_ssrc = audio.then(rand::random::<u32>);
     let rtcp = RtcpClock::new();
     let feedback = Arc::new(Mutex::new(PathFeedback::new(
         range.initial,
@@ -125,7 +133,12 @@ pub async fn build(
         range.max,
     )));
     let (media_engine, registry) = media_engine(audio)?;
-    let registry = with_our_interceptors(registry, ssrc, range, &rtcp, keyframes, &feedback);
+    let streams = Streams {
+        video: ssrc,
+        audio: audio_ssrc,
+    };
+    let registry =
+        with_our_interceptors(registry, streams, range, &rtcp, keyframes, &feedback, rate);
     let ice = IceSettings::new(server, dead_after);
     let (tx, events) = mpsc::unbounded_channel();
     let pc = peer_connection(
@@ -136,7 +149,7 @@ pub async fn build(
         Handler { tx },
     )
     .await?;
-    let (track, audio) = match add_tracks(&pc, ssrc, audio).await {
+    let (track, audio) = match add_tracks(&pc, ssrc, audio_ssrc).await {
         Ok(tracks) => tracks,
         Err(e) => {
             close_quietly(&pc).await;
@@ -182,12 +195,14 @@ fn media_engine(audio: bool) -> Result<(MediaEngine, Registry), WhipError> {
 /// constants why each sits where it does.
 fn with_our_interceptors(
     registry: Registry,
-    ssrc: u32,
+    streams: Streams,
     range: EstimatorRange,
     rtcp: &RtcpClock,
     keyframes: KeyframeRequester,
     feedback: &Arc<Mutex<PathFeedback>>,
+    rate: SendRate,
 ) -> Registry {
+    let ssrc = streams.video;
     registry
         .with(
             Slot::from(RTCP_WATCH_SLOT),
@@ -210,6 +225,18 @@ fn with_our_interceptors(
             PassThrough::new(AbsSendTime::new(Instant::now())),
         )
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::Pacer, SendPacer::new(rate.clone(), streams.audio))
+        .with(
+            Slot::from(NACK_GATE_SLOT),
+            NackGate::new(ssrc, feedback.clone(), rate),
+        )
+}
+
+/// Our SSRCs: the video's, and the sound's when there is sound.
+#[derive(Debug, Clone, Copy)]
+struct Streams {
+    video: u32,
+    audio: Option<u32>,
 }
 
 /// The peer connection itself, its one socket bound to `bind`.
@@ -255,14 +282,12 @@ type Tracks = (
 async fn add_tracks(
     pc: &Arc<dyn PeerConnection>,
     ssrc: u32,
-    audio: bool,
+    audio_ssrc: Option<u32>,
 ) -> Result<Tracks, WhipError> {
     let video = add_sendonly(pc, peer_setup::video_track(ssrc)).await?;
-    let audio = if audio {
-        let ssrc = rand::random::<u32>();
-        Some((add_sendonly(pc, peer_setup::audio_track(ssrc)).await?, ssrc))
-    } else {
-        None
+    let audio = match audio_ssrc {
+        Some(ssrc) => Some((add_sendonly(pc, peer_setup::audio_track(ssrc)).await?, ssrc)),
+        None => None,
     };
     Ok((video, audio))
 }
