@@ -136,6 +136,13 @@ impl SecretUrl {
 
     /// The server's host (an IPv6 literal without brackets), which is never secret: what the
     /// network monitor asks a route for and what a WHIP peer binds its sockets towards.
+    /// The port, given or the scheme's (80 for http, 443 for https).
+    pub fn port(&self) -> Option<u16> {
+        reqwest::Url::parse(&self.raw)
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+    }
+
     pub fn host(&self) -> Option<String> {
         reqwest::Url::parse(&self.raw)
             .ok()

@@ -135,6 +135,24 @@ pub trait Output: Send + Sync {
     /// Releases server-side state left by an earlier run or a connection that could not be
     /// closed politely (WHIP: DELETE the remembered resource). Called at stop.
     async fn release(&self) {}
+
+    /// A cheap look at whether the server answers at all (a TCP connect to its port, bounded
+    /// by [`PROBE_TIMEOUT`]), for the supervisor's waits; `None`: this output cannot tell.
+    async fn reachable(&self) -> Option<bool> {
+        None
+    }
+}
+
+/// A probe that has not connected within this is a "no".
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Whether a TCP connection to `host:port` opens within [`PROBE_TIMEOUT`] (name resolution
+/// included). It is closed at once; nothing is sent.
+pub async fn tcp_answers(host: &str, port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect((host, port))).await,
+        Ok(Ok(_))
+    )
 }
 
 #[async_trait::async_trait]

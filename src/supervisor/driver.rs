@@ -6,6 +6,7 @@
 
 use super::machine::{Action, Event, Machine, MachineView, StopCause, Transition};
 use super::notify::{self, Beat, Heartbeat};
+use super::probe::ProbePlan;
 use super::state::StreamState;
 use crate::media::{Door, KeyframeRequester, Urgency};
 use crate::net::NetworkStatus;
@@ -67,12 +68,18 @@ pub struct Driver {
     conn_rx: mpsc::UnboundedReceiver<(u64, ConnectionEvent)>,
     timer: Option<(u64, Instant)>,
     current_attempt: u32,
+    /// The reachability probes of a long wait (`probe.rs`), and their answers.
+    probes: ProbePlan,
+    probe_tx: mpsc::UnboundedSender<bool>,
+    probe_rx: mpsc::UnboundedReceiver<bool>,
+    probe_task: Option<JoinHandle<()>>,
 }
 
 impl Driver {
     pub fn new(machine: Machine, parts: DriverParts) -> Driver {
         let (attempt_tx, attempt_rx) = mpsc::unbounded_channel();
         let (conn_tx, conn_rx) = mpsc::unbounded_channel();
+        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
         Driver {
             machine,
             parts,
@@ -85,6 +92,10 @@ impl Driver {
             conn_rx,
             timer: None,
             current_attempt: 0,
+            probes: ProbePlan::new(),
+            probe_tx,
+            probe_rx,
+            probe_task: None,
         }
     }
 
@@ -95,6 +106,7 @@ impl Driver {
         self.parts.heartbeat.ready(self.machine.view().state);
         loop {
             let timer_at = self.timer.map(|(_, at)| at);
+            let probe_at = self.probes.next_probe();
             let event = tokio::select! {
                 ev = inputs.recv() => match ev {
                     Some(ev) => ev,
@@ -121,6 +133,18 @@ impl Driver {
                     let (id, _) = self.timer.take().expect("the timer branch only runs while armed");
                     Event::TimerFired { id }
                 }
+                _ = sleep_until(probe_at) => {
+                    self.start_probe();
+                    continue;
+                }
+                Some(answers) = self.probe_rx.recv() => {
+                    self.probe_task = None;
+                    if !self.probes.answered(answers) {
+                        continue;
+                    }
+                    log::info!("the server answers again: next attempt now");
+                    Event::ServerBack
+                }
                 // The service watchdog's ping: only served while this loop turns.
                 beat = self.parts.heartbeat.due() => {
                     match beat {
@@ -146,7 +170,12 @@ impl Driver {
                 }
             }
             self.publish();
+            self.probes
+                .waiting(Instant::now(), self.machine.view().next_retry_at);
             if let Some(cause) = exit {
+                if let Some(task) = self.probe_task.take() {
+                    task.abort();
+                }
                 return cause;
             }
         }
@@ -246,6 +275,17 @@ impl Driver {
             Action::Exit(cause) => return Some(cause),
         }
         None
+    }
+
+    /// One probe, in its own task so the loop keeps turning; bounded by `PROBE_TIMEOUT`.
+    fn start_probe(&mut self) {
+        self.probes.probing(Instant::now());
+        let output = self.parts.output.clone();
+        let answers = self.probe_tx.clone();
+        self.probe_task = Some(tokio::spawn(async move {
+            // An output that cannot probe reads as "answers": never seen silent, never "back".
+            let _ = answers.send(output.reachable().await.unwrap_or(true));
+        }));
     }
 
     fn start_attempt(&mut self, number: u32) {

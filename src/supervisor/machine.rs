@@ -17,6 +17,9 @@ use tokio::time::Instant;
 /// The longest `Retry-After` we honour; beyond this a misconfigured server would park the box
 /// for hours. `onair retry` still cuts any wait short.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// A server that is back gets the next attempt within this (random) delay, so a fleet of boxes
+/// waiting on it does not arrive in the same instant.
+pub const SERVER_BACK_JITTER: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -50,6 +53,9 @@ pub enum Event {
     TimerFired { id: u64 },
     /// A person asked to retry now (`onair retry`, SIGHUP).
     RetryNow { reason: String },
+    /// While waiting, a probe found the server answering again after finding it silent
+    /// (`probe.rs`): the next attempt comes at once, a little jittered.
+    ServerBack,
     /// New reconnect settings (SIGHUP with only `reconnect` changed).
     PolicyChanged(ReconnectConfig),
     /// The daemon's run ends, and why.
@@ -255,6 +261,7 @@ impl Machine {
             Event::ConnectionLost { reason } => self.on_connection_lost(now, reason, out),
             Event::TimerFired { id } => self.on_timer(now, id, out),
             Event::RetryNow { reason } => self.on_retry_now(reason, out),
+            Event::ServerBack => self.on_server_back(now, out),
             Event::PolicyChanged(config) => self.on_policy_changed(&config),
             Event::Stop(cause) => self.on_stop(now, cause, out),
         }
@@ -444,6 +451,21 @@ impl Machine {
             Phase::Connecting { .. } | Phase::Live | Phase::Stopped => {}
         }
         reason
+    }
+
+    /// The wait is cut short, nothing else: the streak (and so the waits after a failure of
+    /// this attempt) stays as the schedule made it.
+    fn on_server_back(&mut self, now: Instant, out: &mut Vec<Action>) -> String {
+        if self.phase != Phase::Waiting {
+            return String::new();
+        }
+        let jitter = SERVER_BACK_JITTER.mul_f64(self.rng.random_range(0.0..=1.0));
+        if self.next_retry_at.is_some_and(|at| at <= now + jitter) {
+            return String::new();
+        }
+        self.next_retry_at = Some(now + jitter);
+        self.arm(jitter, out);
+        "the server answers again".into()
     }
 
     fn on_policy_changed(&mut self, config: &ReconnectConfig) -> String {
@@ -1136,6 +1158,35 @@ mod tests {
             reason: "onair retry".into(),
         });
         assert_eq!(s.connects.len(), n + 1);
+    }
+
+    #[test]
+    fn a_server_back_cuts_a_long_wait_short_without_resetting_the_schedule() {
+        let mut s = Sim::new(ReconnectConfig::default(), true);
+        s.ev(Event::InputReady);
+        // Attempts at 0, 0 (immediate retry), then waits of 1, 2, 4, 8 s: now in the 8 s wait.
+        for _ in 0..5 {
+            s.fail_until_next_attempt();
+        }
+        s.fail(FailureClass::Transient);
+        let wait = s.m.view().next_retry_at.expect("waiting") - s.now;
+        assert!(wait > Duration::from_secs(7), "{wait:?}");
+        let n = s.connects.len();
+        s.advance(Duration::from_secs(3));
+        s.ev(Event::ServerBack);
+        let soon = s.m.view().next_retry_at.expect("still waiting, briefly") - s.now;
+        assert!(soon <= SERVER_BACK_JITTER, "{soon:?}");
+        s.advance(SERVER_BACK_JITTER);
+        assert_eq!(s.connects.len(), n + 1, "the attempt came at once");
+        // It fails too: the schedule goes on where it was (16 s next, ±10 %), not from 0.
+        s.fail(FailureClass::Transient);
+        let next = s.m.view().next_retry_at.expect("waiting") - s.now;
+        assert!(next >= Duration::from_millis(14_400), "{next:?}");
+        // Outside a wait it means nothing.
+        s.advance(next);
+        let n = s.connects.len();
+        s.ev(Event::ServerBack);
+        assert_eq!(s.connects.len(), n);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod machine;
 pub mod notify;
+pub mod probe;
 pub mod state;
 
 pub use state::StreamState;

@@ -191,8 +191,15 @@ pub fn whip_attempt() -> Attempt {
 /// GStreamer's webrtcbin (transport-wide congestion control feedback, like Broadcast Box).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiverKind {
+    /// aiortc, asking once per new gap for everything missing.
     Aiortc,
+    /// aiortc asking like Broadcast Box (pion): every 100 ms for every packet still missing;
+    /// its receiver reports carry no timestamps (LSR = 0), like Broadcast Box's.
+    AiortcPion,
+    /// GStreamer's webrtcbin, asking for gaps only.
     Webrtcbin,
+    /// webrtcbin with rtpjitterbuffer's defaults (`rtx-next-seqnum`: also for late packets).
+    WebrtcbinDefault,
 }
 
 /// The independent WHIP receiver, running until dropped.
@@ -223,9 +230,11 @@ impl Receiver {
         let dir = tempfile::tempdir().expect("temp dir");
         let stderr_log = dir.path().join("receiver.log");
         let (script, py) = match kind {
-            ReceiverKind::Aiortc => (repo_root().join("tests/peers/whip_receiver.py"), python()),
+            ReceiverKind::Aiortc | ReceiverKind::AiortcPion => {
+                (repo_root().join("tests/peers/whip_receiver.py"), python())
+            }
             // webrtcbin comes from Debian's GStreamer through PyGObject: the system Python.
-            ReceiverKind::Webrtcbin => (
+            ReceiverKind::Webrtcbin | ReceiverKind::WebrtcbinDefault => (
                 repo_root().join("tests/peers/webrtcbin_receiver.py"),
                 PathBuf::from("/usr/bin/python3"),
             ),
@@ -235,9 +244,11 @@ impl Receiver {
             args.push("--token");
             args.push(t);
         }
-        if kind == ReceiverKind::Aiortc {
-            args.push("--connect-timeout");
-            args.push("15");
+        match kind {
+            ReceiverKind::Aiortc => args.extend(["--connect-timeout", "15"]),
+            ReceiverKind::AiortcPion => args.extend(["--connect-timeout", "15", "--nack", "pion"]),
+            ReceiverKind::Webrtcbin => {}
+            ReceiverKind::WebrtcbinDefault => args.extend(["--nack", "gstreamer"]),
         }
         let mut child = spawn_in(netns, &py, &args)
             .stdout(Stdio::piped())
@@ -307,6 +318,12 @@ impl Receiver {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Everything the (aiortc) receiver sends leaves `ms` late: a longer path back to the box.
+    pub fn set_path_delay(&self, ms: u64) {
+        let body = serde_json::json!({ "delay_ms": ms }).to_string();
+        self.curl("POST", "/control/path", Some(&body));
     }
 
     /// Polls the stats until `pred` holds or `timeout` passes; returns the last stats.

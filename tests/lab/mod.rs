@@ -173,6 +173,63 @@ impl Lab {
         tc(&self.box_ns, &["qdisc", "del", "dev", &self.box_if, "root"]);
     }
 
+    /// Counts, from now on, what the box hands its uplink *before* the token bucket (the
+    /// output hook runs before the qdisc): counter `offered`, every packet out of `eth0`; and
+    /// counter `syns`, the TCP connections it opens to the server's `port`.
+    pub fn count_offered(&self, port: u16) {
+        let rules = format!(
+            "table inet onaircount {{\n counter offered {{}}\n counter syns {{}}\n chain out {{\n  type filter hook output priority 0; policy accept;\n  oif \"{dev}\" counter name \"offered\"\n  ip daddr {SERVER_IP} tcp dport {port} tcp flags & (syn | ack) == syn counter name \"syns\"\n }}\n}}\n",
+            dev = self.box_if
+        );
+        nft(&self.box_ns, &rules);
+    }
+
+    /// (packets, bytes) a counter of [`Lab::count_offered`] has seen.
+    pub fn counter(&self, name: &str) -> (u64, u64) {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.box_ns,
+                "nft",
+                "-j",
+                "list",
+                "counter",
+            ])
+            .args(["inet", "onaircount", name])
+            .output()
+            .expect("run nft");
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let c = v["nftables"]
+            .as_array()
+            .and_then(|a| a.iter().find_map(|e| e.get("counter")))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no counter {name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        (
+            c["packets"].as_u64().unwrap_or(0),
+            c["bytes"].as_u64().unwrap_or(0),
+        )
+    }
+
+    /// Random loss of `percent` % of the packets between box and server, both ways (dropped
+    /// on arrival, so no sender sees an error).
+    pub fn random_loss(&self, percent: u32) {
+        for (ns, matcher) in [
+            (&self.box_ns, format!("ip saddr {SERVER_IP}")),
+            (&self.server_ns, format!("ip saddr {BOX_IP}")),
+        ] {
+            let rules = format!(
+                "table inet onairloss {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n  {matcher} numgen random mod 100 < {percent} drop\n }}\n}}\n"
+            );
+            nft(ns, &rules);
+        }
+    }
+
     /// Bytes the box's uplink has sent so far (its interface counter).
     pub fn uplink_tx_bytes(&self) -> u64 {
         let out = Command::new("ip")

@@ -21,9 +21,10 @@ It prints `READY http://IP:PORT` once it accepts connections. API:
                                "num-late", "num-duplicates", "rtx-count",
                                "rtx-success-count"}}], "width", "height"}
 
-Retransmissions are asked for as Broadcast Box (pion) and browsers ask: for a gap in the
-sequence numbers, not for a packet that is merely later than expected (rtpjitterbuffer's
-`rtx-next-seqnum`, on by default, is turned off).
+Retransmissions are asked for, with `--nack gap` (the default), for a gap in the sequence
+numbers only, not for a packet that is merely later than expected (rtpjitterbuffer's
+`rtx-next-seqnum`, on by default, is turned off); with `--nack gstreamer`, as GStreamer asks
+by default (`rtx-next-seqnum` on: also for the packet it expects next, as soon as it is late).
 
 Networking rule: nothing may leave the machine. No STUN/TURN server; ICE gathers host
 candidates on the listen address only (no TCP candidates, no UPnP).
@@ -165,7 +166,7 @@ class Session:
         # sequence numbers; rtpjitterbuffer by default also asks for the packet it expects
         # next as soon as it is late, so a queue that grows by a key frame's length reads as
         # loss and the sender resends packets that are still on their way.
-        jitterbuffer.set_property("rtx-next-seqnum", False)
+        jitterbuffer.set_property("rtx-next-seqnum", self.rx.nack == "gstreamer")
         self.jitterbuffers.append(jitterbuffer)
 
     def jitter_stats(self) -> dict[str, int]:
@@ -244,7 +245,8 @@ class Session:
 
 
 class Receiver:
-    def __init__(self, token: Optional[str], ice_host: str) -> None:
+    def __init__(self, token: Optional[str], ice_host: str, nack: str = "gap") -> None:
+        self.nack = nack
         self.token = token
         self.ice_host = ice_host
         self.lock = threading.Lock()
@@ -359,6 +361,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", required=True, help="IP:PORT (PORT 0 picks one)")
     parser.add_argument("--token", help="the only accepted stream key")
+    parser.add_argument("--nack", choices=("gap", "gstreamer"), default="gap",
+                        help="ask again for gaps only, or as rtpjitterbuffer does by default")
     args = parser.parse_args()
     host, port = parse_listen(args.listen)
     Gst.init(None)
@@ -369,7 +373,7 @@ def main() -> int:
     # webrtcbin's ICE agent and promises run on GLib's default main context.
     loop = GLib.MainLoop()
     threading.Thread(target=loop.run, daemon=True).start()
-    rx = Receiver(args.token, host)
+    rx = Receiver(args.token, host, args.nack)
     Handler.rx = rx
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True

@@ -43,6 +43,8 @@ from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError
 
+import pion_like
+
 log = logging.getLogger("whip_receiver")
 
 # Broadcast Box's Link header (it says "whep" in the rel, although this is the WHIP answer;
@@ -369,10 +371,17 @@ class Stats:
         self.plis_sent = 0
         self.plis_auto = 0
         self.pli_floods: deque = deque(maxlen=MAX_RECORDS)
+        # Packets asked for again, summed over every NACK sent.
+        self.nacked_packets = 0
+        self.nacks_sent = 0
 
 
 class Receiver:
-    def __init__(self, token: Optional[str], ice_host: str, connect_timeout_s: float) -> None:
+    def __init__(self, token: Optional[str], ice_host: str, connect_timeout_s: float,
+                 nack_mode: str = "aiortc") -> None:
+        # "aiortc": aiortc's own NACKs (once per new gap); "pion": Broadcast Box's (pion_like.py).
+        self.nack_mode = nack_mode
+        self.path_delay = pion_like.PathDelay()
         self.token_key = resolve_bearer("Bearer " + token) if token is not None else None
         self.ice_host = ice_host
         self.loopback_only = ipaddress.ip_address(ice_host).is_loopback
@@ -483,7 +492,12 @@ class Receiver:
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video" and session.video_receiver is None:
                 self._hook_pli(session, transceiver.receiver)
+                self._hook_nacks(session, transceiver.receiver)
             self._hook_sender_reports(session, transceiver.kind, transceiver.receiver)
+            if self.nack_mode == "pion":
+                pion_like.no_report_timestamps(transceiver.receiver)
+            self.path_delay.install_rtcp(transceiver.receiver)
+        self.path_delay.install_ice(pc)
         self._spawn(self._connect_watchdog(session), session.tasks)
         return session, answer
 
@@ -506,6 +520,21 @@ class Receiver:
             await original(media_ssrc)
 
         receiver._send_rtcp_pli = counting_pli
+
+    def _hook_nacks(self, session: Session, receiver: RTCRtpReceiver) -> None:
+        """Count the NACKs sent (and the packets they ask for); in pion mode, ask like pion."""
+        original = getattr(receiver, "_send_rtcp_nack", None)
+        if original is None:
+            raise RuntimeError("aiortc RTCRtpReceiver has no _send_rtcp_nack: unsupported aiortc version")
+
+        async def counting_nack(media_ssrc: int, lost: list[int]) -> None:
+            self.stats.nacks_sent += 1
+            self.stats.nacked_packets += len(lost)
+            await original(media_ssrc, lost)
+
+        receiver._send_rtcp_nack = counting_nack
+        if self.nack_mode == "pion":
+            self._spawn(pion_like.pion_nacks(receiver)(), session.tasks)
 
     @staticmethod
     def _hook_sender_reports(session: Session, kind: str, receiver: RTCRtpReceiver) -> None:
@@ -952,7 +981,21 @@ class Handlers:
             "pli_floods": list(st.pli_floods),
             "pli_flood_active": bool(rx.flood_task and not rx.flood_task.done()),
             "script_pending": len(rx.script),
+            "nack_mode": rx.nack_mode,
+            "nacks_sent": st.nacks_sent,
+            "nacked_packets": st.nacked_packets,
+            "path_delay_ms": round(rx.path_delay.delay_s * 1000.0, 1),
+            "own_rtt_ms": rx.path_delay.own_rtt_ms,
+            "own_rtt_t": rx.path_delay.own_rtt_t,
         })
+
+    async def control_path(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        delay = body.get("delay_ms")
+        if not isinstance(delay, (int, float)) or not 0 <= delay <= 2000:
+            return text(400, "delay_ms: a number of milliseconds, 0 to 2000")
+        self.rx.path_delay.delay_s = delay / 1000.0
+        return json_response({"delay_ms": delay})
 
     async def control_pli_flood(self, request: web.Request) -> web.Response:
         rx = self.rx
@@ -1034,6 +1077,7 @@ def build_app(rx: Receiver) -> web.Application:
     app.router.add_post("/control/pli_flood", h.control_pli_flood)
     app.router.add_post("/control/drop", h.control_drop)
     app.router.add_post("/control/reset", h.control_reset)
+    app.router.add_post("/control/path", h.control_path)
     return app
 
 
@@ -1064,7 +1108,7 @@ async def run(args: argparse.Namespace) -> int:
     check_bindable(ice_host)
     restrict_host_candidates(ice_host)
 
-    rx = Receiver(args.token, ice_host, args.connect_timeout)
+    rx = Receiver(args.token, ice_host, args.connect_timeout, args.nack)
     app = build_app(rx)
     runner = web.AppRunner(app, access_log=log if args.verbose else None)
     await runner.setup()
@@ -1105,6 +1149,8 @@ def main() -> int:
     parser.add_argument("--ice-host", help="the only IP for host ICE candidates (default: listen host)")
     parser.add_argument("--connect-timeout", type=float, default=30.0,
                         help="end a session that has not connected after this many seconds")
+    parser.add_argument("--nack", choices=("aiortc", "pion"), default="aiortc",
+                        help="how missing packets are asked for again (see pion_like.py)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args()
     if args.ice_host is not None:

@@ -202,6 +202,10 @@ impl RtmpOutput {
 
 #[async_trait::async_trait]
 impl Output for RtmpOutput {
+    async fn reachable(&self) -> Option<bool> {
+        Some(super::tcp_answers(&self.location.host, self.location.port).await)
+    }
+
     async fn connect(&self, attempt: Attempt) -> Result<Box<dyn Connection>, Failure> {
         match self.attempt(&attempt).await {
             Ok(conn) => Ok(Box::new(conn)),

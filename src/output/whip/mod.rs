@@ -58,6 +58,8 @@ const DELETE_TIMEOUT: Duration = Duration::from_millis(1000);
 pub struct WhipOutput {
     http: Arc<WhipHttp>,
     server_ip: Option<IpAddr>,
+    /// The endpoint's host and port, for the reachability probe.
+    host_port: Option<(String, u16)>,
     settings: PumpSettings,
     /// Offer an Opus track beside the video.
     audio: bool,
@@ -81,6 +83,7 @@ impl WhipOutput {
         Ok(WhipOutput {
             http,
             server_ip,
+            host_port: url.host().zip(url.port()),
             settings: PumpSettings::default(),
             audio: false,
             pacing: AV_PACING,
@@ -169,6 +172,11 @@ impl Output for WhipOutput {
 
     async fn release(&self) {
         self.http.delete_remembered(DELETE_TIMEOUT).await;
+    }
+
+    async fn reachable(&self) -> Option<bool> {
+        let (host, port) = self.host_port.as_ref()?;
+        Some(super::tcp_answers(host, *port).await)
     }
 }
 
