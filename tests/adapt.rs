@@ -319,3 +319,293 @@ fn remb_server_one_megabit_then_lifted() {
         "the target did not follow aiortc's estimate up: {from} -> {to} kbit/s in 30 s"
     );
 }
+
+/// One second of what the box handed its uplink (counted before the token bucket) against the
+/// target in force.
+#[derive(Debug, Clone, Copy)]
+struct Offered {
+    /// Seconds since the limit went on, at the end of this second.
+    at: f64,
+    kbps: f64,
+    /// The higher of the targets at the start and the end of the second.
+    target_kbps: f64,
+}
+
+impl Offered {
+    fn ratio(&self) -> f64 {
+        self.kbps / self.target_kbps.max(1.0)
+    }
+}
+
+/// Samples, once a second for `secs`, the bytes offered to the uplink and the target.
+fn offered_each_second(lab: &lab::Lab, daemon: &Daemon, t0: f64, secs: u64) -> Vec<Offered> {
+    let target = || {
+        daemon
+            .status()
+            .and_then(|s| s["adapt"]["target_kbps"].as_f64())
+            .unwrap_or(0.0)
+    };
+    let mut out = vec![];
+    let (mut bytes, mut at, mut kbps_then) = (lab.counter("offered").1, mono_now(), target());
+    for _ in 0..secs {
+        let next = at + 1.0;
+        std::thread::sleep(Duration::from_secs_f64((next - mono_now()).max(0.0)));
+        let (b, now, kbps_now) = (lab.counter("offered").1, mono_now(), target());
+        let o = Offered {
+            at: now - t0,
+            kbps: (b - bytes) as f64 * 8.0 / (now - at) / 1000.0,
+            target_kbps: kbps_then.max(kbps_now),
+        };
+        eprintln!(
+            "  +{:>4.1} s: offered {:>6.0} kbit/s, target {:>4.0} ({:.2}x)",
+            o.at,
+            o.kbps,
+            o.target_kbps,
+            o.ratio()
+        );
+        out.push(o);
+        (bytes, at, kbps_then) = (b, now, kbps_now);
+    }
+    out
+}
+
+fn retransmissions(s: &Value) -> String {
+    let r = &s["adapt"]["retransmissions"];
+    format!(
+        "resent {}, ignored {} too soon / {} too old / {} over budget",
+        r["resent"], r["too_soon"], r["too_old"], r["over_budget"]
+    )
+}
+
+/// Issue 23, 1: a receiver that asks again like Broadcast Box (pion, every 100 ms for every
+/// packet still missing), a 1 Mbit/s uplink, adaptation on. What the box offers the uplink
+/// stays within 1.3 times its target every second after the first 2 s; the viewer decodes
+/// ≥ 85 % of the frames over the first 10 s and ≥ 95 % over the next 10 s, with no freeze over
+/// 0.5 s after the first 2 s.
+#[test]
+fn pion_like_receiver_one_megabit_no_retransmission_flood() {
+    let _serial = serial();
+    let lab = lab_or_skip!();
+    lab.count_offered(PORT);
+    let receiver = start_receiver(&lab, ReceiverKind::AiortcPion);
+    let daemon = start_box(&lab, true);
+    wait_live(&daemon, &receiver);
+    lab.limit_uplink(1000);
+    let t0 = mono_now();
+    eprintln!("pion-like receiver, 1 Mbit/s uplink, adaptation on:");
+    let seconds = offered_each_second(&lab, &daemon, t0, 20);
+    let stats = receiver.stats();
+    let first = window(&stats, t0, t0 + 10.0);
+    let then = window(&stats, t0 + 10.0, t0 + 20.0);
+    let settled = window(&stats, t0 + 2.0, t0 + 20.0);
+    let s = daemon.status().expect("status");
+    let worst = seconds
+        .iter()
+        .filter(|o| o.at > 2.0)
+        .map(Offered::ratio)
+        .fold(0.0, f64::max);
+    eprintln!(
+        "  first 10 s: {first}\n  next 10 s: {then}\n  after 2 s: {settled}\n  worst second after 2 s: {worst:.2}x the target\n  {}\n  the receiver asked for {} packets in {} NACKs",
+        retransmissions(&s),
+        stats["nacked_packets"],
+        stats["nacks_sent"]
+    );
+    for o in seconds.iter().filter(|o| o.at > 2.0) {
+        assert!(
+            o.ratio() <= 1.3,
+            "{:.0} kbit/s offered at +{:.1} s, {:.2}x the target {:.0}\n{}",
+            o.kbps,
+            o.at,
+            o.ratio(),
+            o.target_kbps,
+            daemon.log()
+        );
+    }
+    assert!(first.share >= 0.85, "first 10 s: {first}");
+    assert!(then.share >= 0.95, "next 10 s: {then}");
+    assert!(settled.longest_gap <= 0.5, "after 2 s: {settled}");
+    assert_eq!(reconnects(&daemon), 0, "the box reconnected");
+}
+
+/// Issue 23, 2: the same with adaptation off. The uplink is too thin for the picture, but the
+/// box offers it no more than 1.3 times the configured 2500 kbit/s in any second: no flood.
+#[test]
+fn pion_like_receiver_one_megabit_adaptation_off_no_flood() {
+    let _serial = serial();
+    let lab = lab_or_skip!();
+    lab.count_offered(PORT);
+    let receiver = start_receiver(&lab, ReceiverKind::AiortcPion);
+    let daemon = start_box(&lab, false);
+    wait_live(&daemon, &receiver);
+    lab.limit_uplink(1000);
+    let t0 = mono_now();
+    eprintln!("pion-like receiver, 1 Mbit/s uplink, adaptation off:");
+    let seconds = offered_each_second(&lab, &daemon, t0, 15);
+    let s = daemon.status().expect("status");
+    let stats = receiver.stats();
+    eprintln!(
+        "  {}; {}\n  the receiver asked for {} packets in {} NACKs",
+        window(&stats, t0, t0 + 15.0),
+        retransmissions(&s),
+        stats["nacked_packets"],
+        stats["nacks_sent"]
+    );
+    for o in &seconds {
+        assert!(
+            o.kbps <= 1.3 * CEILING_KBPS as f64,
+            "{:.0} kbit/s offered at +{:.1} s (more than 1.3 x {CEILING_KBPS})\n{}",
+            o.kbps,
+            o.at,
+            daemon.log()
+        );
+    }
+    let r = &s["adapt"]["retransmissions"];
+    assert!(
+        r["too_soon"].as_u64().unwrap_or(0) + r["over_budget"].as_u64().unwrap_or(0) > 0,
+        "the receiver asked again, yet nothing was ignored: {s:#}"
+    );
+}
+
+/// One box and one receiver of a kind, in a lab of their own.
+struct Pair {
+    kind: ReceiverKind,
+    lab: lab::Lab,
+    receiver: Receiver,
+    daemon: Daemon,
+}
+
+fn pair(kind: ReceiverKind) -> Option<Pair> {
+    let lab = lab::Lab::new().ok()?;
+    let receiver = start_receiver(&lab, kind);
+    let url = format!("http://{}:{PORT}/api/whip", lab::SERVER_IP);
+    let daemon = Daemon::start(test_config(&url, Some(TOKEN), json!({})), Some(&lab.box_ns));
+    Some(Pair {
+        kind,
+        lab,
+        receiver,
+        daemon,
+    })
+}
+
+/// The median of the box's `rtt_ms` over `n` samples a second apart.
+fn box_rtt(daemon: &Daemon, n: usize) -> Option<f64> {
+    let mut v: Vec<f64> = (0..n)
+        .filter_map(|_| {
+            std::thread::sleep(Duration::from_secs(1));
+            daemon.status().and_then(|s| s["adapt"]["rtt_ms"].as_f64())
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// The receiver's own measure after `after` (CLOCK_MONOTONIC): the aiortc receivers time
+/// their ICE consent checks (the least of those since, at least two: a Python event loop busy
+/// decoding only ever adds to a round trip); beside webrtcbin, its namespace times a TCP connect to a closed
+/// port of the box (SYN out, RST back: one round trip; this machine has no ping).
+fn own_rtt(p: &Pair, after: f64) -> Option<f64> {
+    if matches!(p.kind, ReceiverKind::Aiortc | ReceiverKind::AiortcPion) {
+        let since = |s: &Value| -> Vec<f64> {
+            s["own_rtts"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|x| x[0].as_f64().is_some_and(|t| t > after))
+                        .filter_map(|x| x[1].as_f64())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (_, s) = p
+            .receiver
+            .wait_for(Duration::from_secs(15), |s| since(s).len() >= 2);
+        return since(&s).into_iter().reduce(f64::min);
+    }
+    let script = format!(
+        "import socket, statistics, time\nv = []\nfor _ in range(5):\n    s = socket.socket()\n    t = time.monotonic()\n    try:\n        s.connect(('{}', 9))\n    except OSError:\n        pass\n    v.append((time.monotonic() - t) * 1000)\n    s.close()\nprint(statistics.median(v))\n",
+        lab::BOX_IP
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &p.lab.server_ns, "python3", "-c", &script])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn consistent(box_ms: f64, own_ms: f64) -> bool {
+    (box_ms - own_ms).abs() <= (0.2 * own_ms).max(5.0)
+}
+
+/// Issue 23, 5: `rtt_ms` against each receiver — aiortc (receiver reports with timestamps), a
+/// pion-like one (receiver reports without: Broadcast Box's) and webrtcbin — agrees with the
+/// receiver's own measure (±20 % or ±5 ms), and follows a delay added on the path back (the
+/// aiortc receivers hold everything they send 100 ms).
+#[test]
+fn rtt_against_every_receiver_follows_the_path() {
+    let _serial = serial();
+    if lab::Lab::new().is_err() {
+        eprintln!("SKIPPED: not root: network namespaces need CAP_SYS_ADMIN");
+        return;
+    }
+    let pairs: Vec<Pair> = [
+        ReceiverKind::Aiortc,
+        ReceiverKind::AiortcPion,
+        ReceiverKind::Webrtcbin,
+    ]
+    .into_iter()
+    .filter_map(pair)
+    .collect();
+    for p in &pairs {
+        wait_live(&p.daemon, &p.receiver);
+    }
+    let t = mono_now();
+    let direct: Vec<(Option<f64>, Option<f64>)> = pairs
+        .iter()
+        .map(|p| (box_rtt(&p.daemon, 3), own_rtt(p, t)))
+        .collect();
+    for p in pairs.iter().filter(|p| p.kind != ReceiverKind::Webrtcbin) {
+        p.receiver.set_path_delay(100);
+    }
+    let t_delay = mono_now();
+    std::thread::sleep(Duration::from_secs(4));
+    let delayed: Vec<(Option<f64>, Option<f64>)> = pairs
+        .iter()
+        .filter(|p| p.kind != ReceiverKind::Webrtcbin)
+        .map(|p| {
+            let own = own_rtt(p, t_delay + 0.5);
+            (box_rtt(&p.daemon, 3), own)
+        })
+        .collect();
+    for (p, (b, o)) in pairs.iter().zip(&direct) {
+        eprintln!("{:?}: rtt_ms {b:?}, the receiver's own {o:?} ms", p.kind);
+    }
+    for (p, (b, o)) in pairs
+        .iter()
+        .filter(|p| p.kind != ReceiverKind::Webrtcbin)
+        .zip(&delayed)
+    {
+        eprintln!(
+            "{:?} + 100 ms: rtt_ms {b:?}, the receiver's own {o:?} ms",
+            p.kind
+        );
+    }
+    for (p, (b, o)) in pairs.iter().zip(&direct) {
+        let (b, o) = (
+            b.unwrap_or_else(|| panic!("{:?}: no rtt_ms\n{}", p.kind, p.daemon.log())),
+            o.unwrap_or_else(|| panic!("{:?}: no measure of its own", p.kind)),
+        );
+        assert!(consistent(b, o), "{:?}: rtt_ms {b} vs {o}", p.kind);
+    }
+    for (p, (b, o)) in pairs
+        .iter()
+        .filter(|p| p.kind != ReceiverKind::Webrtcbin)
+        .zip(&delayed)
+    {
+        let (b, o) = (
+            b.unwrap_or_else(|| panic!("{:?}: no rtt_ms with the delay", p.kind)),
+            o.unwrap_or_else(|| panic!("{:?}: no measure of its own with the delay", p.kind)),
+        );
+        assert!(o >= 90.0, "{:?}: the delay did not take: {o} ms", p.kind);
+        assert!(consistent(b, o), "{:?} + 100 ms: rtt_ms {b} vs {o}", p.kind);
+    }
+}

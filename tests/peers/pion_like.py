@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Any, Callable, Optional
 
 from aiortc.rtcrtpreceiver import NackGenerator
@@ -98,9 +99,8 @@ class PathDelay:
 
     def __init__(self) -> None:
         self.delay_s = 0.0
-        # The last STUN transaction's round trip, in ms, and when it was measured.
-        self.own_rtt_ms: Optional[float] = None
-        self.own_rtt_t: Optional[float] = None
+        # The STUN transactions' round trips: [when measured, ms], the last 100.
+        self.own_rtts: deque = deque(maxlen=100)
 
     def _later(self, send: Callable[..., Any], *args: Any) -> None:
         if self.delay_s <= 0:
@@ -145,8 +145,8 @@ class PathDelay:
                 async def timed_request(*args: Any, _request: Any = request, **kwargs: Any) -> Any:
                     t0 = time.monotonic()
                     result = await _request(*args, **kwargs)
-                    self.own_rtt_ms = round((time.monotonic() - t0) * 1000.0, 1)
-                    self.own_rtt_t = time.monotonic()
+                    now = time.monotonic()
+                    self.own_rtts.append([now, round((now - t0) * 1000.0, 2)])
                     return result
 
                 protocol.send_stun = delayed_stun

@@ -985,8 +985,7 @@ class Handlers:
             "nacks_sent": st.nacks_sent,
             "nacked_packets": st.nacked_packets,
             "path_delay_ms": round(rx.path_delay.delay_s * 1000.0, 1),
-            "own_rtt_ms": rx.path_delay.own_rtt_ms,
-            "own_rtt_t": rx.path_delay.own_rtt_t,
+            "own_rtts": list(rx.path_delay.own_rtts),
         })
 
     async def control_path(self, request: web.Request) -> web.Response:
