@@ -55,14 +55,17 @@ impl NackGate {
     fn filter(&mut self, now: Instant, nack: &TransportLayerNack) -> Option<TransportLayerNack> {
         let rtt = lock(&self.feedback).rtt(now);
         let target = self.rate.bps();
+        // Newest first: when the budget cannot cover every request, the packets nearest the
+        // present are the ones a viewer still waits for (a receiver's buffer is stuck behind
+        // its newest hole the longest).
+        let asked: Vec<u16> = nack.nacks.iter().flat_map(|p| p.packet_list()).collect();
         let mut keep = vec![];
-        for pair in &nack.nacks {
-            for seq in pair.packet_list() {
-                if self.gate.decide(now, seq, rtt, target) == Verdict::Resend {
-                    keep.push(seq);
-                }
+        for &seq in asked.iter().rev() {
+            if self.gate.decide(now, seq, rtt, target) == Verdict::Resend {
+                keep.push(seq);
             }
         }
+        keep.reverse();
         lock(&self.feedback).on_retransmissions(self.gate.counts());
         (!keep.is_empty()).then(|| TransportLayerNack {
             sender_ssrc: nack.sender_ssrc,
@@ -220,7 +223,11 @@ mod tests {
         g.handle_read(tagged(later, nack(&[1, 2, 3, 4, 5])))
             .expect("read");
         let passed = g.poll_read().expect("a NACK for the responder");
-        assert_eq!(asked(&passed), vec![1, 2, 3], "over budget after three");
+        assert_eq!(
+            asked(&passed),
+            vec![3, 4, 5],
+            "over budget after three, the newest first"
+        );
         // Asked again at once: too soon for 1–3, still over budget for the rest: dropped whole.
         g.handle_read(tagged(later, nack(&[1, 2, 3, 4, 5])))
             .expect("read");
