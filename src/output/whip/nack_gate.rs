@@ -211,8 +211,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_responder_hears_only_the_requests_worth_answering() {
         let feedback = Arc::new(Mutex::new(PathFeedback::new(1e6, 1e5, 1e6)));
-        // 300 kbit/s: 20 % over 500 ms is 3 750 bytes, three packets of 1 250.
-        let rate = SendRate::new(BitrateHandle::new(300), 0);
+        // 200 kbit/s: 30 % over 500 ms is 3 750 bytes, three packets of 1 250.
+        let rate = SendRate::new(BitrateHandle::new(200), 0);
         let mut g = NackGate::new(SSRC, feedback.clone(), rate);
         let t0 = std::time::Instant::now();
         for seq in 0..10 {
