@@ -834,7 +834,7 @@ fn server_down_25s_is_probed_and_live_within_1_5s_of_its_return() {
 /// decode ≥ 99 % of the frames (99.7–100 % in four runs). The webrtcbin kinds are held to
 /// 95 %, not the 99 %: they decoded 97.1–99.4 % in four runs while the box refused
 /// them at most 10 requests in the 2 minutes (their target falls to the 300 kbit/s floor: GCC
-/// reads the loss in their TWCC feedback), and after any packet its jitter buffer gives up on
+/// reads the loss in their TWCC feedback), and after any packet its jitter buffer gives up on,
 /// the depayloader drops every frame until the next key frame (README: "How it stays live").
 /// The box never reconnects.
 #[test]
