@@ -53,8 +53,14 @@ impl NackGate {
 
     /// The NACK with only the packets worth resending, or `None` when there are none.
     fn filter(&mut self, now: Instant, nack: &TransportLayerNack) -> Option<TransportLayerNack> {
-        let rtt = lock(&self.feedback).rtt(now);
-        let target = self.rate.bps();
+        let (rtt, estimate) = {
+            let f = lock(&self.feedback);
+            (f.rtt(now), f.report(now).estimate.map(|e| e.bps))
+        };
+        // What the connection may send, but no more than the path is judged to carry: with
+        // adaptation off the target can be far above it, and a retransmission the path drops
+        // helps no one.
+        let target = estimate.map_or(self.rate.bps(), |e| e.min(self.rate.bps()));
         // Newest first: when the budget cannot cover every request, the packets nearest the
         // present are the ones a viewer still waits for (a receiver's buffer is stuck behind
         // its newest hole the longest).

@@ -13,7 +13,8 @@
 //!   less than [`MIN_INTERVAL`]), so a request that crossed our last answer on the way does
 //!   not cost the packet twice (the first request is always answered: libwebrtc's rule too);
 //! - the retransmissions of the last [`BUDGET_WINDOW`] plus this one stay within
-//!   [`BUDGET_SHARE`] of the current target.
+//!   [`BUDGET_SHARE`] of the current target (or of the path's estimate, when that is lower:
+//!   with adaptation off the target can be far above what the path carries).
 //!
 //! webrtc-rs's NACK responder keeps the packets and builds the answer (on the media SSRC, or
 //! as RTX where the server negotiated it); [`super::nack_gate`] sits wire-ward of it and hands
