@@ -379,10 +379,10 @@ fn retransmissions(s: &Value) -> String {
 
 /// Issue 23, 1: a receiver that asks again like Broadcast Box (pion, every 100 ms for every
 /// packet still missing), a 1 Mbit/s uplink, adaptation on. What the box offers the uplink
-/// stays within 1.3 times its target every second after the first 2 s (1.09–1.22 x in three
+/// stays within 1.3 times its target every second after the first 2 s (1.09–1.27 x in four
 /// runs); the viewer decodes ≥ 85 % of the frames over the first 10 s and ≥ 95 % over the next
 /// 10 s. The issue also asks for no freeze over 0.5 s after the first 2 s; that is not met (3.0
-/// to 3.7 s in three runs) and is held to 4.5 s here: the packets lost while the box still
+/// to 3.7 s in four runs) and is held to 4.5 s here: the packets lost while the box still
 /// sends 2500 kbit/s into the bucket (the first ~2 s, until the estimate falls) cannot all be
 /// repaired within the budget, and aiortc's jitter buffer holds every later frame behind the
 /// first hole it never gets until 128 packets have passed it (~1.7 s at 750 kbit/s), then asks
