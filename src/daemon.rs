@@ -504,6 +504,15 @@ struct SignalStreams {
 
 impl Signals {
     fn install() -> Signals {
+        // SIGUSR1 (the test source's signal) and SIGUSR2 (a test hook) are listened to by
+        // parts that start after the slate is made, which can take a second; until then their
+        // default action would end the daemon. Taken over here, they are ignored until those
+        // parts listen (tokio keeps a signal's handler for the process's life once installed).
+        for kind in [SignalKind::user_defined1(), SignalKind::user_defined2()] {
+            if let Err(e) = signal(kind) {
+                log::warn!("cannot take over signal {}: {e}", kind.as_raw_value());
+            }
+        }
         match (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
