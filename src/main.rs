@@ -1,5 +1,6 @@
 //! The `onair` command: parse, call the library, print one clear line, exit with a code a
-//! script can act on (0 ok, 1 runtime failure, 2 bad config, 3 daemon not running).
+//! script can act on (0 ok, 1 runtime failure, 2 bad config, 3 daemon not running, 4 the
+//! daemon said no).
 
 use clap::{Args, Parser, Subcommand};
 use onair::config::{Config, DEFAULT_STATUS_SOCKET};
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_NOT_RUNNING: u8 = 3;
+const EXIT_REFUSED: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -45,8 +47,13 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonSocket,
     },
-    /// Ask the running daemon to leave `failed` (or stop waiting) and connect now.
+    /// Ask the running daemon to leave `failed` (or stop waiting) and connect now. At most one
+    /// attempt per 5 s, and not while the server's Retry-After runs (exit 4 says why).
     Retry {
+        /// Override the server's Retry-After (root only: the server may rate-limit or ban the
+        /// stream key of a box that does not wait).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         daemon: DaemonSocket,
     },
@@ -123,8 +130,8 @@ fn main() -> ExitCode {
             };
             Ok(text.into_bytes())
         }),
-        Command::Retry { daemon } => ask_daemon(&daemon, |path| async move {
-            Ok(render::retry(&client::retry(&path).await?).into_bytes())
+        Command::Retry { force, daemon } => ask_daemon(&daemon, |path| async move {
+            Ok(render::retry(&client::retry(&path, force).await?).into_bytes())
         }),
         Command::Run { config: path } => {
             for (name, value) in onair::media::capture::GST_ENVIRONMENT {
@@ -206,6 +213,8 @@ where
             eprintln!("onair: {e}");
             if e.is_not_running() {
                 ExitCode::from(EXIT_NOT_RUNNING)
+            } else if e.is_refused() {
+                ExitCode::from(EXIT_REFUSED)
             } else {
                 ExitCode::from(EXIT_FAILURE)
             }

@@ -4,7 +4,7 @@
 //! It owns the connection in flight and the live one, so nothing is ever left open: a torn-down
 //! attempt is cancelled and awaited, a late result from an old attempt is closed on arrival.
 
-use super::machine::{Action, Event, Machine, MachineView, StopCause, Transition};
+use super::machine::{Action, Event, Machine, MachineView, RetryAnswer, StopCause, Transition};
 use super::notify::{self, Beat, Heartbeat};
 use super::state::StreamState;
 use crate::media::{Door, KeyframeRequester, Urgency};
@@ -244,8 +244,33 @@ impl Driver {
             }
             Action::Report(t) => self.report(&t),
             Action::Exit(cause) => return Some(cause),
+            Action::AnswerRetry { answer, reply } => {
+                self.note_retry_answer(answer);
+                reply.send(answer);
+            }
         }
         None
+    }
+
+    /// A request that changed something goes to the log and the history; a refused one only
+    /// to the debug log, so that a flood of them cannot wash the history out.
+    fn note_retry_answer(&self, answer: RetryAnswer) {
+        let message = match answer {
+            RetryAnswer::Started => "retry requested (onair retry): connecting now",
+            RetryAnswer::NothingToDo => "retry requested (onair retry): nothing to cut short",
+            RetryAnswer::ServerAskedToWait { remaining } => {
+                log::debug!("onair retry refused: the server's Retry-After has {remaining:?} left");
+                return;
+            }
+            RetryAnswer::TooSoon { again_in } => {
+                log::debug!("onair retry refused: another is allowed in {again_in:?}");
+                return;
+            }
+        };
+        log::info!("{message}");
+        self.parts.recorder.record(Entry::Note {
+            message: message.to_string(),
+        });
     }
 
     fn start_attempt(&mut self, number: u32) {
