@@ -36,6 +36,10 @@ enum Command {
     },
     /// Validate a config file without running anything.
     CheckConfig { config: PathBuf },
+    /// Remove what a stopped daemon left of its policy routing in this network namespace
+    /// (rules 8500-8502 and routes marked proto 111; nothing unmarked). Refuses while a
+    /// daemon steers. onair.service runs it when the daemon has stopped, however it stopped.
+    CleanupRoutes,
     /// Show what the running daemon is doing (exit 3 if it is not running).
     Status {
         /// Print the daemon's JSON document instead of text (with --history: the recorder's).
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::CleanupRoutes => cleanup_routes(),
         Command::Status {
             json,
             history,
@@ -171,6 +176,34 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_FAILURE)
                 }
             }
+        }
+    }
+}
+
+/// `onair cleanup-routes`: one line saying what was removed; exit 1 when a daemon steers or
+/// the kernel refused.
+fn cleanup_routes() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("onair: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(onair::net::cleanup_routes()) {
+        Ok(removed) => {
+            println!(
+                "onair: removed {} rules and {} routes left by onair",
+                removed.rules, removed.routes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("onair: cleanup-routes: {e}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }
