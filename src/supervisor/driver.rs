@@ -255,9 +255,9 @@ impl Driver {
     /// A request that changed something goes to the log and the history; a refused one only
     /// to the debug log, so that a flood of them cannot wash the history out.
     fn note_retry_answer(&self, answer: RetryAnswer) {
-        let message = match answer {
-            RetryAnswer::Started => "retry requested (onair retry): connecting now",
-            RetryAnswer::NothingToDo => "retry requested (onair retry): nothing to cut short",
+        let what = match answer {
+            RetryAnswer::Started => "connecting now",
+            RetryAnswer::NothingToDo => "nothing to cut short",
             RetryAnswer::ServerAskedToWait { remaining } => {
                 log::debug!("onair retry refused: the server's Retry-After has {remaining:?} left");
                 return;
@@ -267,9 +267,9 @@ impl Driver {
                 return;
             }
         };
-        log::info!("{message}");
+        log::info!("retry requested (onair retry): {what}");
         self.parts.recorder.record(Entry::Note {
-            message: message.to_string(),
+            message: "retry requested (onair retry)".into(),
         });
     }
 
