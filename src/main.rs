@@ -118,7 +118,7 @@ fn main() -> ExitCode {
             json,
             history,
             daemon,
-        } => ask_daemon(&daemon, |path| async move {
+        } => ask_daemon(&daemon, EXIT_FAILURE, |path| async move {
             let request = if history {
                 Request::History
             } else {
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
             };
             Ok(text.into_bytes())
         }),
-        Command::Retry { force, daemon } => ask_daemon(&daemon, |path| async move {
+        Command::Retry { force, daemon } => ask_daemon(&daemon, EXIT_REFUSED, |path| async move {
             Ok(render::retry(&client::retry(&path, force).await?).into_bytes())
         }),
         Command::Run { config: path } => {
@@ -210,7 +210,8 @@ fn cleanup_routes() -> ExitCode {
 
 /// Finds the socket, runs one exchange with the daemon and prints its result: the answer on
 /// stdout, or one line on stderr and an exit code a script can act on.
-fn ask_daemon<F, Fut>(daemon: &DaemonSocket, exchange: F) -> ExitCode
+/// `refused` is the exit code when the daemon answers with a refusal.
+fn ask_daemon<F, Fut>(daemon: &DaemonSocket, refused: u8, exchange: F) -> ExitCode
 where
     F: FnOnce(PathBuf) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<u8>, ClientError>>,
@@ -247,7 +248,7 @@ where
             if e.is_not_running() {
                 ExitCode::from(EXIT_NOT_RUNNING)
             } else if e.is_refused() {
-                ExitCode::from(EXIT_REFUSED)
+                ExitCode::from(refused)
             } else {
                 ExitCode::from(EXIT_FAILURE)
             }

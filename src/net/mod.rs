@@ -266,7 +266,7 @@ pub use netlink::Removed;
 #[derive(Debug, thiserror::Error)]
 pub enum CleanupError {
     /// A daemon steers: its rules and routes are in use.
-    #[error("{0}; its rules and routes are in use, nothing removed")]
+    #[error("{0}; nothing removed")]
     Claimed(#[from] ClaimError),
     #[error(transparent)]
     Net(#[from] NetError),
