@@ -14,7 +14,10 @@ use crate::leds;
 use crate::media::audio::capture::TestSound;
 use crate::media::audio::{Audio, AudioCodec, AudioError};
 use crate::media::{BitrateHandle, Door, KeyframeRequester, Media, MediaError, MediaEvent};
-use crate::net::{NetworkMonitor, NetworkStatus, ServerAddr, StatusChange};
+use crate::net::{
+    ClaimError, NetworkMonitor, NetworkStatus, RoutingClaim, ServerAddr, StatusChange,
+    claim_routing,
+};
 use crate::output::adapt::Adaptation;
 use crate::output::rtmp::RtmpOutput;
 use crate::output::whip::WhipOutput;
@@ -48,6 +51,8 @@ pub enum DaemonError {
     Audio(#[from] AudioError),
     #[error(transparent)]
     Status(#[from] StatusError),
+    #[error("network: {0}")]
+    Routing(#[from] ClaimError),
 }
 
 /// How long the stop may spend on DELETEing a session the watchdog could not close politely.
@@ -62,7 +67,10 @@ pub async fn run(config_path: PathBuf, mut config: Config) -> Result<(), DaemonE
     // Before anything else: from here on a signal is an event, never its default action
     // (which would end the process without a DELETE or removing the socket).
     let signals = Signals::install();
+    // Held across restarts in place, so that a restart never finds its own claim still held.
+    let mut routing = None;
     loop {
+        claim_routing_if_steering(&config, &mut routing)?;
         let (parts, watchdog) = Parts::start(&config_path, config, &recorder, &signals).await?;
         let cause = watchdog.run().await;
         if !matches!(cause, StopCause::Restart(_)) {
@@ -81,6 +89,22 @@ pub async fn run(config_path: PathBuf, mut config: Config) -> Result<(), DaemonE
             }
         }
     }
+}
+
+/// A daemon that steers claims the network namespace's policy routing first, before it
+/// touches a camera or a server: a second one stops here, naming the first, instead of
+/// fighting it over the routes. Released when the config stops steering.
+fn claim_routing_if_steering(
+    config: &Config,
+    claim: &mut Option<RoutingClaim>,
+) -> Result<(), DaemonError> {
+    let steers = config.network.netlink && config.network.paths == PathsMode::Steer;
+    match (steers, claim.is_some()) {
+        (true, false) => *claim = Some(claim_routing()?.answer_askers()),
+        (false, true) => *claim = None,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The watchdog of one run and the channel every event reaches it by.
@@ -504,6 +528,15 @@ struct SignalStreams {
 
 impl Signals {
     fn install() -> Signals {
+        // SIGUSR1 (the test source's signal) and SIGUSR2 (a test hook) are listened to by
+        // parts that start after the slate is made, which can take a second; until then their
+        // default action would end the daemon. Taken over here, they are ignored until those
+        // parts listen (tokio keeps a signal's handler for the process's life once installed).
+        for kind in [SignalKind::user_defined1(), SignalKind::user_defined2()] {
+            if let Err(e) = signal(kind) {
+                log::warn!("cannot take over signal {}: {e}", kind.as_raw_value());
+            }
+        }
         match (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),

@@ -1,5 +1,6 @@
 //! The `onair` command: parse, call the library, print one clear line, exit with a code a
-//! script can act on (0 ok, 1 runtime failure, 2 bad config, 3 daemon not running).
+//! script can act on (0 ok, 1 runtime failure, 2 bad config, 3 daemon not running, 4 the
+//! daemon said no).
 
 use clap::{Args, Parser, Subcommand};
 use onair::config::{Config, DEFAULT_STATUS_SOCKET};
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 const EXIT_FAILURE: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_NOT_RUNNING: u8 = 3;
+const EXIT_REFUSED: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +36,10 @@ enum Command {
     },
     /// Validate a config file without running anything.
     CheckConfig { config: PathBuf },
+    /// Remove what a stopped daemon left of its policy routing in this network namespace
+    /// (rules 8500-8502 and routes marked proto 111; nothing unmarked). Refuses while a
+    /// daemon steers. onair.service runs it when the daemon has stopped, however it stopped.
+    CleanupRoutes,
     /// Show what the running daemon is doing (exit 3 if it is not running).
     Status {
         /// Print the daemon's JSON document instead of text (with --history: the recorder's).
@@ -45,8 +51,13 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonSocket,
     },
-    /// Ask the running daemon to leave `failed` (or stop waiting) and connect now.
+    /// Ask the running daemon to leave `failed` (or stop waiting) and connect now. At most one
+    /// attempt per 5 s, and not while the server's Retry-After runs (exit 4 says why).
     Retry {
+        /// Override the server's Retry-After (root only: the server may rate-limit or ban the
+        /// stream key of a box that does not wait).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         daemon: DaemonSocket,
     },
@@ -102,11 +113,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::CleanupRoutes => cleanup_routes(),
         Command::Status {
             json,
             history,
             daemon,
-        } => ask_daemon(&daemon, |path| async move {
+        } => ask_daemon(&daemon, EXIT_FAILURE, |path| async move {
             let request = if history {
                 Request::History
             } else {
@@ -123,8 +135,8 @@ fn main() -> ExitCode {
             };
             Ok(text.into_bytes())
         }),
-        Command::Retry { daemon } => ask_daemon(&daemon, |path| async move {
-            Ok(render::retry(&client::retry(&path).await?).into_bytes())
+        Command::Retry { force, daemon } => ask_daemon(&daemon, EXIT_REFUSED, |path| async move {
+            Ok(render::retry(&client::retry(&path, force).await?).into_bytes())
         }),
         Command::Run { config: path } => {
             for (name, value) in onair::media::capture::GST_ENVIRONMENT {
@@ -168,9 +180,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// `onair cleanup-routes`: one line saying what was removed; exit 1 when a daemon steers or
+/// the kernel refused.
+fn cleanup_routes() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("onair: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(onair::net::cleanup_routes()) {
+        Ok(removed) => {
+            println!(
+                "onair: removed {} rules and {} routes left by onair",
+                removed.rules, removed.routes
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("onair: cleanup-routes: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 /// Finds the socket, runs one exchange with the daemon and prints its result: the answer on
 /// stdout, or one line on stderr and an exit code a script can act on.
-fn ask_daemon<F, Fut>(daemon: &DaemonSocket, exchange: F) -> ExitCode
+/// `refused` is the exit code when the daemon answers with a refusal.
+fn ask_daemon<F, Fut>(daemon: &DaemonSocket, refused: u8, exchange: F) -> ExitCode
 where
     F: FnOnce(PathBuf) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<u8>, ClientError>>,
@@ -206,6 +247,8 @@ where
             eprintln!("onair: {e}");
             if e.is_not_running() {
                 ExitCode::from(EXIT_NOT_RUNNING)
+            } else if e.is_refused() {
+                ExitCode::from(refused)
             } else {
                 ExitCode::from(EXIT_FAILURE)
             }

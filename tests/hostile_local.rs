@@ -43,6 +43,45 @@ fn check_config(path: &Path, limit: Duration) -> (Option<i32>, String, Duration)
     }
 }
 
+/// A WHIP URL with user info (it would go out as a second `Authorization` header beside the
+/// token's) and durations of 2^64 − 1 and 2^64 ms (status once said "next in 213503982334d"):
+/// each refused with exit 2, one line naming the key, the secret in none.
+#[test]
+fn check_config_refuses_user_info_and_endless_delays() {
+    let dir = tempfile::tempdir().unwrap();
+    let user_info = test_config(
+        &format!("http://box:{TOKEN}@127.0.0.1:9/api/whip"),
+        None,
+        json!({}),
+    );
+    let mut cases = vec![(user_info.to_string(), "output.url".to_string())];
+    for key in [
+        "initial_delay_ms",
+        "max_delay_ms",
+        "connect_timeout_ms",
+        "stable_after_ms",
+        "dead_after_ms",
+    ] {
+        // As text: 2^64 fits no JSON library's integers, and must be refused all the same.
+        for value in ["18446744073709551615", "18446744073709551616"] {
+            let text = test_config("http://127.0.0.1:9/api/whip", Some(TOKEN), json!({}))
+                .to_string()
+                .replacen('{', &format!(r#"{{"reconnect": {{"{key}": {value}}},"#), 1);
+            cases.push((text, format!("reconnect.{key}")));
+        }
+    }
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("case{i}.json"));
+        std::fs::write(&path, text).unwrap();
+        let (code, err, _) = check_config(&path, Duration::from_secs(5));
+        println!("{key}: exit {code:?}: {}", err.trim());
+        assert_eq!(code, Some(2), "{text}: {err}");
+        assert!(err.contains(key.as_str()), "{text}: {err}");
+        assert!(!err.contains(TOKEN), "the secret leaked: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
 fn mkfifo(path: &Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
 }

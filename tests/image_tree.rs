@@ -1452,6 +1452,60 @@ fn units_start_programs_the_image_has() {
         tmpfiles.lines().any(|l| l.starts_with("d /run/onair ")),
         "tmpfiles.d/onair.conf must create /run/onair, the daemon's state directory"
     );
+    // A daemon killed with SIGKILL (or by the watchdog) cannot remove its policy routing:
+    // the service does, whenever the daemon has stopped (tests/routing_cleanup.rs runs it).
+    assert!(
+        has("ExecStopPost", "/usr/bin/onair cleanup-routes"),
+        "{rel}: needs ExecStopPost=/usr/bin/onair cleanup-routes"
+    );
+}
+
+/// The status socket's group is a dedicated one on the image: declared for systemd-sysusers
+/// and for Buildroot (which makes it at build time: the root is read-only), and given to
+/// /run/onair with the set-group-ID bit, so the socket made there is in it and nobody else
+/// but root can even look in.
+#[test]
+fn the_status_socket_has_a_group_of_its_own() {
+    let sysusers = read(&format!("{OVERLAY}/usr/lib/sysusers.d/onair.conf"));
+    assert!(
+        sysusers.lines().any(|l| l.trim() == "g onair-status -"),
+        "sysusers.d/onair.conf must declare the group onair-status: {sysusers}"
+    );
+    let mk = read("buildroot/package/onair/onair.mk");
+    let users: Vec<&str> = mk
+        .split("define ONAIR_USERS")
+        .nth(1)
+        .and_then(|rest| rest.split("endef").next())
+        .map(|body| {
+            body.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        users
+            .first()
+            .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>()),
+        Some(vec!["-", "-", "onair-status", "-1"]),
+        "onair.mk must make the group onair-status (ONAIR_USERS, makeusers syntax)"
+    );
+    let tmpfiles = read(&format!("{OVERLAY}/usr/lib/tmpfiles.d/onair.conf"));
+    let line: Vec<&str> = tmpfiles
+        .lines()
+        .find(|l| l.starts_with("d /run/onair "))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        line.get(2..5),
+        Some(&["2750", "root", "onair-status"][..]),
+        "tmpfiles.d/onair.conf: /run/onair must be 2750 root:onair-status: {line:?}"
+    );
+    let rootfs = read("scripts/qemu/build-rootfs.sh");
+    assert!(
+        rootfs.contains("systemd-sysusers --root"),
+        "the emulated box's root file system must get the overlay's groups too"
+    );
 }
 
 // ---- disk layout ---------------------------------------------------------------------------------

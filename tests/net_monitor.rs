@@ -917,9 +917,12 @@ fn without_a_preference_the_kernels_order_is_steered_and_leftovers_are_cleared()
     let Some(_serial) = lab_guard() else { return };
     let lab = Lab::new();
     lab.add_second_uplink();
-    // What a killed daemon might have left: a rule at our priority towards a stale table.
+    // What a killed daemon might have left: a rule at our priority towards a stale table,
+    // marked as ours; and an administrator's rule at another of our priorities, unmarked.
     #[rustfmt::skip]
-    lab.in_box(&["rule", "add", "priority", "8502", "to", FAR_SERVER, "lookup", "1100"]);
+    lab.in_box(&["rule", "add", "priority", "8502", "to", FAR_SERVER, "lookup", "1100", "protocol", "111"]);
+    #[rustfmt::skip]
+    lab.in_box(&["rule", "add", "priority", "8501", "from", "192.0.2.99", "lookup", "main"]);
     #[rustfmt::skip]
     lab.in_box(&["route", "add", FAR_SERVER, "via", "192.0.2.1", "dev", "vbox", "table", "1100", "proto", "111"]);
     let (mut watcher, _) = Watcher::start(&lab, Some(FAR_SERVER), &[]);
@@ -933,8 +936,12 @@ fn without_a_preference_the_kernels_order_is_steered_and_leftovers_are_cleared()
             rules.matches("8501:").count(),
             rules.matches("8502:").count()
         ),
-        (2, 1),
-        "from each uplink, to the server; the stale one replaced: {rules}"
+        (3, 1),
+        "from each uplink and the administrator's, to the server; the stale one replaced: {rules}"
+    );
+    assert!(
+        rules.contains("8501:\tfrom 192.0.2.99 lookup main\n"),
+        "{rules}"
     );
     let routes = lab.box_output(&["route", "show", "table", "1100"]);
     assert!(
@@ -942,6 +949,11 @@ fn without_a_preference_the_kernels_order_is_steered_and_leftovers_are_cleared()
         "{routes}"
     );
     watcher.stop();
+    let rules = lab.box_output(&["rule"]);
+    assert!(
+        !rules.contains("proto 111") && rules.contains("8501:\tfrom 192.0.2.99 lookup main\n"),
+        "ours removed at stop, the administrator's kept: {rules}"
+    );
 }
 
 #[test]

@@ -2,9 +2,13 @@
 
 mod common;
 
-use common::{Daemon, Receiver, serial, test_config};
+use common::{Daemon, Receiver, onair_bin, serial, test_config};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn post_times(stats: &Value) -> Vec<f64> {
     stats["posts"]
@@ -175,4 +179,101 @@ fn two_hundred_reconnect_cycles_leak_no_fds_and_no_memory() {
         cycles - 10
     );
     assert!(status["reconnects"].as_u64().unwrap_or(0) >= cycles as u64);
+}
+
+/// One request line over the status socket, as `socat` would send it; the answer.
+fn ask(socket: &Path, line: &str) -> String {
+    let mut stream = UnixStream::connect(socket).expect("the daemon answers");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a timeout");
+    stream.write_all(line.as_bytes()).expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// `onair retry` is not a way around the server: with every POST answered 429
+/// `Retry-After: 600`, 300 requests in a row (one made 317 POSTs, each with the stream key,
+/// before) are refused, saying why; forced by root, at most one attempt per 5 s.
+#[test]
+fn retry_requests_honour_retry_after_and_are_paced() {
+    let _serial = serial();
+    let receiver = Receiver::start("127.0.0.1", Some("k"), None);
+    let refusals: Vec<Value> = (0..400)
+        .map(|_| json!({"status": 429, "retry_after": 600}))
+        .collect();
+    receiver.script(Value::Array(refusals));
+    let daemon = Daemon::start(
+        test_config(&receiver.whip_url(), Some("k"), json!({})),
+        None,
+    );
+    let (first, stats) = receiver.wait_for(Duration::from_secs(20), |s| post_times(s).len() == 1);
+    assert!(first, "a first POST: {stats:#}\n{}", daemon.log());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    let mut refused = 0;
+    for _ in 0..300 {
+        let answer = ask(&daemon.socket, "retry\n");
+        if answer.contains("Retry-After") {
+            refused += 1;
+        }
+    }
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let posts = post_times(&receiver.stats()).len();
+    eprintln!(
+        "300 retry requests in {:.2} s: {refused} refused, {posts} POSTs in all",
+        took.as_secs_f64()
+    );
+    assert_eq!(refused, 300, "each told why");
+    assert_eq!(posts, 1, "the server's Retry-After is honoured");
+
+    // The command says why, with its own exit code; a forced one (root) goes through.
+    let retry = |force: bool| {
+        let mut cmd = Command::new(onair_bin());
+        cmd.arg("retry").arg("--socket").arg(&daemon.socket);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().expect("onair retry runs")
+    };
+    let out = retry(false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("Retry-After") && err.contains("--force"),
+        "{err}"
+    );
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED the forced part: not root");
+        return;
+    }
+    let out = retry(true);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 300 forced requests over about 6 s: the one above, then one 5 s later at most.
+    let started = Instant::now();
+    let mut too_soon = 0;
+    for _ in 0..300 {
+        if ask(&daemon.socket, "retry force\n").contains("try again in") {
+            too_soon += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let posts = post_times(&receiver.stats()).len();
+    eprintln!(
+        "300 forced retry requests in {:.2} s: {too_soon} told to wait, {posts} POSTs in all",
+        took.as_secs_f64()
+    );
+    let allowed = 2 + (took.as_secs_f64() / 5.0).ceil() as usize;
+    assert!(posts <= allowed, "{posts} POSTs, at most {allowed}");
+    assert!(too_soon >= 300 - allowed, "{too_soon}");
 }

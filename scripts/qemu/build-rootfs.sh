@@ -54,7 +54,7 @@ done
 { [ -n "$BIN" ] && [ -n "$CACHE" ]; } || die "usage: $0 --bin ONAIR_AARCH64_BINARY --cache DIR"
 [ -f "$BIN" ] || die "no such binary: $BIN"
 [ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap --mode=root, device nodes, ownership)"
-for tool in mmdebstrap mke2fs rsync systemctl sha256sum; do
+for tool in mmdebstrap mke2fs rsync systemctl systemd-sysusers sha256sum; do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/qemu-boot-test.sh installs the prerequisites)"
 done
 mkdir -p "$CACHE"
@@ -198,6 +198,9 @@ for o in "${OVERLAYS[@]}"; do
         --no-owner --no-group "$o/" "$root/"
 done
 install -m 0755 -o 0 -g 0 "$BIN" "$root/usr/bin/onair"
+# The groups of the overlay's sysusers.d (onair-status, the status socket's): made here,
+# as Buildroot makes them at build time (ONAIR_USERS), since the root is read-only at boot.
+systemd-sysusers --root="$root"
 
 # board/common/post-build.sh, for OpenSSH instead of dropbear: /data is the data partition's
 # mount point, root's ~/.ssh lives on it (onair-import writes authorized_keys there).

@@ -76,6 +76,21 @@ impl RawOutput {
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(ConfigError::invalid("output.url", "has no host"));
         }
+        // `user:password@` would go out as a second `Authorization` header beside the
+        // token's, and a server that reads the first refuses the key.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(ConfigError::invalid(
+                "output.url",
+                match self.kind {
+                    OutputKind::Whip => {
+                        "has user info (user:password@): remove it; the stream key goes in output.token"
+                    }
+                    OutputKind::Rtmp => {
+                        "has user info (user:password@): remove it; the stream key goes at the end of the URL"
+                    }
+                },
+            ));
+        }
         // A scheme is named back only when it is short and plain, as a typo would be.
         let scheme = match parsed.scheme() {
             s if s.len() <= 8 && s.bytes().all(|b| b.is_ascii_lowercase()) => format!("`{s}`"),
@@ -229,5 +244,23 @@ mod tests {
             (r#"{"output": {"url": "not a url"}}"#, "output.url"),
             (r#"{"output": {"token": ""}}"#, "output.token"),
         ]);
+    }
+
+    #[test]
+    fn user_info_in_a_whip_url_is_refused_without_repeating_it() {
+        for url in [
+            "http://user:pa55word@127.0.0.1/api/whip",
+            "https://user@127.0.0.1/api/whip",
+            "https://:pa55word@127.0.0.1/api/whip",
+        ] {
+            let text = format!(
+                r#"{{"source": {{"kind": "test"}}, "output": {{"kind": "whip", "url": "{url}"}}}}"#
+            );
+            let err = Config::parse(&text).unwrap_err();
+            assert_eq!(err.key(), Some("output.url"), "{url}: {err}");
+            let message = err.to_string();
+            assert!(message.contains("output.token"), "{url}: {message}");
+            assert!(!message.contains("pa55word"), "{url}: {message}");
+        }
     }
 }

@@ -4,18 +4,6 @@
 use super::ConfigError;
 use std::time::Duration;
 
-pub(super) fn nonzero_ms(
-    key: &str,
-    value: Option<u64>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(0) => Err(ConfigError::invalid(key, "must be greater than 0")),
-        Some(ms) => Ok(Duration::from_millis(ms)),
-    }
-}
-
 pub(super) fn ms_in_range(
     key: &str,
     value: Option<u64>,

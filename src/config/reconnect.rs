@@ -2,9 +2,16 @@
 //! liveness deadlines. The one section SIGHUP applies without dropping the stream.
 
 use super::ConfigError;
-use super::ranges::nonzero_ms;
+use super::ranges::ms_in_range;
 use serde::Deserialize;
 use std::time::Duration;
+
+/// The longest wait between attempts, and the longest a connection must stay up to count as
+/// stable: an hour. Longer is a typo (an unbounded value once read as 213503982334 days, and
+/// the box never retried).
+pub const MAX_DELAY_MS: u64 = 3_600_000;
+/// The longest one attempt, or the server's silence, may last: ten minutes.
+pub const MAX_DEADLINE_MS: u64 = 600_000;
 
 /// The watchdog's retry policy and liveness deadlines.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,12 +58,22 @@ pub(super) struct RawReconnect {
 impl RawReconnect {
     pub(super) fn validate(self) -> Result<ReconnectConfig, ConfigError> {
         let d = ReconnectConfig::default();
-        let initial_delay = nonzero_ms(
+        // Every duration has a floor of 1 ms and a ceiling, so none can overflow a clock.
+        let ms = |key: &str, value: Option<u64>, default: Duration, max: u64| {
+            ms_in_range(key, value, default.as_millis() as u64, 1, max)
+        };
+        let initial_delay = ms(
             "reconnect.initial_delay_ms",
             self.initial_delay_ms,
             d.initial_delay,
+            MAX_DELAY_MS,
         )?;
-        let max_delay = nonzero_ms("reconnect.max_delay_ms", self.max_delay_ms, d.max_delay)?;
+        let max_delay = ms(
+            "reconnect.max_delay_ms",
+            self.max_delay_ms,
+            d.max_delay,
+            MAX_DELAY_MS,
+        )?;
         if max_delay < initial_delay {
             return Err(ConfigError::invalid(
                 "reconnect.max_delay_ms",
@@ -83,17 +100,24 @@ impl RawReconnect {
             multiplier,
             jitter,
             max_attempts: self.max_attempts.unwrap_or(d.max_attempts),
-            connect_timeout: nonzero_ms(
+            connect_timeout: ms(
                 "reconnect.connect_timeout_ms",
                 self.connect_timeout_ms,
                 d.connect_timeout,
+                MAX_DEADLINE_MS,
             )?,
-            stable_after: nonzero_ms(
+            stable_after: ms(
                 "reconnect.stable_after_ms",
                 self.stable_after_ms,
                 d.stable_after,
+                MAX_DELAY_MS,
             )?,
-            dead_after: nonzero_ms("reconnect.dead_after_ms", self.dead_after_ms, d.dead_after)?,
+            dead_after: ms(
+                "reconnect.dead_after_ms",
+                self.dead_after_ms,
+                d.dead_after,
+                MAX_DEADLINE_MS,
+            )?,
         })
     }
 }
@@ -119,5 +143,38 @@ mod tests {
                 "reconnect.max_attempts",
             ),
         ]);
+    }
+
+    #[test]
+    fn every_duration_has_a_ceiling() {
+        let huge = u64::MAX.to_string();
+        let mut cases = Vec::new();
+        for (key, max) in [
+            ("initial_delay_ms", super::MAX_DELAY_MS),
+            ("max_delay_ms", super::MAX_DELAY_MS),
+            ("stable_after_ms", super::MAX_DELAY_MS),
+            ("connect_timeout_ms", super::MAX_DEADLINE_MS),
+            ("dead_after_ms", super::MAX_DEADLINE_MS),
+        ] {
+            // The ceiling itself is fine (max_delay_ms must not be below initial_delay_ms).
+            let at_max = if key == "max_delay_ms" {
+                format!(r#"{{"reconnect": {{"{key}": {max}}}}}"#)
+            } else {
+                format!(
+                    r#"{{"reconnect": {{"{key}": {max}, "max_delay_ms": {}}}}}"#,
+                    super::MAX_DELAY_MS
+                )
+            };
+            crate::config::Config::parse(&crate::config::test_support::with(&at_max))
+                .unwrap_or_else(|e| panic!("{key} = {max}: {e}"));
+            cases.push((format!(r#"{{"reconnect": {{"{key}": {}}}}}"#, max + 1), key));
+            cases.push((format!(r#"{{"reconnect": {{"{key}": {huge}}}}}"#), key));
+        }
+        let cases: Vec<(&str, String)> = cases
+            .iter()
+            .map(|(patch, key)| (patch.as_str(), format!("reconnect.{key}")))
+            .collect();
+        let cases: Vec<(&str, &str)> = cases.iter().map(|(p, k)| (*p, k.as_str())).collect();
+        assert_refusals_name(&cases);
     }
 }

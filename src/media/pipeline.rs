@@ -114,7 +114,7 @@ impl Media {
         );
         {
             let mut input = lock(&stats.input);
-            input.slate = slate.what.clone();
+            input.slate = slate.description();
             input.on_loss = source.on_loss.as_str();
         }
         let clock = MediaClock::start();

@@ -3,9 +3,17 @@
 //! and again by the frame pump (one shared buffer: it costs the encoding of a still picture).
 //!
 //! From `source.slate_image` (a PNG or JPEG on the data partition, scaled with borders to fit)
-//! when it is set and readable; otherwise the built-in card: a plain dark colour with
-//! `source.slate_text` drawn by `textoverlay` (pango). Without `textoverlay` the card is the
-//! plain colour, and the log says so.
+//! when it is set and usable; otherwise the built-in card: a plain dark colour with
+//! `source.slate_text` drawn by `textoverlay` (pango) as plain text. Without `textoverlay` the
+//! card is the plain colour, and the log says so.
+//!
+//! The slate is made at every start, so an image must not be able to stop the daemon from
+//! starting: its picture size is read from its header before anything decodes it, and one
+//! larger than [`MAX_IMAGE_PIXELS`] is refused (a 1.2 MB PNG can hold 20000x20000 black
+//! pixels, 1.6 GB decoded: an out-of-memory kill at every start). Neither GStreamer decoder
+//! can decode at a reduced scale (jpegdec does not expose libjpeg's scaling, PNG has none), so
+//! the bound is on the full picture; the decoded picture is scaled in its own format first and
+//! only the small result converted.
 
 use super::assemble::{self, PipelineError};
 use super::bus;
@@ -14,12 +22,21 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
 /// A slate image larger than this is refused (the data partition is small; a person who put a
 /// photo there by mistake gets a clear message).
 pub const MAX_IMAGE_BYTES: u64 = 16 * 1024 * 1024;
+/// The most pixels a slate image may have: a 4K UHD picture (3840x2160), 33 MB decoded at 8
+/// bits per channel with alpha (66 MB at 16 bits). More is refused before decoding.
+pub const MAX_IMAGE_PIXELS: u64 = 3840 * 2160;
+/// The longest side a slate image may have (a 8192x1012 banner is fine, 8193 wide is not).
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+/// How much of the file is read to find the picture size: a JPEG's frame header may come after
+/// tens of kilobytes of metadata (EXIF, ICC profile).
+const HEADER_BYTES: u64 = 256 * 1024;
 /// Making the slate must not hold up the start for long.
 const RENDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The card's colour (dark slate blue), as ARGB for videotestsrc and as limited-range BT.601
@@ -31,25 +48,49 @@ const CARD_YUV: (u8, u8, u8) = (50, 137, 122);
 pub struct Slate {
     pub buffer: gst::Buffer,
     pub what: String,
+    /// Why the configured image is not the slate (already logged once, as a warning).
+    pub image_not_used: Option<String>,
+}
+
+impl Slate {
+    /// What `onair status` says: what the slate is and, if the image was refused, why.
+    pub fn description(&self) -> String {
+        match &self.image_not_used {
+            Some(why) => format!("{}; {why}", self.what),
+            None => self.what.clone(),
+        }
+    }
 }
 
 /// Makes the slate for this source config. Never fails: the last resort is a plain colour.
 pub fn make(config: &SourceConfig) -> Slate {
     let info = video_info(config);
+    let mut not_used = None;
     if let Some(path) = &config.slate_image {
         match from_image(path, &info) {
             Ok(buffer) => {
                 return Slate {
                     buffer,
                     what: format!("image {}", path.display()),
+                    image_not_used: None,
                 };
             }
-            Err(e) => log::warn!(
-                "media: slate image {} not used ({e}); using the built-in card",
-                path.display()
-            ),
+            Err(e) => {
+                log::warn!(
+                    "media: slate image {} not used ({e}); using the built-in card",
+                    path.display()
+                );
+                not_used = Some(format!("image {} not used: {e}", path.display()));
+            }
         }
     }
+    Slate {
+        image_not_used: not_used,
+        ..card_slate(config, &info)
+    }
+}
+
+fn card_slate(config: &SourceConfig, info: &gst_video::VideoInfo) -> Slate {
     let text = (!config.slate_text.is_empty()).then_some(config.slate_text.as_str());
     let has_text = text.is_some() && gst::ElementFactory::find("textoverlay").is_some();
     if text.is_some() && !has_text {
@@ -57,7 +98,12 @@ pub fn make(config: &SourceConfig) -> Slate {
             "media: textoverlay (pango) is not installed: the slate is a plain card without text"
         );
     }
-    match card(&info, text.filter(|_| has_text)) {
+    // textoverlay reads its text as Pango markup: "Tom & Jerry <3" would be a markup error and
+    // an empty card. Escaped, it is drawn as written, as status shows it.
+    let markup = text
+        .filter(|_| has_text)
+        .map(|t| gst::glib::markup_escape_text(t).to_string());
+    match card(info, markup.as_deref()) {
         Ok(buffer) => Slate {
             buffer,
             what: if has_text {
@@ -65,12 +111,14 @@ pub fn make(config: &SourceConfig) -> Slate {
             } else {
                 "plain card".into()
             },
+            image_not_used: None,
         },
         Err(e) => {
             log::warn!("media: cannot draw the slate card ({e}); using a plain colour");
             Slate {
-                buffer: plain(&info),
+                buffer: plain(info),
                 what: "plain card".into(),
+                image_not_used: None,
             }
         }
     }
@@ -157,6 +205,13 @@ enum SlateError {
     NotAFile,
     #[error("{bytes} bytes is more than {MAX_IMAGE_BYTES}")]
     TooLarge { bytes: u64 },
+    #[error("its picture size cannot be read from its header (a PNG or JPEG is needed)")]
+    UnknownSize,
+    #[error(
+        "{width}x{height} pixels is more than a slate image may have \
+         ({MAX_IMAGE_PIXELS} pixels, e.g. 3840x2160, and at most {MAX_IMAGE_SIDE} on a side)"
+    )]
+    TooManyPixels { width: u32, height: u32 },
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
     /// The decoder's word, e.g. for a file that is no image.
@@ -170,17 +225,18 @@ enum SlateError {
     Layout,
 }
 
-fn card(info: &gst_video::VideoInfo, text: Option<&str>) -> Result<gst::Buffer, SlateError> {
+/// The dark card, with `markup` (Pango markup: escape plain text first) drawn on it.
+fn card(info: &gst_video::VideoInfo, markup: Option<&str>) -> Result<gst::Buffer, SlateError> {
     let src = assemble::make("videotestsrc", None)?;
     src.set_property("num-buffers", 1i32);
     src.set_property("foreground-color", CARD_ARGB);
     src.set_property_from_str("pattern", "solid-color");
     let mut chain = vec![src, caps_filter(info.to_caps())?];
-    if let Some(text) = text {
+    if let Some(markup) = markup {
         // About a tenth of the picture height, and always readable on a small one.
         let px = (info.height() / 10).max(10);
         let overlay = assemble::make("textoverlay", None)?;
-        overlay.set_property("text", text);
+        overlay.set_property("text", markup);
         overlay.set_property("font-desc", format!("Sans Bold {px}px"));
         overlay.set_property("shaded-background", false);
         overlay.set_property_from_str("valignment", "center");
@@ -199,13 +255,33 @@ fn from_image(path: &Path, info: &gst_video::VideoInfo) -> Result<gst::Buffer, S
     if meta.len() > MAX_IMAGE_BYTES {
         return Err(SlateError::TooLarge { bytes: meta.len() });
     }
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(HEADER_BYTES).read_to_end(&mut head))
+        .map_err(SlateError::Read)?;
+    let (width, height) = picture_size(&head).ok_or(SlateError::UnknownSize)?;
+    if !size_allowed(width, height) {
+        return Err(SlateError::TooManyPixels { width, height });
+    }
     let filesrc = assemble::make("filesrc", None)?;
     filesrc.set_property("location", path.to_string_lossy().to_string());
     let decode = assemble::make("decodebin", None)?;
-    let convert = assemble::make("videoconvert", None)?;
+    // A second line behind the header check: a decoder whose picture is larger than the
+    // bound fails to negotiate before it allocates the picture.
+    let bounded = caps_filter(Ok(gst::Caps::builder("video/x-raw")
+        .field("width", gst::IntRange::new(1, MAX_IMAGE_SIDE as i32))
+        .field("height", gst::IntRange::new(1, MAX_IMAGE_SIDE as i32))
+        .build()))?;
     let scale = assemble::make("videoscale", None)?;
     scale.set_property("add-borders", true);
-    // Still images come without a rate; the caps ask only for size and layout.
+    // Scaled in the decoder's format first: only the small picture is converted. Still images
+    // come without a rate; the caps ask only for size and layout.
+    let sized = caps_filter(Ok(gst::Caps::builder("video/x-raw")
+        .field("width", info.width() as i32)
+        .field("height", info.height() as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build()))?;
+    let convert = assemble::make("videoconvert", None)?;
     let caps = gst_video::VideoCapsBuilder::new()
         .format(gst_video::VideoFormat::I420)
         .width(info.width() as i32)
@@ -219,18 +295,55 @@ fn from_image(path: &Path, info: &gst_video::VideoInfo) -> Result<gst::Buffer, S
     assemble::add_and_link(&pipeline, &[filesrc, decode.clone()])?;
     assemble::add_and_link(
         &pipeline,
-        &[convert.clone(), scale, filter, sink.clone().upcast()],
+        &[
+            bounded.clone(),
+            scale,
+            sized,
+            convert,
+            filter,
+            sink.clone().upcast(),
+        ],
     )?;
-    let convert_weak = convert.downgrade();
+    let first_weak = bounded.downgrade();
     decode.connect_pad_added(move |_, pad| {
-        if let Some(convert) = convert_weak.upgrade()
-            && let Some(sink_pad) = convert.static_pad("sink")
+        if let Some(first) = first_weak.upgrade()
+            && let Some(sink_pad) = first.static_pad("sink")
             && !sink_pad.is_linked()
         {
             let _ = pad.link(&sink_pad);
         }
     });
     pull_one(&pipeline, &sink, info)
+}
+
+/// Whether a picture of this size may be decoded.
+fn size_allowed(width: u32, height: u32) -> bool {
+    width <= MAX_IMAGE_SIDE
+        && height <= MAX_IMAGE_SIDE
+        && u64::from(width) * u64::from(height) <= MAX_IMAGE_PIXELS
+}
+
+/// The picture size a file's first bytes declare, without decoding anything: a PNG's IHDR
+/// (the first chunk, fixed place), or what GStreamer's type finder reads from a JPEG's frame
+/// header. `None` for anything else.
+fn picture_size(head: &[u8]) -> Option<(u32, u32)> {
+    const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if let Some(rest) = head.strip_prefix(PNG_SIGNATURE) {
+        // Chunk length (4 bytes), "IHDR", then width and height, big-endian.
+        let ihdr = rest.get(4..16).filter(|c| c.starts_with(b"IHDR"))?;
+        let width = u32::from_be_bytes(ihdr[4..8].try_into().ok()?);
+        let height = u32::from_be_bytes(ihdr[8..12].try_into().ok()?);
+        return Some((width, height));
+    }
+    let (caps, _) =
+        gst_app::gst_base::functions::type_find_helper_for_data(None::<&gst::Object>, head).ok()?;
+    let s = caps.structure(0)?;
+    if s.name() != "image/jpeg" {
+        return None;
+    }
+    let width = s.get::<i32>("width").ok()?;
+    let height = s.get::<i32>("height").ok()?;
+    Some((u32::try_from(width).ok()?, u32::try_from(height).ok()?))
 }
 
 fn caps_filter(
@@ -329,6 +442,82 @@ mod tests {
         }
     }
 
+    /// "Tom & Jerry <3" is drawn as written: the card equals one drawn from the escaped markup
+    /// by hand, and is not the plain card (as a markup error leaves it).
+    #[test]
+    fn slate_text_is_drawn_as_plain_text() {
+        gst::init().expect("GStreamer must initialise for this test");
+        if gst::ElementFactory::find("textoverlay").is_none() {
+            eprintln!("SKIPPED: no textoverlay (gstreamer1.0-x)");
+            return;
+        }
+        let c = config(r#", "slate_text": "Tom & Jerry <3""#);
+        let info = video_info(&c);
+        let slate = make(&c);
+        assert_eq!(slate.what, "card \"Tom & Jerry <3\"", "as status shows it");
+        let bytes = |b: &gst::Buffer| b.map_readable().unwrap().as_slice().to_vec();
+        let expected = card(&info, Some("Tom &amp; Jerry &lt;3")).unwrap();
+        let plain = card(&info, None).unwrap();
+        let without = card(&info, Some("Tom  Jerry 3")).unwrap();
+        let got = bytes(&slate.buffer);
+        assert!(got != bytes(&plain), "the text is on the card");
+        assert!(got != bytes(&without), "`&` and `<` are on the card");
+        assert!(got == bytes(&expected), "drawn as the escaped text is");
+    }
+
+    /// A PNG that declares 20000x20000 pixels (1.6 GB decoded) is refused from its header and
+    /// the card used, saying why; the bound's own size is still read.
+    #[test]
+    fn an_image_too_large_to_decode_is_refused_from_its_header() {
+        gst::init().expect("GStreamer must initialise for this test");
+        let png_head = |w: u32, h: u32| {
+            let mut b = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+            b.extend(w.to_be_bytes());
+            b.extend(h.to_be_bytes());
+            b.extend([8, 6, 0, 0, 0, 0, 0, 0, 0]);
+            b
+        };
+        assert_eq!(
+            picture_size(&png_head(20_000, 20_000)),
+            Some((20_000, 20_000))
+        );
+        assert!(!size_allowed(20_000, 20_000));
+        assert!(size_allowed(3840, 2160) && size_allowed(8192, 1012));
+        assert!(!size_allowed(8193, 10) && !size_allowed(3841, 2160));
+        assert_eq!(picture_size(b"not a picture"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let huge = dir.path().join("huge.png");
+        let mut bytes = png_head(20_000, 20_000);
+        bytes.extend([0u8; 64]);
+        std::fs::write(&huge, bytes).unwrap();
+        let c = config(&format!(r#", "slate_image": "{}""#, huge.display()));
+        let started = std::time::Instant::now();
+        let slate = make(&c);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(slate.what.starts_with("card"), "{}", slate.what);
+        let said = slate.description();
+        assert!(said.contains("not used: 20000x20000"), "{said}");
+        assert_eq!(slate.buffer.size(), video_info(&c).size());
+    }
+
+    #[test]
+    fn a_jpegs_size_is_read_from_its_frame_header_behind_metadata() {
+        gst::init().expect("GStreamer must initialise for this test");
+        if gst::ElementFactory::find("jpegenc").is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jpg");
+        encode_one("jpegenc", 96, 64, &path);
+        let jpeg = std::fs::read(&path).unwrap();
+        assert_eq!(picture_size(&jpeg), Some((96, 64)));
+        // Two 60 KB APP1 segments (EXIF-sized) between the start marker and the frame header.
+        let mut app1 = vec![0xff, 0xe1, 0xea, 0x60];
+        app1.resize(2 + 60_000, b'E');
+        let padded = [&jpeg[..2], &app1, &app1, &jpeg[2..]].concat();
+        assert_eq!(picture_size(&padded), Some((96, 64)));
+    }
+
     #[test]
     fn an_unusable_image_falls_back_to_the_card() {
         gst::init().expect("GStreamer must initialise for this test");
@@ -350,6 +539,19 @@ mod tests {
         // A white 64x48 PNG made by GStreamer itself.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("white.png");
+        encode_one("pngenc", 64, 48, &path);
+        assert_eq!(picture_size(&std::fs::read(&path).unwrap()), Some((64, 48)));
+
+        let c = config(&format!(r#", "slate_image": "{}""#, path.display()));
+        let info = video_info(&c);
+        let slate = make(&c);
+        assert!(slate.what.starts_with("image"), "{}", slate.what);
+        assert_eq!(slate.buffer.size(), info.size());
+        assert!(mean_luma(&slate.buffer, &info) > 200.0, "white, scaled");
+    }
+
+    /// One white picture of `width`x`height`, encoded by `encoder` into `path`.
+    fn encode_one(encoder: &str, width: i32, height: i32, path: &std::path::Path) {
         let src = gst::ElementFactory::make("videotestsrc")
             .property("num-buffers", 1i32)
             .build()
@@ -359,14 +561,14 @@ mod tests {
             .property(
                 "caps",
                 gst::Caps::builder("video/x-raw")
-                    .field("width", 64)
-                    .field("height", 48)
+                    .field("width", width)
+                    .field("height", height)
                     .build(),
             )
             .build()
             .unwrap();
         let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
-        let enc = gst::ElementFactory::make("pngenc").build().unwrap();
+        let enc = gst::ElementFactory::make(encoder).build().unwrap();
         let file = gst::ElementFactory::make("filesink")
             .property("location", path.to_string_lossy().to_string())
             .build()
@@ -381,12 +583,5 @@ mod tests {
             &[gst::MessageType::Eos, gst::MessageType::Error],
         );
         p.set_state(gst::State::Null).unwrap();
-
-        let c = config(&format!(r#", "slate_image": "{}""#, path.display()));
-        let info = video_info(&c);
-        let slate = make(&c);
-        assert!(slate.what.starts_with("image"), "{}", slate.what);
-        assert_eq!(slate.buffer.size(), info.size());
-        assert!(mean_luma(&slate.buffer, &info) > 200.0, "white, scaled");
     }
 }

@@ -18,7 +18,9 @@
 //! - `netlink.rs`: the socket: subscribe, dump, ask the kernel for its route to the server,
 //!   install and remove the steering.
 //! - `monitor.rs`: the task that ties them together, and the server-name resolver.
+//! - `claim.rs`: one daemon per network namespace steers (a second refuses to start).
 
+mod claim;
 mod debounce;
 mod decide;
 mod interface_patterns;
@@ -255,6 +257,31 @@ pub enum NetError {
     Timeout { what: &'static str, after: Duration },
     #[error("shut down before the initial network status was known")]
     Shutdown,
+}
+
+pub use claim::{ClaimError, RoutingClaim, claim_routing};
+pub use netlink::Removed;
+
+/// Why `onair cleanup-routes` removed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    /// A daemon steers: its rules and routes are in use.
+    #[error("{0}; nothing removed")]
+    Claimed(#[from] ClaimError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+/// Removes what a daemon that is no longer running left of its steering in this network
+/// namespace (rules at 8500-8502 and routes marked with protocol 111; nothing unmarked),
+/// after taking the routing claim so that a running daemon's steering is never touched. What
+/// the service runs when the daemon has stopped, however it stopped. Needs a tokio runtime.
+pub async fn cleanup_routes() -> Result<Removed, CleanupError> {
+    let _claim = claim_routing()?;
+    let session = netlink::Session::open(64 * 1024)?;
+    let removed = session.querier().flush().await;
+    session.close().await;
+    Ok(removed?)
 }
 
 /// Watches the kernel's links, addresses and routes and publishes [`NetworkStatus`].

@@ -436,7 +436,7 @@ impl Monitor {
 
     async fn flush(&mut self, querier: &Querier) -> Result<(), NetError> {
         match querier.flush().await {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(e @ NetError::Request { .. }) if self.steering == Steering::On => {
                 log::warn!(
                     "network: cannot steer the server's traffic ({e}); the kernel's routes \

@@ -137,6 +137,13 @@ impl Drop for Session {
     }
 }
 
+/// What [`Querier::flush`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub rules: usize,
+    pub routes: usize,
+}
+
 /// Asks the kernel for its state over a [`Session`]'s connection.
 #[derive(Clone)]
 pub struct Querier {
@@ -245,24 +252,28 @@ impl Querier {
         Ok(failures)
     }
 
-    /// Removes every rule at our priorities and every route with our protocol, whatever
-    /// their shape (left by a daemon that was killed, or by an older version).
-    pub async fn flush(&self) -> Result<(), NetError> {
+    /// Removes every rule and route of ours, whatever their shape (left by a daemon that
+    /// was killed, or by an older version): rules at our priorities marked with our protocol,
+    /// routes marked with it. An administrator's rule at the same priority, unmarked, stays.
+    pub async fn flush(&self) -> Result<Removed, NetError> {
+        let mut removed = Removed::default();
         let strays = self.rules().await?.into_iter().filter(|r| {
             matches!(
                 rule_priority(r),
                 Some(PRIORITY_MAIN | PRIORITY_FROM | PRIORITY_TO)
-            )
+            ) && rule_is_marked(r)
         });
         for rule in strays {
             let result = self.handle.rule().del(rule).execute().await;
+            removed.rules += usize::from(result.is_ok());
             note(&mut Vec::new(), gone_is_fine(result), String::new)?;
         }
         for route in self.routes().await?.into_iter().filter(is_ours) {
             let result = self.handle.route().del(route).execute().await;
+            removed.routes += usize::from(result.is_ok());
             note(&mut Vec::new(), gone_is_fine(result), String::new)?;
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Every rule of both address families.
@@ -498,6 +509,12 @@ fn rule_message(r: &Rule) -> RuleMessage {
     m
 }
 
+/// Marked as ours: the rule's protocol is ours (`ip rule` shows `proto 111`).
+fn rule_is_marked(r: &RuleMessage) -> bool {
+    r.attributes
+        .contains(&RuleAttribute::Protocol(RouteProtocol::Other(RTPROT_ONAIR)))
+}
+
 fn rule_priority(r: &RuleMessage) -> Option<u32> {
     r.attributes.iter().find_map(|a| match a {
         RuleAttribute::Priority(p) => Some(*p),
@@ -505,8 +522,11 @@ fn rule_priority(r: &RuleMessage) -> Option<u32> {
     })
 }
 
-/// A dumped rule as one of ours, if it is at our priorities and has our shape.
+/// A dumped rule as one of ours, if it is at our priorities, has our shape and our mark.
 fn our_rule(r: &RuleMessage) -> Option<Rule> {
+    if !rule_is_marked(r) {
+        return None;
+    }
     let priority = rule_priority(r)?;
     let table = r
         .attributes

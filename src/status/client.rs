@@ -56,6 +56,12 @@ impl ClientError {
     pub fn is_not_running(&self) -> bool {
         matches!(self, ClientError::NotRunning { .. })
     }
+
+    /// The daemon answered, and said no (exit code 4): e.g. a retry while the server's
+    /// `Retry-After` runs.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ClientError::Refused { .. })
+    }
 }
 
 /// Sends `request` and returns the daemon's answer as it came (one JSON document), after
@@ -97,9 +103,15 @@ pub async fn history(path: &Path) -> Result<Vec<Record>, ClientError> {
     decode(path, Request::History, &answer)
 }
 
-pub async fn retry(path: &Path) -> Result<RetryReply, ClientError> {
-    let answer = ask(path, Request::Retry).await?;
-    decode(path, Request::Retry, &answer)
+/// `onair retry` (`force`: override the server's `Retry-After`, root only).
+pub async fn retry(path: &Path, force: bool) -> Result<RetryReply, ClientError> {
+    let request = if force {
+        Request::RetryForce
+    } else {
+        Request::Retry
+    };
+    let answer = ask(path, request).await?;
+    decode(path, request, &answer)
 }
 
 /// Parses an answer from [`ask`].
@@ -219,7 +231,7 @@ mod tests {
                 .write_all(b"{\"error\":\"the daemon is stopping\"}\n")
                 .await;
         });
-        let err = retry(&path).await.expect_err("refused");
+        let err = retry(&path, false).await.expect_err("refused");
         assert!(
             err.to_string()
                 .ends_with("refused `retry`: the daemon is stopping"),

@@ -1,7 +1,8 @@
 //! The status socket's wire protocol, shared by the daemon's server and the `onair` client.
 //!
 //! It is deliberately tiny so that a person can speak it with `socat` when the CLI is not at
-//! hand: the client connects, writes one request line (`status`, `history` or `retry`, ending
+//! hand: the client connects, writes one request line (`status`, `history`, `retry` or
+//! `retry force`, ending
 //! in `\n` or in the end of its writing half), and the server answers with one JSON document
 //! followed by `\n`, then closes. A refused request is answered with `{"error": "..."}`.
 //!
@@ -23,8 +24,12 @@ pub enum Request {
     Status,
     /// The flight recorder, oldest first (a JSON array of [`Record`](crate::recorder::Record)).
     History,
-    /// Ask the watchdog to leave `failed` (or cut a backoff wait short) now: [`RetryReply`].
+    /// Ask the watchdog to leave `failed` (or cut a backoff wait short) now: [`RetryReply`],
+    /// or an error naming why not (the server's `Retry-After` runs, or a retry was started a
+    /// moment ago: at most one per 5 s).
     Retry,
+    /// `retry`, overriding the server's `Retry-After` (`onair retry --force`); root only.
+    RetryForce,
 }
 
 impl Request {
@@ -33,6 +38,7 @@ impl Request {
             Request::Status => "status",
             Request::History => "history",
             Request::Retry => "retry",
+            Request::RetryForce => "retry force",
         }
     }
 
@@ -43,6 +49,7 @@ impl Request {
             "status" => Some(Request::Status),
             "history" => Some(Request::History),
             "retry" => Some(Request::Retry),
+            "retry force" => Some(Request::RetryForce),
             _ => None,
         }
     }
@@ -79,7 +86,12 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_tolerate_line_endings() {
-        for r in [Request::Status, Request::History, Request::Retry] {
+        for r in [
+            Request::Status,
+            Request::History,
+            Request::Retry,
+            Request::RetryForce,
+        ] {
             assert_eq!(Request::parse(r.as_str()), Some(r));
             assert_eq!(Request::parse(&format!("{r}\r\n")), Some(r));
         }

@@ -16,7 +16,7 @@
 
 use super::protocol::{ErrorReply, MAX_REQUEST_BYTES, Request, RetryReply};
 use super::{FlightRecorder, StatusSources};
-use crate::supervisor::Event;
+use crate::supervisor::{Event, Reply, RetryAnswer};
 use serde::Serialize;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -41,8 +41,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// A pause after a failed `accept` (out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The reason `onair retry` hands to the watchdog; it shows up in the log and the history.
-pub const RETRY_REASON: &str = "onair retry";
+/// How long a `retry` waits for the watchdog's answer (it answers in microseconds unless it
+/// is tearing a connection down).
+const RETRY_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
@@ -425,7 +426,8 @@ async fn serve_client(
             (Some(_), Err(_)) => error_line(BUSY),
             (Some(request), Ok(permit)) => {
                 _permit = Some(permit);
-                answer(request, &ctx, limits).await
+                let peer = stream.peer_cred().ok().map(|c| c.uid());
+                answer(request, peer, &ctx).await
             }
         },
         Ok(Err(RequestError::TooLong)) => error_line("request too long"),
@@ -470,35 +472,68 @@ async fn read_request(stream: &mut UnixStream) -> Result<String, RequestError> {
     Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
-async fn answer(request: Request, ctx: &StatusContext, limits: Limits) -> Vec<u8> {
+async fn answer(request: Request, peer: Option<u32>, ctx: &StatusContext) -> Vec<u8> {
     match request {
         Request::Status => json_line(&ctx.sources.snapshot()),
         Request::History => json_line(&ctx.recorder.snapshot()),
-        Request::Retry => {
-            let (state, attempt, next_retry_ms) = {
-                let view = ctx.sources.view.borrow();
-                let wait = view
-                    .next_retry_at
-                    .map(|at| at.saturating_duration_since(tokio::time::Instant::now()));
-                (view.state, view.attempt, wait.map(|d| d.as_millis() as u64))
-            };
-            let event = Event::RetryNow {
-                reason: RETRY_REASON.into(),
-            };
-            match tokio::time::timeout(limits.write_timeout, ctx.events.send(event)).await {
-                Ok(Ok(())) => {
-                    log::info!("status socket: retry requested while {state}");
-                    json_line(&RetryReply {
-                        requested: true,
-                        state,
-                        attempt,
-                        next_retry_ms,
-                    })
-                }
-                Ok(Err(_)) => error_line("the daemon is stopping"),
-                Err(_) => error_line("the watchdog is busy; try again"),
-            }
+        Request::Retry => retry(false, ctx).await,
+        Request::RetryForce if may_force(peer) => retry(true, ctx).await,
+        Request::RetryForce => {
+            log::info!("status socket: `retry force` refused to uid {peer:?} (root only)");
+            error_line(
+                "only root may override the server's Retry-After (`onair retry --force`); \
+                 `onair retry` asks without overriding it",
+            )
         }
+    }
+}
+
+/// Overriding the server's `Retry-After` is the owner's call: root, or the daemon's own user.
+/// A member of the socket's group may only ask within the server's terms.
+fn may_force(peer_uid: Option<u32>) -> bool {
+    peer_uid.is_some_and(|uid| uid == 0 || uid == nix::unistd::geteuid().as_raw())
+}
+
+/// Hands a retry request to the watchdog and says what it answered: the state it was in, or
+/// why it said no.
+async fn retry(force: bool, ctx: &StatusContext) -> Vec<u8> {
+    let (state, attempt, next_retry_ms) = {
+        let view = ctx.sources.view.borrow();
+        let wait = view
+            .next_retry_at
+            .map(|at| at.saturating_duration_since(tokio::time::Instant::now()));
+        (view.state, view.attempt, wait.map(|d| d.as_millis() as u64))
+    };
+    let (reply, answer) = Reply::new();
+    let asked = async {
+        ctx.events
+            .send(Event::RetryRequested { force, reply })
+            .await
+            .ok()?;
+        answer.await.ok()
+    };
+    match tokio::time::timeout(RETRY_ANSWER_TIMEOUT, asked).await {
+        Ok(Some(RetryAnswer::Started | RetryAnswer::NothingToDo)) => {
+            log::info!("status socket: retry requested while {state}");
+            json_line(&RetryReply {
+                requested: true,
+                state,
+                attempt,
+                next_retry_ms,
+            })
+        }
+        Ok(Some(RetryAnswer::ServerAskedToWait { remaining })) => error_line(&format!(
+            "not now: the server asked the box to wait {} more (Retry-After); \
+             `onair retry --force` (root) overrides it",
+            crate::status::render::duration(remaining)
+        )),
+        Ok(Some(RetryAnswer::TooSoon { again_in })) => error_line(&format!(
+            "not now: a retry was started less than {} s ago; try again in {:.1} s",
+            crate::supervisor::machine::RETRY_REQUEST_INTERVAL.as_secs(),
+            again_in.as_secs_f64()
+        )),
+        Ok(None) => error_line("the daemon is stopping"),
+        Err(_) => error_line("the watchdog is busy; try again"),
     }
 }
 
@@ -784,10 +819,27 @@ mod tests {
         }
     }
 
+    /// Answers the next retry request as the watchdog would; returns whether it was forced.
+    async fn answer_next(f: &mut Fixture, answer: RetryAnswer) -> bool {
+        let event = tokio::time::timeout(Duration::from_secs(1), f.events.recv())
+            .await
+            .expect("an event within 1 s");
+        match event {
+            Some(Event::RetryRequested { force, reply }) => {
+                reply.send(answer);
+                force
+            }
+            other => panic!("not a retry request: {other:?}"),
+        }
+    }
+
     #[tokio::test]
-    async fn retry_reaches_the_watchdog() {
+    async fn retry_reaches_the_watchdog_and_its_answer_the_caller() {
         let mut f = start(Limits::default()).await;
-        let reply: RetryReply = parse(&ask(&f.path, "retry\n").await);
+        let path = f.path.clone();
+        let asking = tokio::spawn(async move { ask(&path, "retry\n").await });
+        assert!(!answer_next(&mut f, RetryAnswer::Started).await);
+        let reply: RetryReply = parse(&asking.await.unwrap());
         assert_eq!(
             reply,
             RetryReply {
@@ -797,15 +849,44 @@ mod tests {
                 next_retry_ms: None,
             }
         );
-        let event = tokio::time::timeout(Duration::from_secs(1), f.events.recv())
-            .await
-            .expect("an event within 1 s");
-        assert_eq!(
-            event,
-            Some(Event::RetryNow {
-                reason: "onair retry".into()
-            })
-        );
+        for (answer, says) in [
+            (
+                RetryAnswer::ServerAskedToWait {
+                    remaining: Duration::from_secs(598),
+                },
+                "the server asked the box to wait 9m 58s more (Retry-After)",
+            ),
+            (
+                RetryAnswer::TooSoon {
+                    again_in: Duration::from_millis(3200),
+                },
+                "try again in 3.2 s",
+            ),
+        ] {
+            let path = f.path.clone();
+            let asking = tokio::spawn(async move { ask(&path, "retry\n").await });
+            answer_next(&mut f, answer).await;
+            let e: ErrorReply = parse(&asking.await.unwrap());
+            assert!(e.error.contains(says), "{}", e.error);
+        }
+        // This test runs as root or as the daemon's own user: it may force.
+        let path = f.path.clone();
+        let asking = tokio::spawn(async move { ask(&path, "retry force\n").await });
+        assert!(answer_next(&mut f, RetryAnswer::Started).await);
+        let _: RetryReply = parse(&asking.await.unwrap());
+    }
+
+    #[test]
+    fn only_root_and_the_daemons_user_may_override_retry_after() {
+        assert!(may_force(Some(0)));
+        assert!(may_force(Some(nix::unistd::geteuid().as_raw())));
+        let other = if nix::unistd::geteuid().is_root() {
+            65534
+        } else {
+            nix::unistd::geteuid().as_raw() + 1
+        };
+        assert!(!may_force(Some(other)));
+        assert!(!may_force(None));
     }
 
     #[tokio::test]

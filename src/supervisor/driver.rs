@@ -4,7 +4,7 @@
 //! It owns the connection in flight and the live one, so nothing is ever left open: a torn-down
 //! attempt is cancelled and awaited, a late result from an old attempt is closed on arrival.
 
-use super::machine::{Action, Event, Machine, MachineView, StopCause, Transition};
+use super::machine::{Action, Event, Machine, MachineView, RetryAnswer, StopCause, Transition};
 use super::notify::{self, Beat, Heartbeat};
 use super::probe::ProbePlan;
 use super::state::StreamState;
@@ -273,6 +273,10 @@ impl Driver {
             }
             Action::Report(t) => self.report(&t),
             Action::Exit(cause) => return Some(cause),
+            Action::AnswerRetry { answer, reply } => {
+                self.note_retry_answer(answer);
+                reply.send(answer);
+            }
         }
         None
     }
@@ -286,6 +290,27 @@ impl Driver {
             // An output that cannot probe reads as "answers": never seen silent, never "back".
             let _ = answers.send(output.reachable().await.unwrap_or(true));
         }));
+    }
+
+    /// A request that changed something goes to the log and the history; a refused one only
+    /// to the debug log, so that a flood of them cannot wash the history out.
+    fn note_retry_answer(&self, answer: RetryAnswer) {
+        let what = match answer {
+            RetryAnswer::Started => "connecting now",
+            RetryAnswer::NothingToDo => "nothing to cut short",
+            RetryAnswer::ServerAskedToWait { remaining } => {
+                log::debug!("onair retry refused: the server's Retry-After has {remaining:?} left");
+                return;
+            }
+            RetryAnswer::TooSoon { again_in } => {
+                log::debug!("onair retry refused: another is allowed in {again_in:?}");
+                return;
+            }
+        };
+        log::info!("retry requested (onair retry): {what}");
+        self.parts.recorder.record(Entry::Note {
+            message: "retry requested (onair retry)".into(),
+        });
     }
 
     fn start_attempt(&mut self, number: u32) {

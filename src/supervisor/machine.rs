@@ -8,18 +8,26 @@
 use super::backoff::BackoffPolicy;
 use super::state::StreamState;
 use crate::config::{Config, OnLoss, ReconnectConfig};
+use crate::lock::lock;
 use crate::output::FailureClass;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// The longest `Retry-After` we honour; beyond this a misconfigured server would park the box
-/// for hours. `onair retry` still cuts any wait short.
+/// for hours. `onair retry --force` (root only) still cuts any wait short.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// A server that is back gets the next attempt within this (random) delay, so a fleet of boxes
 /// waiting on it does not arrive in the same instant.
 pub const SERVER_BACK_JITTER: Duration = Duration::from_millis(200);
+
+/// At most one attempt per this long is started by `onair retry`, however many requests come:
+/// each attempt shows the server the stream key, and a server that is asked too often may
+/// rate-limit or ban it.
+pub const RETRY_REQUEST_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -51,11 +59,15 @@ pub enum Event {
     ConnectionLost { reason: String },
     /// The timer armed by `Action::ArmTimer { id, .. }` fired.
     TimerFired { id: u64 },
-    /// A person asked to retry now (`onair retry`, SIGHUP).
+    /// Retry now: SIGHUP (root, or a new config) — obeyed at once.
     RetryNow { reason: String },
     /// While waiting, a probe found the server answering again after finding it silent
     /// (`probe.rs`): the next attempt comes at once, a little jittered.
     ServerBack,
+    /// `onair retry` over the status socket: obeyed at most once per
+    /// [`RETRY_REQUEST_INTERVAL`], and while the server's `Retry-After` runs only with
+    /// `force` (which the socket grants to root only). The answer goes to `reply`.
+    RetryRequested { force: bool, reply: Reply },
     /// New reconnect settings (SIGHUP with only `reconnect` changed).
     PolicyChanged(ReconnectConfig),
     /// The daemon's run ends, and why.
@@ -98,6 +110,56 @@ pub enum Action {
     Report(Transition),
     /// Stop everything and end the run, for this cause.
     Exit(StopCause),
+    /// Tell whoever asked for a retry what came of it.
+    AnswerRetry {
+        answer: RetryAnswer,
+        reply: Reply,
+    },
+}
+
+/// What came of an `onair retry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAnswer {
+    /// An attempt starts now.
+    Started,
+    /// Nothing to cut short: live, an attempt under way, or waiting for the input or the
+    /// network (it connects when they are back).
+    NothingToDo,
+    /// Refused: the server asked the box to stay away this much longer (`Retry-After`).
+    ServerAskedToWait { remaining: Duration },
+    /// Refused: a retry was started less than [`RETRY_REQUEST_INTERVAL`] ago.
+    TooSoon { again_in: Duration },
+}
+
+/// Where the answer to a request goes. The machine only hands it on, with its answer, in
+/// [`Action::AnswerRetry`]; the driver sends it.
+#[derive(Clone)]
+pub struct Reply(Arc<Mutex<Option<oneshot::Sender<RetryAnswer>>>>);
+
+impl Reply {
+    pub fn new() -> (Reply, oneshot::Receiver<RetryAnswer>) {
+        let (tx, rx) = oneshot::channel();
+        (Reply(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    /// Sends the answer (once; a requester that gave up is no one's concern).
+    pub fn send(&self, answer: RetryAnswer) {
+        if let Some(tx) = lock(&self.0).take() {
+            let _ = tx.send(answer);
+        }
+    }
+}
+
+impl PartialEq for Reply {
+    fn eq(&self, other: &Reply) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reply")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +233,10 @@ pub struct Machine {
     live_total: Duration,
     live_since: Option<Instant>,
     last_error: Option<String>,
+    /// The server asked the box to stay away until then (`Retry-After`).
+    server_hold_until: Option<Instant>,
+    /// When `onair retry` last started an attempt.
+    last_requested_retry: Option<Instant>,
 }
 
 impl Machine {
@@ -201,6 +267,8 @@ impl Machine {
             live_total: Duration::ZERO,
             live_since: None,
             last_error: None,
+            server_hold_until: None,
+            last_requested_retry: None,
         }
     }
 
@@ -262,6 +330,9 @@ impl Machine {
             Event::TimerFired { id } => self.on_timer(now, id, out),
             Event::RetryNow { reason } => self.on_retry_now(reason, out),
             Event::ServerBack => self.on_server_back(now, out),
+            Event::RetryRequested { force, reply } => {
+                self.on_retry_requested(now, force, reply, out)
+            }
             Event::PolicyChanged(config) => self.on_policy_changed(&config),
             Event::Stop(cause) => self.on_stop(now, cause, out),
         }
@@ -369,6 +440,7 @@ impl Machine {
             }
             self.been_live = true;
             self.failed_attempts = 0;
+            self.server_hold_until = None;
             self.phase = Phase::Live;
             self.live_since = Some(now);
             self.next_retry_at = None;
@@ -456,7 +528,10 @@ impl Machine {
     /// The wait is cut short, nothing else: the streak (and so the waits after a failure of
     /// this attempt) stays as the schedule made it.
     fn on_server_back(&mut self, now: Instant, out: &mut Vec<Action>) -> String {
-        if self.phase != Phase::Waiting {
+        // A server that asked to be left alone (`Retry-After`) is not asked earlier because
+        // it accepts connections: that is what it asked for.
+        let held = self.server_hold_until.is_some_and(|until| until > now);
+        if self.phase != Phase::Waiting || held {
             return String::new();
         }
         let jitter = SERVER_BACK_JITTER.mul_f64(self.rng.random_range(0.0..=1.0));
@@ -466,6 +541,45 @@ impl Machine {
         self.next_retry_at = Some(now + jitter);
         self.arm(jitter, out);
         "the server answers again".into()
+    }
+
+    fn on_retry_requested(
+        &mut self,
+        now: Instant,
+        force: bool,
+        reply: Reply,
+        out: &mut Vec<Action>,
+    ) -> String {
+        let would_connect = matches!(self.phase, Phase::Failed | Phase::Waiting | Phase::Idle)
+            && self.has_picture()
+            && self.network_up;
+        let held = self
+            .server_hold_until
+            .map(|until| until.saturating_duration_since(now))
+            .filter(|left| !left.is_zero());
+        let too_soon = self
+            .last_requested_retry
+            .map(|at| (at + RETRY_REQUEST_INTERVAL).saturating_duration_since(now))
+            .filter(|left| !left.is_zero());
+        let answer = match (would_connect, held, too_soon) {
+            (false, _, _) => {
+                // Leaves `failed` to wait for the input or the network, as before.
+                self.on_retry_now(String::new(), out);
+                RetryAnswer::NothingToDo
+            }
+            (true, Some(remaining), _) if !force => RetryAnswer::ServerAskedToWait { remaining },
+            (true, _, Some(again_in)) => RetryAnswer::TooSoon { again_in },
+            (true, _, None) => {
+                self.last_requested_retry = Some(now);
+                self.restart_streak(out);
+                RetryAnswer::Started
+            }
+        };
+        out.push(Action::AnswerRetry { answer, reply });
+        match answer {
+            RetryAnswer::Started | RetryAnswer::NothingToDo => "onair retry".into(),
+            _ => String::new(),
+        }
     }
 
     fn on_policy_changed(&mut self, config: &ReconnectConfig) -> String {
@@ -578,6 +692,9 @@ impl Machine {
             FailureClass::RetryAfter(d) => Some(d.min(MAX_RETRY_AFTER)),
             _ => None,
         };
+        if let Some(hold) = retry_after {
+            self.server_hold_until = Some(now + hold);
+        }
         self.schedule(now, retry_after, out);
     }
 
@@ -679,6 +796,7 @@ mod tests {
         keyframes: usize,
         states: Vec<StreamState>,
         exited: bool,
+        answers: Vec<RetryAnswer>,
     }
 
     impl Sim {
@@ -701,6 +819,7 @@ mod tests {
                 keyframes: 0,
                 states: vec![Starting],
                 exited: false,
+                answers: vec![],
             }
         }
 
@@ -738,6 +857,10 @@ mod tests {
                         self.states.push(t.to)
                     }
                     Action::Exit(_) => self.exited = true,
+                    Action::AnswerRetry { answer, reply } => {
+                        reply.send(answer);
+                        self.answers.push(answer);
+                    }
                 }
             }
         }
@@ -1160,6 +1283,103 @@ mod tests {
         assert_eq!(s.connects.len(), n + 1);
     }
 
+    fn request_retry(s: &mut Sim, force: bool) -> RetryAnswer {
+        let (reply, mut rx) = Reply::new();
+        s.ev(Event::RetryRequested { force, reply });
+        rx.try_recv().expect("every request is answered")
+    }
+
+    /// 300 `onair retry` while the server's `Retry-After: 600` runs start nothing; forced,
+    /// one attempt per 5 s at most.
+    #[test]
+    fn retry_requests_honour_retry_after_and_are_paced() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        s.fail(FailureClass::RetryAfter(Duration::from_secs(600)));
+        assert_eq!(s.connects.len(), 1);
+        for _ in 0..300 {
+            let answer = request_retry(&mut s, false);
+            assert!(
+                matches!(answer, RetryAnswer::ServerAskedToWait { remaining }
+                    if remaining > Duration::from_secs(590)),
+                "{answer:?}"
+            );
+            s.advance(Duration::from_millis(5));
+        }
+        assert_eq!(s.connects.len(), 1, "the server's wait is honoured");
+        assert_eq!(s.m.state(), Connecting, "a refusal changes no state");
+
+        // Forced (root): at once, then not again within 5 s; each forced attempt gets 429.
+        let mut started = 0;
+        for _ in 0..300 {
+            if request_retry(&mut s, true) == RetryAnswer::Started {
+                started += 1;
+                s.fail(FailureClass::RetryAfter(Duration::from_secs(600)));
+            }
+            s.advance(Duration::from_millis(50));
+        }
+        // 300 requests over 15 s: at 0, 5 and 10 s; the others told when to come back.
+        assert_eq!(started, 3);
+        assert_eq!(s.connects.len(), 4);
+        let too_soon = s
+            .answers
+            .iter()
+            .filter(|a| matches!(a, RetryAnswer::TooSoon { again_in } if *again_in <= RETRY_REQUEST_INTERVAL))
+            .count();
+        assert_eq!(too_soon, 297);
+    }
+
+    /// Without a `Retry-After` a request cuts the backoff wait short, once per 5 s; while live
+    /// or without the input it has nothing to do, and a live connection ends the server's hold.
+    #[test]
+    fn retry_requests_cut_waits_short_once_per_interval() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        for _ in 0..6 {
+            s.fail(FailureClass::Transient);
+            s.advance(Duration::from_millis(1));
+        }
+        let n = s.connects.len();
+        assert_eq!(request_retry(&mut s, false), RetryAnswer::Started);
+        assert_eq!(s.connects.len(), n + 1);
+        s.fail(FailureClass::Transient);
+        s.fail(FailureClass::Transient);
+        assert!(matches!(
+            request_retry(&mut s, false),
+            RetryAnswer::TooSoon { .. }
+        ));
+        s.advance(RETRY_REQUEST_INTERVAL);
+        // The backoff timer started an attempt meanwhile; it fails, and the box waits again.
+        s.fail(FailureClass::Transient);
+        let n = s.connects.len();
+        assert_eq!(request_retry(&mut s, false), RetryAnswer::Started);
+        assert_eq!(s.connects.len(), n + 1);
+        s.ev(Event::Connected);
+        s.ev(Event::MediaFlowing);
+        assert_eq!(request_retry(&mut s, false), RetryAnswer::NothingToDo);
+
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        s.fail(FailureClass::RetryAfter(Duration::from_secs(30)));
+        s.advance(Duration::from_secs(31));
+        s.ev(Event::Connected);
+        s.ev(Event::MediaFlowing);
+        s.ev(Event::ConnectionLost {
+            reason: "gone".into(),
+        });
+        s.fail(FailureClass::Transient);
+        assert_eq!(
+            request_retry(&mut s, false),
+            RetryAnswer::Started,
+            "an old Retry-After holds nothing back"
+        );
+
+        let mut s = Sim::new(no_jitter(), false);
+        s.ev(Event::InputReady);
+        assert_eq!(request_retry(&mut s, false), RetryAnswer::NothingToDo);
+        assert!(s.connects.is_empty());
+    }
+
     #[test]
     fn a_server_back_cuts_a_long_wait_short_without_resetting_the_schedule() {
         let mut s = Sim::new(ReconnectConfig::default(), true);
@@ -1187,6 +1407,19 @@ mod tests {
         let n = s.connects.len();
         s.ev(Event::ServerBack);
         assert_eq!(s.connects.len(), n);
+    }
+
+    #[test]
+    fn a_server_back_does_not_cut_its_own_retry_after_short() {
+        let mut s = Sim::new(ReconnectConfig::default(), true);
+        s.ev(Event::InputReady);
+        s.fail(FailureClass::RetryAfter(Duration::from_secs(60)));
+        let wait = s.m.view().next_retry_at.expect("waiting") - s.now;
+        assert!(wait >= Duration::from_secs(60), "{wait:?}");
+        s.advance(Duration::from_secs(5));
+        s.ev(Event::ServerBack);
+        let still = s.m.view().next_retry_at.expect("still waiting") - s.now;
+        assert!(still >= Duration::from_secs(55), "{still:?}");
     }
 
     #[test]

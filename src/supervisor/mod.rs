@@ -12,5 +12,5 @@ pub use state::StreamState;
 pub mod driver;
 
 pub use driver::{Driver, DriverParts};
-pub use machine::{Event, Machine, MachineView, StopCause};
+pub use machine::{Event, Machine, MachineView, Reply, RetryAnswer, StopCause};
 pub use notify::Heartbeat;

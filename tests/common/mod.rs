@@ -414,6 +414,14 @@ impl Daemon {
                 "status": {"socket": socket},
             }),
         );
+        // Outside a lab's namespace the daemon leaves the machine's routing alone: one
+        // steering daemon per namespace, and tests (of other checkouts too) run side by side.
+        if netns.is_none() && config.pointer("/network/paths").is_none() {
+            merge(
+                &mut config,
+                serde_json::json!({"network": {"paths": "follow"}}),
+            );
+        }
         let config_path = dir.path().join("onair.json");
         std::fs::write(
             &config_path,

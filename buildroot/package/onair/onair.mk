@@ -83,6 +83,13 @@ ONAIR_CARGO_ENV = env \
 	-u CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS \
 	-u CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS
 
+# The status socket's group (board/common/rootfs-overlay/usr/lib/sysusers.d/onair.conf
+# says the same for systemd-sysusers): made at build time, as the root file system is
+# read-only on the box. makeusers: no user (-), group onair-status, its GID chosen.
+define ONAIR_USERS
+	- - onair-status -1 * - - -
+endef
+
 # gstreamer-rs finds the libraries with pkg-config (PKG_CONFIG comes from
 # TARGET_CONFIGURE_OPTS, which the cargo infrastructure passes to cargo).
 ONAIR_DEPENDENCIES = host-pkgconf gstreamer1 gst1-plugins-base
