@@ -1725,6 +1725,7 @@ impl FakeBox {
             .arg(repo().join(OVERLAY).join("usr/libexec/onair").join(script))
             .env("ONAIR_DATA_DIR", self.path("data"))
             .env("ONAIR_DATA_NO_MOUNT", "1")
+            .env("ONAIR_DATA_REPORT", self.path("data-partition"))
             .env("ONAIR_BOOT_DIR", self.path("boot"))
             .env("ONAIR_BIN", bin)
             .env("ONAIR_DEFAULT_CONFIG", self.path("etc/onair.json"))
@@ -1852,6 +1853,154 @@ fn first_boot_leaves_the_config_alone_when_it_cannot_check_it() {
     assert!(
         b.path("boot/onair.json").exists() && !b.path("data/onair/onair.json").exists(),
         "onair-import: without a working `onair check-config` nothing may be imported or renamed"
+    );
+}
+
+// ---- the data partition's check ------------------------------------------------------------------
+
+/// Runs `onair-data` against a device file with stand-ins for `e2fsck` (exiting with the codes
+/// given, one per call, and logging its arguments) and `mount` (ext4 exits with `mount_rc`;
+/// tmpfs succeeds; both log). Returns the report, the calls and the output.
+fn onair_data_with(
+    e2fsck_rcs: &[i32],
+    mount_rc: i32,
+    device: Option<&str>,
+) -> (String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(dir.path().join("data")).unwrap();
+    fs::write(dir.path().join("disk"), b"").unwrap();
+    let calls = dir.path().join("calls");
+    let rcs = dir.path().join("e2fsck-rcs");
+    fs::write(
+        &rcs,
+        e2fsck_rcs
+            .iter()
+            .map(|rc| format!("{rc}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let fakes = [
+        (
+            "e2fsck",
+            format!(
+                "#!/bin/sh\necho \"e2fsck $*\" >>'{calls}'\nrc=$(head -n 1 '{rcs}')\nsed -i 1d '{rcs}'\n\
+                 echo \"onair-data: fake e2fsck said something\"\nexit ${{rc:-0}}\n",
+                calls = calls.display(),
+                rcs = rcs.display()
+            ),
+        ),
+        (
+            "mount",
+            format!(
+                "#!/bin/sh\necho \"mount $*\" >>'{calls}'\ncase \"$*\" in *tmpfs*) exit 0 ;; esac\n\
+                 echo 'mount: wrong fs type, bad superblock' >&2\nexit {mount_rc}\n",
+                calls = calls.display()
+            ),
+        ),
+        ("mountpoint", "#!/bin/sh\nexit 1\n".to_string()),
+    ];
+    for (name, text) in fakes {
+        fs::write(bin.join(name), text).unwrap();
+        fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let device = device
+        .map(str::to_string)
+        .unwrap_or_else(|| dir.path().join("disk").display().to_string());
+    let out = Command::new("sh")
+        .arg(repo().join(OVERLAY).join("usr/libexec/onair/onair-data"))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("ONAIR_DATA_DIR", dir.path().join("data"))
+        .env("ONAIR_DATA_DEVICE", &device)
+        .env("ONAIR_DATA_WAIT", "0")
+        .env("ONAIR_DATA_REPORT", dir.path().join("report"))
+        .output()
+        .expect("run onair-data");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "onair-data failed:\n{text}");
+    let volatile = dir.path().join("data/.volatile").exists();
+    let report = fs::read_to_string(dir.path().join("report")).unwrap_or_default();
+    assert_eq!(
+        volatile,
+        report.contains("state=ram_disk"),
+        "a RAM disk is marked .volatile, a partition is not:\n{report}"
+    );
+    let calls = fs::read_to_string(&calls).unwrap_or_default();
+    let calls = calls
+        .replace(&dir.path().join("data").display().to_string(), "DATA")
+        .replace(&device, "DEV");
+    (report, calls, text)
+}
+
+#[test]
+fn the_data_partition_is_checked_before_it_is_mounted() {
+    // Clean: checked, mounted.
+    let (report, calls, _) = onair_data_with(&[0], 0, None);
+    assert!(report.starts_with("state=mounted\n"), "{report}");
+    assert_eq!(
+        calls, "e2fsck -p DEV\nmount -t ext4 -o rw,noatime,nodev,nosuid DEV DATA\n",
+        "{calls}"
+    );
+
+    // Repaired by the check: mounted, and said.
+    let (report, calls, _) = onair_data_with(&[1], 0, None);
+    assert!(
+        report.starts_with("state=repaired\n") && report.contains("detail=repaired by e2fsck -p"),
+        "{report}"
+    );
+    assert!(calls.contains("mount -t ext4"), "{calls}");
+
+    // The first superblock unreadable (exit 8): repaired from the first backup that opens.
+    let (report, calls, _) = onair_data_with(&[8, 8, 1], 0, None);
+    assert!(
+        calls.starts_with("e2fsck -p DEV\ne2fsck -p -b 8193 -B 1024 DEV\ne2fsck -p -b 16384 -B 2048 DEV\nmount -t ext4"),
+        "{calls}"
+    );
+    assert!(
+        report.contains("the backup at block 16384 used"),
+        "{report}"
+    );
+
+    // Errors the check cannot repair unattended (exit 4): never mounted; a RAM disk instead,
+    // the device and why in the report.
+    let (report, calls, text) = onair_data_with(&[4], 0, None);
+    assert!(
+        !calls.contains("-t ext4"),
+        "a damaged partition must not be mounted: {calls}"
+    );
+    assert!(calls.contains("-t tmpfs"), "{calls}");
+    assert!(report.starts_with("state=ram_disk\n"), "{report}");
+    assert!(
+        report.contains("detail=e2fsck -p cannot repair it unattended (exit 4)"),
+        "{report}"
+    );
+    assert!(text.contains("RAM disk"), "{text}");
+
+    // Checked but the mount fails: a RAM disk, and the mount's words.
+    let (report, _, _) = onair_data_with(&[0], 32, None);
+    assert!(
+        report.contains("state=ram_disk") && report.contains("bad superblock"),
+        "{report}"
+    );
+
+    // No such device: nothing checked, a RAM disk, said.
+    let (report, calls, _) = onair_data_with(&[], 0, Some("/nonexistent/onair-data"));
+    assert!(!calls.contains("e2fsck"), "{calls}");
+    assert!(
+        report.contains("detail=/nonexistent/onair-data does not exist"),
+        "{report}"
     );
 }
 
