@@ -74,6 +74,8 @@ const UPSTREAM_SYMBOLS: &[&str] = &[
     "BR2_PACKAGE_CA_CERTIFICATES",
     "BR2_PACKAGE_DROPBEAR",
     "BR2_PACKAGE_DROPBEAR_CLIENT",
+    "BR2_PACKAGE_E2FSPROGS",
+    "BR2_PACKAGE_ORC",
     "BR2_PACKAGE_GLIB_NETWORKING",
     "BR2_PACKAGE_GST1_PLUGINS_BAD",
     "BR2_PACKAGE_GST1_PLUGINS_BAD_PLUGIN_RTMP2",
@@ -2099,6 +2101,183 @@ fn rpi5_image_boots_the_compute_module_5() {
     assert!(
         readme.contains("CM5 IO Board"),
         "README.md: say which CM5 carrier the image is built for (the CM5 IO Board)"
+    );
+}
+
+// ---- kernel, overlays, ORC, e2fsprogs, EDID ------------------------------------------------------
+
+/// What each device-tree overlay a board's config.txt loads (or tells the owner to uncomment)
+/// needs the kernel to have built, per board: (overlay, rpi4 symbols, rpi5 symbols). An overlay
+/// missing here fails the test, so a new one cannot come without its drivers.
+const OVERLAY_SYMBOLS: &[(&str, &[&str], &[&str])] = &[
+    // The HDMI bridge and the CSI-2 receiver its endpoint is wired to: on the Pi 4 the
+    // downstream unicam (the mainline CONFIG_VIDEO_BCM2835_UNICAM binds only
+    // "brcm,bcm2835-unicam-upstream"), on the Pi 5 the RP1 CFE with the media controller and
+    // the subdev API the daemon uses.
+    (
+        "tc358743",
+        &[
+            "CONFIG_VIDEO_TC358743",
+            "CONFIG_VIDEO_BCM2835_UNICAM_LEGACY",
+        ],
+        &[
+            "CONFIG_VIDEO_TC358743",
+            "CONFIG_VIDEO_RP1_CFE",
+            "CONFIG_MEDIA_CONTROLLER",
+            "CONFIG_VIDEO_V4L2_SUBDEV_API",
+        ],
+    ),
+    // simple-audio-card, the "linux,spdif-dir" stub codec, and the SoC's I2S.
+    (
+        "tc358743-audio",
+        &[
+            "CONFIG_SND_SIMPLE_CARD",
+            "CONFIG_SND_SOC_SPDIF",
+            "CONFIG_SND_BCM2835_SOC_I2S",
+        ],
+        &[
+            "CONFIG_SND_SIMPLE_CARD",
+            "CONFIG_SND_SOC_SPDIF",
+            "CONFIG_SND_DESIGNWARE_I2S",
+        ],
+    ),
+    ("dwc2", &["CONFIG_USB_DWC2"], &["CONFIG_USB_DWC2"]),
+    (
+        "gpio-led",
+        &["CONFIG_LEDS_CLASS", "CONFIG_LEDS_GPIO"],
+        &["CONFIG_LEDS_CLASS", "CONFIG_LEDS_GPIO"],
+    ),
+    ("cma", &[], &[]),
+    ("miniuart-bt", &[], &[]),
+];
+
+/// What every Pi image needs whatever config.txt says: USB capture (uvcvideo), USB sound, the
+/// watchdog, the two partitions' file systems; and the Pi 4's H.264 codec.
+const ALWAYS: &[&str] = &[
+    "CONFIG_USB_VIDEO_CLASS",
+    "CONFIG_SND_USB_AUDIO",
+    "CONFIG_BCM2835_WDT",
+    "CONFIG_EXT4_FS",
+    "CONFIG_VFAT_FS",
+];
+
+/// The symbols a fragment sets to `y` or `m`.
+fn fragment_symbols(rel: &str) -> BTreeSet<String> {
+    read(rel)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(_, v)| *v == "y" || *v == "m")
+        .map(|(k, _)| k.to_string())
+        .collect()
+}
+
+#[test]
+fn kernel_fragments_guard_what_the_device_trees_bind() {
+    let mut errors = Vec::new();
+    for (board, column) in [("rpi4", 0), ("rpi5", 1)] {
+        let rel = format!("board/{board}/linux.fragment");
+        let built = fragment_symbols(&rel);
+        let config = read(&format!("board/{board}/config.txt"));
+        let mut wanted: Vec<(String, &str)> = ALWAYS
+            .iter()
+            .map(|s| (s.to_string(), "every image"))
+            .collect();
+        if board == "rpi4" {
+            wanted.push(("CONFIG_VIDEO_CODEC_BCM2835".into(), "the H.264 encoder"));
+        }
+        for line in config.lines().map(str::trim) {
+            let Some(spec) = line
+                .trim_start_matches('#')
+                .trim()
+                .strip_prefix("dtoverlay=")
+            else {
+                continue;
+            };
+            let overlay = spec.split(',').next().unwrap_or(spec);
+            match OVERLAY_SYMBOLS.iter().find(|(o, _, _)| *o == overlay) {
+                Some((_, rpi4, rpi5)) => {
+                    let symbols = if column == 0 { *rpi4 } else { *rpi5 };
+                    wanted.extend(symbols.iter().map(|s| (s.to_string(), overlay)));
+                }
+                None => errors.push(format!(
+                    "board/{board}/config.txt loads overlay `{overlay}`: add the drivers it binds \
+                     to OVERLAY_SYMBOLS (tests/image_tree.rs) and to {rel}"
+                )),
+            }
+        }
+        for (symbol, why) in wanted {
+            if !built.contains(&symbol) {
+                errors.push(format!("{rel}: {symbol}=y or =m is missing (for {why})"));
+            }
+        }
+        if built.contains("CONFIG_VIDEO_BCM2835_UNICAM") {
+            errors.push(format!(
+                "{rel}: CONFIG_VIDEO_BCM2835_UNICAM is the mainline unicam, which binds only \
+                 \"brcm,bcm2835-unicam-upstream\": the Pi's device tree needs \
+                 CONFIG_VIDEO_BCM2835_UNICAM_LEGACY"
+            ));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn the_compute_module_4_has_usb_host() {
+    let config = read("board/rpi4/config.txt");
+    let cm4 = config_txt_section(&config, "[cm4]");
+    assert!(
+        cm4.contains(&"dtoverlay=dwc2,dr_mode=host"),
+        "board/rpi4/config.txt: the [cm4] section must put the DWC2 controller in host mode \
+         (its USB ports): {cm4:?}"
+    );
+    let last_filter = config.lines().map(str::trim).rfind(|l| l.starts_with('['));
+    assert_eq!(
+        last_filter,
+        Some("[all]"),
+        "board/rpi4/config.txt: close the [cm4] section with [all]"
+    );
+    assert!(
+        config_txt_section(&config, "[all]").is_empty(),
+        "board/rpi4/config.txt: keep the filtered sections last"
+    );
+}
+
+#[test]
+fn images_have_orc_and_the_data_partitions_check() {
+    for board in &BOARDS {
+        let (rel, settings) = defconfig(board);
+        for symbol in ["BR2_PACKAGE_ORC", "BR2_PACKAGE_E2FSPROGS"] {
+            assert!(
+                setting(&settings, symbol).and_then(|s| s.value.as_deref()) == Some("y"),
+                "{rel}: {symbol}=y is missing (ORC: GStreamer's SIMD; e2fsprogs: onair-data's \
+                 e2fsck and dumpe2fs)"
+            );
+        }
+    }
+    let data = read(&format!("{OVERLAY}/usr/libexec/onair/onair-data"));
+    assert!(
+        data.contains("e2fsck -p") && data.contains("dumpe2fs"),
+        "onair-data must check the partition (e2fsck -p) and find it by a backup superblock"
+    );
+}
+
+#[test]
+fn the_shipped_edid_is_what_make_edid_writes() {
+    if !tools_or_skip("the_shipped_edid_is_what_make_edid_writes", &["python3"]) {
+        return;
+    }
+    let out = Command::new("python3")
+        .arg(repo().join("scripts/make-edid.py"))
+        .arg("--check")
+        .output()
+        .expect("run scripts/make-edid.py");
+    assert!(
+        out.status.success(),
+        "board/common/rootfs-overlay/usr/share/onair/hdmi-edid.bin differs from what \
+         scripts/make-edid.py writes: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
