@@ -99,9 +99,51 @@ impl Edid {
         &self.0
     }
 
+    /// Whether `held`, what a receiver reports it holds, is this EDID. A receiver with CEC may
+    /// write the physical address it gives its input into the HDMI block of what it reports
+    /// (vivid does, as do the adv76xx bridges), fixing that block's checksum: those three
+    /// bytes are not compared.
+    pub fn matches(&self, held: &[u8]) -> bool {
+        if held.len() != self.0.len() {
+            return false;
+        }
+        let skip = phys_addr_offset(&self.0)
+            .map(|at| [at, at + 1, (at / EDID_BLOCK) * EDID_BLOCK + EDID_BLOCK - 1]);
+        self.0
+            .iter()
+            .zip(held)
+            .enumerate()
+            .all(|(i, (a, b))| a == b || skip.is_some_and(|s| s.contains(&i)))
+    }
+
     pub fn blocks(&self) -> usize {
         self.0.len() / EDID_BLOCK
     }
+}
+
+/// Where the HDMI physical address sits: the two bytes after the IEEE OUI 00-0C-03 of the HDMI
+/// vendor-specific data block in a CTA-861 extension block.
+fn phys_addr_offset(bytes: &[u8]) -> Option<usize> {
+    for (n, block) in bytes.chunks(EDID_BLOCK).enumerate().skip(1) {
+        if block[0] != 0x02 {
+            continue;
+        }
+        let end = usize::from(block[2]).clamp(4, EDID_BLOCK - 1);
+        let mut i = 4;
+        while i < end {
+            let tag = block[i] >> 5;
+            let len = usize::from(block[i] & 0x1F);
+            if tag == 3
+                && len >= 5
+                && i + 5 < EDID_BLOCK
+                && block[i + 1..i + 4] == [0x03, 0x0C, 0x00]
+            {
+                return Some(n * EDID_BLOCK + i + 4);
+            }
+            i += 1 + len;
+        }
+    }
+    None
 }
 
 impl fmt::Debug for Edid {
@@ -274,6 +316,25 @@ mod tests {
             Err(EdidError::TooManyBlocks(257))
         );
         assert_eq!(Edid::parse(good.clone()).map(|e| e.blocks()), Ok(2));
+    }
+
+    #[test]
+    fn a_receiver_may_report_its_own_physical_address() {
+        let shipped = Edid::shipped();
+        let at = phys_addr_offset(shipped.bytes()).expect("an HDMI block");
+        assert_eq!(&shipped.bytes()[at..at + 2], &[0x10, 0x00], "1.0.0.0");
+        // As vivid reports it: physical address 0.0.0.0, the block's checksum fixed.
+        let mut held = shipped.bytes().to_vec();
+        held[at] = 0;
+        held[255] = held[255].wrapping_add(0x10);
+        assert!(Edid::parse(held.clone()).is_ok());
+        assert!(shipped.matches(&held));
+        assert!(shipped.matches(shipped.bytes()));
+        // Anything else differing, or another length, is another EDID.
+        let mut other = held.clone();
+        other[200] ^= 1;
+        assert!(!shipped.matches(&other));
+        assert!(!shipped.matches(&held[..128]));
     }
 
     #[test]

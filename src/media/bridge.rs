@@ -143,7 +143,9 @@ fn load_edid(fd: &OwnedFd, target: &Target, choice: &EdidChoice, prepared: &mut 
     let wanted = choice.edid.bytes();
     prepared.edid = match v4l2::read_edid(fd, target.pad) {
         Ok(EdidRead::Unsupported) => EdidState::NotABridge,
-        Ok(EdidRead::Blocks(held)) if held == wanted => EdidState::Loaded(choice.describe()),
+        Ok(EdidRead::Blocks(held)) if choice.edid.matches(&held) => {
+            EdidState::Loaded(choice.describe())
+        }
         Ok(_) => match v4l2::write_edid(fd, target.pad, wanted) {
             Ok(()) => {
                 let into = match &target.graph {
