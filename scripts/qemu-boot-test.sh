@@ -30,6 +30,11 @@
 #      tone into the snd-aloop loopback card, the daemon captures the other side and the
 #      receiver must hear it; the player stopped (silence), the card unplugged and back
 #      (ONAIR_QEMU_ALSA=0 skips it).
+#   9. (after 5, two more boots) a damaged data partition: scripts/qemu/data-damage.sh zeroes
+#      its first superblock (repaired by onair-data's e2fsck -p, live with the imported config),
+#      then its superblock and inode table (beyond repair: a RAM disk, SSH with the card's key,
+#      live with the card's config, the partition named in onair status, on the LEDs and in
+#      onair-import.txt) (ONAIR_QEMU_DATA=0 skips it).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
 # receiver and a DHCP server (dnsmasq, one lease: 192.0.2.2, no router, no DNS), so the box
@@ -574,7 +579,7 @@ scenario_check() {
 # ONAIR_QEMU_V4L2=0 skips it.
 if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_V4L2:-1}" = 1 ] && qemu_alive; then
     phase "V4L2 input loss on vivid"
-    scenario_check v4l2 v4l2-scenarios.sh 5
+    scenario_check v4l2 v4l2-scenarios.sh 8
 fi
 
 # ------------------------------------------------------------------ 8. ALSA sound
@@ -630,6 +635,16 @@ if { [ $ssh_ok = 1 ] || [ $stream_ok = 1 ]; } && ! qemu_alive; then
     else
         fail "boot partition afterwards: unexpected files ($files) or report, or the data disk lacks the config"
     fi
+fi
+
+# ------------------------------------------------------------------ 9. damaged data partition
+# Two more boots with the data disk damaged: repaired by the check; beyond repair, a RAM disk
+# with the card's config and key (scripts/qemu/data-damage.sh; issue 24). ONAIR_QEMU_DATA=0
+# skips it.
+if [ "${ONAIR_QEMU_DATA:-1}" = 1 ] && [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && ! qemu_alive; then
+    # shellcheck source=scripts/qemu/data-damage.sh
+    . "$SCRIPT_DIR/qemu/data-damage.sh"
+    data_damage_check
 fi
 
 phase ""

@@ -13,6 +13,7 @@ use crate::config::{
 use crate::leds;
 use crate::media::audio::capture::TestSound;
 use crate::media::audio::{Audio, AudioCodec, AudioError};
+use crate::media::encoder::{self, CodecWait};
 use crate::media::{BitrateHandle, Door, KeyframeRequester, Media, MediaError, MediaEvent};
 use crate::net::{
     ClaimError, NetworkMonitor, NetworkStatus, RoutingClaim, ServerAddr, StatusChange,
@@ -23,7 +24,7 @@ use crate::output::rtmp::RtmpOutput;
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
 use crate::recorder::FlightRecorder;
-use crate::status::{StatusContext, StatusError, StatusServer, StatusSources};
+use crate::status::{DataPartition, StatusContext, StatusError, StatusServer, StatusSources};
 use crate::supervisor::{
     Driver, DriverParts, Event, Heartbeat, Machine, MachineView, StopCause, StreamState, notify,
 };
@@ -68,7 +69,12 @@ pub async fn run(config_path: PathBuf, mut config: Config) -> Result<(), DaemonE
     // (which would end the process without a DELETE or removing the socket).
     let signals = Signals::install();
     // Held across restarts in place, so that a restart never finds its own claim still held.
+    // Claimed before the codec wait, so a second daemon is refused at once.
     let mut routing = None;
+    claim_routing_if_steering(&config, &mut routing)?;
+    if !wait_for_codec(&config, &signals).await {
+        return Ok(());
+    }
     loop {
         claim_routing_if_steering(&config, &mut routing)?;
         let (parts, watchdog) = Parts::start(&config_path, config, &recorder, &signals).await?;
@@ -105,6 +111,42 @@ fn claim_routing_if_steering(
         _ => {}
     }
     Ok(())
+}
+
+/// Before the first start: a board whose hardware codec may appear after the daemon (the Pi 4)
+/// gets a bounded wait for it, so the encoder choice sees it (`media::encoder::CODEC_WAIT`
+/// says why the choice is made once, at start). A SIGINT or SIGTERM meanwhile stops the
+/// daemon at once: returns false.
+async fn wait_for_codec(config: &Config, signals: &Signals) -> bool {
+    let wait = encoder::wait_for_codec(config.encoder.kind, Path::new("/"), encoder::CODEC_WAIT);
+    let outcome = match &signals.0 {
+        None => wait.await,
+        Some(streams) => {
+            let mut streams = streams.lock().await;
+            let SignalStreams { int, term, .. } = &mut *streams;
+            tokio::select! {
+                outcome = wait => outcome,
+                _ = int.recv() => { log::info!("SIGINT: stopping"); return false; }
+                _ = term.recv() => { log::info!("SIGTERM: stopping"); return false; }
+            }
+        }
+    };
+    match outcome {
+        CodecWait::NotExpected | CodecWait::Present(_) => {}
+        CodecWait::Appeared(node, after) => log::info!(
+            "encoder: waited {:.1} s at start for the hardware codec ({}) before choosing the \
+             encoder (chosen once, at start)",
+            after.as_secs_f64(),
+            node.display()
+        ),
+        CodecWait::Missing(limit) => log::warn!(
+            "encoder: this board's hardware codec did not appear within {} s of start; \
+             choosing from the encoders there are (chosen once, at start: restart the daemon \
+             once the codec is there)",
+            limit.as_secs()
+        ),
+    }
+    true
 }
 
 /// The watchdog of one run and the channel every event reaches it by.
@@ -238,9 +280,17 @@ impl Parts {
             recorder,
             events_rx,
         );
+        // What onair-data found at boot: a data partition that could not be used is said in
+        // `onair status` and on the LEDs for as long as the box runs so.
+        let data_partition = DataPartition::read(&config.state_dir);
+        let fault = data_partition
+            .as_ref()
+            .is_some_and(DataPartition::unusable)
+            .then_some("data partition unusable: /data is a RAM disk");
         let leds = tokio::spawn(leds::run(
             config.leds.clone(),
             views.state,
+            fault,
             shutdown.child_token(),
         ));
         let status = status_server.map(|server| {
@@ -252,6 +302,7 @@ impl Parts {
                     audio.as_ref(),
                     network,
                     views.machine,
+                    data_partition,
                 ),
                 recorder: recorder.clone(),
                 events: events.clone(),
@@ -414,6 +465,7 @@ fn status_sources(
     audio: Option<&Audio>,
     network: watch::Receiver<NetworkStatus>,
     view: watch::Receiver<MachineView>,
+    data_partition: Option<DataPartition>,
 ) -> StatusSources {
     StatusSources {
         view,
@@ -427,6 +479,7 @@ fn status_sources(
         source: source_line(config),
         output_kind: config.output.kind().to_string(),
         output_url: config.output.url().redacted(),
+        data_partition,
     }
 }
 

@@ -74,6 +74,8 @@ const UPSTREAM_SYMBOLS: &[&str] = &[
     "BR2_PACKAGE_CA_CERTIFICATES",
     "BR2_PACKAGE_DROPBEAR",
     "BR2_PACKAGE_DROPBEAR_CLIENT",
+    "BR2_PACKAGE_E2FSPROGS",
+    "BR2_PACKAGE_ORC",
     "BR2_PACKAGE_GLIB_NETWORKING",
     "BR2_PACKAGE_GST1_PLUGINS_BAD",
     "BR2_PACKAGE_GST1_PLUGINS_BAD_PLUGIN_RTMP2",
@@ -1779,6 +1781,7 @@ impl FakeBox {
             .arg(repo().join(OVERLAY).join("usr/libexec/onair").join(script))
             .env("ONAIR_DATA_DIR", self.path("data"))
             .env("ONAIR_DATA_NO_MOUNT", "1")
+            .env("ONAIR_DATA_REPORT", self.path("data-partition"))
             .env("ONAIR_BOOT_DIR", self.path("boot"))
             .env("ONAIR_BIN", bin)
             .env("ONAIR_DEFAULT_CONFIG", self.path("etc/onair.json"))
@@ -1909,6 +1912,154 @@ fn first_boot_leaves_the_config_alone_when_it_cannot_check_it() {
     );
 }
 
+// ---- the data partition's check ------------------------------------------------------------------
+
+/// Runs `onair-data` against a device file with stand-ins for `e2fsck` (exiting with the codes
+/// given, one per call, and logging its arguments) and `mount` (ext4 exits with `mount_rc`;
+/// tmpfs succeeds; both log). Returns the report, the calls and the output.
+fn onair_data_with(
+    e2fsck_rcs: &[i32],
+    mount_rc: i32,
+    device: Option<&str>,
+) -> (String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(dir.path().join("data")).unwrap();
+    fs::write(dir.path().join("disk"), b"").unwrap();
+    let calls = dir.path().join("calls");
+    let rcs = dir.path().join("e2fsck-rcs");
+    fs::write(
+        &rcs,
+        e2fsck_rcs
+            .iter()
+            .map(|rc| format!("{rc}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let fakes = [
+        (
+            "e2fsck",
+            format!(
+                "#!/bin/sh\necho \"e2fsck $*\" >>'{calls}'\nrc=$(head -n 1 '{rcs}')\nsed -i 1d '{rcs}'\n\
+                 echo \"onair-data: fake e2fsck said something\"\nexit ${{rc:-0}}\n",
+                calls = calls.display(),
+                rcs = rcs.display()
+            ),
+        ),
+        (
+            "mount",
+            format!(
+                "#!/bin/sh\necho \"mount $*\" >>'{calls}'\ncase \"$*\" in *tmpfs*) exit 0 ;; esac\n\
+                 echo 'mount: wrong fs type, bad superblock' >&2\nexit {mount_rc}\n",
+                calls = calls.display()
+            ),
+        ),
+        ("mountpoint", "#!/bin/sh\nexit 1\n".to_string()),
+    ];
+    for (name, text) in fakes {
+        fs::write(bin.join(name), text).unwrap();
+        fs::set_permissions(bin.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let device = device
+        .map(str::to_string)
+        .unwrap_or_else(|| dir.path().join("disk").display().to_string());
+    let out = Command::new("sh")
+        .arg(repo().join(OVERLAY).join("usr/libexec/onair/onair-data"))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("ONAIR_DATA_DIR", dir.path().join("data"))
+        .env("ONAIR_DATA_DEVICE", &device)
+        .env("ONAIR_DATA_WAIT", "0")
+        .env("ONAIR_DATA_REPORT", dir.path().join("report"))
+        .output()
+        .expect("run onair-data");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "onair-data failed:\n{text}");
+    let volatile = dir.path().join("data/.volatile").exists();
+    let report = fs::read_to_string(dir.path().join("report")).unwrap_or_default();
+    assert_eq!(
+        volatile,
+        report.contains("state=ram_disk"),
+        "a RAM disk is marked .volatile, a partition is not:\n{report}"
+    );
+    let calls = fs::read_to_string(&calls).unwrap_or_default();
+    let calls = calls
+        .replace(&dir.path().join("data").display().to_string(), "DATA")
+        .replace(&device, "DEV");
+    (report, calls, text)
+}
+
+#[test]
+fn the_data_partition_is_checked_before_it_is_mounted() {
+    // Clean: checked, mounted.
+    let (report, calls, _) = onair_data_with(&[0], 0, None);
+    assert!(report.starts_with("state=mounted\n"), "{report}");
+    assert_eq!(
+        calls, "e2fsck -p DEV\nmount -t ext4 -o rw,noatime,nodev,nosuid DEV DATA\n",
+        "{calls}"
+    );
+
+    // Repaired by the check: mounted, and said.
+    let (report, calls, _) = onair_data_with(&[1], 0, None);
+    assert!(
+        report.starts_with("state=repaired\n") && report.contains("detail=repaired by e2fsck -p"),
+        "{report}"
+    );
+    assert!(calls.contains("mount -t ext4"), "{calls}");
+
+    // The first superblock unreadable (exit 8): repaired from the first backup that opens.
+    let (report, calls, _) = onair_data_with(&[8, 8, 1], 0, None);
+    assert!(
+        calls.starts_with("e2fsck -p DEV\ne2fsck -p -b 8193 -B 1024 DEV\ne2fsck -p -b 16384 -B 2048 DEV\nmount -t ext4"),
+        "{calls}"
+    );
+    assert!(
+        report.contains("the backup at block 16384 used"),
+        "{report}"
+    );
+
+    // Errors the check cannot repair unattended (exit 4): never mounted; a RAM disk instead,
+    // the device and why in the report.
+    let (report, calls, text) = onair_data_with(&[4], 0, None);
+    assert!(
+        !calls.contains("-t ext4"),
+        "a damaged partition must not be mounted: {calls}"
+    );
+    assert!(calls.contains("-t tmpfs"), "{calls}");
+    assert!(report.starts_with("state=ram_disk\n"), "{report}");
+    assert!(
+        report.contains("detail=e2fsck -p cannot repair it unattended (exit 4)"),
+        "{report}"
+    );
+    assert!(text.contains("RAM disk"), "{text}");
+
+    // Checked but the mount fails: a RAM disk, and the mount's words.
+    let (report, _, _) = onair_data_with(&[0], 32, None);
+    assert!(
+        report.contains("state=ram_disk") && report.contains("bad superblock"),
+        "{report}"
+    );
+
+    // No such device: nothing checked, a RAM disk, said.
+    let (report, calls, _) = onair_data_with(&[], 0, Some("/nonexistent/onair-data"));
+    assert!(!calls.contains("e2fsck"), "{calls}");
+    assert!(
+        report.contains("detail=/nonexistent/onair-data does not exist"),
+        "{report}"
+    );
+}
+
 #[test]
 fn start_falls_back_to_the_default_config() {
     let b = FakeBox::new();
@@ -2004,6 +2155,183 @@ fn rpi5_image_boots_the_compute_module_5() {
     assert!(
         readme.contains("CM5 IO Board"),
         "README.md: say which CM5 carrier the image is built for (the CM5 IO Board)"
+    );
+}
+
+// ---- kernel, overlays, ORC, e2fsprogs, EDID ------------------------------------------------------
+
+/// What each device-tree overlay a board's config.txt loads (or tells the owner to uncomment)
+/// needs the kernel to have built, per board: (overlay, rpi4 symbols, rpi5 symbols). An overlay
+/// missing here fails the test, so a new one cannot come without its drivers.
+const OVERLAY_SYMBOLS: &[(&str, &[&str], &[&str])] = &[
+    // The HDMI bridge and the CSI-2 receiver its endpoint is wired to: on the Pi 4 the
+    // downstream unicam (the mainline CONFIG_VIDEO_BCM2835_UNICAM binds only
+    // "brcm,bcm2835-unicam-upstream"), on the Pi 5 the RP1 CFE with the media controller and
+    // the subdev API the daemon uses.
+    (
+        "tc358743",
+        &[
+            "CONFIG_VIDEO_TC358743",
+            "CONFIG_VIDEO_BCM2835_UNICAM_LEGACY",
+        ],
+        &[
+            "CONFIG_VIDEO_TC358743",
+            "CONFIG_VIDEO_RP1_CFE",
+            "CONFIG_MEDIA_CONTROLLER",
+            "CONFIG_VIDEO_V4L2_SUBDEV_API",
+        ],
+    ),
+    // simple-audio-card, the "linux,spdif-dir" stub codec, and the SoC's I2S.
+    (
+        "tc358743-audio",
+        &[
+            "CONFIG_SND_SIMPLE_CARD",
+            "CONFIG_SND_SOC_SPDIF",
+            "CONFIG_SND_BCM2835_SOC_I2S",
+        ],
+        &[
+            "CONFIG_SND_SIMPLE_CARD",
+            "CONFIG_SND_SOC_SPDIF",
+            "CONFIG_SND_DESIGNWARE_I2S",
+        ],
+    ),
+    ("dwc2", &["CONFIG_USB_DWC2"], &["CONFIG_USB_DWC2"]),
+    (
+        "gpio-led",
+        &["CONFIG_LEDS_CLASS", "CONFIG_LEDS_GPIO"],
+        &["CONFIG_LEDS_CLASS", "CONFIG_LEDS_GPIO"],
+    ),
+    ("cma", &[], &[]),
+    ("miniuart-bt", &[], &[]),
+];
+
+/// What every Pi image needs whatever config.txt says: USB capture (uvcvideo), USB sound, the
+/// watchdog, the two partitions' file systems; and the Pi 4's H.264 codec.
+const ALWAYS: &[&str] = &[
+    "CONFIG_USB_VIDEO_CLASS",
+    "CONFIG_SND_USB_AUDIO",
+    "CONFIG_BCM2835_WDT",
+    "CONFIG_EXT4_FS",
+    "CONFIG_VFAT_FS",
+];
+
+/// The symbols a fragment sets to `y` or `m`.
+fn fragment_symbols(rel: &str) -> BTreeSet<String> {
+    read(rel)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(_, v)| *v == "y" || *v == "m")
+        .map(|(k, _)| k.to_string())
+        .collect()
+}
+
+#[test]
+fn kernel_fragments_guard_what_the_device_trees_bind() {
+    let mut errors = Vec::new();
+    for (board, column) in [("rpi4", 0), ("rpi5", 1)] {
+        let rel = format!("board/{board}/linux.fragment");
+        let built = fragment_symbols(&rel);
+        let config = read(&format!("board/{board}/config.txt"));
+        let mut wanted: Vec<(String, &str)> = ALWAYS
+            .iter()
+            .map(|s| (s.to_string(), "every image"))
+            .collect();
+        if board == "rpi4" {
+            wanted.push(("CONFIG_VIDEO_CODEC_BCM2835".into(), "the H.264 encoder"));
+        }
+        for line in config.lines().map(str::trim) {
+            let Some(spec) = line
+                .trim_start_matches('#')
+                .trim()
+                .strip_prefix("dtoverlay=")
+            else {
+                continue;
+            };
+            let overlay = spec.split(',').next().unwrap_or(spec);
+            match OVERLAY_SYMBOLS.iter().find(|(o, _, _)| *o == overlay) {
+                Some((_, rpi4, rpi5)) => {
+                    let symbols = if column == 0 { *rpi4 } else { *rpi5 };
+                    wanted.extend(symbols.iter().map(|s| (s.to_string(), overlay)));
+                }
+                None => errors.push(format!(
+                    "board/{board}/config.txt loads overlay `{overlay}`: add the drivers it binds \
+                     to OVERLAY_SYMBOLS (tests/image_tree.rs) and to {rel}"
+                )),
+            }
+        }
+        for (symbol, why) in wanted {
+            if !built.contains(&symbol) {
+                errors.push(format!("{rel}: {symbol}=y or =m is missing (for {why})"));
+            }
+        }
+        if built.contains("CONFIG_VIDEO_BCM2835_UNICAM") {
+            errors.push(format!(
+                "{rel}: CONFIG_VIDEO_BCM2835_UNICAM is the mainline unicam, which binds only \
+                 \"brcm,bcm2835-unicam-upstream\": the Pi's device tree needs \
+                 CONFIG_VIDEO_BCM2835_UNICAM_LEGACY"
+            ));
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn the_compute_module_4_has_usb_host() {
+    let config = read("board/rpi4/config.txt");
+    let cm4 = config_txt_section(&config, "[cm4]");
+    assert!(
+        cm4.contains(&"dtoverlay=dwc2,dr_mode=host"),
+        "board/rpi4/config.txt: the [cm4] section must put the DWC2 controller in host mode \
+         (its USB ports): {cm4:?}"
+    );
+    let last_filter = config.lines().map(str::trim).rfind(|l| l.starts_with('['));
+    assert_eq!(
+        last_filter,
+        Some("[all]"),
+        "board/rpi4/config.txt: close the [cm4] section with [all]"
+    );
+    assert!(
+        config_txt_section(&config, "[all]").is_empty(),
+        "board/rpi4/config.txt: keep the filtered sections last"
+    );
+}
+
+#[test]
+fn images_have_orc_and_the_data_partitions_check() {
+    for board in &BOARDS {
+        let (rel, settings) = defconfig(board);
+        for symbol in ["BR2_PACKAGE_ORC", "BR2_PACKAGE_E2FSPROGS"] {
+            assert!(
+                setting(&settings, symbol).and_then(|s| s.value.as_deref()) == Some("y"),
+                "{rel}: {symbol}=y is missing (ORC: GStreamer's SIMD; e2fsprogs: onair-data's \
+                 e2fsck and dumpe2fs)"
+            );
+        }
+    }
+    let data = read(&format!("{OVERLAY}/usr/libexec/onair/onair-data"));
+    assert!(
+        data.contains("e2fsck -p") && data.contains("dumpe2fs"),
+        "onair-data must check the partition (e2fsck -p) and find it by a backup superblock"
+    );
+}
+
+#[test]
+fn the_shipped_edid_is_what_make_edid_writes() {
+    if !tools_or_skip("the_shipped_edid_is_what_make_edid_writes", &["python3"]) {
+        return;
+    }
+    let out = Command::new("python3")
+        .arg(repo().join("scripts/make-edid.py"))
+        .arg("--check")
+        .output()
+        .expect("run scripts/make-edid.py");
+    assert!(
+        out.status.success(),
+        "board/common/rootfs-overlay/usr/share/onair/hdmi-edid.bin differs from what \
+         scripts/make-edid.py writes: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -1,6 +1,8 @@
 //! The first-boot import (`onair-import`) against what a careless or hostile person can put on
 //! the FAT card: `authorized_keys` lines that only look like keys, a config that must not stay
-//! recoverable on the card once imported, and files far too large to be what they claim.
+//! recoverable on the card once imported, and files far too large to be what they claim; and
+//! what it does when the data partition could not be used (a RAM disk on /data): the owner
+//! can still log in with the card's keys and the card's config is used, and kept.
 //!
 //! The script runs as the box runs it: with the system `sh`, and — where Debian's `busybox` is
 //! installed (scripts/setup.sh installs it) — with BusyBox's `sh`, `awk`, `dd`, `sed` alone on
@@ -93,6 +95,7 @@ impl Card {
         cmd.args(&shell.args)
             .arg(repo.join(SCRIPT))
             .env("ONAIR_DATA_DIR", self.path("data"))
+            .env("ONAIR_DATA_REPORT", self.path("data-partition"))
             .env("ONAIR_BOOT_DIR", self.path("boot"))
             .env("ONAIR_BIN", self.path("onair"))
             .env("ONAIR_DEFAULT_CONFIG", self.path("default.json"));
@@ -261,5 +264,100 @@ fn oversized_files_are_refused_without_being_copied() {
             shell.name
         );
         assert!(log.contains("is not a config"), "{}:\n{log}", shell.name);
+    }
+}
+
+/// onair-data could not use the data partition: /data is a RAM disk (`.volatile`) and its report
+/// says why. The keys imported at an earlier boot (`authorized_keys.imported` on the card) and
+/// the config on the card are taken into the RAM disk, nothing is deleted or renamed on the
+/// card, and `onair-import.txt` names the partition and what is wrong with it first.
+#[test]
+fn on_a_ram_disk_the_cards_keys_and_config_are_used_and_kept() {
+    for shell in shells() {
+        let card = Card::new();
+        card.put("data/.volatile", b"");
+        card.put(
+            "data-partition",
+            b"state=ram_disk\ndevice=/dev/mmcblk0p3\nlabel=onair-data\n\
+              detail=e2fsck -p cannot repair it unattended (exit 4)\n",
+        );
+        let keys = format!("{}\n", GOOD_KEYS[0]);
+        card.put("boot/authorized_keys.imported", keys.as_bytes());
+        let config = b"{\"output\": {\"token\": \"card-Tk-1234\"}}\n";
+        card.put("boot/onair.json", config);
+        let log = card.import(&shell);
+        assert_eq!(
+            fs::read_to_string(card.path("data/ssh/root-keys/authorized_keys")).unwrap(),
+            keys,
+            "{}: the card's keys log in:\n{log}",
+            shell.name
+        );
+        assert_eq!(
+            fs::read(card.path("data/onair/onair.json")).unwrap(),
+            config,
+            "{}: the card's config is used",
+            shell.name
+        );
+        assert_eq!(
+            fs::read(card.path("boot/onair.json")).unwrap(),
+            config,
+            "{}: the config stays on the card for the next boot",
+            shell.name
+        );
+        assert!(
+            card.path("boot/authorized_keys.imported").exists(),
+            "{}",
+            shell.name
+        );
+        let report = fs::read_to_string(card.path("boot/onair-import.txt")).unwrap();
+        let first = report.lines().nth(1).unwrap_or_default();
+        assert!(
+            first.contains("the data partition /dev/mmcblk0p3 cannot be used")
+                && first.contains("exit 4"),
+            "{}: onair-import.txt must start with the partition's problem:\n{report}",
+            shell.name
+        );
+        assert!(
+            report.contains("e2fsck -y /dev/mmcblk0p3")
+                && report.contains("stays on the boot partition"),
+            "{}:\n{report}",
+            shell.name
+        );
+
+        // Nothing to import at all: the report is still written.
+        let card = Card::new();
+        card.put("data/.volatile", b"");
+        card.put(
+            "data-partition",
+            b"state=ram_disk\ndevice=\ndetail=no partition labelled onair-data found\n",
+        );
+        card.import(&shell);
+        let report = fs::read_to_string(card.path("boot/onair-import.txt")).unwrap();
+        assert!(
+            report.contains("(not found) cannot be used: no partition labelled onair-data found"),
+            "{}:\n{report}",
+            shell.name
+        );
+
+        // On the partition itself (repaired at boot), keys imported earlier are not imported
+        // again, and the repair is said.
+        let card = Card::new();
+        card.put(
+            "data-partition",
+            b"state=repaired\ndevice=/dev/vdc\ndetail=repaired by e2fsck -p at boot\n",
+        );
+        card.put("boot/authorized_keys.imported", keys.as_bytes());
+        card.import(&shell);
+        assert!(
+            !card.path("data/ssh/root-keys/authorized_keys").exists(),
+            "{}",
+            shell.name
+        );
+        let report = fs::read_to_string(card.path("boot/onair-import.txt")).unwrap();
+        assert!(
+            report.contains("/dev/vdc was damaged and repaired at boot"),
+            "{}:\n{report}",
+            shell.name
+        );
     }
 }

@@ -14,6 +14,14 @@
 #   4. With source.on_loss = "disconnect", a USB webcam unplugged (driver unbound) and back:
 #      the session is closed, nothing is POSTed while it is gone, a new session brings the
 #      picture back.
+#   EDID (issue 24): vivid's HDMI input takes an EDID (VIDIOC_S_EDID) and starts with one of
+#   its own. After the daemon first captures from it, after the module is reloaded (3.), and,
+#   with source.edid naming another file, after the device is unbound and bound again, the
+#   EDID read back from the input is the shipped one (/usr/share/onair/hdmi-edid.bin) or that
+#   file, byte for byte (but for the physical address vivid writes into what it reports),
+#   `onair status` says which and the source's timing, and the flight recorder has the EDID
+#   loaded before the capture that went live — once per appearance or change, not at every
+#   capture restart.
 # Times are taken on the box right after the command that changed the input (`date`, turned
 # into the receiver's clock through the offset of the quickest of five SSH round trips), so
 # they do not include SSH under emulation.
@@ -73,6 +81,11 @@ remove_module() { # the module goes once nothing holds the device any more
     for _ in $(seq 100); do modprobe -r vivid 2>/dev/null && return 0; sleep 0.1; done
     lsmod | grep -w vivid; return 1
 }
+edid_hex() { # DEV: the EDID read back from DEV's input 0, in hex
+    rm -f /run/onair-edid-read.bin
+    v4l2-ctl -d "$1" --get-edid=pad=0,format=raw,file=/run/onair-edid-read.bin >/dev/null 2>&1 &&
+        od -An -v -tx1 /run/onair-edid-read.bin | tr -d ' \n'
+}
 EOF
 )
 bx() { box "$BOX_FUNCS
@@ -86,10 +99,12 @@ print(d)' "$1" "$2" 2>/dev/null || echo "?"; }
 
 # Writes the box's config and makes the daemon read it (SIGHUP: a new source restarts the
 # stream, as when a person edits /data/onair/onair.json).
-configure() { # DEVICE ON_LOSS
+configure() { # DEVICE ON_LOSS [EDID-FILE]
+    local edid=""
+    [ -z "${3:-}" ] || edid=", \"edid\": \"$3\""
     box "cat >/data/onair/onair.json.new <<EOF
 {
-  \"source\": {\"kind\": \"v4l2\", \"device\": \"$1\", \"width\": $WIDTH, \"height\": $HEIGHT, \"fps\": $FPS, \"on_loss\": \"$2\"},
+  \"source\": {\"kind\": \"v4l2\", \"device\": \"$1\", \"width\": $WIDTH, \"height\": $HEIGHT, \"fps\": $FPS, \"on_loss\": \"$2\"$edid},
   \"encoder\": {\"kind\": \"x264\", \"bitrate_kbps\": 500},
   \"output\": {\"kind\": \"whip\", \"url\": \"$URL/api/whip\", \"token\": \"$TOKEN\"}
 }
@@ -111,13 +126,61 @@ wait_live() { # SINCE WHAT
     return 1
 }
 STATE=$(mktemp) saved=0
+SHIPPED_EDID=/usr/share/onair/hdmi-edid.bin TEST_EDID=/data/onair/test-edid.bin
+
+# edid_same WANTED-HEX HELD-HEX: "same" when the EDID read back is the one wanted, apart from the
+# physical address a receiver with CEC writes into what it reports (vivid: 0.0.0.0) and that
+# block's checksum; else where it differs.
+edid_same() {
+    python3 - "$1" "$2" <<'PY'
+import sys
+want, held = bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2])
+skip = set()
+for n in range(1, len(want) // 128):
+    b = want[n * 128:(n + 1) * 128]
+    i = 4
+    while b[0] == 2 and i < b[2]:
+        tag, size = b[i] >> 5, b[i] & 31
+        if tag == 3 and b[i + 1:i + 4] == bytes([3, 12, 0]):
+            skip = {n * 128 + i + 4, n * 128 + i + 5, n * 128 + 127}
+        i += 1 + size
+if len(want) != len(held) or not want:
+    print(f"different: {len(held)} bytes read back, {len(want)} wanted")
+else:
+    diff = [i for i in range(len(want)) if want[i] != held[i] and i not in skip]
+    pa = min(skip) if skip else None
+    shown = f" (physical address read back {held[pa] >> 4}.{held[pa] & 15}.{held[pa + 1] >> 4}.{held[pa + 1] & 15})" if pa else ""
+    print(f"same{shown}" if not diff else f"different at byte {diff[0]}")
+PY
+}
+
+# edid_check LABEL FILE DESCRIPTION LOADS: the EDID read back from the HDMI input is FILE, onair
+# status says DESCRIPTION... and the source's timing, the flight recorder has the EDID loaded
+# before the last input live/back, and has loaded one LOADS times in all (once per appearance
+# or change, never at an ordinary capture restart).
+edid_check() {
+    local label=$1 file=$2 described=$3 loads=$4 st history order readback
+    readback=$(edid_same "$(bx "od -An -v -tx1 $file | tr -d ' \\n'")" "$(bx "edid_hex $HDMI" 2>/dev/null)")
+    st=$(status_json)
+    history=$(box onair status --history 2>/dev/null || true)
+    order=$(awk '/EDID loaded/ { edid = NR; n++ } /input: input (live|back):/ { live = NR }
+        END { print ((edid && live > edid) ? "loaded-then-live" : "edid@" edid "/live@" live) ", " n + 0 " load(s)" }' <<<"$history")
+    local what="read back: $readback as $file; onair status: edid=\"$(field "$st" input.edid | cut -c1-40)\" timing=$(field "$st" input.timing); flight recorder: EDID $order"
+    if [[ $readback == same* ]] && [[ $(field "$st" input.edid) == "$described"* ]] &&
+        [ "$(field "$st" input.timing)" = 640x480p59.94 ] && [ "$order" = "loaded-then-live, $loads load(s)" ]; then
+        result PASS "v4l2 EDID $label: $what"
+    else
+        grep -E 'EDID|input (live|back)|appeared|went away' <<<"$history" | tail -n 8 | sed 's/^/    /' >&2
+        result FAIL "v4l2 EDID $label: $what"
+    fi
+}
 # Ends the shared SSH connection and removes what this script made.
 # shellcheck disable=SC2317
 # The box is left as the boot test found it: its imported config back (the boot test checks
 # the data disk against it later), the daemon on it again, vivid unloaded.
 finish() {
     if [ "$saved" = 1 ]; then
-        box "cp $SAVED_CONFIG /data/onair/onair.json && rm -f $SAVED_CONFIG &&
+        box "cp $SAVED_CONFIG /data/onair/onair.json && rm -f $SAVED_CONFIG $TEST_EDID &&
             systemctl kill -s HUP onair.service && sleep 3 && modprobe -r vivid" >/dev/null 2>&1 || true
     fi
     ip netns exec "$NS" ssh "${SSH_OPTS[@]}" -i "$KEY" -O exit "root@$BOX" 2>/dev/null || true
@@ -145,6 +208,7 @@ wait_live "$t" "vivid HDMI 640x480p60 -> ${WIDTH}x$HEIGHT@$FPS" || {
 }
 st=$(status_json)
 say "onair status: state=$(field "$st" state) input=$(field "$st" input.signal) format=$(field "$st" input.format)"
+edid_check "1. after vivid appeared (its own EDID replaced before the first capture)" "$SHIPPED_EDID" shipped 1
 
 # ------------------------------------------------------------------ 1. signal lost
 say "1. HDMI signal lost for ${LOSS_S}s"
@@ -220,6 +284,7 @@ if cut=$(at_box "unplug vivid.0"); then
     out=$(check loss --session "$(session)" --posts "$(posts)" --fps $FPS --cut "$cut" --back "$back" \
         --replugged "$replugged") && rc=0 || rc=$?
     result "$([ "$rc" = 0 ] && echo PASS || echo FAIL)" "v4l2 3. device unplugged ${LOSS_S}s (module removed) and replugged: ${out#* }"
+    edid_check "2. after the driver was reloaded (3.; not at the capture restarts of 1. and 2.)" "$SHIPPED_EDID" shipped 2
 else
     result FAIL "v4l2 3. unplug: vivid.0 could not be unbound"
 fi
@@ -231,6 +296,33 @@ if grep -q 'went away' <<<"$history" && grep -q 'appeared' <<<"$history" &&
 else
     printf '%s\n' "$history" | tail -n 20 | sed 's/^/    /'
     result FAIL "v4l2 flight recorder: missing input transitions (last entries above)"
+fi
+
+# ------------------------------------------------------------------ EDID 3. source.edid, unbind/bind
+# Another EDID (the shipped one with another product code) in source.edid; then the device
+# unbound and bound again: the daemon loads the file's EDID at its return, before capturing.
+say "EDID 3. source.edid = $TEST_EDID, then vivid.0 unbound and bound"
+own=$(mktemp)
+python3 - "$SCRIPT_DIR/../../board/common/rootfs-overlay/usr/share/onair/hdmi-edid.bin" "$own" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+b[10] ^= 0x5A
+b[127] = (-sum(b[:127])) & 0xFF
+open(sys.argv[2], "wb").write(bytes(b))
+PY
+box "cat >$TEST_EDID" <"$own"
+rm -f "$own"
+t=$(now)
+configure "$HDMI" slate "$TEST_EDID"
+if wait_live "$t" "vivid HDMI with source.edid"; then
+    say "   source.edid after the config change: $(edid_same "$(bx "od -An -v -tx1 $TEST_EDID | tr -d ' \\n'")" "$(bx "edid_hex $HDMI" 2>/dev/null)")"
+    t=$(now)
+    at_box "unplug vivid.0 && sleep 3 && echo vivid.0 >/sys/bus/platform/drivers/vivid/bind && wait_node $HDMI && hdmi_source $HDMI 640x480p59 && bars $CAM" >/dev/null
+    check wait-bright --since "$t" --count 15 --timeout 60 >/dev/null || true
+    sleep 1
+    edid_check "3. source.edid, after vivid.0 was unbound and bound" "$TEST_EDID" "$TEST_EDID" 4
+else
+    result FAIL "v4l2 EDID 3. the box did not stream from vivid with source.edid"
 fi
 
 # ------------------------------------------------------------------ 4. on_loss = disconnect

@@ -71,60 +71,84 @@ impl Config {
     }
 }
 
-/// Opens without waiting for a FIFO's writer (O_NONBLOCK), checks what the path is on the open
-/// file itself (no race with a rename), and reads at most [`MAX_CONFIG_BYTES`] (a file may
-/// grow after the check).
+/// Reads the config file within its limits (see [`read_regular_file`]) as UTF-8 text.
 fn read_config_file(path: &Path) -> Result<String, ConfigError> {
-    use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let read_error = |source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)
-        .map_err(read_error)?;
-    let meta = file.metadata().map_err(read_error)?;
-    let kind = meta.file_type();
-    let not_a_file = |what| {
-        Err(ConfigError::NotAFile {
+    let bytes = read_regular_file(path, MAX_CONFIG_BYTES).map_err(|refusal| match refusal {
+        FileRefusal::Io(source) => ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        FileRefusal::NotAFile(what) => ConfigError::NotAFile {
             path: path.to_path_buf(),
             what,
-        })
-    };
-    if kind.is_dir() {
-        return not_a_file("a directory");
-    } else if kind.is_fifo() {
-        return not_a_file("a FIFO (named pipe)");
-    } else if kind.is_char_device() || kind.is_block_device() {
-        return not_a_file("a device");
-    } else if kind.is_socket() {
-        return not_a_file("a socket");
-    } else if !kind.is_file() {
-        return not_a_file("something else");
-    }
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(ConfigError::TooLarge {
+        },
+        FileRefusal::TooLarge(size) => ConfigError::TooLarge {
             path: path.to_path_buf(),
-            size: meta.len(),
-        });
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(ConfigError::TooLarge {
-            path: path.to_path_buf(),
-            size: bytes.len() as u64,
-        });
-    }
+            size,
+        },
+    })?;
     String::from_utf8(bytes).map_err(|_| ConfigError::Syntax {
         path: path.to_path_buf(),
         message: "is not UTF-8 text".into(),
     })
+}
+
+/// Why a file a config names (or the config itself, or another small file the daemon reads)
+/// was not read.
+#[derive(Debug)]
+pub enum FileRefusal {
+    Io(std::io::Error),
+    /// What it is instead: `a directory`, `a FIFO (named pipe)`, `a device`, ...
+    NotAFile(&'static str),
+    /// Its size in bytes, over the limit.
+    TooLarge(u64),
+}
+
+impl std::fmt::Display for FileRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileRefusal::Io(e) => write!(f, "cannot be read: {e}"),
+            FileRefusal::NotAFile(what) => write!(f, "is {what}, not a regular file"),
+            FileRefusal::TooLarge(size) => write!(f, "is too large ({size} bytes)"),
+        }
+    }
+}
+
+/// Opens without waiting for a FIFO's writer (O_NONBLOCK), checks what the path is on the open
+/// file itself (no race with a rename), and reads at most `max` bytes (a file may grow after
+/// the check).
+pub fn read_regular_file(path: &Path, max: u64) -> Result<Vec<u8>, FileRefusal> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(FileRefusal::Io)?;
+    let meta = file.metadata().map_err(FileRefusal::Io)?;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return Err(FileRefusal::NotAFile("a directory"));
+    } else if kind.is_fifo() {
+        return Err(FileRefusal::NotAFile("a FIFO (named pipe)"));
+    } else if kind.is_char_device() || kind.is_block_device() {
+        return Err(FileRefusal::NotAFile("a device"));
+    } else if kind.is_socket() {
+        return Err(FileRefusal::NotAFile("a socket"));
+    } else if !kind.is_file() {
+        return Err(FileRefusal::NotAFile("something else"));
+    }
+    if meta.len() > max {
+        return Err(FileRefusal::TooLarge(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(FileRefusal::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(FileRefusal::TooLarge(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Whether an unknown key's name may be repeated in a refusal: letters, `_` and `-`, as a

@@ -6,7 +6,7 @@
 //! Keys are a public contract documented in README; unknown keys are refused so that a typo
 //! is not silently ignored.
 //!
-//! One section, one file: `source.rs`, `audio.rs`, `encoder.rs`, `output.rs`, `reconnect.rs`,
+//! One section, one file: `source.rs` (with `edid.rs`, the EDID it names), `audio.rs`, `encoder.rs`, `output.rs`, `reconnect.rs`,
 //! `network.rs`, `leds.rs`, `status.rs` each hold the section's public type, its raw serde
 //! mirror (every field optional where the contract has a default), the validation from one to
 //! the other and its tests. A new section is a new such file plus a field in [`Config`] and
@@ -16,6 +16,7 @@
 //! values, refused by `check-config`).
 
 mod audio;
+mod edid;
 mod encoder;
 mod leds;
 mod load;
@@ -31,14 +32,17 @@ mod status;
 mod test_support;
 
 pub use audio::{AudioConfig, AudioKind, DEFAULT_AUDIO_DEVICE, MAX_AUDIO_OFFSET_MS};
+pub use edid::{EDID_BLOCK, Edid, EdidError, MAX_EDID_BYTES, SHIPPED_OFFERS};
 pub use encoder::{DEFAULT_MIN_BITRATE_KBPS, EncoderConfig, EncoderKind};
 pub use leds::{LedBackendKind, LedConfig};
-pub use load::MAX_CONFIG_BYTES;
+pub use load::{FileRefusal, MAX_CONFIG_BYTES, read_regular_file};
 pub use network::{DEFAULT_ROUTE_TABLE, DEFAULT_SETTLE, NetworkConfig, PathsMode};
 pub use output::OutputConfig;
 pub use placeholders::PLACEHOLDER_TOKEN;
 pub use reconnect::ReconnectConfig;
-pub use source::{MAX_SLATE_TEXT, OnLoss, SourceConfig, SourceFormat, SourceKind, TestPattern};
+pub use source::{
+    EdidChoice, MAX_SLATE_TEXT, OnLoss, SourceConfig, SourceFormat, SourceKind, TestPattern,
+};
 pub use status::{DEFAULT_STATUS_SOCKET, StatusConfig};
 
 use serde::Deserialize;

@@ -2,6 +2,7 @@
 //! size and rate, and what happens when the input is lost (slate or disconnect).
 
 use super::ConfigError;
+use super::edid::{Edid, SHIPPED_OFFERS};
 use super::ranges::{check_range, ms_in_range};
 use serde::Deserialize;
 use std::fmt;
@@ -85,6 +86,25 @@ impl OnLoss {
     }
 }
 
+/// The EDID an HDMI bridge is given (`source.edid`): the shipped one, or the owner's file,
+/// read and checked with the config (a SIGHUP reads it again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdidChoice {
+    /// The owner's file; `None` for the shipped EDID.
+    pub file: Option<PathBuf>,
+    pub edid: Edid,
+}
+
+impl EdidChoice {
+    /// `shipped (1080p30/25/24, ...)` or the file's path, for the log and `onair status`.
+    pub fn describe(&self) -> String {
+        match &self.file {
+            None => format!("shipped ({SHIPPED_OFFERS})"),
+            Some(path) => path.display().to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     pub kind: SourceKind,
@@ -106,6 +126,8 @@ pub struct SourceConfig {
     /// No picture from the input for this long means it is lost (the last picture is held
     /// until then).
     pub lost_after: Duration,
+    /// What an HDMI bridge (a device that takes an EDID) is given before every capture.
+    pub edid: EdidChoice,
 }
 
 /// The longest slate message: it must fit on a small picture in one line.
@@ -128,6 +150,7 @@ pub(super) struct RawSource {
     slate_text: Option<String>,
     retry_ms: Option<u64>,
     lost_after_ms: Option<u64>,
+    edid: Option<PathBuf>,
 }
 
 impl RawSource {
@@ -189,6 +212,30 @@ impl RawSource {
             200,
             30_000,
         )?;
+        let edid = match (self.kind, self.edid) {
+            (_, None) => EdidChoice {
+                file: None,
+                edid: Edid::shipped(),
+            },
+            (SourceKind::V4l2, Some(path)) if path.as_os_str().is_empty() => {
+                return Err(ConfigError::invalid("source.edid", "path is empty"));
+            }
+            (SourceKind::V4l2, Some(path)) => {
+                let edid = Edid::read(&path).map_err(|why| {
+                    ConfigError::invalid("source.edid", format!("{}: {why}", path.display()))
+                })?;
+                EdidChoice {
+                    file: Some(path),
+                    edid,
+                }
+            }
+            (_, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "source.edid",
+                    "only a v4l2 source (an HDMI bridge) takes an EDID",
+                ));
+            }
+        };
         Ok(SourceConfig {
             kind: self.kind,
             device,
@@ -202,6 +249,7 @@ impl RawSource {
             slate_text,
             retry,
             lost_after,
+            edid,
         })
     }
 }
@@ -231,6 +279,39 @@ mod tests {
     }
 
     #[test]
+    fn an_edid_file_is_read_and_checked_with_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edid.bin");
+        std::fs::write(&file, Edid::shipped().bytes()).unwrap();
+        let v4l2 = |path: &Path| {
+            with(&format!(
+                r#"{{"source": {{"kind": "v4l2", "edid": {}}}}}"#,
+                serde_json::to_string(&path.display().to_string()).unwrap()
+            ))
+        };
+        let c = Config::parse(&v4l2(&file)).unwrap();
+        assert_eq!(c.source.edid.file.as_deref(), Some(file.as_path()));
+        assert_eq!(c.source.edid.edid, Edid::shipped());
+        assert_eq!(c.source.edid.describe(), file.display().to_string());
+        // Without the key: the shipped EDID.
+        let c = Config::parse(&with(r#"{"source": {"kind": "v4l2"}}"#)).unwrap();
+        assert_eq!(c.source.edid.file, None);
+        assert!(c.source.edid.describe().starts_with("shipped (1080p30"));
+        // A file that is not an EDID is refused naming the key, the file and why.
+        let mut broken = Edid::shipped().bytes().to_vec();
+        broken[130] ^= 1;
+        std::fs::write(&file, &broken).unwrap();
+        let err = Config::parse(&v4l2(&file)).unwrap_err();
+        assert_eq!(err.key(), Some("source.edid"), "{err}");
+        assert!(
+            err.to_string().contains("block 1 has a wrong checksum"),
+            "{err}"
+        );
+        let err = Config::parse(&v4l2(Path::new("/dev/zero"))).unwrap_err();
+        assert!(err.to_string().contains("a device"), "{err}");
+    }
+
+    #[test]
     fn refusals_name_the_key() {
         assert_refusals_name(&[
             (r#"{"source": {"fps": 0}}"#, "source.fps"),
@@ -255,6 +336,12 @@ mod tests {
                 r#"{"source": {"lost_after_ms": 60000}}"#,
                 "source.lost_after_ms",
             ),
+            (r#"{"source": {"edid": "/data/edid.bin"}}"#, "source.edid"),
+            (
+                r#"{"source": {"kind": "v4l2", "edid": "/nonexistent/edid.bin"}}"#,
+                "source.edid",
+            ),
+            (r#"{"source": {"kind": "v4l2", "edid": ""}}"#, "source.edid"),
         ]);
     }
 }

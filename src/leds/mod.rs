@@ -12,7 +12,7 @@ mod sysfs;
 
 pub use console::ConsoleLeds;
 pub use gpio::GpioLeds;
-pub use pattern::{Led, LedPair, Pattern, markdown_table, patterns};
+pub use pattern::{Led, LedPair, Pattern, markdown_table, patterns, patterns_with_fault};
 pub use sysfs::SysfsLeds;
 
 use crate::config::{LedBackendKind, LedConfig};
@@ -69,21 +69,26 @@ pub fn backend_for(config: &LedConfig) -> Option<Box<dyn LedBackend>> {
 
 /// The daemon's entry point: shows `states` on the configured LEDs until `shutdown` is
 /// cancelled or the state sender is dropped, then turns both LEDs off and gives the hardware
-/// back. Returns at once (after one warning) if the LEDs cannot be opened, so the caller's
-/// state sender must not treat "no receivers" as an error.
+/// back. `fault` names a standing fault to show beside the state (see
+/// [`patterns_with_fault`]). Returns at once (after one warning) if the LEDs cannot be opened,
+/// so the caller's state sender must not treat "no receivers" as an error.
 pub async fn run(
     config: LedConfig,
     states: watch::Receiver<StreamState>,
+    fault: Option<&'static str>,
     shutdown: CancellationToken,
 ) {
     let Some(backend) = backend_for(&config) else {
         log::debug!("leds: backend none, not showing state on LEDs");
         return;
     };
-    render(backend, states, shutdown).await;
+    let _ = Renderer::new(backend)
+        .with_fault(fault)
+        .run(states, shutdown)
+        .await;
 }
 
-/// Drives any backend (tests pass a recording one). Same contract as [`run`].
+/// Drives any backend (tests pass a recording one). Same contract as [`run`], no fault.
 pub async fn render(
     backend: Box<dyn LedBackend>,
     states: watch::Receiver<StreamState>,
@@ -111,6 +116,8 @@ struct Renderer {
     shown: [Option<bool>; 2],
     write_failed: bool,
     warnings: Warnings,
+    /// A standing fault shown beside the state, and what it is.
+    fault: Option<&'static str>,
 }
 
 impl Renderer {
@@ -120,6 +127,23 @@ impl Renderer {
             shown: [None, None],
             write_failed: false,
             warnings: Warnings::default(),
+            fault: None,
+        }
+    }
+
+    fn with_fault(mut self, fault: Option<&'static str>) -> Self {
+        self.fault = fault;
+        self
+    }
+
+    fn pair(&self, state: StreamState) -> LedPair {
+        patterns_with_fault(state, self.fault.is_some())
+    }
+
+    fn reason(&self, state: StreamState) -> String {
+        match self.fault {
+            Some(fault) => format!("state {state}, {fault}"),
+            None => format!("state {state}"),
         }
     }
 
@@ -138,11 +162,11 @@ impl Renderer {
         log::info!("leds: {} backend open", self.backend.name());
 
         let mut state = *states.borrow_and_update();
-        let mut pair = patterns(state);
+        let mut pair = self.pair(state);
         // The pattern clock restarts on every change of pattern so a new blink starts with
         // its on phase immediately: the change is visible at once, not after an off phase.
         let mut since = Instant::now();
-        self.announce(pair, &format!("state {state}"));
+        self.announce(pair, &self.reason(state));
 
         loop {
             let elapsed = Instant::now().saturating_duration_since(since);
@@ -163,13 +187,13 @@ impl Renderer {
                         continue;
                     }
                     state = new_state;
-                    let new_pair = patterns(state);
+                    let new_pair = self.pair(state);
                     if new_pair != pair {
                         pair = new_pair;
                         since = Instant::now();
                     }
                     // connecting -> reconnecting keeps its rhythm but still says why.
-                    self.announce(pair, &format!("state {state}"));
+                    self.announce(pair, &self.reason(state));
                 }
                 () = sleep_until_edge(next_edge) => {}
             }
@@ -336,6 +360,41 @@ mod tests {
             let log = self.log.lock().unwrap().clone();
             (log, warnings)
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standing_fault_flashes_red_while_live() {
+        let (recorder, log) = Recorder::new();
+        let (_tx, rx) = watch::channel(StreamState::Live);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(
+            Renderer::new(Box::new(recorder))
+                .with_fault(Some("data partition unusable"))
+                .run(rx, shutdown.clone()),
+        );
+        tokio::time::sleep(ms(4100)).await;
+        shutdown.cancel();
+        task.await.expect("renderer");
+        let log = log.lock().unwrap().clone();
+        assert_eq!(edges_of(&log, Led::Live)[0], (0, true), "green: on air");
+        let red: Vec<_> = edges_of(&log, Led::Status)
+            .into_iter()
+            .take_while(|(t, _)| *t <= 4000)
+            .collect();
+        assert_eq!(
+            red,
+            vec![
+                (0, true),
+                (150, false),
+                (2000, true),
+                (2150, false),
+                (4000, true)
+            ]
+        );
+        assert_eq!(
+            log.announced[0],
+            "live=on status=flash every 2 s (state live, data partition unusable)"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -517,9 +576,12 @@ mod tests {
         let (tx, rx) = watch::channel(StreamState::Live);
         let shutdown = CancellationToken::new();
         // Neither cancelled nor dropped: only the failed open may end the task.
-        tokio::time::timeout(Duration::from_secs(2), run(config, rx, shutdown.clone()))
-            .await
-            .expect("run with an unusable gpio backend must return by itself");
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            run(config, rx, None, shutdown.clone()),
+        )
+        .await
+        .expect("run with an unusable gpio backend must return by itself");
         assert!(!shutdown.is_cancelled());
         drop(tx);
     }
@@ -529,7 +591,7 @@ mod tests {
         let (_tx, rx) = watch::channel(StreamState::Live);
         tokio::time::timeout(
             Duration::from_secs(1),
-            run(LedConfig::default(), rx, CancellationToken::new()),
+            run(LedConfig::default(), rx, None, CancellationToken::new()),
         )
         .await
         .expect("backend none should not wait for shutdown");

@@ -47,6 +47,9 @@ pub enum Pattern {
     /// Two short flashes and a long pause: tells "offline" apart from a plain blink across a
     /// room without needing a third colour.
     DoubleBlink,
+    /// One short flash every 2 s: a standing fault beside the state (see
+    /// [`patterns_with_fault`]).
+    Flash,
 }
 
 /// 1 Hz: slow enough to read as "busy, be patient" next to the 2 Hz of a connection attempt.
@@ -67,6 +70,9 @@ const DOUBLE_BLINK_SEGMENTS: [Duration; 4] = [
     Duration::from_millis(1400),
 ];
 
+/// Flash: 150 ms on, then dark for the rest of 2 s.
+const FLASH_SEGMENTS: [Duration; 2] = [Duration::from_millis(150), Duration::from_millis(1850)];
+
 impl Pattern {
     /// Durations of the alternating on/off segments of one cycle, starting with on; empty for
     /// a steady pattern. Always an even count, so the cycle ends off and wraps to on.
@@ -79,6 +85,15 @@ impl Pattern {
                 ([half, period - half, Duration::ZERO, Duration::ZERO], 2)
             }
             Pattern::DoubleBlink => (DOUBLE_BLINK_SEGMENTS, 4),
+            Pattern::Flash => (
+                [
+                    FLASH_SEGMENTS[0],
+                    FLASH_SEGMENTS[1],
+                    Duration::ZERO,
+                    Duration::ZERO,
+                ],
+                2,
+            ),
         }
     }
 
@@ -148,6 +163,7 @@ impl fmt::Display for Pattern {
             Pattern::On => f.write_str("on"),
             Pattern::Blink { period } => write!(f, "blink {} Hz", 1.0 / period.as_secs_f64()),
             Pattern::DoubleBlink => f.write_str("double-blink"),
+            Pattern::Flash => f.write_str("flash every 2 s"),
         }
     }
 }
@@ -197,6 +213,21 @@ pub const fn patterns(state: StreamState) -> LedPair {
         StreamState::Failed => (Pattern::Off, Pattern::On),
     };
     LedPair { live, status }
+}
+
+/// The table with a standing fault to show as well — today the data partition that could not be
+/// used at boot (the box streams, but keeps nothing across a reboot): the red LED, where the
+/// state leaves it dark (`live`, `no_input`), flashes once every 2 s. Where red already says
+/// something, that is more urgent and stays as it is; the flash appears once it is dealt with.
+pub const fn patterns_with_fault(state: StreamState, fault: bool) -> LedPair {
+    let pair = patterns(state);
+    match (fault, pair.status) {
+        (true, Pattern::Off) => LedPair {
+            live: pair.live,
+            status: Pattern::Flash,
+        },
+        _ => pair,
+    }
 }
 
 /// A person's reading of each state, for the README table next to the patterns.
@@ -311,6 +342,36 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_standing_fault_is_seen_wherever_red_is_dark() {
+        for state in StreamState::ALL {
+            let plain = patterns(state);
+            let faulty = patterns_with_fault(state, true);
+            assert_eq!(patterns_with_fault(state, false), plain, "{state}");
+            assert_eq!(faulty.live, plain.live, "{state}: green keeps its meaning");
+            if plain.status == Pattern::Off {
+                assert_eq!(faulty.status, Pattern::Flash, "{state}");
+            } else {
+                assert_eq!(faulty, plain, "{state}: red already says more");
+            }
+            // Never taken for another state, with or without the fault.
+            for other in StreamState::ALL {
+                if other != state && plain.status == Pattern::Off {
+                    assert_ne!(
+                        faulty,
+                        patterns(other),
+                        "{state} with a fault looks like {other}"
+                    );
+                }
+            }
+        }
+        // 150 ms on, every 2 s.
+        let p = Pattern::Flash;
+        assert!(p.level_at(ms(0)) && p.level_at(ms(149)) && !p.level_at(ms(150)));
+        assert_eq!(p.next_change(ms(0)), Some(ms(150)));
+        assert_eq!(p.next_change(ms(150)), Some(ms(2000)));
     }
 
     #[test]

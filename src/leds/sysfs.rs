@@ -229,7 +229,7 @@ mod tests {
 
         let (tx, rx) = watch::channel(StreamState::Live);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(super::super::run(config(root), rx, shutdown.clone()));
+        let task = tokio::spawn(super::super::run(config(root), rx, None, shutdown.clone()));
         tokio::time::sleep(ms(10)).await;
 
         // Live: green fully on (its own max), red off, kernel triggers out of the way.
@@ -269,7 +269,7 @@ mod tests {
         let (_tx, rx) = watch::channel(StreamState::Live);
         tokio::time::timeout(
             ms(100),
-            super::super::run(config(root), rx, CancellationToken::new()),
+            super::super::run(config(root), rx, None, CancellationToken::new()),
         )
         .await
         .expect("run must give up by itself when a LED is missing");

@@ -1,15 +1,16 @@
-//! One run of the capture: the device prepared (an HDMI bridge's timings queried and set), the
+//! One run of the capture: the device prepared (an HDMI bridge's EDID loaded, its timings queried
+//! and set: `bridge.rs`), the
 //! source chain from `source.rs` ending in an appsink that hands each picture to the frame
 //! pump's mailbox. A run is started and stopped as a whole (on loss, on new timings); the
 //! encoder behind the pump never notices.
 
 use super::assemble::{self, PipelineError};
+use super::bridge::{self, Pin, Prepared};
 use super::bus;
 use super::feeder::Mailbox;
 use super::health::Cause;
 use super::slate;
 use super::source;
-use super::v4l2::{self, SignalQuery};
 use crate::config::{SourceConfig, SourceKind};
 use crate::lock::lock;
 use gstreamer as gst;
@@ -71,56 +72,30 @@ pub struct CaptureRun {
     pub counters: Arc<RunCounters>,
 }
 
-/// Before a capture starts: a digital-video device (HDMI bridge) is asked what its source
-/// sends, and set to it (V4L2 requires the timings to be set before streaming; they are what
-/// `v4l2src` then negotiates). No signal is a failed start. Blocking ioctls: call it off the
-/// async threads. Returns a line for the log when there was something to set.
-pub fn prepare(config: &SourceConfig) -> Result<Option<String>, Cause> {
+/// Before a capture starts: an HDMI bridge gets its EDID and is set to the timings its source
+/// sends (V4L2 requires the timings to be set before streaming; they are what `v4l2src` then
+/// negotiates), see `bridge.rs`. No signal is a failed start. Nothing to do for other sources.
+/// Blocking ioctls: call it off the async threads.
+pub fn prepare(config: &SourceConfig) -> Option<Prepared> {
     if config.kind != SourceKind::V4l2 {
-        return Ok(None);
+        return None;
     }
-    let Some(device) = &config.device else {
-        return Ok(None);
-    };
-    let fd = v4l2::open(device)
-        .map_err(|e| Cause::InputLost(format!("cannot open {}: {}", device.display(), e.desc())))?;
-    match v4l2::query_signal(&fd) {
-        Ok(SignalQuery::NotDv) => Ok(None),
-        Ok(SignalQuery::NoSignal(why)) => {
-            Err(Cause::InputLost(format!("{}: {why}", device.display())))
-        }
-        Ok(SignalQuery::Locked(timings)) => {
-            if v4l2::current_timings(&fd).ok().as_ref() == Some(&timings) {
-                return Ok(Some(format!("signal {timings}")));
-            }
-            v4l2::set_timings(&fd, &timings).map_err(|e| {
-                Cause::InputLost(format!(
-                    "{}: cannot set the timings {timings}: {}",
-                    device.display(),
-                    e.desc()
-                ))
-            })?;
-            Ok(Some(format!("signal {timings}, timings set")))
-        }
-        Err(e) => Err(Cause::InputLost(format!(
-            "{}: cannot query the signal: {}",
-            device.display(),
-            e.desc()
-        ))),
-    }
+    let device = config.device.as_ref()?;
+    Some(bridge::prepare(device, &config.edid))
 }
 
 /// Builds the capture and sets it playing. `first_frame` hears once when the first picture of
 /// the run arrives, so the switch from the slate does not wait for the next health tick.
 pub fn start(
     config: &SourceConfig,
+    pin: Option<Pin>,
     mailbox: Mailbox,
     test_signal: &TestSignal,
     first_frame: mpsc::UnboundedSender<()>,
 ) -> Result<CaptureRun, Cause> {
     let lost = |e: PipelineError| Cause::InputLost(e.to_string());
     assemble::require(source::capture_factory(config.kind), None).map_err(lost)?;
-    let chain = source::build(config).map_err(|e| Cause::InputLost(format!("source: {e}")))?;
+    let chain = source::build(config, pin).map_err(|e| Cause::InputLost(format!("source: {e}")))?;
     let info = slate::video_info(config);
     let sink = gst_app::AppSink::builder()
         .name(format!("{}-out", source::NAME_PREFIX))
@@ -249,7 +224,8 @@ mod tests {
         )
         .expect("pump");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let run = start(&config, feeder.mailbox(), &TestSignal::default(), tx).expect("start");
+        let run =
+            start(&config, None, feeder.mailbox(), &TestSignal::default(), tx).expect("start");
         tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
             .await
             .expect("a first frame");

@@ -10,7 +10,10 @@ use super::keyframes::KeyframeForcer;
 use crate::config::{EncoderConfig, EncoderKind};
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncoderElement {
@@ -72,6 +75,85 @@ pub fn candidates(kind: EncoderKind, exists: impl Fn(&str) -> bool) -> Vec<Candi
                 }
             }
             out
+        }
+    }
+}
+
+/// How long the daemon waits at start for the hardware codec of a board that has one.
+///
+/// The Pi 4's codec (bcm2835-codec) registers its video nodes some seconds into the boot, and
+/// the daemon may start before. GStreamer's v4l2 plugin registers `v4l2h264enc` only for the
+/// codec devices present when the plugin is loaded into the process; the registry notices new
+/// `/dev/video*` nodes at the next start, but a plugin already loaded cannot register more
+/// elements in a running process (and the capture's `v4l2src` loads it). Re-scanning later and
+/// switching at an encoder restart would need a new process anyway, so the choice is made once,
+/// at start, after a bounded wait for a codec the board is known to have. 15 s covers the
+/// codec's appearance on a Pi 4 booting from an SD card with room to spare; a board without
+/// one (the Pi 5) does not wait at all.
+pub const CODEC_WAIT: Duration = Duration::from_secs(15);
+/// How often the wait looks again (sysfs has no change notification for this).
+const CODEC_POLL: Duration = Duration::from_millis(100);
+
+/// Device-tree `compatible` strings of SoCs whose codec GStreamer's `v4l2h264enc` drives.
+const SOCS_WITH_CODEC: &[&str] = &[
+    "brcm,bcm2711",
+    "brcm,bcm2837",
+    "brcm,bcm2836",
+    "brcm,bcm2835",
+];
+/// The video node name of that codec's H.264 encoder (sysfs `name`).
+const CODEC_NODE_NAME: &str = "bcm2835-codec-encode";
+
+/// Whether the daemon should wait for a hardware codec before choosing its encoder: the board's
+/// SoC has one (its device-tree `compatible`, NUL-separated strings) and the encoder may be it.
+pub fn codec_expected(kind: EncoderKind, compatible: &[u8]) -> bool {
+    matches!(kind, EncoderKind::Auto | EncoderKind::V4l2)
+        && compatible
+            .split(|&b| b == 0)
+            .any(|c| SOCS_WITH_CODEC.iter().any(|soc| c == soc.as_bytes()))
+}
+
+/// The codec's encoder node, once the driver has registered it and udev made its `/dev` node.
+pub fn codec_node(root: &Path) -> Option<std::path::PathBuf> {
+    let class = root.join("sys/class/video4linux");
+    std::fs::read_dir(class).ok()?.flatten().find_map(|entry| {
+        let name = std::fs::read_to_string(entry.path().join("name")).ok()?;
+        let node = root.join("dev").join(entry.file_name());
+        (name.trim() == CODEC_NODE_NAME && node.exists()).then_some(node)
+    })
+}
+
+/// What the wait at start found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodecWait {
+    /// The board has no codec the encoder could be (or the config names a software one).
+    NotExpected,
+    /// It was there at start.
+    Present(std::path::PathBuf),
+    /// It appeared this long after start.
+    Appeared(std::path::PathBuf, Duration),
+    /// It did not appear within the wait.
+    Missing(Duration),
+}
+
+/// Waits up to `limit` for the hardware codec of a board that has one (see [`CODEC_WAIT`]).
+/// `root` is `/` (tests give a directory tree).
+pub async fn wait_for_codec(kind: EncoderKind, root: &Path, limit: Duration) -> CodecWait {
+    let compatible = std::fs::read(root.join("proc/device-tree/compatible")).unwrap_or_default();
+    if !codec_expected(kind, &compatible) {
+        return CodecWait::NotExpected;
+    }
+    let start = Instant::now();
+    if let Some(node) = codec_node(root) {
+        return CodecWait::Present(node);
+    }
+    loop {
+        tokio::time::sleep(CODEC_POLL).await;
+        if let Some(node) = codec_node(root) {
+            return CodecWait::Appeared(node, start.elapsed());
+        }
+        if start.elapsed() >= limit {
+            return CodecWait::Missing(limit);
         }
     }
 }
@@ -284,6 +366,86 @@ mod tests {
             adapt: true,
             keyframe_interval_ms: 2000,
         }
+    }
+
+    /// A board's tree: its device-tree `compatible`, and the codec's node once it appears.
+    fn board(compatible: &[u8]) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("proc/device-tree")).unwrap();
+        std::fs::write(root.path().join("proc/device-tree/compatible"), compatible).unwrap();
+        std::fs::create_dir_all(root.path().join("sys/class/video4linux")).unwrap();
+        std::fs::create_dir_all(root.path().join("dev")).unwrap();
+        root
+    }
+
+    fn codec_appears(root: &Path) {
+        let node = root.join("sys/class/video4linux/video11");
+        std::fs::create_dir_all(&node).unwrap();
+        std::fs::write(node.join("name"), "bcm2835-codec-encode\n").unwrap();
+        std::fs::write(root.join("dev/video11"), b"").unwrap();
+    }
+
+    const PI4: &[u8] = b"raspberrypi,4-model-b\0brcm,bcm2711\0";
+    const PI5: &[u8] = b"raspberrypi,5-model-b\0brcm,bcm2712\0";
+
+    #[test]
+    fn only_boards_with_a_codec_wait_for_it() {
+        assert!(codec_expected(EncoderKind::Auto, PI4));
+        assert!(codec_expected(EncoderKind::V4l2, PI4));
+        assert!(!codec_expected(EncoderKind::X264, PI4));
+        assert!(!codec_expected(EncoderKind::Auto, PI5));
+        assert!(!codec_expected(EncoderKind::Auto, b""));
+        // A prefix is not the SoC.
+        assert!(!codec_expected(EncoderKind::Auto, b"brcm,bcm27110\0"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_codec_that_appears_late_is_waited_for() {
+        let root = board(PI4);
+        let path = root.path().to_path_buf();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(3050)).await;
+            codec_appears(&path);
+        });
+        let got = wait_for_codec(EncoderKind::Auto, root.path(), CODEC_WAIT).await;
+        late.await.unwrap();
+        match got {
+            CodecWait::Appeared(node, after) => {
+                assert_eq!(node, root.path().join("dev/video11"));
+                assert!(
+                    after >= Duration::from_millis(3050) && after <= Duration::from_millis(3200),
+                    "{after:?}"
+                );
+            }
+            other => panic!("expected the codec to appear, got {other:?}"),
+        }
+        // Already there: no wait.
+        assert_eq!(
+            wait_for_codec(EncoderKind::Auto, root.path(), CODEC_WAIT).await,
+            CodecWait::Present(root.path().join("dev/video11"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_for_a_codec_is_bounded() {
+        let root = board(PI4);
+        let start = Instant::now();
+        assert_eq!(
+            wait_for_codec(EncoderKind::Auto, root.path(), CODEC_WAIT).await,
+            CodecWait::Missing(CODEC_WAIT)
+        );
+        assert!(start.elapsed() <= CODEC_WAIT + CODEC_POLL);
+        // A Pi 5 (no codec) and a software encoder do not wait at all.
+        let start = Instant::now();
+        assert_eq!(
+            wait_for_codec(EncoderKind::Auto, board(PI5).path(), CODEC_WAIT).await,
+            CodecWait::NotExpected
+        );
+        assert_eq!(
+            wait_for_codec(EncoderKind::X264, root.path(), CODEC_WAIT).await,
+            CodecWait::NotExpected
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
     #[test]

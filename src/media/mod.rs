@@ -6,6 +6,7 @@ pub mod assemble;
 pub mod audio;
 pub mod av_offset;
 pub mod bitrate;
+pub mod bridge;
 pub mod bus;
 pub mod capture;
 pub mod clock;

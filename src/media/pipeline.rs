@@ -16,6 +16,7 @@
 //! reports to the supervisor.
 
 use super::bitrate::BitrateHandle;
+use super::bridge::{EdidState, Prepared};
 use super::bus;
 use super::capture::{self, CaptureRun, TestSignal};
 use super::clock::MediaClock;
@@ -504,24 +505,35 @@ impl Runner {
                 let mailbox = self.feeder.mailbox();
                 let test_signal = self.test_signal.clone();
                 let first_frame = self.first_frame_tx.clone();
-                // Device ioctls and opening the device can block: off the async threads.
+                // Device ioctls, media-ctl and opening the device can block: off the async
+                // threads. The bridge is made ready first, so the capture only ever starts
+                // after its EDID is loaded.
                 let started = tokio::task::spawn_blocking(move || {
-                    let note = capture::prepare(&source)?;
-                    capture::start(&source, mailbox, &test_signal, first_frame)
-                        .map(|run| (run, note))
+                    let prepared = capture::prepare(&source);
+                    let pin = match prepared.as_ref().map(|p| p.outcome.clone()) {
+                        Some(Err(cause)) => return (prepared, Err(cause)),
+                        Some(Ok(pin)) => pin,
+                        None => None,
+                    };
+                    let run = capture::start(&source, pin, mailbox, &test_signal, first_frame);
+                    (prepared, run)
                 })
                 .await;
                 return Some(match started {
-                    Ok(Ok((run, note))) => {
-                        if let Some(note) = note {
-                            log::info!("media: {}: {note}", self.device_name());
+                    Ok((prepared, run)) => {
+                        if let Some(prepared) = prepared {
+                            self.device_report(prepared).await;
                         }
-                        self.capture = Some(run);
-                        input::Observation::Started
-                    }
-                    Ok(Err(cause)) => {
-                        log::debug!("media: capture did not start: {cause}");
-                        input::Observation::StartFailed(cause)
+                        match run {
+                            Ok(run) => {
+                                self.capture = Some(run);
+                                input::Observation::Started
+                            }
+                            Err(cause) => {
+                                log::debug!("media: capture did not start: {cause}");
+                                input::Observation::StartFailed(cause)
+                            }
+                        }
                     }
                     Err(e) => input::Observation::StartFailed(health::Cause::InputLost(format!(
                         "capture start panicked: {e}"
@@ -571,6 +583,32 @@ impl Runner {
             }
         }
         None
+    }
+
+    /// What getting an HDMI bridge ready found: its EDID and timing go to `onair status`, what
+    /// it did (an EDID loaded, timings set, a pipeline configured) to the log and the flight
+    /// recorder, and an EDID that cannot be loaded is a warning, once per reason.
+    async fn device_report(&mut self, prepared: Prepared) {
+        let (edid, edid_error) = match prepared.edid {
+            EdidState::NotABridge => (None, None),
+            EdidState::Loaded(what) => (Some(what), None),
+            EdidState::Failed(why) => (None, Some(why)),
+        };
+        let new_error = {
+            let mut s = lock(&self.stats.input);
+            let new_error = edid_error.is_some() && s.edid_error != edid_error;
+            s.edid = edid;
+            s.edid_error = edid_error.clone();
+            s.timing = prepared.timing;
+            new_error
+        };
+        if new_error && let Some(why) = edid_error {
+            log::warn!("media: {}: {why}", self.device_name());
+        }
+        // The notes are logged where they are recorded (the watchdog's driver).
+        for note in prepared.notes {
+            self.note(format!("{}: {note}", self.device_name())).await;
+        }
     }
 
     fn watch_device(&self, shutdown: &CancellationToken) -> Option<JoinHandle<()>> {

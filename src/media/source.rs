@@ -7,6 +7,7 @@
 //! Elements are created by name with typed properties, never from a launch string assembled
 //! from user input, so a device path cannot inject pipeline syntax.
 
+use super::bridge::Pin;
 use crate::config::{SourceConfig, SourceFormat, SourceKind, TestPattern};
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -15,8 +16,13 @@ use gstreamer::prelude::*;
 /// once that it came from the capture side.
 pub const NAME_PREFIX: &str = "source";
 
-/// The source chain, in link order, ending in raw I420 video of the configured size.
-pub fn build(config: &SourceConfig) -> Result<Vec<gst::Element>, gst::glib::BoolError> {
+/// The source chain, in link order, ending in raw I420 video of the configured size. `pin` is
+/// the size and format the device must be asked for, when it cannot adapt (a media-controller
+/// pipeline set up for the HDMI source's timing).
+pub fn build(
+    config: &SourceConfig,
+    pin: Option<Pin>,
+) -> Result<Vec<gst::Element>, gst::glib::BoolError> {
     let raw_caps = gst::Caps::builder("video/x-raw")
         .field("width", config.width as i32)
         .field("height", config.height as i32)
@@ -49,6 +55,18 @@ pub fn build(config: &SourceConfig) -> Result<Vec<gst::Element>, gst::glib::Bool
                 named("libcamerasrc", "capture").build()?
             };
             chain.push(src);
+            if let Some(pin) = pin {
+                let device_caps = gst::Caps::builder("video/x-raw")
+                    .field("format", pin.format)
+                    .field("width", pin.width as i32)
+                    .field("height", pin.height as i32)
+                    .build();
+                chain.push(
+                    named("capsfilter", "devicecaps")
+                        .property("caps", device_caps)
+                        .build()?,
+                );
+            }
             if config.format == SourceFormat::Mjpeg {
                 // USB HDMI dongles deliver JPEG at useful sizes; ask for it explicitly so the
                 // device is not negotiated into a low-rate raw mode.

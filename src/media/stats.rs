@@ -28,6 +28,12 @@ pub struct InputStatus {
     /// What the slate is (`card "NO SIGNAL"`, `image /data/...`).
     pub slate: String,
     pub on_loss: &'static str,
+    /// The timings an HDMI source sends (`1920x1080p30.00`), while there is a signal.
+    pub timing: Option<String>,
+    /// The EDID an HDMI bridge holds (`shipped (...)` or the file), once loaded.
+    pub edid: Option<String>,
+    /// Why no EDID could be loaded into the bridge, while that is so.
+    pub edid_error: Option<String>,
 }
 
 impl Default for InputStatus {
@@ -41,6 +47,9 @@ impl Default for InputStatus {
             reason: None,
             slate: String::new(),
             on_loss: OnLoss::default().as_str(),
+            timing: None,
+            edid: None,
+            edid_error: None,
         }
     }
 }

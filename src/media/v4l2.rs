@@ -1,6 +1,9 @@
-//! The few V4L2 ioctls the box needs besides what `v4l2src` does: the digital-video timings of
-//! an HDMI bridge (TC358743 and friends: query what the source sends, set it before capturing)
-//! and the `SOURCE_CHANGE` event (signal lost or back, new timings).
+//! The few V4L2 ioctls the box needs besides what `v4l2src` does: which driver a node belongs
+//! to, the EDID and the digital-video timings of an HDMI bridge (TC358743 and friends: give the
+//! source an EDID, query what it sends, set it before capturing) and the `SOURCE_CHANGE` event
+//! (signal lost or back, new timings). The same ioctls work on a video node that passes them
+//! to its bridge (the Pi 4's unicam in video-node mode, vivid) and on the bridge's own subdev
+//! node (`/dev/v4l-subdevN`, the Pi 5's media-controller capture).
 //!
 //! Written to the kernel's documented interface (`linux/videodev2.h`, V4L2 "Digital Video
 //! Timings" and "Event Interface"). The structures are kept as byte arrays of the exact
@@ -36,12 +39,33 @@ pub struct RawEvent {
     reserved: [u32; 8],
 }
 
+/// `struct v4l2_capability`: driver[16], card[32], bus_info[32], version, capabilities,
+/// device_caps, reserved[3].
+#[repr(C)]
+pub struct RawCapability([u8; 104]);
+
+/// `struct v4l2_edid`: pad, start_block, blocks, reserved[5], then a pointer to the blocks.
+#[repr(C)]
+pub struct RawEdid {
+    pad: u32,
+    start_block: u32,
+    blocks: u32,
+    reserved: [u32; 5],
+    edid: *mut u8,
+}
+
 #[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<RawEvent>() == 136);
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<RawEdid>() == 40);
+const _: () = assert!(std::mem::size_of::<RawCapability>() == 104);
 const _: () = assert!(std::mem::size_of::<RawDvTimings>() == 132);
 const _: () = assert!(std::mem::size_of::<RawSubscription>() == 32);
 
+nix::ioctl_read!(vidioc_querycap, b'V', 0, RawCapability);
 nix::ioctl_read!(vidioc_g_input, b'V', 38, nix::libc::c_int);
+nix::ioctl_readwrite!(vidioc_g_edid, b'V', 40, RawEdid);
+nix::ioctl_readwrite!(vidioc_s_edid, b'V', 41, RawEdid);
 nix::ioctl_readwrite!(vidioc_s_dv_timings, b'V', 87, RawDvTimings);
 nix::ioctl_readwrite!(vidioc_g_dv_timings, b'V', 88, RawDvTimings);
 nix::ioctl_read!(vidioc_dqevent, b'V', 89, RawEvent);
@@ -128,6 +152,109 @@ pub enum SignalQuery {
     NoSignal(&'static str),
     /// Not a digital-video device (a webcam, a camera sensor): nothing to query or set.
     NotDv,
+}
+
+/// VIDIOC_QUERYCAP: the name of the driver behind a video node (`unicam`, `rp1-cfe`,
+/// `vivid`, `uvcvideo`).
+pub fn driver(fd: &OwnedFd) -> Result<String, Errno> {
+    let mut cap = RawCapability([0; 104]);
+    // SAFETY: the fd is open and `cap` has the size the ioctl number encodes.
+    unsafe { vidioc_querycap(fd.as_raw_fd(), &mut cap) }?;
+    let name = &cap.0[..16];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Ok(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// What a node holds for an EDID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdidRead {
+    /// These blocks (128 bytes each).
+    Blocks(Vec<u8>),
+    /// An EDID receiver with no EDID set (an HDMI source sees no sink).
+    Empty,
+    /// Not a node that takes an EDID (a webcam, a camera sensor).
+    Unsupported,
+}
+
+/// The largest EDID asked for: what an EDID can be (255 extensions).
+const MAX_EDID_BLOCKS: u32 = 256;
+
+/// VIDIOC_G_EDID for `pad` (a video node's input index, or a subdev's pad).
+pub fn read_edid(fd: &OwnedFd, pad: u32) -> Result<EdidRead, Errno> {
+    // Asked for no blocks, the driver says how many it holds.
+    let mut probe = RawEdid {
+        pad,
+        start_block: 0,
+        blocks: 0,
+        reserved: [0; 5],
+        edid: std::ptr::null_mut(),
+    };
+    // SAFETY: the fd is open; with blocks = 0 the kernel writes only the struct itself.
+    match unsafe { vidioc_g_edid(fd.as_raw_fd(), &mut probe) } {
+        Ok(_) => {}
+        Err(Errno::ENODATA) => return Ok(EdidRead::Empty),
+        Err(Errno::ENOTTY | Errno::EINVAL) => return Ok(EdidRead::Unsupported),
+        Err(e) => return Err(e),
+    }
+    let blocks = probe.blocks.min(MAX_EDID_BLOCKS);
+    if blocks == 0 {
+        return Ok(EdidRead::Empty);
+    }
+    let mut buffer = vec![0u8; blocks as usize * 128];
+    let mut get = RawEdid {
+        pad,
+        start_block: 0,
+        blocks,
+        reserved: [0; 5],
+        edid: buffer.as_mut_ptr(),
+    };
+    // SAFETY: `buffer` holds `blocks` blocks of 128 bytes and outlives the call; the kernel
+    // writes at most that many (it lowers `blocks` when it holds fewer).
+    match unsafe { vidioc_g_edid(fd.as_raw_fd(), &mut get) } {
+        Ok(_) => {}
+        Err(Errno::ENODATA) => return Ok(EdidRead::Empty),
+        Err(e) => return Err(e),
+    }
+    buffer.truncate(get.blocks.min(blocks) as usize * 128);
+    Ok(if buffer.is_empty() {
+        EdidRead::Empty
+    } else {
+        EdidRead::Blocks(buffer)
+    })
+}
+
+/// Why an EDID could not be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EdidWriteError {
+    #[error("the device takes at most {max} EDID blocks, this EDID has {blocks}")]
+    TooLarge { max: u32, blocks: u32 },
+    #[error("{}", .0.desc())]
+    Ioctl(Errno),
+}
+
+/// VIDIOC_S_EDID: gives `pad` these blocks (a bridge raises its hot-plug line for the source,
+/// which then reads them). Fails with EBUSY while the node streams.
+pub fn write_edid(fd: &OwnedFd, pad: u32, blocks: &[u8]) -> Result<(), EdidWriteError> {
+    debug_assert!(blocks.len().is_multiple_of(128));
+    let count = (blocks.len() / 128) as u32;
+    let mut copy = blocks.to_vec();
+    let mut set = RawEdid {
+        pad,
+        start_block: 0,
+        blocks: count,
+        reserved: [0; 5],
+        edid: copy.as_mut_ptr(),
+    };
+    // SAFETY: `copy` holds `count` blocks and outlives the call; the kernel only reads them.
+    match unsafe { vidioc_s_edid(fd.as_raw_fd(), &mut set) } {
+        Ok(_) => Ok(()),
+        // The kernel says how many it takes.
+        Err(Errno::E2BIG) => Err(EdidWriteError::TooLarge {
+            max: set.blocks,
+            blocks: count,
+        }),
+        Err(e) => Err(EdidWriteError::Ioctl(e)),
+    }
 }
 
 /// Opens a device node for ioctls only (no streaming).
@@ -258,6 +385,22 @@ mod tests {
         assert_eq!(
             nix::request_code_read!(b'V', 89, std::mem::size_of::<RawEvent>()),
             0x8088_5659
+        );
+        // VIDIOC_G_EDID / VIDIOC_S_EDID on a 64-bit ABI, and VIDIOC_QUERYCAP.
+        #[cfg(target_pointer_width = "64")]
+        {
+            assert_eq!(
+                nix::request_code_readwrite!(b'V', 40, std::mem::size_of::<RawEdid>()),
+                0xc028_5628
+            );
+            assert_eq!(
+                nix::request_code_readwrite!(b'V', 41, std::mem::size_of::<RawEdid>()),
+                0xc028_5629
+            );
+        }
+        assert_eq!(
+            nix::request_code_read!(b'V', 0, std::mem::size_of::<RawCapability>()),
+            0x8068_5600
         );
     }
 }

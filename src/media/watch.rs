@@ -4,12 +4,14 @@
 //!   driver loaded or unloaded), through inotify on the directory that holds it — or on the
 //!   nearest directory that exists, for udev's `/dev/v4l/by-id/...` links;
 //! - V4L2 `SOURCE_CHANGE` events (an HDMI bridge losing or regaining its signal, new timings),
-//!   on a file handle of its own that never streams.
+//!   on a file handle of its own that never streams (the bridge's subdev node, for a
+//!   media-controller capture).
 //!
 //! What it sees goes to the media runner as [`InputEvent`]s; deciding what they mean is
 //! `input.rs`'s job. The event handle is closed as soon as the device goes away, so an
 //! unplugged driver can be unloaded.
 
+use super::bridge;
 use super::input::InputEvent;
 use super::v4l2;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
@@ -160,12 +162,14 @@ impl EventHandle {
     /// `Err(true)`: the device has no such events (do not ask again until it is replugged);
     /// `Err(false)`: it cannot be opened now (try again later).
     fn open(device: &Path) -> Result<EventHandle, bool> {
-        let fd = v4l2::open(device).map_err(|_| false)?;
+        // A media-controller capture (the Pi 5's) has its bridge's events on the bridge's node.
+        let node = bridge::event_node(device);
+        let fd = v4l2::open(&node).map_err(|_| false)?;
         let input = v4l2::current_input(&fd).unwrap_or(0);
         if let Err(e) = v4l2::subscribe_source_change(&fd, input) {
             log::debug!(
                 "media: {} has no source-change events ({e})",
-                device.display()
+                node.display()
             );
             return Err(true);
         }
@@ -180,7 +184,7 @@ impl EventHandle {
         };
         log::debug!(
             "media: watching {} for source changes (input {input})",
-            device.display()
+            node.display()
         );
         Ok(EventHandle {
             events,

@@ -5,11 +5,13 @@
 //! protocol ([`protocol`]); [`render`] turns the answers into text for a person.
 
 pub mod client;
+pub mod data_partition;
 pub mod protocol;
 pub mod render;
 pub mod server;
 pub mod snapshot;
 
 pub use crate::recorder::FlightRecorder;
+pub use data_partition::DataPartition;
 pub use server::{StatusContext, StatusError, StatusServer};
 pub use snapshot::{StatusSnapshot, StatusSources};

@@ -5,6 +5,7 @@
 //! can neither break the layout nor send escape sequences to the terminal.
 
 use super::StatusSnapshot;
+use super::data_partition::DataPartition;
 use super::protocol::RetryReply;
 use super::snapshot::{AudioSnapshot, InputSnapshot, NetworkSnapshot, OutputSnapshot};
 use crate::output::adapt::AdaptStatus;
@@ -25,6 +26,7 @@ pub fn status(s: &StatusSnapshot) -> String {
         ("encoder", Some(text_or(s.encoder.as_deref(), "none yet"))),
         ("source", Some(one_line(&s.source))),
         ("input", Some(input(&s.input))),
+        ("hdmi", hdmi(&s.input)),
         ("bitrate", Some(bitrate(s.bitrate_kbps, &s.adapt))),
         ("estimate", estimate(&s.adapt)),
         ("resent", resent(&s.adapt)),
@@ -34,6 +36,7 @@ pub fn status(s: &StatusSnapshot) -> String {
         ("live", Some(live(s))),
         ("last error", Some(text_or(s.last_error.as_deref(), "none"))),
         ("output", Some(output(&s.output))),
+        ("data", s.data_partition.as_ref().and_then(data_partition)),
         ("daemon", Some(daemon(s))),
     ];
     let mut out = String::new();
@@ -217,6 +220,39 @@ fn input(i: &InputSnapshot) -> String {
             format!("LOST for {since} ({reason}): {then}{losses}")
         }
         other => one_line(other),
+    }
+}
+
+/// `1920x1080p30.00, EDID shipped (...)` for an HDMI bridge; nothing for other inputs.
+fn hdmi(i: &InputSnapshot) -> Option<String> {
+    let edid = match (&i.edid, &i.edid_error) {
+        (_, Some(why)) => format!("EDID NOT LOADED ({})", one_line(why)),
+        (Some(what), None) => format!("EDID {}", one_line(what)),
+        (None, None) if i.timing.is_some() => "no EDID".into(),
+        (None, None) => return None,
+    };
+    let timing = i.timing.as_deref().map(one_line);
+    Some(format!(
+        "{}, {edid}",
+        timing.as_deref().unwrap_or("no signal")
+    ))
+}
+
+/// Said only when there is something to say: the partition could not be used (`/data` is a RAM
+/// disk) or the boot's check repaired it.
+fn data_partition(d: &DataPartition) -> Option<String> {
+    let device = d.device.as_deref().map(one_line);
+    let detail = d.detail.as_deref().map(one_line).unwrap_or_default();
+    match d.state.as_str() {
+        "ram_disk" => Some(format!(
+            "RAM DISK: the data partition {} cannot be used ({detail}): nothing persists across a reboot",
+            device.as_deref().unwrap_or("(not found)")
+        )),
+        "repaired" => Some(format!(
+            "{} repaired at boot",
+            device.as_deref().unwrap_or("the data partition")
+        )),
+        _ => None,
     }
 }
 
@@ -417,6 +453,9 @@ mod tests {
                 on_loss: "slate".into(),
                 slate: "card \"NO SIGNAL\"".into(),
                 slate_frames: 310,
+                timing: None,
+                edid: None,
+                edid_error: None,
             },
             bitrate_kbps: 2480,
             adapt: AdaptStatus {
@@ -444,6 +483,7 @@ mod tests {
                 kind: "whip".into(),
                 url: "https://whip.example.com/api/whip?token=***".into(),
             },
+            data_partition: None,
             pid: 412,
             version: "0.1.0".into(),
         }
@@ -553,6 +593,65 @@ daemon      pid 412, onair 0.1.0
         );
         s.input.on_loss = "disconnect".into();
         assert!(status(&s).contains("): off air until it is back, 2 losses\n"));
+    }
+
+    #[test]
+    fn an_hdmi_bridge_shows_its_timing_and_edid() {
+        let mut s = snapshot();
+        assert!(
+            !status(&s).contains("hdmi "),
+            "a test source has no hdmi line"
+        );
+        s.input.timing = Some("1920x1080p30.00".into());
+        s.input.edid = Some("shipped (1080p30/25/24, ...)".into());
+        assert!(
+            status(&s).contains(
+                "input       live for 3m 05s (1280x720 I420 @30), 1 loss\n\
+                 hdmi        1920x1080p30.00, EDID shipped (1080p30/25/24, ...)\n"
+            ),
+            "{}",
+            status(&s)
+        );
+        s.input.timing = None;
+        s.input.edid = None;
+        s.input.edid_error = Some("cannot load the EDID: Device or resource busy".into());
+        assert!(
+            status(&s).contains(
+                "hdmi        no signal, EDID NOT LOADED (cannot load the EDID: Device or resource busy)\n"
+            ),
+            "{}",
+            status(&s)
+        );
+    }
+
+    #[test]
+    fn a_data_partition_that_cannot_be_used_is_said() {
+        let mut s = snapshot();
+        s.data_partition = Some(DataPartition {
+            state: "mounted".into(),
+            device: Some("/dev/mmcblk0p3".into()),
+            detail: None,
+        });
+        assert!(
+            !status(&s).contains("data "),
+            "nothing to say when it is fine"
+        );
+        s.data_partition = Some(DataPartition {
+            state: "ram_disk".into(),
+            device: Some("/dev/mmcblk0p3".into()),
+            detail: Some("e2fsck -p cannot repair it unattended (exit 4)".into()),
+        });
+        assert!(
+            status(&s).contains(
+                "data        RAM DISK: the data partition /dev/mmcblk0p3 cannot be used \
+                 (e2fsck -p cannot repair it unattended (exit 4)): nothing persists across a reboot\n\
+                 daemon "
+            ),
+            "{}",
+            status(&s)
+        );
+        s.data_partition.as_mut().unwrap().state = "repaired".into();
+        assert!(status(&s).contains("data        /dev/mmcblk0p3 repaired at boot\n"));
     }
 
     #[test]

@@ -618,6 +618,7 @@ mod tests {
                 crate::recorder::FlightRecorder::new(),
             )),
             started: Instant::now(),
+            data_partition: None,
             source: "test 320x240@15".into(),
             output_kind: "whip".into(),
             output_url: "http://127.0.0.1:9/api/whip".into(),

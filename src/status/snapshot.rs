@@ -3,6 +3,7 @@
 //! The field names are a public contract (scripts read them); change them only with README.
 //! Nothing here may carry a secret: the output URL is the redacted form.
 
+use super::data_partition::DataPartition;
 use crate::media::audio::AudioStats;
 use crate::media::{KeyframeRequester, MediaStats};
 use crate::net::{NetworkStatus, Path, UplinkStatus};
@@ -50,6 +51,10 @@ pub struct StatusSnapshot {
     #[serde(default)]
     pub audio: Option<AudioSnapshot>,
     pub output: OutputSnapshot,
+    /// What became of the data partition at boot; `null` when the daemon was not started by
+    /// the image (no report from `onair-data`).
+    #[serde(default)]
+    pub data_partition: Option<DataPartition>,
     pub pid: u32,
     pub version: String,
 }
@@ -89,6 +94,17 @@ pub struct InputSnapshot {
     pub slate: String,
     /// Slate pictures given to the encoder since start.
     pub slate_frames: u64,
+    /// The timings an HDMI source sends (`1920x1080p30.00`), while there is a signal; `null`
+    /// for inputs without (webcams, the test source).
+    #[serde(default)]
+    pub timing: Option<String>,
+    /// The EDID the HDMI bridge holds (`shipped (...)` or the `source.edid` file); `null` when
+    /// the input takes none or none is loaded.
+    #[serde(default)]
+    pub edid: Option<String>,
+    /// Why no EDID could be loaded into the bridge, while that is so.
+    #[serde(default)]
+    pub edid_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -135,6 +151,7 @@ pub struct StatusSources {
     pub source: String,
     pub output_kind: String,
     pub output_url: String,
+    pub data_partition: Option<DataPartition>,
 }
 
 impl StatusSources {
@@ -150,6 +167,9 @@ impl StatusSources {
             on_loss: i.on_loss.to_string(),
             slate: i.slate,
             slate_frames: self.media.slate_frames(),
+            timing: i.timing,
+            edid: i.edid,
+            edid_error: i.edid_error,
         }
     }
 
@@ -214,6 +234,7 @@ impl StatusSources {
                 kind: self.output_kind.clone(),
                 url: self.output_url.clone(),
             },
+            data_partition: self.data_partition.clone(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
