@@ -18,7 +18,8 @@ mod peer_setup;
 pub mod rtcp_watch;
 
 use super::pump::{self, Delivery, LivenessProbe, PumpSettings, UnitWriter};
-use super::{Attempt, Connection, Failure, Output};
+use super::{Attempt, Connection, Failure, FailureClass, Output};
+use crate::clock::{Clock, ClockVerdict};
 use crate::media::AccessUnit;
 use crate::media::audio::AudioUnit;
 use crate::output::liveness::Cadence;
@@ -54,6 +55,8 @@ const DELETE_TIMEOUT: Duration = Duration::from_millis(1000);
 
 pub struct WhipOutput {
     http: Arc<WhipHttp>,
+    /// Asked when the server's certificate is refused (it may be the box's clock).
+    clock: Option<Arc<Clock>>,
     server_ip: Option<IpAddr>,
     settings: PumpSettings,
     /// Offer an Opus track beside the video.
@@ -77,11 +80,19 @@ impl WhipOutput {
         let server_ip = url.host().and_then(|h| h.parse::<IpAddr>().ok());
         Ok(WhipOutput {
             http,
+            clock: None,
             server_ip,
             settings: PumpSettings::default(),
             audio: false,
             pacing: AV_PACING,
         })
+    }
+
+    /// A refused certificate is taken to the clock: while it is not synchronized, the server
+    /// may be asked for the time (`crate::clock`) and the attempt reported as `ClockBehind`.
+    pub fn with_clock(mut self, clock: Arc<Clock>) -> WhipOutput {
+        self.clock = Some(clock);
+        self
     }
 
     /// Offer a sendonly Opus track beside the video, fed from the door's audio lane.
@@ -153,14 +164,28 @@ impl Output for WhipOutput {
             r = self.attempt(&attempt) => r,
             _ = cancel.cancelled() => Err(WhipError::Cancelled),
         };
-        match result {
-            Ok(conn) => Ok(Box::new(conn)),
-            Err(e) => Err(Failure {
-                class: e.class(),
-                // Server words may be in it (and the WebRTC stack's errors may quote the answer).
-                message: self.http.scrub(&e.to_string()),
-            }),
+        let e = match result {
+            Ok(conn) => return Ok(Box::new(conn)),
+            Err(e) => e,
+        };
+        let mut failure = Failure {
+            class: e.class(),
+            // Server words may be in it (and the WebRTC stack's errors may quote the answer).
+            message: self.http.scrub(&e.to_string()),
+        };
+        if let (Some(refusal), Some(clock)) = (e.certificate_refusal(), &self.clock) {
+            let verdict = tokio::select! {
+                v = clock.certificate_refused(self.http.endpoint(), refusal) => v,
+                _ = cancel.cancelled() => ClockVerdict::NotTheClock,
+            };
+            if let ClockVerdict::Behind(why) = verdict {
+                failure = Failure {
+                    class: FailureClass::ClockBehind,
+                    message: self.http.scrub(&why),
+                };
+            }
         }
+        Err(failure)
     }
 
     async fn release(&self) {
