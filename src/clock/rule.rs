@@ -103,15 +103,15 @@ pub fn certificate_refusal(error: &(dyn std::error::Error + 'static)) -> Option<
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return refusal_of(tls);
         }
-        // io::Error's `source` skips the error it carries: look inside.
-        if let Some(tls) = e
+        // io::Error's `source` skips the error it carries (and hyper-rustls wraps tokio-rustls'
+        // io::Error in another): step into it instead.
+        cause = match e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            return refusal_of(tls);
-        }
-        cause = e.source();
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -217,6 +217,9 @@ mod tests {
         let not_yet = rustls::Error::InvalidCertificate(CertificateError::NotValidYet);
         let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, not_yet);
         assert_eq!(certificate_refusal(&wrapped), Some(TlsRefusal::NotValidYet));
+        // As hyper-rustls hands tokio-rustls' error on.
+        let twice = std::io::Error::other(wrapped);
+        assert_eq!(certificate_refusal(&twice), Some(TlsRefusal::NotValidYet));
         let unknown = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
         assert_eq!(certificate_refusal(&unknown), Some(TlsRefusal::NotTheClock));
         let other = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
