@@ -292,6 +292,10 @@ async fn no_date_no_step() {
     let why = behind(b.refused(&server.origin(), TlsRefusal::NotValidYet).await);
     assert!(why.contains("without a usable Date"), "{why}");
     assert!(why.contains("waiting for NTP"), "{why}");
+    // GIO's unexplained refusal (rtmps): the probe's handshake shows the clock is behind, even
+    // though the server gives no time.
+    let why = behind(b.refused(&server.origin(), TlsRefusal::Unexplained).await);
+    assert!(why.contains("without a usable Date"), "{why}");
     assert!(b.time.steps().is_empty());
 }
 

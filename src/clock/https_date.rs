@@ -50,6 +50,19 @@ pub enum HttpsDateError {
     DateOutsideCertificate { origin: String, date: String },
 }
 
+impl HttpsDateError {
+    /// The handshake got far enough to show that the chain is valid only after the box's clock
+    /// (it verified, later): whatever went wrong afterwards, the clock is behind.
+    pub fn shows_clock_behind(&self) -> bool {
+        matches!(
+            self,
+            HttpsDateError::NoAnswer { .. }
+                | HttpsDateError::NoDate { .. }
+                | HttpsDateError::DateOutsideCertificate { .. }
+        )
+    }
+}
+
 /// What the server's verified answer says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {

@@ -186,7 +186,7 @@ impl Clock {
                     }
                 }
             }
-            Err(e) if refusal == TlsRefusal::NotValidYet => {
+            Err(e) if refusal == TlsRefusal::NotValidYet || e.shows_clock_behind() => {
                 log::warn!(
                     "clock: the box's unsynchronized clock is behind {shown}'s certificate, and asking it for the time failed: {e}; waiting for NTP"
                 );
