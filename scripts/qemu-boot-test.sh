@@ -32,7 +32,7 @@
 #      (ONAIR_QEMU_ALSA=0 skips it).
 #   9. (before 5, after 8) the clock: scripts/qemu/clock-check.sh boots the box again with its
 #      RTC a year behind, NTP dropped and WHIP over HTTPS with a certificate issued today: live,
-#      the clock set from the server's Date, within 30 s of qemu's start
+#      the clock set from the server's Date, within 30 s of the daemon's start
 #      (ONAIR_QEMU_CLOCK_LIVE_S); then NTP reachable: synchronized within 10 s
 #      (ONAIR_QEMU_CLOCK=0 skips it).
 #

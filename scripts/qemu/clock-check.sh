@@ -13,9 +13,10 @@
 # NTP server) and an nftables rule that drops UDP 123 to it, counting.
 #
 # Then its own boot: `reboot_box -rtc base=<a year ago>` (the PL031 RTC a year behind).
-#   1. live: the TLS receiver decodes pictures within 30 s of qemu's start
-#      (ONAIR_QEMU_CLOCK_LIVE_S); printed, from the box's journal: the seconds from the
-#      daemon's start to its first refused attempt, to the clock set and to live;
+#   1. live: the TLS receiver decodes pictures; on the box's clock (its journal) the daemon
+#      is live within 30 s of its start (ONAIR_QEMU_CLOCK_LIVE_S) and within 5 s of its first
+#      refused attempt; printed: the seconds from qemu's start to the first picture, beside
+#      the first boot's (the emulator's speed, which the host's load decides, is not the box's);
 #      `onair status` says `set_by: https-date` from https://192.0.2.1:8443, unsynchronized;
 #      onair-clock said the boot's time was the build floor; NTP was tried and dropped; the
 #      box's clock is within 3 s of the host's.
@@ -24,8 +25,8 @@
 # Afterwards the box is as the boot test left it before: the imported config and no
 # environment file, the daemon restarted and live on the http receiver (check 5 then powers it
 # off), the RTC still a year behind (later checks may share this boot).
-# Uses the test script's BOX_SSH, NS, HOST_IP, TOKEN, RUN, SCRIPT_DIR, WIDTH, HEIGHT,
-# qemu_start_mono, phase, log, pass, fail, reboot_box and qemu_alive.
+# Uses the test script's BOX_SSH, NS, HOST_IP, TOKEN, RUN, SCRIPT_DIR, WIDTH, HEIGHT, stream
+# (check 2's result), qemu_start_mono, phase, log, pass, fail, reboot_box and qemu_alive.
 
 CLOCK_PORT=8443
 CLOCK_URL=https://$HOST_IP:$CLOCK_PORT
@@ -87,7 +88,9 @@ EOF
 }
 
 clock_check() {
-    local dir=$RUN/clock out tls_pid="" sntp_pid="" rtc_base t
+    local dir=$RUN/clock out tls_pid="" sntp_pid="" rtc_base
+    # The first boot's time to its first picture (the test script's check 2), for comparison.
+    CLOCK_FIRST_BOOT_S=$(_clock_kv first_frame_s "${stream:-}")
     rm -rf "$dir"
     mkdir -p "$dir"
     if ! _clock_pki "$dir"; then
@@ -217,15 +220,22 @@ print("refused=%s set=%s live=%s start_uptime=%s" % (f("refused"), f("set"), f("
 PY
     ) || true
     log "clock: daemon (s after it started): $mono"
-    local first limit=${ONAIR_QEMU_CLOCK_LIVE_S:-30}
+    # Live within 30 s: on the box's own clock, from the daemon's start — what the emulator's
+    # speed does to the boot before it is the host's load, not the box's (the first boot of
+    # the same run is the comparison: its first picture is printed too). And the clock's own
+    # cost: from the refusal to live at most 5 s.
+    local first refused live limit=${ONAIR_QEMU_CLOCK_LIVE_S:-30}
     first=$(_clock_kv first_frame_s "$stream")
-    if [[ $stream == OK* ]] && awk -v f="$first" -v l="$limit" 'BEGIN { exit !(f != "" && f <= l) }' &&
+    refused=$(_clock_kv refused "$mono") live=$(_clock_kv live "$mono")
+    if [[ $stream == OK* ]] &&
+        awk -v r="$refused" -v l="$live" -v m="$limit" \
+            'BEGIN { exit !(r != "?" && l != "?" && l <= m && l - r <= 5) }' &&
         [ "$set_by" = https-date ] && [ "$set_from" = "$CLOCK_URL" ] &&
         [ "$synced" = False ] && [ "$floor_line" -ge 1 ] && [ "${drops:-0}" -gt 0 ] &&
         awk -v o="$offset" 'BEGIN { exit !(o != "?" && o > -3 && o < 3) }'; then
-        pass "clock a year behind, NTP dropped ($drops packets): live over HTTPS with a certificate issued today, first picture ${first}s after qemu started (≤ ${limit}s; daemon: $mono s after its start); status: unsynchronized, set by $set_by from $set_from; the boot's time was the build floor; box clock ${offset}s from the host's"
+        pass "clock a year behind, NTP dropped ($drops packets): live over HTTPS with a certificate issued today ${live}s after the daemon started (≤ ${limit}s), $(awk -v r="$refused" -v l="$live" 'BEGIN { printf "%.1f", l - r }')s after its first attempt was refused (≤ 5 s); first picture ${first}s after qemu started (the first boot: ${CLOCK_FIRST_BOOT_S:-?}s); status: unsynchronized, set by $set_by from $set_from; the boot's time was the build floor; box clock ${offset}s from the host's"
     else
-        fail "clock a year behind: expected live over HTTPS within ${limit}s of qemu's start with the clock set by https-date from $CLOCK_URL (stream: $stream; state=$state set_by=$set_by set_from=$set_from synchronized=$synced; build-floor lines: $floor_line; NTP packets dropped: ${drops:-none}; box clock ${offset}s from the host's)"
+        fail "clock a year behind: expected live over HTTPS within ${limit}s of the daemon's start and 5 s of the refusal, the clock set by https-date from $CLOCK_URL (daemon: $mono; stream: $stream; state=$state set_by=$set_by set_from=$set_from synchronized=$synced; build-floor lines: $floor_line; NTP packets dropped: ${drops:-none}; box clock ${offset}s from the host's)"
     fi
 }
 
