@@ -7,6 +7,8 @@
 //! the reverse order, so the server hears a DELETE before the pipeline stops. Every task started
 //! here is stopped here: one cancellation token goes down to all of them.
 
+use crate::clock::Clock;
+use crate::clock::watch::ClockChange;
 use crate::config::{
     AudioKind, Config, ConfigError, OutputConfig, PathsMode, SourceKind, TestPattern,
 };
@@ -265,13 +267,15 @@ impl Parts {
         // touches the camera or the server session of the one already running.
         let status_server = bind_status(&config).await?;
         let shutdown = CancellationToken::new();
-        let output = build_output(&config)?;
+        let clock = Clock::system(&config.state_dir);
+        let output = build_output(&config, &clock)?;
         log_what_runs(&config);
         let (events, events_rx) = mpsc::channel::<Event>(64);
         let shared = Shared::new(&config, recorder);
         let media = start_media(&config, &shared, events.clone(), &shutdown)?;
         let audio = start_audio(&config, &shared, &media, &shutdown)?;
         let (network, monitor) = start_network(&config, &events, &shutdown).await;
+        watch_clock(&clock, &events, &shutdown);
         let (watchdog, views) = Watchdog::new(
             &config,
             &network,
@@ -303,6 +307,7 @@ impl Parts {
                     network,
                     views.machine,
                     data_partition,
+                    &clock,
                 ),
                 recorder: recorder.clone(),
                 events: events.clone(),
@@ -369,7 +374,7 @@ async fn bind_status(config: &Config) -> Result<Option<StatusServer>, DaemonErro
     }
 }
 
-fn build_output(config: &Config) -> Result<Arc<dyn Output>, DaemonError> {
+fn build_output(config: &Config, clock: &Arc<Clock>) -> Result<Arc<dyn Output>, DaemonError> {
     let audio = config.audio.kind != AudioKind::None;
     // A negative offset sends sound earlier than it was captured: the outputs wait that much
     // longer before sending anything.
@@ -378,11 +383,13 @@ fn build_output(config: &Config) -> Result<Arc<dyn Output>, DaemonError> {
         OutputConfig::Whip { url, token } => Ok(Arc::new(
             WhipOutput::new(url, token.clone(), &config.state_dir)
                 .map_err(|e| DaemonError::Output(e.to_string()))?
+                .with_clock(clock.clone())
                 .with_audio(audio, advance),
         )),
         OutputConfig::Rtmp { url } => Ok(Arc::new(
             RtmpOutput::new(url)
                 .map_err(|e| DaemonError::Output(e.to_string()))?
+                .with_clock(clock.clone())
                 .with_audio(audio.then_some(config.audio.channels), advance),
         )),
     }
@@ -466,6 +473,7 @@ fn status_sources(
     network: watch::Receiver<NetworkStatus>,
     view: watch::Receiver<MachineView>,
     data_partition: Option<DataPartition>,
+    clock: &Clock,
 ) -> StatusSources {
     StatusSources {
         view,
@@ -475,6 +483,7 @@ fn status_sources(
         keyframes: shared.keyframes.clone(),
         audio: audio.map(|a| a.stats.clone()),
         adaptation: shared.adaptation.clone(),
+        clock: clock.subscribe(),
         started: Instant::now(),
         source: source_line(config),
         output_kind: config.output.kind().to_string(),
@@ -517,6 +526,28 @@ async fn start_network(
         shutdown.child_token(),
     ));
     (network, monitor)
+}
+
+/// Watches the clock for the run; a step or NTP's synchronization reaches the watchdog (a
+/// wait after a "clock behind" refusal ends at once).
+fn watch_clock(clock: &Arc<Clock>, events: &mpsc::Sender<Event>, shutdown: &CancellationToken) {
+    let (tx, mut rx) = mpsc::channel::<ClockChange>(4);
+    tokio::spawn(crate::clock::watch::run(
+        clock.clone(),
+        tx,
+        shutdown.child_token(),
+    ));
+    let events = events.clone();
+    tokio::spawn(async move {
+        while let Some(change) = rx.recv().await {
+            let event = Event::ClockChanged {
+                reason: change.reason().to_string(),
+            };
+            if events.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 async fn forward_media(mut rx: mpsc::Receiver<MediaEvent>, events: mpsc::Sender<Event>) {

@@ -4,6 +4,7 @@
 //! for the network; control flows into the [`supervisor`] as events and out of it as actions.
 //! See README for the picture and `../shared/ARCHITECTURE.md` for the intended shape.
 
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod leds;

@@ -126,6 +126,7 @@ const UPSTREAM_SYMBOLS: &[&str] = &[
     "BR2_PACKAGE_RPI_FIRMWARE_CMDLINE_FILE",
     "BR2_PACKAGE_RPI_FIRMWARE_CONFIG_FILE",
     "BR2_PACKAGE_RPI_FIRMWARE_VARIANT_PI4",
+    "BR2_PACKAGE_SYSTEMD_TIMESYNCD",
     "BR2_PACKAGE_XZ",
     "BR2_ROOTFS_OVERLAY",
     "BR2_ROOTFS_POST_BUILD_SCRIPT",
@@ -1098,6 +1099,7 @@ fn defconfigs_build_the_box() {
         "BR2_INIT_SYSTEMD=y",
         "BR2_PACKAGE_DROPBEAR=y",
         "BR2_PACKAGE_CA_CERTIFICATES=y",
+        "BR2_PACKAGE_SYSTEMD_TIMESYNCD=y",
         "BR2_PACKAGE_GST1_PLUGINS_GOOD_PLUGIN_V4L2=y",
         "BR2_PACKAGE_GST1_PLUGINS_UGLY_PLUGIN_X264=y",
         "BR2_LINUX_KERNEL=y",
@@ -1507,6 +1509,105 @@ fn the_status_socket_has_a_group_of_its_own() {
     assert!(
         rootfs.contains("systemd-sysusers --root"),
         "the emulated box's root file system must get the overlay's groups too"
+    );
+}
+
+/// Runs onair-clock in dry-run mode (it decides and records, but sets, mounts and restarts
+/// nothing) against files in `dir`; returns (the record, the log).
+fn onair_clock_dry_run(dir: &Path) -> (String, String) {
+    let out = Command::new("sh")
+        .arg(repo().join(OVERLAY).join("usr/libexec/onair/onair-clock"))
+        .env("ONAIR_DATA_DIR", dir.join("data"))
+        .env("ONAIR_CLOCK_EPOCH", dir.join("clock-epoch"))
+        .env("ONAIR_TIMESYNC_DIR", dir.join("timesync"))
+        .env("ONAIR_STATE_DIR", dir.join("run"))
+        .env("ONAIR_CLOCK_DRY_RUN", "1")
+        .output()
+        .expect("run onair-clock");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "onair-clock failed:\n{log}");
+    let record = fs::read_to_string(dir.join("run/clock-set")).unwrap_or_default();
+    (record, log)
+}
+
+#[test]
+fn the_box_keeps_its_time_across_reboots_and_never_starts_before_the_build_date() {
+    // The floor: both image builds set /usr/lib/clock-epoch's mtime (systemd's floor).
+    for script in ["board/common/post-build.sh", "scripts/qemu/build-rootfs.sh"] {
+        assert!(
+            read(script).contains("usr/lib/clock-epoch\""),
+            "{script}: must touch usr/lib/clock-epoch (the clock's floor: the build date)"
+        );
+    }
+    // NTP: the network's servers, then a pool; timesyncd enabled; the daemon after the clock.
+    let network = read(&format!(
+        "{OVERLAY}/usr/lib/systemd/network/80-onair-wired.network"
+    ));
+    assert!(
+        unit_entries(&network).contains(&("UseNTP".into(), "yes".into())),
+        "80-onair-wired.network: the network's NTP servers go to timesyncd (UseNTP=yes)"
+    );
+    let timesyncd = read(&format!(
+        "{OVERLAY}/usr/lib/systemd/timesyncd.conf.d/onair.conf"
+    ));
+    assert!(
+        unit_entries(&timesyncd)
+            .iter()
+            .any(|(k, v)| k == "FallbackNTP" && v.contains("pool.ntp.org")),
+        "timesyncd.conf.d/onair.conf: a pool when no network names an NTP server"
+    );
+    let preset = read(&format!(
+        "{OVERLAY}/usr/lib/systemd/system-preset/50-onair.preset"
+    ));
+    for unit in ["systemd-timesyncd.service", "onair-clock.service"] {
+        assert!(
+            preset.lines().any(|l| l.trim() == format!("enable {unit}")),
+            "50-onair.preset must enable {unit}"
+        );
+    }
+    let daemon = unit_entries(&read(&format!(
+        "{OVERLAY}/usr/lib/systemd/system/onair.service"
+    )));
+    assert!(
+        daemon
+            .iter()
+            .any(|(k, v)| k == "After" && v.split_whitespace().any(|u| u == "onair-clock.service")),
+        "onair.service must start after onair-clock.service (the saved time first)"
+    );
+    let clock_unit = unit_entries(&read(&format!(
+        "{OVERLAY}/usr/lib/systemd/system/onair-clock.service"
+    )));
+    assert!(
+        clock_unit
+            .iter()
+            .any(|(k, v)| k == "After" && v.split_whitespace().any(|u| u == "onair-data.service")),
+        "onair-clock.service must run after onair-data.service (/data mounted)"
+    );
+
+    // onair-clock's decisions. A saved time later than the clock: restored, and said so.
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86_400);
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("data/timesync")).unwrap();
+    let saved = fs::File::create(dir.path().join("data/timesync/clock")).unwrap();
+    saved.set_modified(now + day).unwrap();
+    let (record, log) = onair_clock_dry_run(dir.path());
+    assert_eq!(record, "{\"set_by\": \"saved-clock-file\"}\n", "{log}");
+    assert!(log.contains("clock set forward"), "{log}");
+    // An older saved time is ignored: the clock never goes back.
+    saved.set_modified(now - day).unwrap();
+    let floor = fs::File::create(dir.path().join("clock-epoch")).unwrap();
+    // A floor later than the moment the clock would have started: systemd advanced it.
+    floor.set_modified(now + day).unwrap();
+    let (record, log) = onair_clock_dry_run(dir.path());
+    assert_eq!(record, "{\"set_by\": \"build-floor\"}\n", "{log}");
+    assert!(!log.contains("clock set forward"), "{log}");
+    // A floor long before the boot: the time came from elsewhere (an RTC, or nobody knows).
+    floor.set_modified(now - day * 3650).unwrap();
+    let (record, log) = onair_clock_dry_run(dir.path());
+    assert!(
+        record == "{\"set_by\": \"rtc\"}\n" || record == "{\"set_by\": \"unknown\"}\n",
+        "{record}: {log}"
     );
 }
 

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["status", "leds"],
     &["supervisor"],
     &["output", "net"],
-    &["media"],
+    &["media", "clock"],
     &["config"],
     &["secret", "recorder"],
     &["lock"],

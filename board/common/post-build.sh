@@ -25,6 +25,13 @@ root_home="$TARGET_DIR/root"
 rm -rf "$root_home/.ssh"
 ln -s /data/ssh/root-keys "$root_home/.ssh"
 
+# The clock's floor. The Pi 4 has no real-time clock: at boot systemd advances
+# the clock to no earlier than this file's mtime, the image's build date, so a
+# box that never reached NTP still has a time certificates can be checked at
+# (and onair-clock restores the later time saved on /data).
+mkdir -p "$TARGET_DIR/usr/lib"
+touch "$TARGET_DIR/usr/lib/clock-epoch"
+
 # What the image was built from, for `cat /etc/onair/build-info` over SSH.
 repo="${BR2_EXTERNAL_ONAIR_PATH:-$(dirname "$0")/../../buildroot}/.."
 {

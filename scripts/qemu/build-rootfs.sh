@@ -16,9 +16,10 @@
 #                          needs no emulation.
 # Stage 2 does for Debian what Buildroot does for the qemu-aarch64 image: the overlays
 # board/common/rootfs-overlay then board/qemu-aarch64/rootfs-overlay (copied with Buildroot's
-# rsync options), /usr/bin/onair, the post-build steps (/data, ~root/.ssh -> /data/ssh/root-keys),
-# `systemctl preset` of the units in 50-onair.preset, the post-fakeroot password check, and a
-# read-only root with tmpfs on /tmp and /var (Buildroot: BR2_INIT_SYSTEMD_VAR_FACTORY).
+# rsync options), /usr/bin/onair, the post-build steps (/data, ~root/.ssh -> /data/ssh/root-keys,
+# the clock's floor /usr/lib/clock-epoch), `systemctl preset` of the units in 50-onair.preset,
+# the post-fakeroot password check, and a read-only root with tmpfs on /tmp and /var
+# (Buildroot: BR2_INIT_SYSTEMD_VAR_FACTORY).
 #
 # Prints progress on stderr and, last, on stdout: IMAGE_DIR=<DIR/image-key2>.
 # Runs as root (mmdebstrap --mode=root, device nodes, file ownership). Old cache entries
@@ -203,12 +204,16 @@ install -m 0755 -o 0 -g 0 "$BIN" "$root/usr/bin/onair"
 systemd-sysusers --root="$root"
 
 # board/common/post-build.sh, for OpenSSH instead of dropbear: /data is the data partition's
-# mount point, root's ~/.ssh lives on it (onair-import writes authorized_keys there).
+# mount point, root's ~/.ssh lives on it (onair-import writes authorized_keys there); the
+# clock's floor.
 # OpenSSH's host keys stay in /etc/ssh (made at package install time, read-only root).
 mkdir -p "$root/data"
 root_home="$root/root"
 rm -rf "$root_home/.ssh"
 ln -s /data/ssh/root-keys "$root_home/.ssh"
+# The clock's floor, as post-build.sh: systemd starts the clock no earlier than the image's
+# build date (mke2fs -d keeps the mtime).
+touch "$root/usr/lib/clock-epoch"
 {
     echo "board=qemu-aarch64 (Debian $SUITE rootfs, scripts/qemu/build-rootfs.sh)"
     echo "debian=$key1"
@@ -246,7 +251,8 @@ while read -r verb unit; do
     fi
 done < <(sed 's/#.*//' "$preset")
 log "stage 2: systemctl preset ${enabled[*]} (not in this rootfs: ${skipped[*]:-none})"
-for unit in onair-data.service onair-import.service onair.service ssh.service systemd-networkd.service; do
+for unit in onair-data.service onair-clock.service onair-import.service onair.service ssh.service \
+    systemd-networkd.service systemd-timesyncd.service; do
     [ -n "$(find "$root/etc/systemd/system" -name "$unit" -type l)" ] ||
         die "$unit is not enabled after systemctl preset"
 done

@@ -35,6 +35,10 @@ pub enum FailureClass {
     Permanent,
     /// The server said when to come back (429/503 with `Retry-After`).
     RetryAfter(Duration),
+    /// The server's certificate is not valid yet by the box's clock, which is not
+    /// synchronized (`crate::clock`): retried as soon as the clock changes, on the backoff
+    /// schedule meanwhile, and never counted toward `max_attempts`.
+    ClockBehind,
 }
 
 /// A failed attempt, classified.

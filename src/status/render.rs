@@ -7,7 +7,9 @@
 use super::StatusSnapshot;
 use super::data_partition::DataPartition;
 use super::protocol::RetryReply;
-use super::snapshot::{AudioSnapshot, InputSnapshot, NetworkSnapshot, OutputSnapshot};
+use super::snapshot::{
+    AudioSnapshot, ClockSnapshot, InputSnapshot, NetworkSnapshot, OutputSnapshot,
+};
 use crate::output::adapt::AdaptStatus;
 use crate::recorder::{Entry, Record};
 use crate::supervisor::StreamState;
@@ -23,6 +25,7 @@ pub fn status(s: &StatusSnapshot) -> String {
         ("network", Some(network(&s.network))),
         ("path", path(&s.network)),
         ("uplinks", uplinks(&s.network)),
+        ("clock", Some(clock(&s.clock))),
         ("encoder", Some(text_or(s.encoder.as_deref(), "none yet"))),
         ("source", Some(one_line(&s.source))),
         ("input", Some(input(&s.input))),
@@ -118,6 +121,22 @@ fn uplinks(n: &NetworkSnapshot) -> Option<String> {
         })
         .collect();
     Some(uplinks.join(", "))
+}
+
+/// `synchronized, set by ntp` or `unsynchronized (since 2m 05s), set by https-date from
+/// https://whip.example.com`.
+fn clock(c: &ClockSnapshot) -> String {
+    let state = if c.synchronized {
+        "synchronized".to_string()
+    } else {
+        format!("unsynchronized (since {})", duration(secs(c.since)))
+    };
+    let from = c
+        .set_from
+        .as_deref()
+        .map(|f| format!(" from {}", one_line(f)))
+        .unwrap_or_default();
+    format!("{state}, set by {}{from}", one_line(&c.set_by))
 }
 
 /// `1800 kbit/s, target 2000 (300 to 2500)`, or with `(adaptation off)`.
@@ -404,7 +423,7 @@ mod tests {
     use super::*;
     use crate::net::{Path, UplinkState, UplinkStatus};
     use crate::output::adapt::{AdaptStatus, EstimateSource, Retransmissions};
-    use crate::status::snapshot::{InputSnapshot, NetworkSnapshot, OutputSnapshot};
+    use crate::status::snapshot::{ClockSnapshot, InputSnapshot, NetworkSnapshot, OutputSnapshot};
 
     fn snapshot() -> StatusSnapshot {
         StatusSnapshot {
@@ -440,6 +459,12 @@ mod tests {
                 ],
                 switches: 1,
                 steered: true,
+            },
+            clock: ClockSnapshot {
+                synchronized: false,
+                since: 42.0,
+                set_by: "https-date".into(),
+                set_from: Some("https://whip.example.com".into()),
             },
             encoder: Some("x264enc".into()),
             source: "test 1280x720@30".into(),
@@ -499,6 +524,7 @@ attempt     3, next in 4.2s
 network     up (eth0, wlan0)
 path        wlan0 src 198.51.100.2 gw 198.51.100.1, steered, 1 switch
 uplinks     eth0 settling (3 flaps), wlan0 in use
+clock       unsynchronized (since 42s), set by https-date from https://whip.example.com
 encoder     x264enc
 source      test 1280x720@30
 input       live for 3m 05s (1280x720 I420 @30), 1 loss
@@ -512,6 +538,22 @@ last error  attempt 3: HTTP 503  [31mSlow down
 output      whip https://whip.example.com/api/whip?token=***
 daemon      pid 412, onair 0.1.0
 "
+        );
+    }
+
+    #[test]
+    fn a_synchronized_clock_says_so() {
+        let mut s = snapshot();
+        s.clock = ClockSnapshot {
+            synchronized: true,
+            since: 3.0,
+            set_by: "ntp".into(),
+            set_from: None,
+        };
+        assert!(
+            status(&s).contains("\nclock       synchronized, set by ntp\n"),
+            "{}",
+            status(&s)
         );
     }
 

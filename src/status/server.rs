@@ -617,6 +617,13 @@ mod tests {
                 BitrateHandle::new(2500),
                 crate::recorder::FlightRecorder::new(),
             )),
+            clock: watch::channel(crate::clock::ClockView {
+                synchronized: true,
+                since: Instant::now(),
+                set_by: crate::clock::SetBy::Ntp,
+                set_from: None,
+            })
+            .1,
             started: Instant::now(),
             data_partition: None,
             source: "test 320x240@15".into(),

@@ -4,6 +4,7 @@
 //! Nothing here may carry a secret: the output URL is the redacted form.
 
 use super::data_partition::DataPartition;
+use crate::clock::ClockView;
 use crate::media::audio::AudioStats;
 use crate::media::{KeyframeRequester, MediaStats};
 use crate::net::{NetworkStatus, Path, UplinkStatus};
@@ -31,6 +32,9 @@ pub struct StatusSnapshot {
     pub live_s: f64,
     pub last_error: Option<String>,
     pub network: NetworkSnapshot,
+    /// The box's clock: synchronized by NTP or not, and how it got its time.
+    #[serde(default)]
+    pub clock: ClockSnapshot,
     /// The encoder element running, once one has produced a frame.
     pub encoder: Option<String>,
     /// e.g. `test 1280x720@30`.
@@ -71,6 +75,20 @@ pub struct NetworkSnapshot {
     pub switches: u64,
     /// The daemon steers the server's traffic with policy routing (`network.paths: steer`).
     pub steered: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ClockSnapshot {
+    /// NTP (systemd-timesyncd) set the clock and the kernel still counts it synchronized.
+    pub synchronized: bool,
+    /// Seconds in the present `synchronized` state (an unsynchronized clock the daemon found
+    /// at its start counts from the boot).
+    pub since: f64,
+    /// How the clock got its time: `ntp`, `https-date`, `saved-clock-file`, `build-floor`,
+    /// `rtc` or `unknown`.
+    pub set_by: String,
+    /// For `https-date`: the origin whose `Date` set the clock.
+    pub set_from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -147,6 +165,7 @@ pub struct StatusSources {
     pub keyframes: KeyframeRequester,
     pub audio: Option<Arc<AudioStats>>,
     pub adaptation: Arc<Adaptation>,
+    pub clock: watch::Receiver<ClockView>,
     pub started: Instant,
     pub source: String,
     pub output_kind: String,
@@ -170,6 +189,16 @@ impl StatusSources {
             timing: i.timing,
             edid: i.edid,
             edid_error: i.edid_error,
+        }
+    }
+
+    fn clock(&self, now: Instant) -> ClockSnapshot {
+        let c = self.clock.borrow().clone();
+        ClockSnapshot {
+            synchronized: c.synchronized,
+            since: now.saturating_duration_since(c.since).as_secs_f64(),
+            set_by: c.set_by.to_string(),
+            set_from: c.set_from,
         }
     }
 
@@ -221,6 +250,7 @@ impl StatusSources {
                 switches: network.switches,
                 steered: network.steered,
             },
+            clock: self.clock(now),
             encoder: self.media.encoder(),
             source: self.source.clone(),
             input: self.input(now),

@@ -224,6 +224,12 @@ impl Driver {
                     message: format!("input: {message}"),
                 });
             }
+            Event::ClockChanged { reason } => {
+                log::info!("{reason}");
+                self.parts.recorder.record(Entry::Note {
+                    message: reason.clone(),
+                });
+            }
             Event::RetryNow { reason } => {
                 log::info!("retry requested ({reason})");
                 self.parts.recorder.record(Entry::Note {

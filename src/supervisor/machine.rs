@@ -59,6 +59,9 @@ pub enum Event {
     ConnectionLost { reason: String },
     /// The timer armed by `Action::ArmTimer { id, .. }` fired.
     TimerFired { id: u64 },
+    /// The box's clock was set or became synchronized (`crate::clock::watch`). A wait after a
+    /// "clock behind" refusal ends at once.
+    ClockChanged { reason: String },
     /// Retry now: SIGHUP (root, or a new config) — obeyed at once.
     RetryNow { reason: String },
     /// While waiting, a probe found the server answering again after finding it silent
@@ -223,6 +226,10 @@ pub struct Machine {
     /// Number of the attempt in flight or last made in this streak.
     attempt: u32,
     been_live: bool,
+    /// The present wait follows a "clock behind" refusal: a clock change ends it.
+    clock_wait: bool,
+    /// The clock changed while the attempt in flight was under way.
+    clock_changed_in_attempt: bool,
     timer_seq: u64,
     armed: Option<u64>,
     rng: SmallRng,
@@ -257,6 +264,8 @@ impl Machine {
             failed_attempts: 0,
             attempt: 0,
             been_live: false,
+            clock_wait: false,
+            clock_changed_in_attempt: false,
             timer_seq: 0,
             armed: None,
             rng: SmallRng::seed_from_u64(seed),
@@ -328,6 +337,7 @@ impl Machine {
             }
             Event::ConnectionLost { reason } => self.on_connection_lost(now, reason, out),
             Event::TimerFired { id } => self.on_timer(now, id, out),
+            Event::ClockChanged { reason } => self.on_clock_changed(reason, out),
             Event::RetryNow { reason } => self.on_retry_now(reason, out),
             Event::ServerBack => self.on_server_back(now, out),
             Event::RetryRequested { force, reply } => {
@@ -517,6 +527,16 @@ impl Machine {
         }
     }
 
+    fn on_clock_changed(&mut self, reason: String, out: &mut Vec<Action>) -> String {
+        match self.phase {
+            // The attempt may fail on the clock it started with: it is then retried at once.
+            Phase::Connecting { .. } => self.clock_changed_in_attempt = true,
+            Phase::Waiting if self.clock_wait => self.restart_streak(out),
+            _ => {}
+        }
+        reason
+    }
+
     fn on_retry_now(&mut self, reason: String, out: &mut Vec<Action>) -> String {
         match self.phase {
             Phase::Failed | Phase::Waiting | Phase::Idle => self.restart_streak(out),
@@ -646,6 +666,8 @@ impl Machine {
 
     fn try_connect(&mut self, out: &mut Vec<Action>) {
         self.next_retry_at = None;
+        self.clock_wait = false;
+        self.clock_changed_in_attempt = false;
         if !self.has_picture() || !self.network_up {
             self.cancel_timer(out);
             self.phase = Phase::Idle;
@@ -675,6 +697,19 @@ impl Machine {
         if class == FailureClass::Permanent {
             self.cancel_timer(out);
             self.phase = Phase::Failed;
+            return;
+        }
+        if class == FailureClass::ClockBehind {
+            // Not the server's fault and not hopeless: the clock gets fixed (NTP, or the
+            // server's own Date) and the next attempt can succeed. The streak still grows, so
+            // a clock that stays behind is not asked about at every second.
+            self.streak += 1;
+            if std::mem::take(&mut self.clock_changed_in_attempt) {
+                self.try_connect(out);
+            } else {
+                self.schedule(now, None, out);
+                self.clock_wait = self.phase == Phase::Waiting;
+            }
             return;
         }
         self.failed_attempts += 1;
@@ -716,6 +751,7 @@ impl Machine {
     }
 
     fn go_idle(&mut self, now: Instant, reason: &str, out: &mut Vec<Action>) {
+        self.clock_wait = false;
         if matches!(
             self.phase,
             Phase::Connecting { .. } | Phase::Live | Phase::Waiting
@@ -1053,6 +1089,75 @@ mod tests {
         assert_eq!(s.m.state(), Failed);
         let err = s.m.view().last_error.unwrap();
         assert!(err.contains("gave up after 3 attempts"), "{err}");
+    }
+
+    fn clock_changed() -> Event {
+        Event::ClockChanged {
+            reason: "clock stepped".into(),
+        }
+    }
+
+    #[test]
+    fn a_clock_behind_never_fails_and_a_clock_change_retries_at_once() {
+        let mut s = Sim::new(
+            ReconnectConfig {
+                max_attempts: 2,
+                ..no_jitter()
+            },
+            true,
+        );
+        s.ev(Event::InputReady);
+        // Far more refusals than max_attempts: the box waits for its clock, it never gives up.
+        for _ in 0..6 {
+            s.fail(FailureClass::ClockBehind);
+            assert_ne!(s.m.state(), Failed);
+            if let Some((_, at)) = s.timer {
+                s.advance(at - s.now);
+            }
+        }
+        assert_eq!(s.connects.len(), 7);
+        assert_eq!(s.m.state(), Connecting);
+        // Refused again: the backoff (at its 30 s cap by now) is cut short by the clock's change.
+        s.fail(FailureClass::ClockBehind);
+        let wait = s.m.view().next_retry_at.expect("waiting") - s.now;
+        assert_eq!(wait, Duration::from_secs(30));
+        s.advance(Duration::from_millis(300));
+        s.ev(clock_changed());
+        assert_eq!(s.connects.len(), 8, "retried as soon as the clock changed");
+        assert_eq!(s.connects[7].0, s.now - s.start);
+        // And it counts for nothing toward max_attempts: two ordinary failures still may come.
+        s.fail(FailureClass::Transient);
+        assert_ne!(s.m.state(), Failed);
+    }
+
+    #[test]
+    fn a_clock_set_during_the_attempt_retries_at_once() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        s.fail_until_next_attempt();
+        s.fail_until_next_attempt(); // attempt 3 in flight; the next wait would be 2 s
+        // The attempt stepped the clock (the server's Date) before it reported the refusal.
+        s.ev(clock_changed());
+        s.fail(FailureClass::ClockBehind);
+        assert_eq!(s.connects.len(), 4, "no wait: the clock is right now");
+        assert_eq!(s.connect_times_ms(), vec![0, 0, 1000, 1000]);
+        // Without a change, the next refusal waits its turn.
+        s.fail(FailureClass::ClockBehind);
+        assert_eq!(s.connects.len(), 4);
+        assert!(s.m.view().next_retry_at.is_some());
+    }
+
+    #[test]
+    fn a_clock_change_does_not_cut_an_ordinary_wait_short() {
+        let mut s = Sim::new(no_jitter(), true);
+        s.ev(Event::InputReady);
+        s.fail_until_next_attempt();
+        s.fail(FailureClass::Transient); // waiting 1 s for the server
+        s.ev(clock_changed());
+        assert_eq!(s.connects.len(), 2);
+        let mut live = Sim::live_box();
+        live.ev(clock_changed());
+        assert_eq!((live.m.state(), live.teardowns), (Live, 0));
     }
 
     #[test]

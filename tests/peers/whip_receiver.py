@@ -1099,6 +1099,17 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port_n
 
 
+def tls_context(cert: Optional[str], key: Optional[str]) -> Optional["ssl.SSLContext"]:
+    """HTTPS with the test's certificate chain and key (PEM), or plain HTTP without them."""
+    if cert is None:
+        return None
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 async def run(args: argparse.Namespace) -> int:
     host, port = args.listen
     ice_host = args.ice_host or host
@@ -1120,7 +1131,8 @@ async def run(args: argparse.Namespace) -> int:
         sock.close()
         raise SystemExit(f"whip_receiver: cannot listen on {host}:{port}: {exc}") from exc
     # Bind the socket ourselves so that port 0 works and READY reports the real port.
-    site = web.SockSite(runner, sock)
+    tls = tls_context(args.tls_cert, args.tls_key)
+    site = web.SockSite(runner, sock, ssl_context=tls)
     await site.start()
     actual_port = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
@@ -1131,7 +1143,7 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"READY http://{shown}:{actual_port}", flush=True)
+    print(f"READY {'https' if tls else 'http'}://{shown}:{actual_port}", flush=True)
 
     await stop.wait()
     log.info("shutting down")
@@ -1150,8 +1162,12 @@ def main() -> int:
                         help="end a session that has not connected after this many seconds")
     parser.add_argument("--nack", choices=("aiortc", "pion"), default="aiortc",
                         help="how missing packets are asked for again (see pion_like.py)")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args()
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     if args.ice_host is not None:
         try:
             ipaddress.ip_address(args.ice_host)

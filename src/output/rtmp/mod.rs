@@ -17,7 +17,8 @@ use super::adapt::PathReport;
 use super::pump::{
     self, CapacityProbe, Delivery, LivenessProbe, PumpCounters, PumpSettings, UnitWriter,
 };
-use super::{Attempt, Connection, ConnectionEvent, EventSender, Failure, Output};
+use super::{Attempt, Connection, ConnectionEvent, EventSender, Failure, FailureClass, Output};
+use crate::clock::{Clock, ClockVerdict, TlsRefusal};
 use crate::media::AccessUnit;
 use crate::media::audio::AudioUnit;
 use crate::secret::SecretUrl;
@@ -27,7 +28,8 @@ use futures_util::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use location::{Location, Scrubber};
+use location::{Location, Scheme, Scrubber};
+use reqwest::Url;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -66,6 +68,8 @@ impl Default for RtmpSettings {
 
 pub struct RtmpOutput {
     location: Location,
+    /// Asked when an rtmps server's certificate is refused (it may be the box's clock).
+    clock: Option<Arc<Clock>>,
     scrubber: Scrubber,
     settings: RtmpSettings,
     /// Channels of the AAC track, when audio is on.
@@ -92,11 +96,45 @@ impl RtmpOutput {
         let scrubber = Scrubber::new(url, Some(&location));
         Ok(RtmpOutput {
             location,
+            clock: None,
             scrubber,
             settings: RtmpSettings::default(),
             audio: None,
             pacing: AV_PACING,
         })
+    }
+
+    /// An rtmps certificate refusal is taken to the clock (see `WhipOutput::with_clock`).
+    pub fn with_clock(mut self, clock: Arc<Clock>) -> RtmpOutput {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// While the clock is not synchronized, an rtmps certificate refusal may be the clock's:
+    /// GIO does not say why it refused, so the origin is asked with the box's own TLS
+    /// verifier (`crate::clock`), which tells, and which may set the clock from the server's
+    /// `Date` if the server also answers HTTPS there.
+    async fn clock_verdict(&self, e: &RtmpError, cancel: &CancellationToken) -> ClockVerdict {
+        let (Some(clock), Scheme::Rtmps, RtmpError::Transport(text)) =
+            (&self.clock, self.location.scheme, e)
+        else {
+            return ClockVerdict::NotTheClock;
+        };
+        if !text.to_ascii_lowercase().contains("certificate") {
+            return ClockVerdict::NotTheClock;
+        }
+        let host = if self.location.host.contains(':') {
+            format!("[{}]", self.location.host)
+        } else {
+            self.location.host.clone()
+        };
+        let Ok(origin) = Url::parse(&format!("https://{host}:{}/", self.location.port)) else {
+            return ClockVerdict::NotTheClock;
+        };
+        tokio::select! {
+            v = clock.certificate_refused(&origin, TlsRefusal::Unexplained) => v,
+            _ = cancel.cancelled() => ClockVerdict::NotTheClock,
+        }
     }
 
     /// Carry an AAC track of `channels` (from the door's audio lane) on flvmux's audio pad.
@@ -209,9 +247,15 @@ impl Output for RtmpOutput {
     async fn connect(&self, attempt: Attempt) -> Result<Box<dyn Connection>, Failure> {
         match self.attempt(&attempt).await {
             Ok(conn) => Ok(Box::new(conn)),
-            Err(e) => Err(Failure {
-                class: e.class(),
-                message: self.scrubber.scrub(&e.to_string()),
+            Err(e) => Err(match self.clock_verdict(&e, &attempt.cancel).await {
+                ClockVerdict::Behind(why) => Failure {
+                    class: FailureClass::ClockBehind,
+                    message: self.scrubber.scrub(&why),
+                },
+                ClockVerdict::NotTheClock => Failure {
+                    class: e.class(),
+                    message: self.scrubber.scrub(&e.to_string()),
+                },
             }),
         }
     }

@@ -12,6 +12,8 @@
 //! and of control characters before anyone logs or shows it, and the file that remembers the
 //! session is read and written without following links or waiting on FIFOs.
 
+use crate::clock::TlsRefusal;
+use crate::clock::rule::certificate_refusal;
 use crate::lock::lock;
 use crate::output::FailureClass;
 use crate::secret::{Secret, SecretUrl};
@@ -68,6 +70,9 @@ pub enum WhipError {
     NoUsableVideo(String),
     #[error("cannot reach the WHIP server: {0}")]
     Http(String),
+    /// The TLS handshake refused the server's certificate (the box's clock may be behind it).
+    #[error("cannot reach the WHIP server: {text}")]
+    Certificate { refusal: TlsRefusal, text: String },
     #[error("WebRTC: {0}")]
     WebRtc(String),
     #[error("ICE/DTLS did not connect: {0}")]
@@ -77,6 +82,14 @@ pub enum WhipError {
 }
 
 impl WhipError {
+    /// How the TLS handshake refused the server's certificate, if that is what happened.
+    pub fn certificate_refusal(&self) -> Option<TlsRefusal> {
+        match self {
+            WhipError::Certificate { refusal, .. } => Some(*refusal),
+            _ => None,
+        }
+    }
+
     /// What the watchdog should do about it. 401/403 mean the key is wrong: retrying cannot
     /// help. 429/503 may say when to come back. Everything else, including Broadcast Box's
     /// 400 "session already has a host" (the old session is still being torn down), follows the
@@ -115,7 +128,10 @@ fn http_error(e: reqwest::Error) -> WhipError {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    WhipError::Http(text)
+    match certificate_refusal(&e) {
+        Some(refusal) => WhipError::Certificate { refusal, text },
+        None => WhipError::Http(text),
+    }
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
@@ -346,6 +362,11 @@ impl WhipHttp {
         })
     }
 
+    /// The configured URL (secrets and all: only its origin may leave this module).
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
     pub fn endpoint_display(&self) -> &str {
         &self.endpoint_display
     }
@@ -442,6 +463,10 @@ impl WhipHttp {
     fn scrubbed(&self, e: WhipError) -> WhipError {
         match e {
             WhipError::Http(text) => WhipError::Http(self.scrub.line(&text)),
+            WhipError::Certificate { refusal, text } => WhipError::Certificate {
+                refusal,
+                text: self.scrub.line(&text),
+            },
             other => other,
         }
     }

@@ -21,7 +21,8 @@ pub mod retransmit;
 pub mod rtcp_watch;
 
 use super::pump::{self, Delivery, LivenessProbe, PumpSettings, UnitWriter};
-use super::{Attempt, Connection, Failure, Output};
+use super::{Attempt, Connection, Failure, FailureClass, Output};
+use crate::clock::{Clock, ClockVerdict};
 use crate::media::AccessUnit;
 use crate::media::audio::AudioUnit;
 use crate::output::liveness::Cadence;
@@ -57,6 +58,8 @@ const DELETE_TIMEOUT: Duration = Duration::from_millis(1000);
 
 pub struct WhipOutput {
     http: Arc<WhipHttp>,
+    /// Asked when the server's certificate is refused (it may be the box's clock).
+    clock: Option<Arc<Clock>>,
     server_ip: Option<IpAddr>,
     /// The endpoint's host and port, for the reachability probe.
     host_port: Option<(String, u16)>,
@@ -82,12 +85,20 @@ impl WhipOutput {
         let server_ip = url.host().and_then(|h| h.parse::<IpAddr>().ok());
         Ok(WhipOutput {
             http,
+            clock: None,
             server_ip,
             host_port: url.host().zip(url.port()),
             settings: PumpSettings::default(),
             audio: false,
             pacing: AV_PACING,
         })
+    }
+
+    /// A refused certificate is taken to the clock: while it is not synchronized, the server
+    /// may be asked for the time (`crate::clock`) and the attempt reported as `ClockBehind`.
+    pub fn with_clock(mut self, clock: Arc<Clock>) -> WhipOutput {
+        self.clock = Some(clock);
+        self
     }
 
     /// Offer a sendonly Opus track beside the video, fed from the door's audio lane.
@@ -160,14 +171,28 @@ impl Output for WhipOutput {
             r = self.attempt(&attempt) => r,
             _ = cancel.cancelled() => Err(WhipError::Cancelled),
         };
-        match result {
-            Ok(conn) => Ok(Box::new(conn)),
-            Err(e) => Err(Failure {
-                class: e.class(),
-                // Server words may be in it (and the WebRTC stack's errors may quote the answer).
-                message: self.http.scrub(&e.to_string()),
-            }),
+        let e = match result {
+            Ok(conn) => return Ok(Box::new(conn)),
+            Err(e) => e,
+        };
+        let mut failure = Failure {
+            class: e.class(),
+            // Server words may be in it (and the WebRTC stack's errors may quote the answer).
+            message: self.http.scrub(&e.to_string()),
+        };
+        if let (Some(refusal), Some(clock)) = (e.certificate_refusal(), &self.clock) {
+            let verdict = tokio::select! {
+                v = clock.certificate_refused(self.http.endpoint(), refusal) => v,
+                _ = cancel.cancelled() => ClockVerdict::NotTheClock,
+            };
+            if let ClockVerdict::Behind(why) = verdict {
+                failure = Failure {
+                    class: FailureClass::ClockBehind,
+                    message: self.http.scrub(&why),
+                };
+            }
         }
+        Err(failure)
     }
 
     async fn release(&self) {
