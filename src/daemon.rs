@@ -306,8 +306,10 @@ impl Parts {
                     audio.as_ref(),
                     network,
                     views.machine,
-                    data_partition,
-                    &clock,
+                    BoxFacts {
+                        data_partition,
+                        clock: &clock,
+                    },
                 ),
                 recorder: recorder.clone(),
                 events: events.clone(),
@@ -465,6 +467,12 @@ fn start_audio(
     .map_err(DaemonError::Audio)
 }
 
+/// What status shows of the box itself, beside the stream: how its storage and its clock are.
+struct BoxFacts<'a> {
+    data_partition: Option<DataPartition>,
+    clock: &'a Clock,
+}
+
 fn status_sources(
     config: &Config,
     shared: &Shared,
@@ -472,8 +480,7 @@ fn status_sources(
     audio: Option<&Audio>,
     network: watch::Receiver<NetworkStatus>,
     view: watch::Receiver<MachineView>,
-    data_partition: Option<DataPartition>,
-    clock: &Clock,
+    facts: BoxFacts,
 ) -> StatusSources {
     StatusSources {
         view,
@@ -483,12 +490,12 @@ fn status_sources(
         keyframes: shared.keyframes.clone(),
         audio: audio.map(|a| a.stats.clone()),
         adaptation: shared.adaptation.clone(),
-        clock: clock.subscribe(),
+        clock: facts.clock.subscribe(),
         started: Instant::now(),
         source: source_line(config),
         output_kind: config.output.kind().to_string(),
         output_url: config.output.url().redacted(),
-        data_partition,
+        data_partition: facts.data_partition,
     }
 }
 
