@@ -403,6 +403,7 @@ fn status_sources(
         source: source_line(config),
         output_kind: config.output.kind().to_string(),
         output_url: config.output.url().redacted(),
+        state_dir: config.state_dir.clone(),
     }
 }
 

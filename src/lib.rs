@@ -15,3 +15,4 @@ pub mod recorder;
 pub mod secret;
 pub mod status;
 pub mod supervisor;
+pub mod update;

@@ -9,6 +9,7 @@ pub mod protocol;
 pub mod render;
 pub mod server;
 pub mod snapshot;
+pub mod update;
 
 pub use crate::recorder::FlightRecorder;
 pub use server::{StatusContext, StatusError, StatusServer};

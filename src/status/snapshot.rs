@@ -3,6 +3,7 @@
 //! The field names are a public contract (scripts read them); change them only with README.
 //! Nothing here may carry a secret: the output URL is the redacted form.
 
+use super::update::UpdateSnapshot;
 use crate::media::audio::AudioStats;
 use crate::media::{KeyframeRequester, MediaStats};
 use crate::net::{NetworkStatus, Path, UplinkStatus};
@@ -10,6 +11,7 @@ use crate::output::OutputStats;
 use crate::output::adapt::{AdaptStatus, Adaptation};
 use crate::supervisor::{MachineView, StreamState};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -52,6 +54,10 @@ pub struct StatusSnapshot {
     pub output: OutputSnapshot,
     pub pid: u32,
     pub version: String,
+    /// The slot the box booted, its version and the last update's outcome; absent where
+    /// nothing wrote them (no A/B system, a development machine).
+    #[serde(default)]
+    pub update: Option<UpdateSnapshot>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +141,8 @@ pub struct StatusSources {
     pub source: String,
     pub output_kind: String,
     pub output_url: String,
+    /// The daemon's state directory, where `onair update-check` leaves the update document.
+    pub state_dir: PathBuf,
 }
 
 impl StatusSources {
@@ -216,6 +224,7 @@ impl StatusSources {
             },
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            update: super::update::read(&self.state_dir),
         }
     }
 }

@@ -1,0 +1,283 @@
+//! `onair update FILE`: check the bundle, install it into the inactive slot while the stream
+//! goes on, and reboot into it once (the firmware's tryboot). The new system judges itself at
+//! boot (`onair update-check`); until it is kept, any reboot returns to this one.
+
+use super::rauc::{Rauc, RaucError};
+use super::record::{self, Record};
+use crate::status::client;
+use crate::status::update::{Phase, UpdateOutcome};
+use std::path::{Path, PathBuf};
+
+/// What `onair update` needs to know about the box.
+#[derive(Debug, Clone)]
+pub struct Install {
+    pub bundle: PathBuf,
+    pub rauc: Rauc,
+    /// The daemon's status socket: was the box live?
+    pub socket: PathBuf,
+    pub record: PathBuf,
+    /// Reboot into the new system at the end (the default); without, the next plain reboot
+    /// stays on this one.
+    pub reboot: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("refused {}: {reason}", bundle.display())]
+    Refused { bundle: PathBuf, reason: String },
+    #[error("the install failed: {0}; the box stays on its current system")]
+    Failed(String),
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
+    #[error("cannot reboot into the new system: {0} (run `systemctl reboot '0 tryboot'`)")]
+    Reboot(String),
+}
+
+/// RAUC's refusal of a bundle, in words an owner acts on.
+pub fn refusal(message: &str) -> String {
+    let m = message.to_lowercase();
+    let what = if m.contains("compatible") {
+        "it is for another kind of box"
+    } else if m.contains("signature") && (m.contains("size") || m.contains("exceed"))
+        || m.contains("truncat")
+        || m.contains("too small")
+        || m.contains("bundle size")
+        || m.contains("invalid bundle")
+        || m.contains("squashfs")
+        || m.contains("unexpected end")
+        || m.contains("short")
+    {
+        "it is not a whole bundle (truncated or damaged: copy it again)"
+    } else if m.contains("signature")
+        || m.contains("certificate")
+        || m.contains("verif")
+        || m.contains("keyring")
+        || m.contains("cms")
+    {
+        "it is not signed by a key this box trusts"
+    } else if m.contains("no such file") || m.contains("not found") {
+        "there is no such file"
+    } else {
+        "RAUC cannot use it"
+    };
+    format!("{what} (RAUC: {message})")
+}
+
+impl Install {
+    /// Runs the whole update; `say` prints one line for the person.
+    pub async fn run(
+        &self,
+        say: impl Fn(&str) + Send + Sync + Clone + 'static,
+    ) -> Result<(), InstallError> {
+        let refused = |reason: String| InstallError::Refused {
+            bundle: self.bundle.clone(),
+            reason,
+        };
+        if !self.bundle.is_file() {
+            return Err(refused("there is no such file".into()));
+        }
+        let system =
+            self.rauc.status().await.map_err(|e| {
+                InstallError::Failed(format!("cannot read the system's slots: {e}"))
+            })?;
+        if system.primary.as_deref() != Some(system.booted.as_str()) {
+            return Err(refused(format!(
+                "the box is trying an update right now (slot {}); wait until it has judged it \
+                 (`onair status`)",
+                system.booted
+            )));
+        }
+        let target = system
+            .other()
+            .ok_or_else(|| InstallError::Failed("RAUC names no other slot to write".into()))?
+            .bootname
+            .clone();
+        let info = match self.rauc.info(&self.bundle).await {
+            Ok(info) => info,
+            Err(RaucError::Failed { message, .. }) => {
+                let reason = refusal(&message);
+                self.remember_refusal(&system.booted, &target, "unknown", &reason, &say);
+                return Err(refused(reason));
+            }
+            Err(e) => return Err(InstallError::Failed(e.to_string())),
+        };
+        if info.compatible != system.compatible {
+            let reason = format!(
+                "it is for another kind of box ({}; this box is {})",
+                info.compatible, system.compatible
+            );
+            self.remember_refusal(&system.booted, &target, &info.version, &reason, &say);
+            return Err(refused(reason));
+        }
+        let (was_live, uplinks) = self.daemon_now().await;
+        say(&format!(
+            "installing {} (version {}) into slot {target}; the box stays on slot {} and {} \
+             meanwhile",
+            self.bundle.display(),
+            info.version,
+            system.booted,
+            if was_live {
+                "streams on"
+            } else {
+                "goes on as it is"
+            }
+        ));
+        let booted_version = system
+            .slot(&system.booted)
+            .and_then(|s| s.version.clone())
+            .or_else(super::image_version);
+        let mut rec = Record {
+            last: UpdateOutcome {
+                phase: Phase::Installing,
+                version: info.version.clone(),
+                slot: target.clone(),
+                reason: None,
+                at: super::unix_now(),
+            },
+            from_slot: system.booted.clone(),
+            from_version: booted_version,
+            was_live,
+            uplinks,
+        };
+        record::write(&self.record, &rec)?;
+        let started = std::time::Instant::now();
+        let progress = say.clone();
+        if let Err(e) = self.rauc.install(&self.bundle, move |l| progress(l)).await {
+            let message = e.to_string();
+            rec.last.phase = Phase::Failed;
+            rec.last.reason = Some(match &e {
+                RaucError::Failed { .. } => refusal(&message),
+                _ => message.clone(),
+            });
+            rec.last.at = super::unix_now();
+            record::write(&self.record, &rec)?;
+            return Err(match e {
+                RaucError::Failed { message, .. } => refused(refusal(&message)),
+                other => InstallError::Failed(other.to_string()),
+            });
+        }
+        rec.last.phase = Phase::Trying;
+        rec.last.reason = Some(format!(
+            "installed in {} s; booting it once to judge it",
+            started.elapsed().as_secs()
+        ));
+        rec.last.at = super::unix_now();
+        record::write(&self.record, &rec)?;
+        say(&format!(
+            "installed version {} into slot {target} in {} s",
+            info.version,
+            started.elapsed().as_secs()
+        ));
+        if !self.reboot {
+            say(
+                "not rebooting (--no-reboot): `systemctl reboot '0 tryboot'` tries it; a plain reboot stays on this system",
+            );
+            return Ok(());
+        }
+        say(&format!(
+            "rebooting into slot {target} once (tryboot): it is kept only if it {}; otherwise \
+             the box comes back to slot {} by itself",
+            if was_live {
+                "goes live again"
+            } else {
+                "starts"
+            },
+            system.booted
+        ));
+        reboot_tryboot().await
+    }
+
+    /// Whether the daemon is live now, and the interface it streams over.
+    async fn daemon_now(&self) -> (bool, Vec<String>) {
+        match client::status(&self.socket).await {
+            Ok(s) => {
+                let live = s.state == crate::supervisor::StreamState::Live;
+                let uplinks = s
+                    .network
+                    .path
+                    .map(|p| vec![p.interface])
+                    .filter(|_| live)
+                    .unwrap_or_default();
+                (live, uplinks)
+            }
+            Err(_) => (false, Vec::new()),
+        }
+    }
+
+    /// A refused bundle is the last update's outcome too (`onair status` says why); failing
+    /// to write that is not worth hiding the refusal behind.
+    fn remember_refusal(
+        &self,
+        booted: &str,
+        target: &str,
+        version: &str,
+        reason: &str,
+        say: &impl Fn(&str),
+    ) {
+        let rec = Record {
+            last: UpdateOutcome {
+                phase: Phase::Failed,
+                version: version.to_string(),
+                slot: target.to_string(),
+                reason: Some(format!("refused: {reason}")),
+                at: super::unix_now(),
+            },
+            from_slot: booted.to_string(),
+            from_version: None,
+            was_live: false,
+            uplinks: Vec::new(),
+        };
+        if let Err(e) = record::write(&self.record, &rec) {
+            say(&format!("(could not record the refusal: {e})"));
+        }
+    }
+}
+
+/// `reboot '0 tryboot'`: systemd passes the argument to reboot(2), the Pi's firmware driver
+/// turns it into the one-shot tryboot flag (the emulated box's harness reads it from the
+/// kernel's last words).
+async fn reboot_tryboot() -> Result<(), InstallError> {
+    let out = tokio::process::Command::new("systemctl")
+        .args(["reboot", "0 tryboot"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match tokio::time::timeout(std::time::Duration::from_secs(60), out).await {
+        Ok(Ok(o)) if o.status.success() => Ok(()),
+        Ok(Ok(o)) => Err(InstallError::Reboot(
+            String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        )),
+        Ok(Err(e)) => Err(InstallError::Reboot(e.to_string())),
+        Err(_) => Err(InstallError::Reboot("systemctl did not answer".into())),
+    }
+}
+
+/// The default paths on the box.
+pub fn default_record() -> PathBuf {
+    Path::new(record::DEFAULT_PATH).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let signed = refusal(
+            "Failed to verify bundle: signature verification failed: \
+             Verify error:unable to get local issuer certificate",
+        );
+        assert!(
+            signed.starts_with("it is not signed by a key this box trusts (RAUC: Failed"),
+            "{signed}"
+        );
+        let cut = refusal("Failed to load bundle: signature size (2011) exceeds bundle size");
+        assert!(cut.starts_with("it is not a whole bundle"), "{cut}");
+        let other = refusal(
+            "Compatible mismatch: Expected 'onair-rpi4' but bundle manifest has 'onair-rpi5'",
+        );
+        assert!(
+            other.starts_with("it is for another kind of box"),
+            "{other}"
+        );
+    }
+}
