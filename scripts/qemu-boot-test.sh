@@ -30,6 +30,12 @@
 #      tone into the snd-aloop loopback card, the daemon captures the other side and the
 #      receiver must hear it; the player stopped (silence), the card unplugged and back
 #      (ONAIR_QEMU_ALSA=0 skips it).
+#   9. (before 5, after 8) A/B updates (scripts/qemu/update-check.sh): the harness plays the
+#      Pi firmware (autoboot.txt and the tryboot flag pick the slot disk before each boot);
+#      bundles signed by another key or truncated are refused; a good one is installed
+#      while live, tried by tryboot and kept; a broken one is tried once and the box comes
+#      back on its own; a power cut mid-install leaves the old slot (ONAIR_QEMU_UPDATE=0
+#      skips it, and gives the box one root disk as before).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
 # receiver and a DHCP server (dnsmasq, one lease: 192.0.2.2, no router, no DNS), so the box
@@ -137,7 +143,7 @@ cleanup() {
         kill -9 "$qemu_pid" 2>/dev/null || true
     fi
     local p
-    for p in "$receiver_pid" "$dnsmasq_pid"; do
+    for p in "$receiver_pid" "$dnsmasq_pid" "${bundles_pid:-}"; do
         if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; fi
     done
     for p in "$receiver_pid" "$dnsmasq_pid" "$qemu_pid"; do
@@ -346,21 +352,26 @@ QMP_SOCK=$RUN/qmp.sock
 qmp() { python3 "$SCRIPT_DIR/qemu/qmp.py" --socket "$QMP_SOCK" "$@"; }
 # Extra qemu arguments for every boot (a check may add to it before reboot_box).
 QEMU_EXTRA=()
+# The root disk: one read-only root, or check 9's two slot disks.
+ROOT_DRIVES=(-drive "file=$IMAGE/rootfs.ext4,if=none,format=raw,id=root,readonly=on"
+    -device virtio-blk-pci,drive=root)
+SLOT_CMDLINE=""
 boots=0 CONSOLE=$RUN/console.log
 
 # start_qemu [QEMU ARGS...]: powers the box on with its disks, the tap NIC, a USB controller
 # (for hot-plugged devices) and QEMU_EXTRA plus the arguments given. Each boot after the
 # first logs its console to console-N.log.
 start_qemu() {
+    # Check 9's emulated firmware picks the slot to boot (scripts/qemu/update-check.sh).
+    if declare -F firmware_pick >/dev/null; then firmware_pick; fi
     boots=$((boots + 1))
     [ $boots = 1 ] || CONSOLE=$RUN/console-$boots.log
     rm -f "$QMP_SOCK"
     qemu_start_mono=$(python3 -c 'import time; print(time.monotonic())')
     ip netns exec "$NS" qemu-system-aarch64 -M virt -accel tcg,thread=multi -cpu "$CPU" -smp "$SMP" -m "$MEM" \
         -nodefaults -no-user-config -display none -no-reboot \
-        -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" -append "$CMDLINE" \
-        -drive "file=$IMAGE/rootfs.ext4,if=none,format=raw,id=root,readonly=on" \
-        -device virtio-blk-pci,drive=root \
+        -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" -append "$CMDLINE${SLOT_CMDLINE:+ $SLOT_CMDLINE}" \
+        "${ROOT_DRIVES[@]}" \
         -drive "file=$RUN/boot.vfat,if=none,format=raw,id=boot" -device virtio-blk-pci,drive=boot \
         -drive "file=$RUN/data.ext4,if=none,format=raw,id=data" -device virtio-blk-pci,drive=data \
         -netdev tap,id=net0,ifname=tap0,script=no,downscript=no \
@@ -452,6 +463,15 @@ reboot_box() {
     start_qemu "$@"
     wait_ssh
 }
+
+# ------------------------------------------------------------------ 9. A/B slots (setup)
+# Two slot disks, autoboot.txt, the emulated firmware and the test bundles (made in the
+# background while the box boots): scripts/qemu/update-check.sh (issue 26).
+if [ "${ONAIR_QEMU_UPDATE:-1}" = 1 ]; then
+    # shellcheck source=scripts/qemu/update-check.sh
+    . "$SCRIPT_DIR/qemu/update-check.sh"
+    update_setup
+fi
 
 phase "boot until SSH answers (qemu -M virt -cpu $CPU -smp $SMP, TCG)"
 start_qemu
@@ -584,6 +604,13 @@ fi
 if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_ALSA:-1}" = 1 ] && qemu_alive; then
     phase "ALSA sound from snd-aloop"
     scenario_check alsa alsa-check.sh 5
+fi
+
+# ------------------------------------------------------------------ 9. A/B updates
+# Refused bundles, an update while live, a broken one rolled back, a power cut mid-install;
+# four more boots (scripts/qemu/update-check.sh; issue 26). ONAIR_QEMU_UPDATE=0 skips it.
+if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_UPDATE:-1}" = 1 ] && qemu_alive; then
+    update_checks
 fi
 
 # ------------------------------------------------------------------ 5. shutdown

@@ -68,10 +68,20 @@ enum Command {
     /// try of a new system, keep it once healthy or exit 1 (systemd reboots into the old one).
     UpdateCheck {
         /// Seconds a system on trial has to go live (to be ready, if the box was not live).
-        #[arg(long, value_name = "S", default_value_t = 120)]
+        #[arg(
+            long,
+            value_name = "S",
+            default_value_t = 120,
+            env = "ONAIR_UPDATE_LIVE_WITHIN_S"
+        )]
         live_within: u64,
         /// Seconds of network down (offline) after which a ready system is kept unseen live.
-        #[arg(long, value_name = "S", default_value_t = 600)]
+        #[arg(
+            long,
+            value_name = "S",
+            default_value_t = 600,
+            env = "ONAIR_UPDATE_OFFLINE_GRACE_S"
+        )]
         offline_grace: u64,
         /// Where the status document goes (the daemon's state directory).
         #[arg(long, value_name = "DIR", default_value = onair::config::DEFAULT_STATE_DIR)]
