@@ -2072,6 +2072,82 @@ fn start_falls_back_to_the_default_config() {
     );
 }
 
+// ---- the A/B backend --------------------------------------------------------------------------
+
+/// RAUC's custom bootloader backend (`rauc-tryboot`) against a temporary ONAIR-BOOT holding the
+/// image's autoboot.txt, through an update's life: the install names slot B (nothing to change:
+/// [tryboot] already names it), the trial boot is judged good (B becomes the default, in place,
+/// same length), and the refusals that keep an untried slot from becoming the default.
+#[test]
+fn rauc_backend_keeps_a_tried_slot_and_nothing_else() {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let boot = tmp.path().join("boot");
+    fs::create_dir(&boot).unwrap();
+    fs::copy(
+        repo().join("board/common/boot-files/autoboot.txt"),
+        boot.join("autoboot.txt"),
+    )
+    .unwrap();
+    let cmdline = tmp.path().join("cmdline");
+    let backend = |booted: &str, args: &[&str]| -> (bool, String) {
+        fs::write(&cmdline, format!("root=/dev/x ro rauc.slot={booted}\n")).unwrap();
+        let out = Command::new("sh")
+            .arg(repo().join(OVERLAY).join("usr/libexec/onair/rauc-tryboot"))
+            .args(args)
+            .env("ONAIR_AUTOBOOT_DIR", &boot)
+            .env("ONAIR_CMDLINE", &cmdline)
+            .output()
+            .expect("run rauc-tryboot");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let autoboot = || fs::read_to_string(boot.join("autoboot.txt")).unwrap();
+    let shipped = autoboot();
+    assert_eq!(backend("A", &["get-primary"]), (true, "A\n".into()));
+    assert_eq!(backend("A", &["get-state", "A"]), (true, "good\n".into()));
+    assert_eq!(backend("A", &["get-state", "B"]), (true, "bad\n".into()));
+    // The install: slot B marked bad, written, then made the one to try.
+    assert!(backend("A", &["set-state", "B", "bad"]).0);
+    assert!(backend("A", &["set-primary", "B"]).0);
+    assert_eq!(
+        autoboot(),
+        shipped,
+        "[tryboot] already names B: nothing written"
+    );
+    // Never tried: it may not become the default.
+    let (ok, text) = backend("A", &["set-state", "B", "good"]);
+    assert!(!ok && text.contains("slot B was never tried"), "{text}");
+    // The default cannot be marked bad: the other slot was never tried.
+    let (ok, text) = backend("A", &["set-state", "A", "bad"]);
+    assert!(!ok && text.contains("refusing"), "{text}");
+    // The trial boot of B: good while it is booted, then kept.
+    assert_eq!(backend("B", &["get-current"]), (true, "B\n".into()));
+    assert_eq!(backend("B", &["get-state", "B"]), (true, "good\n".into()));
+    assert!(backend("B", &["set-state", "B", "good"]).0);
+    assert_eq!(
+        autoboot(),
+        "[all]\ntryboot_a_b=1\nboot_partition=3\n[tryboot]\nboot_partition=2\n"
+    );
+    assert_eq!(
+        autoboot().len(),
+        shipped.len(),
+        "rewritten in place, same length"
+    );
+    assert_eq!(backend("A", &["get-primary"]), (true, "B\n".into()));
+    // Junk in autoboot.txt is named, not guessed at.
+    fs::write(boot.join("autoboot.txt"), "[all]\nboot_partition=7\n").unwrap();
+    let (ok, text) = backend("A", &["get-primary"]);
+    assert!(!ok && text.contains("partition '7'"), "{text}");
+    let (ok, text) = backend("A", &["set-primary", "C"]);
+    assert!(!ok && text.contains("unknown slot 'C'"), "{text}");
+}
+
 // ---- Compute Module 5 ---------------------------------------------------------------------------
 
 /// The lines of config.txt under a conditional filter (`[cm5]`), up to the next filter.
