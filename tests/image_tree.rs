@@ -2500,12 +2500,12 @@ fn genimage_lays_out_the_card_the_kernel_and_scripts_expect() {
             }
         }
         // A 2 GB card has 1.8 to 1.9 GB: the whole layout ends within 1800 MiB.
-        let end_mib = (start(data_i) + size(data_i)) * 512 >> 20;
+        let end_mib = ((start(data_i) + size(data_i)) * 512) >> 20;
         assert!(
             end_mib <= 1800,
             "{what}: the card's layout ends at {end_mib} MiB; a 2 GB card holds about 1800"
         );
-        let root_mib = |slot| size(number_of(board, Part::Root(slot)) - 1) * 512 >> 20;
+        let root_mib = |slot| (size(number_of(board, Part::Root(slot)) - 1) * 512) >> 20;
         assert!(
             root_mib('A') == root_mib('B') && root_mib('A') >= 560,
             "{what}: both root slots alike, with room beyond today's 512 MB image"
