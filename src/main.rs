@@ -55,7 +55,7 @@ enum Command {
     Update {
         /// The bundle (`.raucb`), copied onto the box (e.g. `scp FILE root@box:/data/`).
         bundle: PathBuf,
-        /// Install only: the next `systemctl reboot '0 tryboot'` tries it.
+        /// Install only: the next `systemctl reboot --reboot-argument='0 tryboot'` tries it.
         #[arg(long)]
         no_reboot: bool,
         /// The update record [default: /data/onair/update.json]

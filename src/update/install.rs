@@ -29,7 +29,9 @@ pub enum InstallError {
     Failed(String),
     #[error(transparent)]
     Record(#[from] record::RecordError),
-    #[error("cannot reboot into the new system: {0} (run `systemctl reboot '0 tryboot'`)")]
+    #[error(
+        "cannot reboot into the new system: {0} (run `systemctl reboot --reboot-argument='0 tryboot'`)"
+    )]
     Reboot(String),
 }
 
@@ -170,7 +172,7 @@ impl Install {
         ));
         if !self.reboot {
             say(
-                "not rebooting (--no-reboot): `systemctl reboot '0 tryboot'` tries it; a plain reboot stays on this system",
+                "not rebooting (--no-reboot): `systemctl reboot --reboot-argument='0 tryboot'` tries it; a plain reboot stays on this system",
             );
             return Ok(());
         }
@@ -233,12 +235,13 @@ impl Install {
     }
 }
 
-/// `reboot '0 tryboot'`: systemd passes the argument to reboot(2), the Pi's firmware driver
+/// `reboot '0 tryboot'`: systemd passes the argument to reboot(2) (`--reboot-argument`, systemd
+/// 252 and later; the positional form is deprecated), the Pi's firmware driver
 /// turns it into the one-shot tryboot flag (the emulated box's harness reads it from the
 /// kernel's last words).
 async fn reboot_tryboot() -> Result<(), InstallError> {
     let out = tokio::process::Command::new("systemctl")
-        .args(["reboot", "0 tryboot"])
+        .args(["reboot", "--reboot-argument=0 tryboot"])
         .stdin(std::process::Stdio::null())
         .output();
     match tokio::time::timeout(std::time::Duration::from_secs(60), out).await {
