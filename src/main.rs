@@ -61,6 +61,9 @@ enum Command {
         /// The update record [default: /data/onair/update.json]
         #[arg(long, value_name = "FILE", hide = true)]
         record: Option<PathBuf>,
+        /// Where `onair status` reads the update's progress (the daemon's state directory).
+        #[arg(long, value_name = "DIR", default_value = onair::config::DEFAULT_STATE_DIR, hide = true)]
+        state_dir: PathBuf,
         #[command(flatten)]
         daemon: DaemonSocket,
     },
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
             bundle,
             no_reboot,
             record,
+            state_dir,
             daemon,
         } => {
             let socket = match daemon.path() {
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
                 rauc: Default::default(),
                 socket,
                 record: record.unwrap_or_else(onair::update::install::default_record),
+                state_dir,
                 reboot: !no_reboot,
             };
             let say = |line: &str| println!("onair update: {line}");

@@ -5,7 +5,7 @@
 use super::rauc::{Rauc, RaucError};
 use super::record::{self, Record};
 use crate::status::client;
-use crate::status::update::{Phase, UpdateOutcome};
+use crate::status::update::{self as doc, Phase, UpdateOutcome};
 use std::path::{Path, PathBuf};
 
 /// What `onair update` needs to know about the box.
@@ -16,6 +16,8 @@ pub struct Install {
     /// The daemon's status socket: was the box live?
     pub socket: PathBuf,
     pub record: PathBuf,
+    /// The daemon's state directory: `onair status` shows the update's progress from there.
+    pub state_dir: PathBuf,
     /// Reboot into the new system at the end (the default); without, the next plain reboot
     /// stays on this one.
     pub reboot: bool,
@@ -141,7 +143,7 @@ impl Install {
             was_live,
             uplinks,
         };
-        record::write(&self.record, &rec)?;
+        self.save(&rec)?;
         let started = std::time::Instant::now();
         let progress = say.clone();
         if let Err(e) = self.rauc.install(&self.bundle, move |l| progress(l)).await {
@@ -152,7 +154,7 @@ impl Install {
                 _ => message.clone(),
             });
             rec.last.at = super::unix_now();
-            record::write(&self.record, &rec)?;
+            self.save(&rec)?;
             return Err(match e {
                 RaucError::Failed { message, .. } => refused(refusal(&message)),
                 other => InstallError::Failed(other.to_string()),
@@ -164,7 +166,7 @@ impl Install {
             started.elapsed().as_secs()
         ));
         rec.last.at = super::unix_now();
-        record::write(&self.record, &rec)?;
+        self.save(&rec)?;
         say(&format!(
             "installed version {} into slot {target} in {} s",
             info.version,
@@ -229,9 +231,20 @@ impl Install {
             was_live: false,
             uplinks: Vec::new(),
         };
-        if let Err(e) = record::write(&self.record, &rec) {
+        if let Err(e) = self.save(&rec) {
             say(&format!("(could not record the refusal: {e})"));
         }
+    }
+
+    /// Writes the record, and shows its outcome in `onair status` at once (the checker
+    /// writes the rest of that document at boot).
+    fn save(&self, rec: &Record) -> Result<(), record::RecordError> {
+        record::write(&self.record, rec)?;
+        let mut shown = doc::read(&self.state_dir).unwrap_or_default();
+        shown.last = Some(rec.last.clone());
+        // Status is a report: the record above is what counts.
+        let _ = doc::write(&self.state_dir, &shown);
+        Ok(())
     }
 }
 
