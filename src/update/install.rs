@@ -275,6 +275,142 @@ pub fn default_record() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A `rauc` that answers as RAUC 1.8 does on a box booted from `booted` with `primary` the
+    /// default, refuses bundles whose name says so, and logs every call.
+    fn fake_rauc(dir: &Path, booted: &str, primary: &str) -> PathBuf {
+        let slot = |name: &str, bootname: &str| {
+            format!(
+                r#"{{"{name}":{{"class":"rootfs","device":"/dev/x{bootname}","bootname":"{bootname}","state":"inactive"}}}}"#
+            )
+        };
+        let status = format!(
+            r#"{{"compatible":"onair-test","booted":"{booted}","boot_primary":"rootfs.{}","slots":[{},{}]}}"#,
+            if primary == "A" { 0 } else { 1 },
+            slot("rootfs.0", "A"),
+            slot("rootfs.1", "B")
+        );
+        let script = format!(
+            r#"#!/bin/sh
+echo "$*" >>"{log}"
+case "$1 $2" in
+"status --detailed") echo '{status}' ;;
+info*)
+    case $3 in
+    *other-key*) echo "rauc-Message: Reading bundle: $3" >&2
+        echo "signature verification failed: Verify error: self-signed certificate" >&2; exit 1 ;;
+    *) echo '{{"compatible":"onair-test","version":"2"}}' ;;
+    esac ;;
+install*) echo " 20% Checking bundle"; echo " 80% Copying image to rootfs.1"; echo "Installing done." ;;
+*) exit 1 ;;
+esac
+"#,
+            log = dir.join("calls").display()
+        );
+        let path = dir.join("rauc");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
+    }
+
+    fn install(dir: &Path, bundle: &str, booted: &str, primary: &str) -> Install {
+        let file = dir.join(bundle);
+        std::fs::write(&file, "a bundle").unwrap();
+        std::fs::create_dir_all(dir.join("run")).unwrap();
+        Install {
+            bundle: file,
+            rauc: Rauc::at(fake_rauc(dir, booted, primary)),
+            socket: dir.join("no-daemon.sock"),
+            record: dir.join("data/update.json"),
+            state_dir: dir.join("run"),
+            reboot: false,
+        }
+    }
+
+    fn said() -> (
+        Arc<Mutex<Vec<String>>>,
+        impl Fn(&str) + Send + Sync + Clone + 'static,
+    ) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l = lines.clone();
+        (lines, move |s: &str| l.lock().unwrap().push(s.to_string()))
+    }
+
+    #[tokio::test]
+    async fn a_good_bundle_is_installed_into_the_other_slot_and_recorded_as_trying() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = install(dir.path(), "good.raucb", "A", "A");
+        let (lines, say) = said();
+        job.run(say).await.expect("installed");
+        let rec = record::read(&job.record).expect("a record");
+        assert_eq!(rec.last.phase, Phase::Trying);
+        assert_eq!(
+            (rec.last.slot.as_str(), rec.last.version.as_str()),
+            ("B", "2")
+        );
+        assert_eq!(rec.from_slot, "A");
+        assert!(!rec.was_live, "no daemon answered");
+        let shown = doc::read(&job.state_dir).expect("status document");
+        assert_eq!(shown.last.map(|l| l.phase), Some(Phase::Trying));
+        let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+        assert!(calls.contains("install "), "{calls}");
+        let lines = lines.lock().unwrap().join("\n");
+        assert!(
+            lines.contains(" 80% Copying image to rootfs.1"),
+            "RAUC's progress shown: {lines}"
+        );
+        assert!(lines.contains("installed version 2 into slot B"), "{lines}");
+    }
+
+    #[tokio::test]
+    async fn a_bundle_signed_by_another_key_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = install(dir.path(), "other-key.raucb", "A", "A");
+        let (_, say) = said();
+        let err = job.run(say).await.expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("other-key.raucb: it is not signed by a key this box trusts"),
+            "{err}"
+        );
+        let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+        assert!(
+            !calls.contains("install "),
+            "RAUC never asked to install: {calls}"
+        );
+        let rec = record::read(&job.record).expect("the refusal is recorded");
+        assert_eq!(rec.last.phase, Phase::Failed);
+        assert!(
+            rec.last
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("refused: it is not signed"))
+        );
+        assert_eq!(
+            doc::read(&job.state_dir)
+                .and_then(|d| d.last)
+                .map(|l| l.phase),
+            Some(Phase::Failed),
+            "onair status says so at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_update_while_another_is_on_trial() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = install(dir.path(), "good.raucb", "B", "A");
+        let (_, say) = said();
+        let err = job.run(say).await.expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("trying an update right now (slot B)"),
+            "{err}"
+        );
+        let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+        assert!(!calls.contains("install "), "{calls}");
+    }
 
     #[test]
     fn refusals_say_what_to_do() {
