@@ -135,12 +135,14 @@ upload() { # upload FILE NAME: onto /data over SSH; prints seconds
     echo $((SECONDS - t0))
 }
 # Waits for the box to reboot by itself (qemu exits: -no-reboot), then powers it on again.
+# DOWN_AT: when qemu exited, on the receiver's clock (the old system's last frame is before it).
 follow_reboot() { # follow_reboot TIMEOUT
     local t0=$SECONDS
-    while qemu_alive && [ $((SECONDS - t0)) -lt "$1" ]; do sleep 1; done
+    while qemu_alive && [ $((SECONDS - t0)) -lt "$1" ]; do sleep 0.5; done
     if qemu_alive; then
         return 1
     fi
+    DOWN_AT=$(rx now)
     wait "$qemu_pid" 2>/dev/null || true
     qemu_pid=""
     start_qemu
@@ -207,12 +209,11 @@ update_checks() {
     [ -n "$t_end" ] && install_s=$(awk -v a="$t_start" -v b="$t_end" 'BEGIN { printf "%.0f", b - a }')
     w=$(rx window --from "$t_start" --to "${t_end:-$t_start}")
     log "during the install: $w"
-    local t_reboot
-    t_reboot=$(rx now)
+    DOWN_AT=""
     follow_reboot 600 || true
     wait "$upd" 2>/dev/null || true
     boot1=$FIRMWARE_SLOT
-    lv=$(rx wait-live --since "$t_reboot" --count 30 --timeout 300) || true
+    lv=$(rx wait-live --since "${DOWN_AT:-0}" --count 30 --timeout 300) || true
     down=$(awk -v a="$(kv2 last_before "$lv")" -v b="$(kv2 first_after "$lv")" 'BEGIN { printf "%.1f", b - a }')
     # The checker keeps the system once it is live: wait for its verdict.
     for _ in $(seq 60); do
@@ -222,7 +223,7 @@ update_checks() {
     done
     data1=$(data_sums)
     local autoboot
-    autoboot=$(on_box "mkdir -p /run/ab && mount -o ro LABEL=ONAIR-BOOT /run/ab && grep -A1 '^\[all\]' /run/ab/autoboot.txt | tail -n 1; umount /run/ab" 60 | tr -d '\r' | tail -n 1)
+    autoboot=$(on_box "mkdir -p /run/ab && mount -o ro LABEL=ONAIR-BOOT /run/ab && awk '/^\[/ { s = (\$0 == \"[all]\") } s && /^boot_partition=/' /run/ab/autoboot.txt; umount /run/ab" 60 | tr -d '\r' | tail -n 1)
     local frames expected gap
     frames=$(kv2 frames "$w") expected=$(kv2 expected "$w") gap=$(kv2 longest_gap "$w")
     if [ -n "$t_end" ] && awk -v f="$frames" -v e="$expected" -v g="$gap" 'BEGIN { exit !(e > 0 && f >= e * 0.98 && g < 0.5) }' &&
@@ -242,9 +243,10 @@ update_checks() {
     t_start=$(rx now)
     timeout 1800 "${BOX_SSH[@]}" onair update /data/broken-3.raucb >"$RUN/update-2.out" 2>&1 || true
     sed 's/^/    /' "$RUN/update-2.out" | grep -v '% ' | tail -n 4
-    t_reboot=$(rx now)
-    local trial_slot back_slot
+    local trial_slot back_slot t_reboot
+    DOWN_AT=""
     follow_reboot 600 || true
+    t_reboot=${DOWN_AT:-0}
     trial_slot=$FIRMWARE_SLOT
     # The trial: the checker waits out the live deadline, then systemd reboots.
     follow_reboot $((UPDATE_LIVE_WITHIN + 300)) || true
