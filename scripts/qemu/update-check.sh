@@ -35,7 +35,9 @@
 #   (4) the good bundle again, the power cut (qmp quit) in the middle of the install: slot B
 #       boots and goes live, status says the install did not finish.
 #   Figures: bundle sizes, upload and install times, downtime from the last frame before the
-#   reboot to the first frame on the new slot. ONAIR_QEMU_UPDATE=0 skips the check;
+#   reboot to the first frame on the new slot. ONAIR_QEMU_UPDATE_RUNS=N repeats (1) N times
+#   (odd N: slots B, A, B, ...; each run costs an install and a boot) and prints the medians;
+#   CI runs it once. ONAIR_QEMU_UPDATE=0 skips the check;
 #   ONAIR_QEMU_UPDATE_LIVE_WITHIN (default 60 s) is the trial's live deadline on the test box.
 
 UPDATE_LIVE_WITHIN=${ONAIR_QEMU_UPDATE_LIVE_WITHIN:-60}
@@ -154,6 +156,57 @@ data_sums() {
 }
 kv2() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
+median() { printf '%s\n' "$@" | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "?") }'; }
+
+# update_good SLOT RUN: check 1 once: the good bundle (already on /data) into SLOT while live,
+# no frame lost during the install, the reboot into SLOT by tryboot, live, kept, /data unchanged.
+# Sets GOOD_INSTALL_S and GOOD_DOWN_S.
+update_good() {
+    local target=$1 run=$2 part data0 data1 t_start t_end w lv booted down st autoboot
+    [ "$target" = A ] && part=2 || part=3
+    data0=$(data_sums)
+    t_start=$(rx now)
+    timeout 1800 "${BOX_SSH[@]}" onair update /data/good-2.raucb >"$RUN/update-1-$run.out" 2>&1 &
+    local upd=$!
+    # The install's end: the "installed" line (the reboot follows at once).
+    t_end=""
+    for _ in $(seq 1800); do
+        if grep -q '^onair update: installed version' "$RUN/update-1-$run.out"; then t_end=$(rx now); break; fi
+        kill -0 "$upd" 2>/dev/null || break
+        sleep 1
+    done
+    sed 's/^/    /' "$RUN/update-1-$run.out" | grep -v '% ' | tail -n 8
+    GOOD_INSTALL_S=""
+    [ -n "$t_end" ] && GOOD_INSTALL_S=$(awk -v a="$t_start" -v b="$t_end" 'BEGIN { printf "%.0f", b - a }')
+    w=$(rx window --from "$t_start" --to "${t_end:-$t_start}")
+    log "during the install: $w"
+    DOWN_AT=""
+    follow_reboot 600 || true
+    wait "$upd" 2>/dev/null || true
+    booted=$FIRMWARE_SLOT
+    lv=$(rx wait-live --since "${DOWN_AT:-0}" --count 30 --timeout 300) || true
+    GOOD_DOWN_S=$(awk -v a="$(kv2 last_before "$lv")" -v b="$(kv2 first_after "$lv")" 'BEGIN { if (a != "" && b != "") printf "%.1f", b - a }')
+    # The checker keeps the system once it is live: wait for its verdict.
+    for _ in $(seq 60); do
+        st=$(update_state)
+        [ "$(kv2 phase "$st")" = updated ] && break
+        sleep 2
+    done
+    data1=$(data_sums)
+    autoboot=$(on_box "mkdir -p /run/ab && mount -o ro LABEL=ONAIR-BOOT /run/ab && awk '/^\[/ { s = (\$0 == \"[all]\") } s && /^boot_partition=/' /run/ab/autoboot.txt; umount /run/ab" 60 | tr -d '\r' | tail -n 1)
+    local frames expected gap
+    frames=$(kv2 frames "$w") expected=$(kv2 expected "$w") gap=$(kv2 longest_gap "$w")
+    if [ -n "$t_end" ] && awk -v f="$frames" -v e="$expected" -v g="$gap" 'BEGIN { exit !(e > 0 && f >= e * 0.98 && g < 0.5) }' &&
+        [ "$(kv2 sessions "$w")" != "" ] && [[ "$(kv2 sessions "$w")" != *,* ]] &&
+        [ "$booted" = "$target" ] && [ "$(kv2 slot "$st")" = "$target" ] && [ "$(kv2 version "$st")" = 2 ] &&
+        [ "$(kv2 phase "$st")" = updated ] && [ "$(kv2 trial "$st")" = False ] &&
+        [ "$autoboot" = "boot_partition=$part" ] && [ "$data0" = "$data1" ] && [ -n "$data0" ]; then
+        pass "update 1 (run $run): $(($(stat -c %s "$RUN/good-2.raucb") >> 20)) MB bundle installed into slot $target in ${GOOD_INSTALL_S}s while live: $frames frames decoded of $expected at 15 fps, longest gap ${gap}s, one session; tryboot into slot $target, live again ${GOOD_DOWN_S}s after the last frame of the old slot; kept (status: version 2 in slot $target, $(kv2 reason "$st" | tr _ ' '); autoboot.txt $autoboot); /data unchanged (config, keys, host key $(awk '{print $NF}' <<<"$data1"))"
+    else
+        fail "update 1 (run $run): expected the install without a lost frame ($w), tryboot into $target (booted $booted), kept ($st), autoboot.txt boot_partition=$part ($autoboot), /data unchanged ($data0 -> $data1)"
+    fi
+}
+
 update_checks() {
     local t0=$SECONDS s
     phase "update check: bundles (made while the box booted)"
@@ -189,53 +242,20 @@ update_checks() {
     fi
 
     # ---------------------------------------------------------------- (1) good bundle
-    phase "update check 1: good bundle installed while live, tryboot, marked good"
-    local up data0 data1 t_start t_end out w lv boot1 down st posts
-    data0=$(data_sums)
+    local runs=${ONAIR_QEMU_UPDATE_RUNS:-1} run target=B installs=() downs=()
     up=$(upload "$RUN/good-2.raucb" good-2.raucb) || up="?"
     log "uploaded $good_mb MB to /data in ${up}s"
-    t_start=$(rx now)
-    timeout 1800 "${BOX_SSH[@]}" onair update /data/good-2.raucb >"$RUN/update-1.out" 2>&1 &
-    local upd=$!
-    # The install's end: the "installed" line (the reboot follows at once).
-    t_end=""
-    for _ in $(seq 1800); do
-        if grep -q '^onair update: installed version' "$RUN/update-1.out"; then t_end=$(rx now); break; fi
-        kill -0 "$upd" 2>/dev/null || break
-        sleep 1
+    for run in $(seq "$runs"); do
+        phase "update check 1 (run $run of $runs): good bundle into slot $target while live, tryboot, kept"
+        update_good "$target" "$run"
+        installs+=("$GOOD_INSTALL_S") downs+=("$GOOD_DOWN_S")
+        [ "$target" = B ] && target=A || target=B
     done
-    sed 's/^/    /' "$RUN/update-1.out" | grep -v '% ' | tail -n 8
-    local install_s=""
-    [ -n "$t_end" ] && install_s=$(awk -v a="$t_start" -v b="$t_end" 'BEGIN { printf "%.0f", b - a }')
-    w=$(rx window --from "$t_start" --to "${t_end:-$t_start}")
-    log "during the install: $w"
-    DOWN_AT=""
-    follow_reboot 600 || true
-    wait "$upd" 2>/dev/null || true
-    boot1=$FIRMWARE_SLOT
-    lv=$(rx wait-live --since "${DOWN_AT:-0}" --count 30 --timeout 300) || true
-    down=$(awk -v a="$(kv2 last_before "$lv")" -v b="$(kv2 first_after "$lv")" 'BEGIN { printf "%.1f", b - a }')
-    # The checker keeps the system once it is live: wait for its verdict.
-    for _ in $(seq 60); do
-        st=$(update_state)
-        [ "$(kv2 phase "$st")" = updated ] && break
-        sleep 2
-    done
-    data1=$(data_sums)
-    local autoboot
-    autoboot=$(on_box "mkdir -p /run/ab && mount -o ro LABEL=ONAIR-BOOT /run/ab && awk '/^\[/ { s = (\$0 == \"[all]\") } s && /^boot_partition=/' /run/ab/autoboot.txt; umount /run/ab" 60 | tr -d '\r' | tail -n 1)
-    local frames expected gap
-    frames=$(kv2 frames "$w") expected=$(kv2 expected "$w") gap=$(kv2 longest_gap "$w")
-    if [ -n "$t_end" ] && awk -v f="$frames" -v e="$expected" -v g="$gap" 'BEGIN { exit !(e > 0 && f >= e * 0.98 && g < 0.5) }' &&
-        [ "$(kv2 sessions "$w")" != "" ] && [[ "$(kv2 sessions "$w")" != *,* ]] &&
-        [ "$boot1" = B ] && [ "$(kv2 slot "$st")" = B ] && [ "$(kv2 version "$st")" = 2 ] &&
-        [ "$(kv2 phase "$st")" = updated ] && [ "$(kv2 trial "$st")" = False ] &&
-        [ "$autoboot" = boot_partition=3 ] && [ "$data0" = "$data1" ] && [ -n "$data0" ]; then
-        pass "update 1: $good_mb MB bundle (uploaded in ${up}s) installed into slot B in ${install_s}s while live: $frames frames decoded of $expected at 15 fps, longest gap ${gap}s, one session; tryboot into slot B, live again $down s after the last frame of slot A; kept (status: version 2 in slot B, $(kv2 reason "$st" | tr _ ' '); autoboot.txt $autoboot); /data unchanged (config, keys, host key $(awk '{print $NF}' <<<"$data1"))"
-    else
-        fail "update 1: expected the install without a lost frame ($w), tryboot into B (booted $boot1), kept ($st), autoboot.txt boot_partition=3 ($autoboot), /data unchanged ($data0 -> $data1)"
-    fi
-    UPDATE_FIGURES="install ${install_s}s, downtime ${down}s"
+    # The box now runs the last target; the other slot is the inactive one.
+    local cur other
+    [ "$target" = B ] && cur=A other=B || cur=B other=A
+    UPDATE_FIGURES="install ${installs[*]}s (median $(median "${installs[@]}")), downtime reboot -> live ${downs[*]}s (median $(median "${downs[@]}"))"
+    log "update check 1: $UPDATE_FIGURES"
 
     # ---------------------------------------------------------------- (2) broken bundle
     phase "update check 2: broken bundle tried once, rolled back by itself"
@@ -256,12 +276,12 @@ update_checks() {
     on_box "rm -f /data/broken-3.raucb" >/dev/null
     local roll_s
     roll_s=$(awk -v a="$t_reboot" -v b="$(kv2 first_after "$lv")" 'BEGIN { printf "%.0f", b - a }')
-    if [ "$trial_slot" = A ] && [ "$back_slot" = B ] && [ -n "$(kv2 first_after "$lv")" ] &&
-        [ "$(kv2 slot "$st")" = B ] && [ "$(kv2 phase "$st")" = rolled_back ] &&
+    if [ "$trial_slot" = "$other" ] && [ "$back_slot" = "$cur" ] && [ -n "$(kv2 first_after "$lv")" ] &&
+        [ "$(kv2 slot "$st")" = "$cur" ] && [ "$(kv2 phase "$st")" = rolled_back ] &&
         [[ "$(kv2 reason "$st")" == not_live_within_${UPDATE_LIVE_WITHIN}_s* ]] && [ "$(kv2 state "$st")" = live ]; then
-        pass "update 2: broken bundle (version 3-broken) tried once in slot A, not kept; the box rebooted itself into slot B and was live ${roll_s}s after the update's reboot; status: rolled back: $(kv2 reason "$st" | tr _ ' ')"
+        pass "update 2: broken bundle (version 3-broken) tried once in slot $other, not kept; the box rebooted itself into slot $cur and was live ${roll_s}s after the update's reboot; status: rolled back: $(kv2 reason "$st" | tr _ ' ')"
     else
-        fail "update 2: expected a trial of slot A ($trial_slot), then slot B ($back_slot) live by itself ($lv) with status rolled back, not live within ${UPDATE_LIVE_WITHIN} s ($st)"
+        fail "update 2: expected a trial of slot $other ($trial_slot), then slot $cur ($back_slot) live by itself ($lv) with status rolled back, not live within ${UPDATE_LIVE_WITHIN} s ($st)"
     fi
 
     # ---------------------------------------------------------------- (4) power cut
@@ -276,7 +296,7 @@ update_checks() {
         kill -0 "$upd" 2>/dev/null || break
         sleep 0.5
     done
-    [ -z "$copying" ] || sleep $(( ${install_s:-30} / 3 ))
+    [ -z "$copying" ] || sleep $(( ${GOOD_INSTALL_S:-30} / 3 ))
     pct=$(grep -o '^onair update: *[0-9]*%.*' "$RUN/update-4.out" | tail -n 1 | sed 's/^onair update: *//')
     log "power cut during: ${pct:-nothing seen of the install}"
     power_off hard || true
@@ -292,11 +312,11 @@ update_checks() {
         sleep 2
     done
     on_box "rm -f /data/good-2.raucb" >/dev/null
-    if [ -n "$copying" ] && [ "$back_slot" = B ] && [ -n "$(kv2 first_after "$lv")" ] &&
-        [ "$(kv2 slot "$st")" = B ] && [ "$(kv2 phase "$st")" = failed ] && [ "$(kv2 state "$st")" = live ]; then
-        pass "update 4: power cut during \"$pct\" of an install into slot A: slot B booted and went live ($(kv2 first_after "$lv" | awk -v a="$t_reboot" '{ printf "%.0f", $1 - a }')s after power-on); status: failed: $(kv2 reason "$st" | tr _ ' ')"
+    if [ -n "$copying" ] && [ "$back_slot" = "$cur" ] && [ -n "$(kv2 first_after "$lv")" ] &&
+        [ "$(kv2 slot "$st")" = "$cur" ] && [ "$(kv2 phase "$st")" = failed ] && [ "$(kv2 state "$st")" = live ]; then
+        pass "update 4: power cut during \"$pct\" of an install into slot $other: slot $cur booted and went live ($(kv2 first_after "$lv" | awk -v a="$t_reboot" '{ printf "%.0f", $1 - a }')s after power-on); status: failed: $(kv2 reason "$st" | tr _ ' ')"
     else
-        fail "update 4: expected slot B live after the power cut at ${pct:-no progress seen} (booted $back_slot, $lv, $st)"
+        fail "update 4: expected slot $cur live after the power cut at ${pct:-no progress seen} (booted $back_slot, $lv, $st)"
     fi
     rm -f "$RUN"/*.raucb
     log "update checks took $((SECONDS - t0))s; $UPDATE_FIGURES"
