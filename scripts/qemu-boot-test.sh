@@ -173,8 +173,9 @@ flock -n 9 || die "another qemu boot test holds $QDIR/.lock"
 # Host packages: Debian bookworm. qemu-system-arm comes from bookworm-backports: bookworm's
 # 7.2 conflicts with a backported qemu-utils, and 10.x emulates faster.
 HOST_PKGS=(mmdebstrap arch-test rsync dosfstools mtools openssh-client sshpass e2fsprogs
-    dnsmasq-base iproute2 python3 util-linux file)
-QEMU_PKGS=(qemu-system-arm qemu-system-common qemu-system-data)
+    dnsmasq-base iproute2 python3 util-linux file
+    rauc squashfs-tools openssl) # check 9 makes its bundles with the host's RAUC
+QEMU_PKGS=(qemu-system-arm qemu-system-common qemu-system-data qemu-utils)
 BACKPORTS_LIST=/etc/apt/sources.list.d/onair-bookworm-backports.sources
 
 missing_pkgs() {

@@ -58,7 +58,10 @@ update_drives() {
 
 update_setup() {
     local size
-    command -v qemu-img >/dev/null || die "qemu-img not found (qemu-utils)"
+    local tool
+    for tool in qemu-img rauc mksquashfs openssl debugfs resize2fs mcopy mtype; do
+        command -v "$tool" >/dev/null || die "$tool not found (check 9: run without --no-setup to install it, or ONAIR_QEMU_UPDATE=0)"
+    done
     [ -s "$UPDATE_KEYS/cert.pem" ] || die "no update signing pair in $UPDATE_KEYS (build-rootfs.sh makes it)"
     size=$(stat -c %s "$IMAGE/rootfs.ext4")
     qemu-img create -q -f qcow2 -F raw -b "$IMAGE/rootfs.ext4" "$RUN/slot-a.qcow2"
