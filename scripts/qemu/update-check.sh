@@ -93,12 +93,12 @@ make_bundles() {
     board/common/make-bundle.sh "${sign[@]}" --version 3-broken "$RUN/broken-3.raucb" rootfs="$RUN/broken-rootfs.ext4"
     rm -f "$RUN/broken-rootfs.ext4"
     echo "broken bundle: $((SECONDS - t))s"
-    mkdir -p "$RUN/other-key"
+    mkdir -p "$RUN/other-key/content"
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
         -keyout "$RUN/other-key/key.pem" -out "$RUN/other-key/cert.pem" -days 2 \
         -subj "/CN=not the box's key" 2>/dev/null
-    head -c 4M /dev/urandom >"$RUN/other-key/noise"
-    mke2fs -q -F -t ext4 -d "$RUN/other-key" "$RUN/other-key/rootfs.ext4" 16M
+    head -c 4M /dev/urandom >"$RUN/other-key/content/noise"
+    mke2fs -q -F -t ext4 -d "$RUN/other-key/content" "$RUN/other-key/rootfs.ext4" 16M
     board/common/make-bundle.sh --cert "$RUN/other-key/cert.pem" --key "$RUN/other-key/key.pem" \
         --compatible onair-qemu-debian --version 9-other-key "$RUN/other-key.raucb" \
         rootfs="$RUN/other-key/rootfs.ext4"
@@ -211,7 +211,7 @@ update_good() {
 }
 
 update_checks() {
-    local t0=$SECONDS s
+    local u0=$SECONDS
     phase "update check: bundles (made while the box booted)"
     if ! wait "$bundles_pid"; then
         tail -n 20 "$RUN/bundles.log" >&2
@@ -322,5 +322,5 @@ update_checks() {
         fail "update 4: expected slot $cur live after the power cut at ${pct:-no progress seen} (booted $back_slot, $lv, $st)"
     fi
     rm -f "$RUN"/*.raucb
-    log "update checks took $((SECONDS - t0))s; $UPDATE_FIGURES"
+    log "update checks took $((SECONDS - u0))s; $UPDATE_FIGURES"
 }
