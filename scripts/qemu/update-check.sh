@@ -10,8 +10,9 @@
 #   development pair from build-rootfs.sh):
 #     good     the same root file system, version "2"
 #     broken   the same root file system with /etc/default/onair pointing the daemon at a
-#              config that does not exist, so it runs the image's example config and never
-#              goes live (a deliberately broken config), version "3-broken"
+#              config of its own whose server refuses the connection (port 9 of the
+#              receiver's address), so it runs and never goes live (a deliberately broken
+#              config), version "3-broken"
 #     other    a small bundle signed by another key
 #   zstd (level 3) compresses the payload: cheap to make on the host and to read under
 #   emulation.
@@ -88,8 +89,14 @@ make_bundles() {
     echo "good bundle: $((SECONDS - t))s"
     t=$SECONDS
     cp --sparse=always "$IMAGE/rootfs.ext4" "$RUN/broken-rootfs.ext4"
-    printf '# Deliberately broken (qemu boot test, check 9): no such config.\nONAIR_CONFIG=/data/onair/no-such-config.json\n' >"$RUN/broken-environment"
+    # A build that ships a wrong default: the daemon runs, answers, and never goes live (its
+    # server refuses the connection; an address on the box's own network, so the box is not
+    # offline: an unresolvable name would read as a network that is down).
+    printf '# Deliberately broken (qemu boot test, check 9).\nONAIR_CONFIG=/etc/onair/broken.json\n' >"$RUN/broken-environment"
+    sed "s|http://$HOST_IP:$PORT/api/whip|http://$HOST_IP:9/api/whip|" "$RUN/onair.json" >"$RUN/broken-onair.json"
+    grep -q ":9/api/whip" "$RUN/broken-onair.json"
     debugfs -w -R "write $RUN/broken-environment /etc/default/onair" "$RUN/broken-rootfs.ext4" >/dev/null
+    debugfs -w -R "write $RUN/broken-onair.json /etc/onair/broken.json" "$RUN/broken-rootfs.ext4" >/dev/null
     board/common/make-bundle.sh "${sign[@]}" --version 3-broken "$RUN/broken-3.raucb" rootfs="$RUN/broken-rootfs.ext4"
     rm -f "$RUN/broken-rootfs.ext4"
     echo "broken bundle: $((SECONDS - t))s"
