@@ -12,6 +12,9 @@ CLOCK_MONOTONIC of the host, the receiver's clock (`now` prints it). Standard li
               [--timeout S]             the last frame before T, the first after it, and its
                                         session ("last_before=... first_after=... session=...")
 
+  live                                  the live session and how many frames it decoded
+                                        ("session=... frames_decoded=N")
+
 Each prints one line of key=value pairs and exits 0, or 1 when waiting timed out.
 """
 
@@ -72,11 +75,22 @@ def cmd_wait_live(a) -> int:
         time.sleep(0.5)
 
 
+def cmd_live(a) -> int:
+    st = stats(a.url)
+    live = [s for s in st["sessions"] if s["ended_t"] is None]
+    if len(live) != 1:
+        print(f"sessions_live={len(live)}")
+        return 1
+    print(f"session={live[0]['id']} frames_decoded={live[0]['frames_decoded']}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default="http://192.0.2.1:8080")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("now")
+    sub.add_parser("live")
     w = sub.add_parser("window")
     w.add_argument("--from", dest="start", type=float, required=True)
     w.add_argument("--to", dest="end", type=float, required=True)
@@ -89,7 +103,7 @@ def main() -> int:
     if a.cmd == "now":
         print(f"{time.monotonic():.3f}")
         return 0
-    return {"window": cmd_window, "wait-live": cmd_wait_live}[a.cmd](a)
+    return {"window": cmd_window, "wait-live": cmd_wait_live, "live": cmd_live}[a.cmd](a)
 
 
 if __name__ == "__main__":
