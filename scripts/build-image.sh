@@ -6,7 +6,9 @@
 # Checks the host tools Buildroot needs, fetches a pinned Buildroot release
 # (or uses --buildroot DIR), configures it with this repository's
 # br2-external tree (buildroot/) and the board's defconfig, builds in an
-# output directory outside the Buildroot tree, and prints where sdcard.img is.
+# output directory outside the Buildroot tree, and prints where sdcard.img is
+# and where the signed update bundle made from the same build is
+# (images/onair-BOARD-VERSION.raucb, for `onair update` on a box in the field).
 #
 # This needs the internet: Buildroot itself, the cross toolchain, the Linux
 # kernel, every package's source and the daemon's crates are downloaded
@@ -20,6 +22,16 @@
 #   --output DIR     Buildroot output directory (default: $ONAIR_BUILD_DIR/BOARD)
 #   --reconfigure    load the board's defconfig again, dropping changes made
 #                    with `make menuconfig` in the output directory
+#   --signing-cert FILE, --signing-key FILE_OR_PKCS11_URI
+#                    the pair that signs update bundles (env ONAIR_SIGNING_CERT,
+#                    ONAIR_SIGNING_KEY). Without them a DEVELOPMENT pair is made
+#                    on the first build in $ONAIR_BUILD_DIR/keys/ and used, with a
+#                    warning, on every build: boxes flashed with such an image
+#                    take updates from anyone who has that directory
+#   --keyring FILE   the certificates the box trusts for updates (env
+#                    ONAIR_UPDATE_KEYRING; default: the signing certificate).
+#                    With a production CA, give its certificate here and sign
+#                    with a key it certified
 #   --download-only  fetch everything the build needs and build nothing:
 #                    Buildroot, every package's source (make source) and the
 #                    daemon's crates (cargo vendor, into $BR2_DL_DIR/onair-crates);
@@ -55,6 +67,9 @@ OUTPUT=
 RECONFIGURE=0
 DOWNLOAD_ONLY=0
 BOARD=
+SIGNING_CERT=${ONAIR_SIGNING_CERT:-}
+SIGNING_KEY=${ONAIR_SIGNING_KEY:-}
+KEYRING=${ONAIR_UPDATE_KEYRING:-}
 while [ $# -gt 0 ]; do
 	case $1 in
 	--buildroot)
@@ -74,6 +89,15 @@ while [ $# -gt 0 ]; do
 	--download-only)
 		DOWNLOAD_ONLY=1
 		shift
+		;;
+	--signing-cert | --signing-key | --keyring)
+		[ $# -ge 2 ] || die "$1 needs a file"
+		case $1 in
+		--signing-cert) SIGNING_CERT=$2 ;;
+		--signing-key) SIGNING_KEY=$2 ;;
+		--keyring) KEYRING=$2 ;;
+		esac
+		shift 2
 		;;
 	-h | --help) usage 0 ;;
 	-*) die "unknown option $1 (see --help)" ;;
@@ -159,6 +183,50 @@ if [ "$br_version" != "$BR_VERSION" ]; then
 	echo "build-image: warning: $BUILDROOT is Buildroot $br_version, the defconfigs were written for $BR_VERSION" >&2
 fi
 
+# --- the update signing pair and the version ---------------------------------
+# Bundles are signed with SIGNING_KEY; the box trusts KEYRING (installed as
+# /etc/rauc/keyring.pem by post-build.sh) and refuses anything else.
+if [ -z "$SIGNING_CERT" ] && [ -z "$SIGNING_KEY" ]; then
+	SIGNING_CERT=$WORK/keys/development.cert.pem
+	SIGNING_KEY=$WORK/keys/development.key.pem
+	if [ ! -f "$SIGNING_CERT" ] || [ ! -f "$SIGNING_KEY" ]; then
+		command -v openssl >/dev/null 2>&1 || die "openssl is needed to make the development signing pair"
+		mkdir -p "$WORK/keys"
+		chmod 0700 "$WORK/keys"
+		# A self-signed certificate is its own keyring. Valid from now for 10 years
+		# (the box checks it at the bundle's signing time: use-bundle-signing-time).
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+			-keyout "$SIGNING_KEY" -out "$SIGNING_CERT" -days 3650 \
+			-subj "/O=onair/CN=onair development update signing $(hostname)" 2>/dev/null ||
+			die "openssl could not make the development signing pair"
+		chmod 0600 "$SIGNING_KEY"
+		echo "build-image: made a development update signing pair in $WORK/keys/" >&2
+	fi
+	cat >&2 <<EOF
+build-image: ************************************************************
+build-image: WARNING: update bundles are signed with the DEVELOPMENT pair
+build-image:   $SIGNING_CERT
+build-image: Boxes flashed with this image install updates signed by
+build-image: whoever has that key. For boxes in the field, build with
+build-image: --signing-cert/--signing-key (or ONAIR_SIGNING_CERT/_KEY):
+build-image: a production pair kept off this machine (a PKCS#11 URI works).
+build-image: ************************************************************
+EOF
+fi
+{ [ -n "$SIGNING_CERT" ] && [ -n "$SIGNING_KEY" ]; } ||
+	die "give both --signing-cert and --signing-key (or neither, for the development pair)"
+[ -f "$SIGNING_CERT" ] || die "no signing certificate $SIGNING_CERT"
+case $SIGNING_KEY in
+pkcs11:*) ;;
+*) [ -f "$SIGNING_KEY" ] || die "no signing key $SIGNING_KEY" ;;
+esac
+KEYRING=${KEYRING:-$SIGNING_CERT}
+[ -f "$KEYRING" ] || die "no keyring $KEYRING"
+ONAIR_UPDATE_KEYRING=$(cd "$(dirname "$KEYRING")" && pwd)/$(basename "$KEYRING")
+# The system's version: its build-info and its bundle's manifest say the same.
+ONAIR_VERSION=${ONAIR_VERSION:-$(date -u +%Y.%m.%d.%H%M)-$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)}
+export ONAIR_UPDATE_KEYRING ONAIR_VERSION
+
 # --- configure and build ---------------------------------------------------
 brmake() {
 	make -C "$BUILDROOT" O="$OUTPUT" "$@"
@@ -196,8 +264,27 @@ brmake
 
 image=$OUTPUT/images/sdcard.img
 [ -f "$image" ] || die "the build finished but $image is missing"
+
+# --- the update bundle -------------------------------------------------------
+# The same system as a signed RAUC bundle (board/common/make-bundle.sh), made
+# with Buildroot's host rauc. Pis: each slot's boot partition and root file
+# system; qemu: the root file system (qemu loads the kernel itself).
+brmake host-rauc
+bundle=$OUTPUT/images/onair-$BOARD-$ONAIR_VERSION.raucb
+case $BOARD in
+qemu-aarch64) set -- rootfs="$OUTPUT/images/rootfs.ext4" ;;
+*) set -- boot="$OUTPUT/images/boot.vfat" rootfs="$OUTPUT/images/rootfs.ext4" ;;
+esac
+PATH=$OUTPUT/host/bin:$OUTPUT/host/sbin:$PATH "$REPO/board/common/make-bundle.sh" \
+	--compatible "onair-$BOARD" --version "$ONAIR_VERSION" \
+	--cert "$SIGNING_CERT" --key "$SIGNING_KEY" --keyring "$ONAIR_UPDATE_KEYRING" \
+	--rauc "$OUTPUT/host/bin/rauc" "$bundle" "$@" ||
+	die "making the update bundle failed"
+
 echo
 echo "build-image: $BOARD image: $image"
+echo "build-image: $BOARD update bundle (version $ONAIR_VERSION): $bundle"
+echo "build-image: a box running an older image takes it with: scp $(basename "$bundle") root@BOX:/data/ && ssh root@BOX onair update /data/$(basename "$bundle")"
 case $BOARD in
 qemu-aarch64) echo "build-image: boot it with $OUTPUT/images/start-qemu.sh" ;;
 *) echo "build-image: write it to an SD card with: sudo $REPO/scripts/flash.sh $image /dev/sdX" ;;

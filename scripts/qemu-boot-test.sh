@@ -40,6 +40,12 @@
 #      the clock set from the server's Date, within 30 s of the daemon's start
 #      (ONAIR_QEMU_CLOCK_LIVE_S); then NTP reachable: synchronized within 10 s
 #      (ONAIR_QEMU_CLOCK=0 skips it).
+#  11. (before 5, after 10) A/B updates (scripts/qemu/update-check.sh): the harness plays the
+#      Pi firmware (autoboot.txt and the tryboot flag pick the slot disk before each boot);
+#      bundles signed by another key or truncated are refused; a good one is installed
+#      while live, tried by tryboot and kept; a broken one is tried once and the box comes
+#      back on its own; a power cut mid-install leaves the old slot (ONAIR_QEMU_UPDATE=0
+#      skips it, and gives the box one root disk as before).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
 # receiver and a DHCP server (dnsmasq, one lease: 192.0.2.2, no router, no DNS; 192.0.2.1 as
@@ -148,7 +154,7 @@ cleanup() {
         kill -9 "$qemu_pid" 2>/dev/null || true
     fi
     local p
-    for p in "$receiver_pid" "$dnsmasq_pid"; do
+    for p in "$receiver_pid" "$dnsmasq_pid" "${bundles_pid:-}"; do
         if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; fi
     done
     for p in "$receiver_pid" "$dnsmasq_pid" "$qemu_pid"; do
@@ -178,8 +184,9 @@ flock -n 9 || die "another qemu boot test holds $QDIR/.lock"
 # Host packages: Debian bookworm. qemu-system-arm comes from bookworm-backports: bookworm's
 # 7.2 conflicts with a backported qemu-utils, and 10.x emulates faster.
 HOST_PKGS=(mmdebstrap arch-test rsync dosfstools mtools openssh-client sshpass e2fsprogs
-    dnsmasq-base iproute2 python3 util-linux file)
-QEMU_PKGS=(qemu-system-arm qemu-system-common qemu-system-data)
+    dnsmasq-base iproute2 python3 util-linux file
+    rauc squashfs-tools openssl) # check 11 makes its bundles with the host's RAUC
+QEMU_PKGS=(qemu-system-arm qemu-system-common qemu-system-data qemu-utils)
 BACKPORTS_LIST=/etc/apt/sources.list.d/onair-bookworm-backports.sources
 
 missing_pkgs() {
@@ -358,21 +365,26 @@ QMP_SOCK=$RUN/qmp.sock
 qmp() { python3 "$SCRIPT_DIR/qemu/qmp.py" --socket "$QMP_SOCK" "$@"; }
 # Extra qemu arguments for every boot (a check may add to it before reboot_box).
 QEMU_EXTRA=()
+# The root disk: one read-only root, or check 11's two slot disks.
+ROOT_DRIVES=(-drive "file=$IMAGE/rootfs.ext4,if=none,format=raw,id=root,readonly=on"
+    -device virtio-blk-pci,drive=root)
+SLOT_CMDLINE=""
 boots=0 CONSOLE=$RUN/console.log
 
 # start_qemu [QEMU ARGS...]: powers the box on with its disks, the tap NIC, a USB controller
 # (for hot-plugged devices) and QEMU_EXTRA plus the arguments given. Each boot after the
 # first logs its console to console-N.log.
 start_qemu() {
+    # Check 11's emulated firmware picks the slot to boot (scripts/qemu/update-check.sh).
+    if declare -F firmware_pick >/dev/null; then firmware_pick; fi
     boots=$((boots + 1))
     [ $boots = 1 ] || CONSOLE=$RUN/console-$boots.log
     rm -f "$QMP_SOCK"
     qemu_start_mono=$(python3 -c 'import time; print(time.monotonic())')
     ip netns exec "$NS" qemu-system-aarch64 -M virt -accel tcg,thread=multi -cpu "$CPU" -smp "$SMP" -m "$MEM" \
         -nodefaults -no-user-config -display none -no-reboot \
-        -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" -append "$CMDLINE" \
-        -drive "file=$IMAGE/rootfs.ext4,if=none,format=raw,id=root,readonly=on" \
-        -device virtio-blk-pci,drive=root \
+        -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" -append "$CMDLINE${SLOT_CMDLINE:+ $SLOT_CMDLINE}" \
+        "${ROOT_DRIVES[@]}" \
         -drive "file=$RUN/boot.vfat,if=none,format=raw,id=boot" -device virtio-blk-pci,drive=boot \
         -drive "file=$RUN/data.ext4,if=none,format=raw,id=data" -device virtio-blk-pci,drive=data \
         -netdev tap,id=net0,ifname=tap0,script=no,downscript=no \
@@ -464,6 +476,15 @@ reboot_box() {
     start_qemu "$@"
     wait_ssh
 }
+
+# ------------------------------------------------------------------ 9. A/B slots (setup)
+# Two slot disks, autoboot.txt, the emulated firmware and the test bundles (made in the
+# background while the box boots): scripts/qemu/update-check.sh (issue 26).
+if [ "${ONAIR_QEMU_UPDATE:-1}" = 1 ]; then
+    # shellcheck source=scripts/qemu/update-check.sh
+    . "$SCRIPT_DIR/qemu/update-check.sh"
+    update_setup
+fi
 
 phase "boot until SSH answers (qemu -M virt -cpu $CPU -smp $SMP, TCG)"
 start_qemu
@@ -607,6 +628,13 @@ if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_CLOCK:-1}" = 1 ] && 
     # shellcheck source=scripts/qemu/clock-check.sh
     . "$SCRIPT_DIR/qemu/clock-check.sh"
     clock_check
+fi
+
+# ----------------------------------------------------------------- 11. A/B updates
+# Refused bundles, an update while live, a broken one rolled back, a power cut mid-install;
+# four more boots (scripts/qemu/update-check.sh; issue 26). ONAIR_QEMU_UPDATE=0 skips it.
+if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_UPDATE:-1}" = 1 ] && qemu_alive; then
+    update_checks
 fi
 
 # ------------------------------------------------------------------ 5. shutdown

@@ -496,6 +496,7 @@ fn status_sources(
         output_kind: config.output.kind().to_string(),
         output_url: config.output.url().redacted(),
         data_partition: facts.data_partition,
+        state_dir: config.state_dir.clone(),
     }
 }
 

@@ -16,3 +16,4 @@ pub mod recorder;
 pub mod secret;
 pub mod status;
 pub mod supervisor;
+pub mod update;

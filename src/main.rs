@@ -61,6 +61,51 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonSocket,
     },
+    /// Install a signed update bundle into the inactive system slot while the stream goes on,
+    /// then reboot into it once; it is kept only if it proves itself (exit 1 refused or failed).
+    Update {
+        /// The bundle (`.raucb`), copied onto the box (e.g. `scp FILE root@box:/data/`).
+        bundle: PathBuf,
+        /// Install only: the next `systemctl reboot --reboot-argument='0 tryboot'` tries it.
+        #[arg(long)]
+        no_reboot: bool,
+        /// The update record [default: /data/onair/update.json]
+        #[arg(long, value_name = "FILE", hide = true)]
+        record: Option<PathBuf>,
+        /// Where `onair status` reads the update's progress (the daemon's state directory).
+        #[arg(long, value_name = "DIR", default_value = onair::config::DEFAULT_STATE_DIR, hide = true)]
+        state_dir: PathBuf,
+        #[command(flatten)]
+        daemon: DaemonSocket,
+    },
+    /// Run at every boot by onair-update-check.service: settle the last update and, on the one
+    /// try of a new system, keep it once healthy or exit 1 (systemd reboots into the old one).
+    UpdateCheck {
+        /// Seconds a system on trial has to go live (to be ready, if the box was not live).
+        #[arg(
+            long,
+            value_name = "S",
+            default_value_t = 120,
+            env = "ONAIR_UPDATE_LIVE_WITHIN_S"
+        )]
+        live_within: u64,
+        /// Seconds of network down (offline) after which a ready system is kept unseen live.
+        #[arg(
+            long,
+            value_name = "S",
+            default_value_t = 600,
+            env = "ONAIR_UPDATE_OFFLINE_GRACE_S"
+        )]
+        offline_grace: u64,
+        /// Where the status document goes (the daemon's state directory).
+        #[arg(long, value_name = "DIR", default_value = onair::config::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// The update record [default: /data/onair/update.json]
+        #[arg(long, value_name = "FILE", hide = true)]
+        record: Option<PathBuf>,
+        #[command(flatten)]
+        daemon: DaemonSocket,
+    },
 }
 
 /// Where the running daemon answers.
@@ -138,6 +183,65 @@ fn main() -> ExitCode {
         Command::Retry { force, daemon } => ask_daemon(&daemon, EXIT_REFUSED, |path| async move {
             Ok(render::retry(&client::retry(&path, force).await?).into_bytes())
         }),
+        Command::Update {
+            bundle,
+            no_reboot,
+            record,
+            state_dir,
+            daemon,
+        } => {
+            let socket = match daemon.path() {
+                Ok(path) => path,
+                Err(code) => return code,
+            };
+            let install = onair::update::install::Install {
+                bundle,
+                rauc: Default::default(),
+                socket,
+                record: record.unwrap_or_else(onair::update::install::default_record),
+                state_dir,
+                reboot: !no_reboot,
+            };
+            let say = |line: &str| println!("onair update: {line}");
+            match current_thread().map(|rt| rt.block_on(install.run(say))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    eprintln!("onair update: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+                Err(code) => code,
+            }
+        }
+        Command::UpdateCheck {
+            live_within,
+            offline_grace,
+            state_dir,
+            record,
+            daemon,
+        } => {
+            let socket = match daemon.path() {
+                Ok(path) => path,
+                Err(code) => return code,
+            };
+            let check = onair::update::check::Check {
+                rauc: Default::default(),
+                socket,
+                record: record.unwrap_or_else(onair::update::install::default_record),
+                state_dir,
+                rules: onair::update::verdict::Rules {
+                    live_within: std::time::Duration::from_secs(live_within),
+                    offline_grace: std::time::Duration::from_secs(offline_grace),
+                },
+                net_dir: onair::update::check::default_net_dir(),
+                poll: std::time::Duration::from_secs(1),
+            };
+            let say = |line: &str| eprintln!("onair-update-check: {line}");
+            match current_thread().map(|rt| rt.block_on(check.run(say))) {
+                Ok(onair::update::check::Outcome::Left(_)) => ExitCode::from(EXIT_FAILURE),
+                Ok(_) => ExitCode::SUCCESS,
+                Err(code) => code,
+            }
+        }
         Command::Run { config: path } => {
             for (name, value) in onair::media::capture::GST_ENVIRONMENT {
                 if std::env::var_os(name).is_none() {
@@ -183,15 +287,9 @@ fn main() -> ExitCode {
 /// `onair cleanup-routes`: one line saying what was removed; exit 1 when a daemon steers or
 /// the kernel refused.
 fn cleanup_routes() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("onair: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(onair::net::cleanup_routes()) {
         Ok(removed) => {
@@ -206,6 +304,17 @@ fn cleanup_routes() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// A runtime for one command of the CLI, or the exit code that says it could not be had.
+fn current_thread() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("onair: cannot start the async runtime: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        })
 }
 
 /// Finds the socket, runs one exchange with the daemon and prints its result: the answer on

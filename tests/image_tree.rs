@@ -128,6 +128,9 @@ const UPSTREAM_SYMBOLS: &[&str] = &[
     "BR2_PACKAGE_RPI_FIRMWARE_VARIANT_PI4",
     "BR2_PACKAGE_SYSTEMD_TIMESYNCD",
     "BR2_PACKAGE_XZ",
+    "BR2_PACKAGE_RAUC",
+    "BR2_PACKAGE_RAUC_DBUS",
+    "BR2_PACKAGE_RAUC_JSON",
     "BR2_ROOTFS_OVERLAY",
     "BR2_ROOTFS_POST_BUILD_SCRIPT",
     "BR2_ROOTFS_POST_FAKEROOT_SCRIPT",
@@ -165,6 +168,7 @@ const UPSTREAM_FILES: &[&str] = &[
 /// The scripts that must be executable POSIX sh scripts: Buildroot's hooks, the image scripts.
 /// (Every file of the overlay's `usr/libexec/onair/` is checked as well.)
 const SCRIPTS: &[&str] = &[
+    "board/common/make-bundle.sh",
     "board/common/post-build.sh",
     "board/common/post-fakeroot.sh",
     "board/common/post-image.sh",
@@ -1107,6 +1111,10 @@ fn defconfigs_build_the_box() {
         "BR2_PACKAGE_HOST_GENIMAGE=y",
         "BR2_PACKAGE_HOST_MTOOLS=y",
         "BR2_PACKAGE_HOST_DOSFSTOOLS=y",
+        // A/B updates: RAUC's service runs installs, its JSON is what onair reads.
+        "BR2_PACKAGE_RAUC=y",
+        "BR2_PACKAGE_RAUC_DBUS=y",
+        "BR2_PACKAGE_RAUC_JSON=y",
         "# BR2_TARGET_ENABLE_ROOT_LOGIN is not set",
         "# BR2_TARGET_GENERIC_REMOUNT_ROOTFS_RW is not set",
     ];
@@ -1613,10 +1621,76 @@ fn the_box_keeps_its_time_across_reboots_and_never_starts_before_the_build_date(
 
 // ---- disk layout ---------------------------------------------------------------------------------
 
+/// The card's partitions, in order, as genimage.cfg must lay them out for a board: what each
+/// holds and the one name every script, command line and RAUC slot agrees on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// ONAIR-BOOT: autoboot.txt and the user's files (first partition: the Pi firmware reads
+    /// autoboot.txt there).
+    OnairBoot,
+    /// A system slot's boot partition (Pis): firmware, kernel, config.txt.
+    SlotBoot(char),
+    /// The extended partition holding the logical ones (MBR has four primary entries).
+    Extended,
+    /// A system slot's root file system.
+    Root(char),
+    Data,
+}
+
+fn layout(board: &Board) -> Vec<Part> {
+    use Part::*;
+    if board.raspberry_pi {
+        vec![
+            OnairBoot,
+            SlotBoot('A'),
+            SlotBoot('B'),
+            Extended,
+            Root('A'),
+            Root('B'),
+            Data,
+        ]
+    } else {
+        vec![OnairBoot, Root('A'), Root('B'), Data]
+    }
+}
+
+/// The partition number of `part` (1-based, as `PARTUUID=<signature>-NN` counts them).
+fn number_of(board: &Board, part: Part) -> usize {
+    layout(board).iter().position(|p| *p == part).unwrap() + 1
+}
+
+/// The partition autoboot.txt's `boot_partition=` names for a slot: the slot's boot partition
+/// on the Pis, its root on qemu (which loads the kernel itself). rauc-tryboot and the emulated
+/// firmware say 2 = A and 3 = B.
+fn boot_partition_of(board: &Board, slot: char) -> usize {
+    if board.raspberry_pi {
+        number_of(board, Part::SlotBoot(slot))
+    } else {
+        number_of(board, Part::Root(slot))
+    }
+}
+
+/// `key=value` lines of an INI-like file (RAUC's system.conf) by `[section]`.
+fn ini_sections(text: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            out.push((name.to_string(), Vec::new()));
+        } else if let (Some((k, v)), Some(last)) = (line.split_once('='), out.last_mut()) {
+            last.1.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
 #[test]
-fn disk_images_have_boot_root_and_data_partitions() {
+fn disk_images_have_two_system_slots_boot_and_data_partitions() {
     let data_script = read(&format!("{OVERLAY}/usr/libexec/onair/onair-data"));
     let import_script = read(&format!("{OVERLAY}/usr/libexec/onair/onair-import"));
+    let backend = read(&format!("{OVERLAY}/usr/libexec/onair/rauc-tryboot"));
     for board in &BOARDS {
         let (rel, cfg) = genimage(board);
         let image = |title: &str| cfg.children.iter().find(|c| c.title == title);
@@ -1638,60 +1712,91 @@ fn disk_images_have_boot_root_and_data_partitions() {
         let signature = hd
             .value("disk-signature")
             .and_then(|s| s.strip_prefix("0x"))
-            .unwrap_or_else(|| panic!("{rel}: no fixed disk-signature (cmdline uses PARTUUID)"));
+            .unwrap_or_else(|| panic!("{rel}: no fixed disk-signature (cmdline uses PARTUUID)"))
+            .to_lowercase();
         let partitions: Vec<&Section> = disk
             .children
             .iter()
             .filter(|c| c.kind == "partition")
             .collect();
+        let want = layout(board);
+        let primary: Vec<Part> = want
+            .iter()
+            .copied()
+            .filter(|p| *p != Part::Extended)
+            .collect();
         assert_eq!(
             partitions.len(),
-            3,
-            "{rel}: expected exactly boot, root and data partitions"
+            primary.len(),
+            "{rel}: expected the partitions {primary:?}"
         );
+        if want.contains(&Part::Extended) {
+            assert_eq!(
+                hd.value("extended-partition"),
+                Some("4"),
+                "{rel}: more than four partitions need extended-partition = 4"
+            );
+        }
+        let uuid = |part: Part| format!("{signature}-{:02}", number_of(board, part));
+        for (section, part) in partitions.iter().zip(&primary) {
+            let img = section.value("image").unwrap_or("");
+            match part {
+                Part::OnairBoot | Part::SlotBoot(_) => {
+                    assert_eq!(
+                        section.value("partition-type"),
+                        Some("0xC"),
+                        "{rel}: partition {} ({part:?}) must be FAT",
+                        section.title
+                    );
+                    let vfat = image(img)
+                        .and_then(|i| i.child("vfat"))
+                        .unwrap_or_else(|| panic!("{rel}: {img} is not a vfat image"));
+                    let label = vfat.value("label").unwrap_or("");
+                    if *part == Part::OnairBoot {
+                        assert!(
+                            import_script.contains(&format!("LABEL={label}"))
+                                && backend.contains(&format!("LABEL={label}"))
+                                && !label.is_empty(),
+                            "{rel}: the first partition is labelled `{label}`, but onair-import \
+                             or rauc-tryboot mounts another label"
+                        );
+                    } else {
+                        assert_ne!(
+                            label, "ONAIR-BOOT",
+                            "{rel}: a slot's boot partition must not carry ONAIR-BOOT's label"
+                        );
+                    }
+                }
+                Part::Root(_) => assert_eq!(
+                    img, "rootfs.ext4",
+                    "{rel}: partition {} must be the root file system, rootfs.ext4",
+                    section.title
+                ),
+                Part::Data => {
+                    let ext4 = image(img)
+                        .and_then(|i| i.child("ext4"))
+                        .unwrap_or_else(|| panic!("{rel}: the data image {img} is not ext4"));
+                    let label = ext4.value("label").unwrap_or("");
+                    assert!(
+                        data_script.contains(&format!("ONAIR_DATA_LABEL:-{label}}}"))
+                            && !label.is_empty(),
+                        "{rel}: the data partition is labelled `{label}`, but onair-data mounts \
+                         another label"
+                    );
+                }
+                Part::Extended => unreachable!(),
+            }
+        }
+        if board.raspberry_pi {
+            assert_eq!(
+                partitions[1].value("image"),
+                partitions[2].value("image"),
+                "{rel}: both slots' boot partitions start as the same image"
+            );
+        }
 
-        // 1: boot, FAT, the label onair-import looks for.
-        let boot = partitions[0];
-        assert_eq!(
-            boot.value("partition-type"),
-            Some("0xC"),
-            "{rel}: partition 1 must be FAT (partition-type = 0xC)"
-        );
-        let boot_image = boot.value("image").unwrap_or("");
-        let vfat = image(boot_image)
-            .and_then(|i| i.child("vfat"))
-            .unwrap_or_else(|| {
-                panic!("{rel}: partition 1's image {boot_image} is not a vfat image")
-            });
-        let boot_label = vfat.value("label").unwrap_or("");
-        assert!(
-            import_script.contains(&format!("LABEL={boot_label}")) && !boot_label.is_empty(),
-            "{rel}: the boot partition is labelled `{boot_label}`, but onair-import mounts \
-             another label"
-        );
-
-        // 2: the root filesystem Buildroot makes (BR2_TARGET_ROOTFS_EXT2_4).
-        assert_eq!(
-            partitions[1].value("image"),
-            Some("rootfs.ext4"),
-            "{rel}: partition 2 must be the root filesystem, rootfs.ext4"
-        );
-
-        // 3: data, ext4, the label onair-data mounts.
-        let data_image = partitions[2].value("image").unwrap_or("");
-        let ext4 = image(data_image)
-            .and_then(|i| i.child("ext4"))
-            .unwrap_or_else(|| panic!("{rel}: partition 3's image {data_image} is not ext4"));
-        let data_label = ext4.value("label").unwrap_or("");
-        assert!(
-            data_script.contains(&format!("ONAIR_DATA_LABEL:-{data_label}}}"))
-                && !data_label.is_empty(),
-            "{rel}: the data partition is labelled `{data_label}`, but onair-data mounts \
-             another label"
-        );
-
-        // The kernel command line finds the root as partition 2 of this disk, read-only;
-        // every command line config.txt can pick (cmdline-cm5.txt for the CM5) alike.
+        // Each slot's kernel command line names its own root, read-only, and the slot for
+        // RAUC; on the Pis config.txt picks slot B's command line by [boot_partition=N].
         let cmdlines: Vec<(String, String)> = if board.raspberry_pi {
             files_under(&format!("board/{}", board.name))
                 .into_iter()
@@ -1702,23 +1807,118 @@ fn disk_images_have_boot_root_and_data_partitions() {
                 .map(|f| (read(&f), f))
                 .collect()
         } else {
-            vec![(
-                read("board/common/post-image.sh"),
-                "board/common/post-image.sh".into(),
-            )]
+            vec![]
         };
-        assert!(!cmdlines.is_empty(), "board {}: no cmdline.txt", board.name);
-        let root = format!("root=PARTUUID={}-02", signature.to_lowercase());
         for (cmdline, file) in &cmdlines {
+            let slot = if file.ends_with("-b.txt") { 'B' } else { 'A' };
+            let root = format!("root=PARTUUID={}", uuid(Part::Root(slot)));
+            let words: Vec<&str> = cmdline.split_whitespace().collect();
             assert!(
-                cmdline.contains(&root),
-                "{file}: the kernel command line must say {root} (disk-signature in {rel})"
-            );
-            assert!(
-                cmdline.split_whitespace().any(|w| w == "ro"),
-                "{file}: the root filesystem must be mounted read-only (ro on the command line)"
+                words.contains(&root.as_str())
+                    && words.contains(&"ro")
+                    && words.contains(&format!("rauc.slot={slot}").as_str()),
+                "{file}: slot {slot}'s command line must say {root}, ro and rauc.slot={slot}: \
+                 {cmdline}"
             );
         }
+        if board.raspberry_pi {
+            let config = read(&format!("board/{}/config.txt", board.name));
+            let b = config_txt_section(
+                &config,
+                &format!("[boot_partition={}]", boot_partition_of(board, 'B')),
+            );
+            assert!(
+                b.contains(&"cmdline=cmdline-b.txt"),
+                "board/{}/config.txt: [boot_partition=3] must pick cmdline-b.txt: {b:?}",
+                board.name
+            );
+        } else {
+            let post_image = read("board/common/post-image.sh");
+            assert!(
+                post_image.contains(&format!("root=PARTUUID={signature}-0$part"))
+                    && post_image.contains("rauc.slot=$slot"),
+                "board/common/post-image.sh: start-qemu.sh must boot the root autoboot.txt names"
+            );
+        }
+
+        // autoboot.txt boots slot A and tries slot B; rauc-tryboot maps 2 = A and 3 = B.
+        let autoboot = read("board/common/boot-files/autoboot.txt");
+        assert_eq!(
+            autoboot,
+            format!(
+                "[all]\ntryboot_a_b=1\nboot_partition={}\n[tryboot]\nboot_partition={}\n",
+                boot_partition_of(board, 'A'),
+                boot_partition_of(board, 'B')
+            ),
+            "board/common/boot-files/autoboot.txt for {}",
+            board.name
+        );
+        assert!(
+            backend.contains("A) echo 2 ;;") && backend.contains("B) echo 3 ;;"),
+            "rauc-tryboot: slot A is partition 2, slot B partition 3"
+        );
+
+        // RAUC's slots are these partitions, by PARTUUID, and the system is this board's.
+        let conf_rel = format!("board/{}/rauc-system.conf", board.name);
+        let conf = ini_sections(&read(&conf_rel));
+        let section = |name: &str| {
+            conf.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, kv)| kv.clone())
+                .unwrap_or_else(|| panic!("{conf_rel}: no [{name}]"))
+        };
+        let get = |kv: &[(String, String)], k: &str| {
+            kv.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let system = section("system");
+        assert_eq!(get(&system, "compatible"), format!("onair-{}", board.name));
+        assert_eq!(get(&system, "bootloader"), "custom", "{conf_rel}");
+        assert_eq!(
+            get(&system, "bundle-formats"),
+            "-plain",
+            "{conf_rel}: verity only"
+        );
+        assert!(
+            get(&system, "statusfile").starts_with("/data/"),
+            "{conf_rel}: the slot status must live on /data (the root is read-only)"
+        );
+        assert_eq!(
+            get(&section("handlers"), "bootloader-custom-backend"),
+            "/usr/libexec/onair/rauc-tryboot",
+            "{conf_rel}"
+        );
+        assert_eq!(
+            get(&section("keyring"), "path"),
+            "/etc/rauc/keyring.pem",
+            "{conf_rel}: post-build.sh installs the keyring there"
+        );
+        for (i, slot) in ['A', 'B'].into_iter().enumerate() {
+            let root = section(&format!("slot.rootfs.{i}"));
+            assert_eq!(
+                get(&root, "device"),
+                format!("/dev/disk/by-partuuid/{}", uuid(Part::Root(slot))),
+                "{conf_rel}: slot.rootfs.{i}"
+            );
+            assert_eq!(get(&root, "bootname"), slot.to_string(), "{conf_rel}");
+            if board.raspberry_pi {
+                let boot = section(&format!("slot.boot.{i}"));
+                assert_eq!(
+                    get(&boot, "device"),
+                    format!("/dev/disk/by-partuuid/{}", uuid(Part::SlotBoot(slot))),
+                    "{conf_rel}: slot.boot.{i}"
+                );
+                assert_eq!(get(&boot, "parent"), format!("rootfs.{i}"), "{conf_rel}");
+            }
+        }
+        let slots = conf.iter().filter(|(n, _)| n.starts_with("slot.")).count();
+        assert_eq!(
+            slots,
+            if board.raspberry_pi { 4 } else { 2 },
+            "{conf_rel}: ONAIR-BOOT and the data partition are never slots"
+        );
     }
 }
 
@@ -2178,6 +2378,82 @@ fn start_falls_back_to_the_default_config() {
     );
 }
 
+// ---- the A/B backend --------------------------------------------------------------------------
+
+/// RAUC's custom bootloader backend (`rauc-tryboot`) against a temporary ONAIR-BOOT holding the
+/// image's autoboot.txt, through an update's life: the install names slot B (nothing to change:
+/// [tryboot] already names it), the trial boot is judged good (B becomes the default, in place,
+/// same length), and the refusals that keep an untried slot from becoming the default.
+#[test]
+fn rauc_backend_keeps_a_tried_slot_and_nothing_else() {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let boot = tmp.path().join("boot");
+    fs::create_dir(&boot).unwrap();
+    fs::copy(
+        repo().join("board/common/boot-files/autoboot.txt"),
+        boot.join("autoboot.txt"),
+    )
+    .unwrap();
+    let cmdline = tmp.path().join("cmdline");
+    let backend = |booted: &str, args: &[&str]| -> (bool, String) {
+        fs::write(&cmdline, format!("root=/dev/x ro rauc.slot={booted}\n")).unwrap();
+        let out = Command::new("sh")
+            .arg(repo().join(OVERLAY).join("usr/libexec/onair/rauc-tryboot"))
+            .args(args)
+            .env("ONAIR_AUTOBOOT_DIR", &boot)
+            .env("ONAIR_CMDLINE", &cmdline)
+            .output()
+            .expect("run rauc-tryboot");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let autoboot = || fs::read_to_string(boot.join("autoboot.txt")).unwrap();
+    let shipped = autoboot();
+    assert_eq!(backend("A", &["get-primary"]), (true, "A\n".into()));
+    assert_eq!(backend("A", &["get-state", "A"]), (true, "good\n".into()));
+    assert_eq!(backend("A", &["get-state", "B"]), (true, "bad\n".into()));
+    // The install: slot B marked bad, written, then made the one to try.
+    assert!(backend("A", &["set-state", "B", "bad"]).0);
+    assert!(backend("A", &["set-primary", "B"]).0);
+    assert_eq!(
+        autoboot(),
+        shipped,
+        "[tryboot] already names B: nothing written"
+    );
+    // Never tried: it may not become the default.
+    let (ok, text) = backend("A", &["set-state", "B", "good"]);
+    assert!(!ok && text.contains("slot B was never tried"), "{text}");
+    // The default cannot be marked bad: the other slot was never tried.
+    let (ok, text) = backend("A", &["set-state", "A", "bad"]);
+    assert!(!ok && text.contains("refusing"), "{text}");
+    // The trial boot of B: good while it is booted, then kept.
+    assert_eq!(backend("B", &["get-current"]), (true, "B\n".into()));
+    assert_eq!(backend("B", &["get-state", "B"]), (true, "good\n".into()));
+    assert!(backend("B", &["set-state", "B", "good"]).0);
+    assert_eq!(
+        autoboot(),
+        "[all]\ntryboot_a_b=1\nboot_partition=3\n[tryboot]\nboot_partition=2\n"
+    );
+    assert_eq!(
+        autoboot().len(),
+        shipped.len(),
+        "rewritten in place, same length"
+    );
+    assert_eq!(backend("A", &["get-primary"]), (true, "B\n".into()));
+    // Junk in autoboot.txt is named, not guessed at.
+    fs::write(boot.join("autoboot.txt"), "[all]\nboot_partition=7\n").unwrap();
+    let (ok, text) = backend("A", &["get-primary"]);
+    assert!(!ok && text.contains("partition '7'"), "{text}");
+    let (ok, text) = backend("A", &["set-primary", "C"]);
+    assert!(!ok && text.contains("unknown slot 'C'"), "{text}");
+}
+
 // ---- Compute Module 5 ---------------------------------------------------------------------------
 
 /// The lines of config.txt under a conditional filter (`[cm5]`), up to the next filter.
@@ -2542,8 +2818,9 @@ fn genimage_size(value: &str) -> u64 {
 
 /// Each board's sdcard.img as the real post-image.sh and Debian's genimage make it from fake
 /// inputs (firmware, device trees and kernel are placeholders; the root file system is a small
-/// real ext4), then read back with sfdisk, blkid and mtools the way the firmware, the kernel
-/// and the first-boot scripts will see it.
+/// real ext4), then read back with sfdisk, blkid and mtools the way the firmware, the kernel,
+/// the first-boot scripts and RAUC will see it: ONAIR-BOOT first with autoboot.txt, each
+/// slot's boot partition (Pis) and root, the data partition last, within a 2 GB card.
 #[test]
 fn genimage_lays_out_the_card_the_kernel_and_scripts_expect() {
     let tools = [
@@ -2572,7 +2849,8 @@ fn genimage_lays_out_the_card_the_kernel_and_scripts_expect() {
         let tmp = tempfile::tempdir().expect("temporary directory");
         let images = tmp.path().join("images");
         fs::create_dir_all(&images).unwrap();
-        let mut boot_files = vec!["onair.json.example".to_string(), "ONAIR-README.txt".into()];
+        let user_files = ["autoboot.txt", "onair.json.example", "ONAIR-README.txt"];
+        let mut boot_files: Vec<String> = Vec::new();
         let (_, settings) = defconfig(board);
         if board.raspberry_pi {
             let fw = images.join("rpi-firmware");
@@ -2664,14 +2942,35 @@ fn genimage_lays_out_the_card_the_kernel_and_scripts_expect() {
             hd.value("disk-signature").map(str::to_lowercase).as_deref(),
             "{what}: the disk signature"
         );
+        let signature = id.trim_start_matches("0x").to_string();
         let parts = table["partitions"].as_array().expect("partitions");
-        assert_eq!(parts.len(), 3, "{what}: boot, root, data: {parts:?}");
-        let types: Vec<&str> = parts.iter().map(|p| p["type"].as_str().unwrap()).collect();
-        assert_eq!(types, ["c", "83", "83"], "{what}: FAT32 LBA, Linux, Linux");
+        let want = layout(board);
+        assert_eq!(parts.len(), want.len(), "{what}: {want:?}: {parts:?}");
+        let node = |i: usize| parts[i]["node"].as_str().unwrap().to_string();
+        for (i, part) in want.iter().enumerate() {
+            assert!(
+                node(i).ends_with(&(i + 1).to_string()),
+                "{what}: partition {} is {}",
+                i + 1,
+                node(i)
+            );
+            let ty = parts[i]["type"].as_str().unwrap();
+            let expected: &[&str] = match part {
+                Part::OnairBoot | Part::SlotBoot(_) => &["c"],
+                Part::Extended => &["5", "f"],
+                Part::Root(_) | Part::Data => &["83"],
+            };
+            assert!(
+                expected.contains(&ty),
+                "{what}: partition {} ({part:?}) has type {ty}, not {expected:?}",
+                i + 1
+            );
+        }
         assert_eq!(parts[0]["bootable"], true, "{what}: partition 1 bootable");
         let start = |i: usize| parts[i]["start"].as_u64().unwrap();
         let size = |i: usize| parts[i]["size"].as_u64().unwrap();
-        for i in 0..3 {
+        let data_i = want.iter().position(|p| *p == Part::Data).unwrap();
+        for i in (0..want.len()).filter(|&i| want[i] != Part::Extended) {
             assert_eq!(
                 start(i) % align,
                 0,
@@ -2679,14 +2978,20 @@ fn genimage_lays_out_the_card_the_kernel_and_scripts_expect() {
                 i + 1,
                 start(i)
             );
-            if i > 0 {
+            if i > 0 && want[i - 1] != Part::Extended {
                 assert!(start(i) >= start(i - 1) + size(i - 1), "{what}: overlap");
             }
         }
-        assert_eq!(
-            size(1) * 512,
-            fs::metadata(&rootfs).unwrap().len(),
-            "{what}: partition 2 is the root file system image"
+        // A 2 GB card has 1.8 to 1.9 GB: the whole layout ends within 1800 MiB.
+        let end_mib = ((start(data_i) + size(data_i)) * 512) >> 20;
+        assert!(
+            end_mib <= 1800,
+            "{what}: the card's layout ends at {end_mib} MiB; a 2 GB card holds about 1800"
+        );
+        let root_mib = |slot| (size(number_of(board, Part::Root(slot)) - 1) * 512) >> 20;
+        assert!(
+            root_mib('A') == root_mib('B') && root_mib('A') >= 560,
+            "{what}: both root slots alike, with room beyond today's 512 MB image"
         );
 
         // File systems and labels, where the scripts look for them.
@@ -2699,45 +3004,93 @@ fn genimage_lays_out_the_card_the_kernel_and_scripts_expect() {
             .trim()
             .to_string()
         };
-        assert_eq!(probe(0, "TYPE"), "vfat", "{what}: partition 1");
-        assert_eq!(probe(0, "LABEL"), "ONAIR-BOOT", "{what}: partition 1");
-        assert_eq!(probe(1, "LABEL"), "rootfs", "{what}: partition 2");
-        assert_eq!(probe(2, "TYPE"), "ext4", "{what}: partition 3");
-        assert_eq!(probe(2, "LABEL"), "onair-data", "{what}: partition 3");
-
-        // The boot partition: what the firmware loads and what the user edits.
-        let fat = format!("{img_s}@@{}", at(0));
-        let listing = run_tool("mdir", &["-b", "-i", &fat, "::/"]);
-        let names: BTreeSet<String> = listing
-            .lines()
-            .map(|l| {
-                l.trim_start_matches("::/")
-                    .trim_end_matches('/')
-                    .to_string()
-            })
-            .collect();
-        for file in &boot_files {
-            assert!(
-                names.contains(file),
-                "{what}: the boot partition lacks {file} ({names:?})"
-            );
+        for (i, part) in want.iter().enumerate() {
+            match part {
+                Part::OnairBoot => {
+                    assert_eq!(probe(i, "TYPE"), "vfat", "{what}: ONAIR-BOOT");
+                    assert_eq!(probe(i, "LABEL"), "ONAIR-BOOT", "{what}: partition 1");
+                }
+                Part::SlotBoot(s) => {
+                    assert_eq!(
+                        probe(i, "TYPE"),
+                        "vfat",
+                        "{what}: slot {s}'s boot partition"
+                    )
+                }
+                Part::Root(s) => {
+                    assert_eq!(probe(i, "LABEL"), "rootfs", "{what}: slot {s}'s root")
+                }
+                Part::Data => {
+                    assert_eq!(probe(i, "TYPE"), "ext4", "{what}: data");
+                    assert_eq!(probe(i, "LABEL"), "onair-data", "{what}: data");
+                }
+                Part::Extended => {}
+            }
         }
 
-        // The root the kernel is told to mount is partition 2 of this disk.
-        let partuuid = format!("root=PARTUUID={}-02", id.trim_start_matches("0x"));
-        let cmdlines: Vec<String> = if board.raspberry_pi {
-            boot_files
-                .iter()
-                .filter(|f| f.starts_with("cmdline"))
-                .map(|f| run_tool("mtype", &["-i", &fat, &format!("::/{f}")]))
+        // ONAIR-BOOT: autoboot.txt (boot A, try B) and the user's files, no system files.
+        let fat = |i: usize| format!("{img_s}@@{}", at(i));
+        let listing = |i: usize| -> BTreeSet<String> {
+            run_tool("mdir", &["-b", "-i", &fat(i), "::/"])
+                .lines()
+                .map(|l| {
+                    l.trim_start_matches("::/")
+                        .trim_end_matches('/')
+                        .to_string()
+                })
                 .collect()
-        } else {
-            vec![fs::read_to_string(images.join("start-qemu.sh")).expect("start-qemu.sh")]
         };
-        for cmdline in &cmdlines {
+        let onair_boot = listing(0);
+        for file in user_files {
             assert!(
-                cmdline.contains(&partuuid),
-                "{what}: the kernel command line must name {partuuid}: {cmdline}"
+                onair_boot.contains(file),
+                "{what}: ONAIR-BOOT lacks {file} ({onair_boot:?})"
+            );
+        }
+        let autoboot = run_tool("mtype", &["-i", &fat(0), "::/autoboot.txt"]);
+        assert!(
+            autoboot.contains(&format!(
+                "[all]\ntryboot_a_b=1\nboot_partition={}\n[tryboot]\nboot_partition={}\n",
+                boot_partition_of(board, 'A'),
+                boot_partition_of(board, 'B')
+            )),
+            "{what}: autoboot.txt: {autoboot}"
+        );
+        // Each slot's boot partition: what the firmware loads; the command lines name each
+        // slot's own root as a partition of this disk.
+        if board.raspberry_pi {
+            for slot in ['A', 'B'] {
+                let i = number_of(board, Part::SlotBoot(slot)) - 1;
+                let names = listing(i);
+                for file in &boot_files {
+                    assert!(
+                        names.contains(file),
+                        "{what}: slot {slot}'s boot partition lacks {file} ({names:?})"
+                    );
+                }
+                assert!(
+                    !names.contains("onair.json.example") && !names.contains("autoboot.txt"),
+                    "{what}: the user's files belong on ONAIR-BOOT, not in slot {slot}"
+                );
+            }
+            let first = number_of(board, Part::SlotBoot('A')) - 1;
+            for f in boot_files.iter().filter(|f| f.starts_with("cmdline")) {
+                let slot = if f.ends_with("-b.txt") { 'B' } else { 'A' };
+                let text = run_tool("mtype", &["-i", &fat(first), &format!("::/{f}")]);
+                let root = format!(
+                    "root=PARTUUID={signature}-{:02}",
+                    number_of(board, Part::Root(slot))
+                );
+                assert!(
+                    text.split_whitespace().any(|w| w == root),
+                    "{what}: {f} must name slot {slot}'s root {root}: {text}"
+                );
+            }
+        } else {
+            let script = fs::read_to_string(images.join("start-qemu.sh")).expect("start-qemu.sh");
+            assert!(
+                script.contains(&format!("root=PARTUUID={signature}-0$part")),
+                "{what}: start-qemu.sh must boot the root autoboot.txt names: {script}"
             );
         }
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// Top to bottom. `main.rs` (the binary) sits above all of them and is not checked.
 const LAYERS: &[&[&str]] = &[
-    &["daemon"],
+    &["daemon", "update"],
     &["status", "leds"],
     &["supervisor"],
     &["output", "net"],

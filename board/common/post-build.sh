@@ -33,9 +33,25 @@ mkdir -p "$TARGET_DIR/usr/lib"
 touch "$TARGET_DIR/usr/lib/clock-epoch"
 
 # What the image was built from, for `cat /etc/onair/build-info` over SSH.
+# version= is the system's version, the same as its update bundle's
+# (scripts/build-image.sh sets ONAIR_VERSION for both).
 repo="${BR2_EXTERNAL_ONAIR_PATH:-$(dirname "$0")/../../buildroot}/.."
+onair=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 {
 	echo "board=$(basename "$BOARD_DIR")"
+	echo "version=${ONAIR_VERSION:-$onair}"
 	echo "buildroot=${BR2_VERSION_FULL:-unknown}"
-	echo "onair=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)"
+	echo "onair=$onair"
 } >"$TARGET_DIR/etc/onair/build-info"
+
+# A/B updates: RAUC's slots for this board, and the keyring the box trusts
+# for update bundles (scripts/build-image.sh names it: the development
+# certificate it made, or the production keyring or certificate it was
+# given). A box without a keyring would refuse every update.
+install -D -m 0644 "$BOARD_DIR/rauc-system.conf" "$TARGET_DIR/etc/rauc/system.conf"
+if [ -z "${ONAIR_UPDATE_KEYRING:-}" ] || [ ! -f "$ONAIR_UPDATE_KEYRING" ]; then
+	echo "onair post-build: ERROR: ONAIR_UPDATE_KEYRING does not name the update keyring" \
+		"(build with scripts/build-image.sh, which makes or finds the signing pair)" >&2
+	exit 1
+fi
+install -D -m 0644 "$ONAIR_UPDATE_KEYRING" "$TARGET_DIR/etc/rauc/keyring.pem"

@@ -55,7 +55,7 @@ done
 { [ -n "$BIN" ] && [ -n "$CACHE" ]; } || die "usage: $0 --bin ONAIR_AARCH64_BINARY --cache DIR"
 [ -f "$BIN" ] || die "no such binary: $BIN"
 [ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap --mode=root, device nodes, ownership)"
-for tool in mmdebstrap mke2fs rsync systemctl systemd-sysusers sha256sum; do
+for tool in mmdebstrap mke2fs rsync systemctl systemd-sysusers sha256sum openssl; do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/qemu-boot-test.sh installs the prerequisites)"
 done
 mkdir -p "$CACHE"
@@ -171,11 +171,24 @@ overlay_digest() {
         done)
     done
 }
+# A/B updates: the emulated box trusts a development signing pair made once in the cache;
+# the update check (scripts/qemu/update-check.sh) signs its bundles with it.
+UPDATE_KEYS=$CACHE/update-keys
+if [ ! -s "$UPDATE_KEYS/cert.pem" ] || [ ! -s "$UPDATE_KEYS/key.pem" ]; then
+    mkdir -p "$UPDATE_KEYS"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$UPDATE_KEYS/key.pem" -out "$UPDATE_KEYS/cert.pem" -days 3650 \
+        -subj "/O=onair/CN=onair emulated box update signing (development)" 2>/dev/null ||
+        die "openssl could not make the emulated box's update signing pair"
+    log "made the emulated box's update signing pair in $UPDATE_KEYS"
+fi
 key2=$( {
     echo "$key1"
     overlay_digest
     sha256sum <"$BIN"
     sha256sum <"${BASH_SOURCE[0]}"
+    sha256sum <"$SCRIPT_DIR/rauc-system.conf"
+    sha256sum <"$UPDATE_KEYS/cert.pem"
 } | sha256sum | cut -c1-16)
 image=$CACHE/image-$key2
 
@@ -216,9 +229,13 @@ ln -s /data/ssh/root-keys "$root_home/.ssh"
 touch "$root/usr/lib/clock-epoch"
 {
     echo "board=qemu-aarch64 (Debian $SUITE rootfs, scripts/qemu/build-rootfs.sh)"
+    echo "version=qemu-$key2"
     echo "debian=$key1"
     echo "onair_sha256=$(sha256sum <"$BIN" | cut -c1-64)"
 } >"$root/etc/onair/build-info"
+# board/common/post-build.sh's RAUC part, for the emulated box's disks.
+install -D -m 0644 "$SCRIPT_DIR/rauc-system.conf" "$root/etc/rauc/system.conf"
+install -D -m 0644 "$UPDATE_KEYS/cert.pem" "$root/etc/rauc/keyring.pem"
 
 echo onair >"$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tonair\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"

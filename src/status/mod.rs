@@ -10,6 +10,7 @@ pub mod protocol;
 pub mod render;
 pub mod server;
 pub mod snapshot;
+pub mod update;
 
 pub use crate::recorder::FlightRecorder;
 pub use data_partition::DataPartition;

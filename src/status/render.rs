@@ -10,6 +10,7 @@ use super::protocol::RetryReply;
 use super::snapshot::{
     AudioSnapshot, ClockSnapshot, InputSnapshot, NetworkSnapshot, OutputSnapshot,
 };
+use super::update::{Phase, UpdateSnapshot};
 use crate::output::adapt::AdaptStatus;
 use crate::recorder::{Entry, Record};
 use crate::supervisor::StreamState;
@@ -41,6 +42,8 @@ pub fn status(s: &StatusSnapshot) -> String {
         ("output", Some(output(&s.output))),
         ("data", s.data_partition.as_ref().and_then(data_partition)),
         ("daemon", Some(daemon(s))),
+        ("system", s.update.as_ref().and_then(system)),
+        ("update", s.update.as_ref().and_then(update)),
     ];
     let mut out = String::new();
     for (label, value) in lines {
@@ -205,6 +208,40 @@ fn output(o: &OutputSnapshot) -> String {
 
 fn daemon(s: &StatusSnapshot) -> String {
     format!("pid {}, onair {}", s.pid, one_line(&s.version))
+}
+
+/// `slot B, version 2026.12.07-1 (on trial: kept once it proves itself)`.
+fn system(u: &UpdateSnapshot) -> Option<String> {
+    let slot = u.slot.as_deref()?;
+    let version = text_or(u.version.as_deref(), "unknown");
+    let trial = if u.trial {
+        " (on trial: kept once it proves itself, else the next boot is the old system)"
+    } else {
+        ""
+    };
+    Some(format!("slot {}, version {version}{trial}", one_line(slot)))
+}
+
+/// `rolled back: not live within 120 s (state connecting) — version 3 in slot A,
+/// 2026-12-07 14:06:30`: the outcome first, as a person asks "did it work?".
+fn update(u: &UpdateSnapshot) -> Option<String> {
+    let last = u.last.as_ref()?;
+    let reason = last
+        .reason
+        .as_deref()
+        .map(|r| format!(": {}", one_line(r)))
+        .unwrap_or_default();
+    let when = local_time(last.at);
+    let when = when.split('.').next().unwrap_or(&when);
+    let phase = match last.phase {
+        Phase::Failed | Phase::RolledBack => last.phase.as_str().to_uppercase(),
+        other => other.as_str().to_string(),
+    };
+    Some(format!(
+        "{phase}{reason} — version {} in slot {}, {when}",
+        one_line(&last.version),
+        one_line(&last.slot)
+    ))
 }
 
 /// Text from outside as one line, or `absent` when there is none.
@@ -511,6 +548,7 @@ mod tests {
             data_partition: None,
             pid: 412,
             version: "0.1.0".into(),
+            update: None,
         }
     }
 
@@ -554,6 +592,58 @@ daemon      pid 412, onair 0.1.0
             status(&s).contains("\nclock       synchronized, set by ntp\n"),
             "{}",
             status(&s)
+        );
+    }
+
+    #[test]
+    fn the_system_and_the_last_update_are_shown_when_known() {
+        use crate::status::update::UpdateOutcome;
+        let mut s = snapshot();
+        assert!(
+            !status(&s).contains("system "),
+            "no update document, no lines"
+        );
+        s.update = Some(UpdateSnapshot {
+            slot: Some("A".into()),
+            version: Some("2026.12.07-1".into()),
+            trial: false,
+            last: Some(UpdateOutcome {
+                phase: Phase::RolledBack,
+                version: "2026.12.08-1".into(),
+                slot: "B".into(),
+                reason: Some("not live within 120 s (state connecting)".into()),
+                at: 0.0,
+            }),
+        });
+        let text = status(&s);
+        assert!(
+            text.contains("system      slot A, version 2026.12.07-1\n"),
+            "{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("update "))
+            .expect("an update line");
+        assert!(
+            line.starts_with(
+                "update      ROLLED BACK: not live within 120 s (state connecting) — version \
+                 2026.12.08-1 in slot B, "
+            ),
+            "{line}"
+        );
+        let u = s.update.as_mut().unwrap();
+        u.trial = true;
+        u.slot = Some("B".into());
+        u.last.as_mut().unwrap().phase = Phase::Trying;
+        u.last.as_mut().unwrap().reason = None;
+        let text = status(&s);
+        assert!(
+            text.contains("slot B, version 2026.12.07-1 (on trial: kept"),
+            "{text}"
+        );
+        assert!(
+            text.contains("update      trying — version 2026.12.08-1 in slot B, "),
+            "{text}"
         );
     }
 

@@ -629,6 +629,7 @@ mod tests {
             source: "test 320x240@15".into(),
             output_kind: "whip".into(),
             output_url: "http://127.0.0.1:9/api/whip".into(),
+            state_dir: std::path::PathBuf::from("/nonexistent/onair"),
         };
         (sources, view_tx, net_tx)
     }

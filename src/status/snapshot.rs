@@ -4,6 +4,7 @@
 //! Nothing here may carry a secret: the output URL is the redacted form.
 
 use super::data_partition::DataPartition;
+use super::update::UpdateSnapshot;
 use crate::clock::ClockView;
 use crate::media::audio::AudioStats;
 use crate::media::{KeyframeRequester, MediaStats};
@@ -12,6 +13,7 @@ use crate::output::OutputStats;
 use crate::output::adapt::{AdaptStatus, Adaptation};
 use crate::supervisor::{MachineView, StreamState};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -61,6 +63,10 @@ pub struct StatusSnapshot {
     pub data_partition: Option<DataPartition>,
     pub pid: u32,
     pub version: String,
+    /// The slot the box booted, its version and the last update's outcome; absent where
+    /// nothing wrote them (no A/B system, a development machine).
+    #[serde(default)]
+    pub update: Option<UpdateSnapshot>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +177,8 @@ pub struct StatusSources {
     pub output_kind: String,
     pub output_url: String,
     pub data_partition: Option<DataPartition>,
+    /// The daemon's state directory, where `onair update-check` leaves the update document.
+    pub state_dir: PathBuf,
 }
 
 impl StatusSources {
@@ -267,6 +275,7 @@ impl StatusSources {
             data_partition: self.data_partition.clone(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            update: super::update::read(&self.state_dir),
         }
     }
 }
