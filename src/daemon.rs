@@ -20,6 +20,7 @@ use crate::output::rtmp::RtmpOutput;
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
 use crate::recorder::FlightRecorder;
+use crate::recording::{AudioSpec, Recording, RecordingInputs};
 use crate::status::{StatusContext, StatusError, StatusServer, StatusSources};
 use crate::supervisor::{
     Driver, DriverParts, Event, Heartbeat, Machine, MachineView, StopCause, StreamState, notify,
@@ -181,6 +182,7 @@ struct Parts {
     media: Media,
     audio: Option<Audio>,
     monitor: Option<NetworkMonitor>,
+    recording: Option<Recording>,
     leds: JoinHandle<()>,
     status: Option<JoinHandle<()>>,
     signals: JoinHandle<()>,
@@ -214,6 +216,14 @@ impl Parts {
             recorder,
             events_rx,
         );
+        let recording = start_recording(
+            &config,
+            &shared,
+            &media,
+            on_air(views.machine.clone(), &shutdown),
+            recorder,
+            &shutdown,
+        );
         let leds = tokio::spawn(leds::run(
             config.leds.clone(),
             views.state,
@@ -226,6 +236,7 @@ impl Parts {
                     &shared,
                     &media,
                     audio.as_ref(),
+                    recording.as_ref(),
                     network,
                     views.machine,
                 ),
@@ -249,6 +260,7 @@ impl Parts {
             media,
             audio,
             monitor,
+            recording,
             leds,
             status,
             signals,
@@ -277,6 +289,10 @@ impl Parts {
         }
         if let Some(audio) = self.audio {
             audio.stopped().await;
+        }
+        // Its files were closed (or given up on a hung disk) while the rest stopped.
+        if let Some(recording) = self.recording {
+            recording.stopped().await;
         }
     }
 }
@@ -388,6 +404,7 @@ fn status_sources(
     shared: &Shared,
     media: &Media,
     audio: Option<&Audio>,
+    recording: Option<&Recording>,
     network: watch::Receiver<NetworkStatus>,
     view: watch::Receiver<MachineView>,
 ) -> StatusSources {
@@ -398,12 +415,65 @@ fn status_sources(
         output_stats: shared.output_stats.clone(),
         keyframes: shared.keyframes.clone(),
         audio: audio.map(|a| a.stats.clone()),
+        recording: recording.map(|r| r.stats.clone()),
         adaptation: shared.adaptation.clone(),
         started: Instant::now(),
         source: source_line(config),
         output_kind: config.output.kind().to_string(),
         output_url: config.output.url().redacted(),
     }
+}
+
+/// Starts the recording lane beside the connection (nothing unless `record.enabled`): the
+/// same units from the door, the sound as the output carries it.
+fn start_recording(
+    config: &Config,
+    shared: &Shared,
+    media: &Media,
+    on_air: watch::Receiver<bool>,
+    recorder: &FlightRecorder,
+    shutdown: &CancellationToken,
+) -> Option<Recording> {
+    let codec = audio_codec(&config.output);
+    let audio = (config.audio.kind != AudioKind::None).then(|| AudioSpec {
+        codec,
+        channels: crate::media::audio::encode::sent_channels(codec, &config.audio),
+    });
+    Recording::start(
+        RecordingInputs {
+            config: config.record.clone(),
+            state_dir: config.state_dir.clone(),
+            door: shared.door.clone(),
+            fps: config.source.fps,
+            audio,
+            clock: media.clock.clone(),
+            on_air,
+            recorder: recorder.clone(),
+        },
+        shutdown.child_token(),
+    )
+}
+
+/// Whether the stream is on the air, for the recording's sidecars (the windows `onair
+/// recordings` shows): the watchdog's view has `live_since` while a connection carries the
+/// stream, the slate included.
+fn on_air(
+    mut view: watch::Receiver<MachineView>,
+    shutdown: &CancellationToken,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(view.borrow().live_since.is_some());
+    let shutdown = shutdown.child_token();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = view.changed() => if changed.is_err() { return },
+            }
+            let live = view.borrow_and_update().live_since.is_some();
+            tx.send_if_modified(|was| std::mem::replace(was, live) != live);
+        }
+    });
+    rx
 }
 
 /// The network monitor's verdict as a watch channel, its changes forwarded to the watchdog.

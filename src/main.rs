@@ -50,6 +50,14 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonSocket,
     },
+    /// List the recordings, with the windows in each when the stream was not live.
+    Recordings {
+        /// Print the daemon's JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        daemon: DaemonSocket,
+    },
 }
 
 /// Where the running daemon answers.
@@ -125,6 +133,12 @@ fn main() -> ExitCode {
         }),
         Command::Retry { daemon } => ask_daemon(&daemon, |path| async move {
             Ok(render::retry(&client::retry(&path).await?).into_bytes())
+        }),
+        Command::Recordings { json, daemon } => ask_daemon(&daemon, |path| async move {
+            if json {
+                return client::ask(&path, Request::Recordings).await;
+            }
+            Ok(render::recordings(&client::recordings(&path).await?).into_bytes())
         }),
         Command::Run { config: path } => {
             for (name, value) in onair::media::capture::GST_ENVIRONMENT {

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["daemon"],
     &["status", "leds"],
     &["supervisor"],
-    &["output", "net"],
+    &["output", "net", "recording"],
     &["media"],
     &["config"],
     &["secret", "recorder"],

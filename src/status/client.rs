@@ -97,6 +97,11 @@ pub async fn history(path: &Path) -> Result<Vec<Record>, ClientError> {
     decode(path, Request::History, &answer)
 }
 
+pub async fn recordings(path: &Path) -> Result<crate::recording::Listing, ClientError> {
+    let answer = ask(path, Request::Recordings).await?;
+    decode(path, Request::Recordings, &answer)
+}
+
 pub async fn retry(path: &Path) -> Result<RetryReply, ClientError> {
     let answer = ask(path, Request::Retry).await?;
     decode(path, Request::Retry, &answer)

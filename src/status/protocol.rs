@@ -1,7 +1,8 @@
 //! The status socket's wire protocol, shared by the daemon's server and the `onair` client.
 //!
 //! It is deliberately tiny so that a person can speak it with `socat` when the CLI is not at
-//! hand: the client connects, writes one request line (`status`, `history` or `retry`, ending
+//! hand: the client connects, writes one request line (`status`, `history`, `retry` or
+//! `recordings`, ending
 //! in `\n` or in the end of its writing half), and the server answers with one JSON document
 //! followed by `\n`, then closes. A refused request is answered with `{"error": "..."}`.
 //!
@@ -25,6 +26,8 @@ pub enum Request {
     History,
     /// Ask the watchdog to leave `failed` (or cut a backoff wait short) now: [`RetryReply`].
     Retry,
+    /// The recordings on the disks in use ([`Listing`](crate::recording::Listing)).
+    Recordings,
 }
 
 impl Request {
@@ -33,6 +36,7 @@ impl Request {
             Request::Status => "status",
             Request::History => "history",
             Request::Retry => "retry",
+            Request::Recordings => "recordings",
         }
     }
 
@@ -43,6 +47,7 @@ impl Request {
             "status" => Some(Request::Status),
             "history" => Some(Request::History),
             "retry" => Some(Request::Retry),
+            "recordings" => Some(Request::Recordings),
             _ => None,
         }
     }
@@ -79,7 +84,12 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_tolerate_line_endings() {
-        for r in [Request::Status, Request::History, Request::Retry] {
+        for r in [
+            Request::Status,
+            Request::History,
+            Request::Retry,
+            Request::Recordings,
+        ] {
             assert_eq!(Request::parse(r.as_str()), Some(r));
             assert_eq!(Request::parse(&format!("{r}\r\n")), Some(r));
         }

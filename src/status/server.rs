@@ -421,7 +421,9 @@ async fn serve_client(
     let mut _permit = None;
     let reply = match request {
         Ok(Ok(line)) => match (Request::parse(&line), serving.try_acquire()) {
-            (None, _) => error_line("unknown request; send one line: status, history or retry"),
+            (None, _) => {
+                error_line("unknown request; send one line: status, history, retry or recordings")
+            }
             (Some(_), Err(_)) => error_line(BUSY),
             (Some(request), Ok(permit)) => {
                 _permit = Some(permit);
@@ -474,6 +476,7 @@ async fn answer(request: Request, ctx: &StatusContext, limits: Limits) -> Vec<u8
     match request {
         Request::Status => json_line(&ctx.sources.snapshot()),
         Request::History => json_line(&ctx.recorder.snapshot()),
+        Request::Recordings => json_line(&ctx.sources.recordings()),
         Request::Retry => {
             let (state, attempt, next_retry_ms) = {
                 let view = ctx.sources.view.borrow();
@@ -571,6 +574,7 @@ mod tests {
             output_stats: Arc::new(OutputStats::default()),
             keyframes: KeyframeRequester::new(),
             audio: None,
+            recording: None,
             adaptation: Arc::new(Adaptation::new(
                 &EncoderConfig {
                     kind: EncoderKind::X264,
