@@ -78,7 +78,10 @@ fn recordings_json(daemon: &Daemon) -> Value {
 }
 
 fn record_status(daemon: &Daemon) -> Value {
-    daemon.status().map(|s| s["record"].clone()).unwrap_or(Value::Null)
+    daemon
+        .status()
+        .map(|s| s["record"].clone())
+        .unwrap_or(Value::Null)
 }
 
 /// Frames the receiver decoded in [from, to] (CLOCK_MONOTONIC), as a share of `FPS`.
@@ -128,7 +131,11 @@ fn a_30s_outage_is_a_gap_for_the_viewers_and_none_in_the_recording() {
     let (t_back, wall_back) = (mono_now(), unix_now());
     lab.restore();
     let (live, s) = daemon.wait_status(Duration::from_secs(15), |s| s["state"] == "live");
-    assert!(live, "not live again after the outage: {s:#}\n{}", daemon.log());
+    assert!(
+        live,
+        "not live again after the outage: {s:#}\n{}",
+        daemon.log()
+    );
     std::thread::sleep(Duration::from_secs(3));
     let listing = recordings_json(&daemon);
     let status = record_status(&daemon);
@@ -142,7 +149,10 @@ fn a_30s_outage_is_a_gap_for_the_viewers_and_none_in_the_recording() {
         .iter()
         .filter(|&&t| t > t_cut + 1.0 && t < t_back)
         .count();
-    assert_eq!(during, 0, "the receiver decoded frames while the cable was out");
+    assert_eq!(
+        during, 0,
+        "the receiver decoded frames while the cable was out"
+    );
 
     // The recording: one file, pictures at the configured rate across the outage, sound too.
     let files = recordings(&rec_dir.path().join("rec"));
@@ -153,10 +163,7 @@ fn a_30s_outage_is_a_gap_for_the_viewers_and_none_in_the_recording() {
     let (from, to) = (wall_cut - start, wall_back - start);
     let in_outage = video.iter().filter(|&&t| t >= from && t < to).count();
     let rate = in_outage as f64 / (to - from);
-    let longest = video
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .fold(0.0f64, f64::max);
+    let longest = video.windows(2).map(|w| w[1] - w[0]).fold(0.0f64, f64::max);
     let sound = audio.iter().filter(|&&t| t >= from && t < to).count() as f64 * 0.020;
     eprintln!(
         "outage: {:.1} s; the recording has {in_outage} pictures in it ({rate:.2} fps), longest \
@@ -261,7 +268,13 @@ impl SmallFs {
         }
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "onair-rec-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m"),
+                "onair-rec-test",
+            ])
             .arg(dir.path())
             .output()
             .map_err(|e| e.to_string())?;
@@ -279,7 +292,10 @@ impl SmallFs {
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -344,7 +360,10 @@ fn a_full_disk_deletes_the_oldest_and_never_goes_below_min_free() {
         lowest >= MIN_FREE_MIB << 20,
         "free space fell to {lowest} bytes, below min_free_mb"
     );
-    assert!(deleted.len() >= 3, "the oldest were not deleted: {deleted:?}");
+    assert!(
+        deleted.len() >= 3,
+        "the oldest were not deleted: {deleted:?}"
+    );
     assert!(
         left.iter().all(|f| deleted.iter().all(|d| *d < f)),
         "not the oldest went: deleted {deleted:?}, left {left:?}"
@@ -354,7 +373,11 @@ fn a_full_disk_deletes_the_oldest_and_never_goes_below_min_free() {
         status["bytes_written"].as_u64().unwrap_or(0) > 12 << 20,
         "wrote less than the disk holds: {status:#}"
     );
-    assert!(share >= 0.99, "the live stream kept {:.1} % of its frames", share * 100.0);
+    assert!(
+        share >= 0.99,
+        "the live stream kept {:.1} % of its frames",
+        share * 100.0
+    );
 }
 
 /// A FUSE file system over a directory whose writes block while a flag file exists
@@ -472,7 +495,9 @@ fn a_disk_that_stalls_never_slows_the_live_stream() {
         s["record"]["state"] == "stopped"
     });
     let noticed_after = mono_now() - t0;
-    std::thread::sleep(Duration::from_secs(10).saturating_sub(Duration::from_secs_f64(noticed_after)));
+    std::thread::sleep(
+        Duration::from_secs(10).saturating_sub(Duration::from_secs_f64(noticed_after)),
+    );
     let t1 = mono_now();
     let share = decoded_share(&receiver, t0, t1);
     let s = daemon.status().unwrap_or(Value::Null);
@@ -483,7 +508,10 @@ fn a_disk_that_stalls_never_slows_the_live_stream() {
         t1 - t0,
         s["record"]
     );
-    assert!(noticed, "the recording never gave up on the disk: {status:#}");
+    assert!(
+        noticed,
+        "the recording never gave up on the disk: {status:#}"
+    );
     assert!(
         s["record"]["last_error"]
             .as_str()
@@ -491,7 +519,11 @@ fn a_disk_that_stalls_never_slows_the_live_stream() {
         "{s:#}"
     );
     assert_eq!(s["state"], "live", "{s:#}");
-    assert!(share >= 0.99, "the live stream kept {:.1} % of its frames", share * 100.0);
+    assert!(
+        share >= 0.99,
+        "the live stream kept {:.1} % of its frames",
+        share * 100.0
+    );
 
     // SIGTERM while the disk still hangs: the daemon does not wait for the disk — the stream
     // ends at once (its session is DELETEd, the status socket goes). The process itself is

@@ -25,7 +25,7 @@ use crate::media::{AccessUnit, Door, MediaClock};
 use crate::recorder::{Entry, FlightRecorder};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -124,6 +124,8 @@ impl Recording {
             budget: 0,
             last_look: None,
             rate: RateMeter::default(),
+            usb_busy: Arc::default(),
+            data_busy: Arc::default(),
         };
         let task = tokio::spawn(lane.run(tap, inputs.on_air, shutdown));
         Some(Recording { stats, task })
@@ -201,6 +203,9 @@ struct Lane {
     budget: u64,
     last_look: Option<Instant>,
     rate: RateMeter,
+    /// An operation on the disk is under way (see [`off_task`]).
+    usb_busy: Arc<AtomicBool>,
+    data_busy: Arc<AtomicBool>,
 }
 
 /// What a disk operation run off the task came back with.
@@ -210,17 +215,29 @@ enum Off<T> {
     Hung,
 }
 
-/// Runs `f` on a thread of its own and waits for it at most `deadline`.
+/// Runs `f` on a thread of its own and waits for it at most `deadline`. With `busy` (the
+/// disk's own flag), nothing is started while an earlier operation on that disk is still
+/// stuck: a disk that hangs for hours holds one thread, not one per retry.
 async fn off_task<T: Send + 'static>(
     name: &str,
     deadline: Duration,
+    busy: Option<&Arc<AtomicBool>>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Off<T> {
+    if let Some(busy) = busy
+        && busy.swap(true, Ordering::AcqRel)
+    {
+        return Off::Hung;
+    }
+    let busy = busy.cloned();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
             let _ = tx.send(f());
+            if let Some(busy) = busy {
+                busy.store(false, Ordering::Release);
+            }
         });
     if spawned.is_err() {
         return Off::Hung;
@@ -327,7 +344,8 @@ impl Lane {
     /// Reads the data partition's recordings into the catalog (a missing directory is empty).
     async fn scan_data(&mut self) {
         let dir = self.cfg.dir.clone();
-        match off_task("rec-scan", LOOK_DEADLINE, move || {
+        let busy = self.busy(Dest::Data);
+        match off_task("rec-scan", LOOK_DEADLINE, Some(&busy), move || {
             catalog::scan(&dir, Dest::Data)
         })
         .await
@@ -376,7 +394,8 @@ impl Lane {
         };
         self.data_retry_at = None;
         let dir = place.dir.clone();
-        match off_task("rec-mkdir", OPEN_DEADLINE, move || {
+        let busy = self.busy(place.dest);
+        match off_task("rec-mkdir", OPEN_DEADLINE, Some(&busy), move || {
             std::fs::create_dir_all(&dir)
         })
         .await
@@ -547,7 +566,8 @@ impl Lane {
             self.stats.total.clone(),
         );
         let (base, budget) = (unit.pts, self.budget);
-        let opened = off_task("rec-open", OPEN_DEADLINE, move || {
+        let busy = self.busy(place.dest);
+        let opened = off_task("rec-open", OPEN_DEADLINE, Some(&busy), move || {
             Segment::open(Opening {
                 dir: &dir,
                 name: &name_owned,
@@ -648,11 +668,8 @@ impl Lane {
     /// since), given up when its label goes.
     async fn look_for_usb(&mut self) {
         let label = self.cfg.usb_label.clone();
-        let device = match off_task("rec-usb", LOOK_DEADLINE, move || disk::by_label(&label)).await
-        {
-            Off::Done(d) => d,
-            Off::Hung => return,
-        };
+        // A look in /dev (udev's links): never on a disk, so on the task.
+        let device = disk::by_label(&label);
         if let Some(m) = &self.usb
             && device.as_ref() != Some(&m.device)
         {
@@ -666,7 +683,8 @@ impl Lane {
         };
         let (dev, at) = (device.clone(), self.mount_at.clone());
         let usb_dir = self.mount_at.join(USB_DIR);
-        let mounted = off_task("rec-mount", MOUNT_DEADLINE, move || {
+        let busy = self.busy(Dest::Usb);
+        let mounted = off_task("rec-mount", MOUNT_DEADLINE, Some(&busy), move || {
             let fs = disk::mount(&dev, &at)?;
             std::fs::create_dir_all(&usb_dir).map_err(|source| disk::DiskError::MountPoint {
                 at: usb_dir.clone(),
@@ -716,7 +734,8 @@ impl Lane {
         let reserve = self.rate.reserve();
         let written_before = self.stats.total.load(Ordering::Relaxed);
         let dir = place.dir.clone();
-        let look = off_task("rec-space", LOOK_DEADLINE, move || {
+        let busy = self.busy(place.dest);
+        let look = off_task("rec-space", LOOK_DEADLINE, Some(&busy), move || {
             look_at_space(&dir, min_free, reserve, &deletable)
         })
         .await;
@@ -796,7 +815,10 @@ impl Lane {
                 if self.usb.take().is_some() {
                     let at = self.mount_at.clone();
                     // Lazy: a write stuck on the disk keeps its file, not the mount.
-                    let _ = off_task("rec-umount", LOOK_DEADLINE, move || disk::unmount(&at)).await;
+                    let _ = off_task("rec-umount", LOOK_DEADLINE, None, move || {
+                        disk::unmount(&at)
+                    })
+                    .await;
                     self.stats.catalog().forget(Dest::Usb);
                 }
             }
@@ -814,6 +836,14 @@ impl Lane {
         } else if self.segment.is_none() {
             self.stats
                 .set_state("waiting", Some(format!("moved after: {why}")));
+        }
+    }
+
+    /// The flag of `dest`'s disk: an operation on it is under way (or stuck).
+    fn busy(&self, dest: Dest) -> Arc<AtomicBool> {
+        match dest {
+            Dest::Usb => self.usb_busy.clone(),
+            Dest::Data => self.data_busy.clone(),
         }
     }
 
@@ -860,7 +890,10 @@ impl Lane {
         let _ = tokio::time::timeout(FINISH_BUDGET * 2, finishing.join_all()).await;
         if let Some(m) = self.usb.take() {
             let at = self.mount_at.clone();
-            let _ = off_task("rec-umount", LOOK_DEADLINE, move || disk::unmount(&at)).await;
+            let _ = off_task("rec-umount", LOOK_DEADLINE, None, move || {
+                disk::unmount(&at)
+            })
+            .await;
             log::info!(
                 "recording: USB disk {} ({}) unmounted",
                 self.cfg.usb_label,
