@@ -234,10 +234,12 @@ async fn off_task<T: Send + 'static>(
     let spawned = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let _ = tx.send(f());
+            let result = f();
+            // Free before the answer: the lane may start the next operation the moment it hears.
             if let Some(busy) = busy {
                 busy.store(false, Ordering::Release);
             }
+            let _ = tx.send(result);
         });
     if spawned.is_err() {
         return Off::Hung;
