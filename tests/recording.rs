@@ -176,7 +176,9 @@ fn a_30s_outage_is_a_gap_for_the_viewers_and_none_in_the_recording() {
         (rate - FPS).abs() <= FPS * 0.01,
         "{rate:.2} fps across the outage (want {FPS} ±1 %)"
     );
-    assert!(longest < 0.1, "a gap of {longest:.3} s in the recording");
+    // The recording has what the encoder made: a tick of the frame pump late under load is a
+    // gap of two or three frame times; a hole would be seconds.
+    assert!(longest < 0.2, "a gap of {longest:.3} s in the recording");
     assert!(
         sound >= (to - from) * 0.99,
         "{sound:.1} s of sound across the outage"
