@@ -176,22 +176,31 @@ fn a_30s_outage_is_a_gap_for_the_viewers_and_none_in_the_recording() {
         (rate - FPS).abs() <= FPS * 0.01,
         "{rate:.2} fps across the outage (want {FPS} ±1 %)"
     );
-    // The recording has what the encoder made: a tick of the frame pump late under load is a
-    // gap of two or three frame times; a hole would be seconds.
-    assert!(longest < 0.2, "a gap of {longest:.3} s in the recording");
+    // The recording has what the encoder made, and nothing was dropped on its way to the disk:
+    // a frame pump late under load (two CPUs shared with the receiver's decoding) makes a gap
+    // of a few frame times; a hole would be seconds.
+    assert_eq!(
+        status["dropped"], 0,
+        "the recording dropped units: {status:#}"
+    );
+    assert!(longest < 0.5, "a gap of {longest:.3} s in the recording");
     assert!(
         sound >= (to - from) * 0.99,
         "{sound:.1} s of sound across the outage"
     );
 
-    // `onair recordings`: the outage is a window off the air in that file.
+    // `onair recordings`: the outage is a window off the air in that file (the file may also
+    // start with one: it was recording before the first connection went live).
     let entry = &listing["recordings"][0];
-    let windows = entry["not_live"].as_array().cloned().unwrap_or_default();
+    let windows: Vec<(f64, f64)> = entry["not_live"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| Some((w["from"].as_f64()?, w["to"].as_f64()?)))
+        .filter(|&(f, t)| t > wall_cut && f < wall_back)
+        .collect();
     assert_eq!(windows.len(), 1, "{listing:#}");
-    let (w_from, w_to) = (
-        windows[0]["from"].as_f64().unwrap(),
-        windows[0]["to"].as_f64().unwrap(),
-    );
+    let (w_from, w_to) = windows[0];
     assert!(
         w_from >= wall_cut - 0.5 && w_from <= wall_cut + 6.0,
         "off the air from {:.1} s after the cut",
