@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark, beside bench-publish.sh: what recording costs. onair streams 1280x720@30 (test
-# pattern "ball", software x264 at 2500 kbps, the test tone in Opus 128 kbps) to the local
+# pattern "noise", so x264 really makes 2500 kbps, the test tone in Opus 128 kbps) to the local
 # receiver for SECONDS, once with recording off and once with it on (to a temporary directory),
 # and prints:
 #   - CPU of the recording's own threads (the muxer pipeline's streaming threads "rec-video:src"
@@ -30,7 +30,7 @@ base="$receiver_base"
 run_onair() {
   local name="$1" record="$2"
   cat >"$work/onair-$name.json" <<JSON
-{"source": {"kind": "test", "pattern": "ball", "width": $width, "height": $height, "fps": $fps},
+{"source": {"kind": "test", "pattern": "noise", "width": $width, "height": $height, "fps": $fps},
  "encoder": {"kind": "x264", "bitrate_kbps": $bitrate, "keyframe_interval_ms": 2000, "adapt": false},
  "audio": {"kind": "test", "bitrate_kbps": 128},
  "output": {"kind": "whip", "url": "$base/api/whip", "token": "bench"},
