@@ -445,6 +445,8 @@ fn source(name: &str, caps: Option<gst::Caps>) -> gst_app::AppSrc {
 struct Files {
     media: File,
     sidecar: File,
+    /// The sidecar has bytes not yet synced (its first lines, written at the start).
+    sidecar_dirty: bool,
     last_sync: Instant,
 }
 
@@ -453,6 +455,7 @@ impl Files {
         Files {
             media,
             sidecar,
+            sidecar_dirty: true,
             last_sync: Instant::now(),
         }
     }
@@ -492,11 +495,12 @@ impl Files {
     /// The sidecar's waiting lines, then both files to the disk.
     fn sync(&mut self, shared: &Shared) -> Result<(), (String, bool)> {
         let lines: Vec<String> = std::mem::take(&mut *lock(&shared.lines));
-        if !lines.is_empty() {
+        if !lines.is_empty() || self.sidecar_dirty {
             self.sidecar
                 .write_all(lines.concat().as_bytes())
                 .and_then(|()| self.sidecar.sync_data())
                 .map_err(|e| (format!("sidecar: {e}"), false))?;
+            self.sidecar_dirty = false;
         }
         self.media.sync_data().map_err(|e| {
             (
