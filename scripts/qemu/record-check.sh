@@ -37,11 +37,15 @@ print(" ".join("%s=%s" % (k, str(r.get(k)).replace(" ", "_")) for k in
       ("state", "location", "file", "file_bytes", "free_mb", "dropped", "last_error")))' "$1" 2>/dev/null ||
         echo "state=?"
 }
-wait_rec() { # SECONDS PATTERN: until the record fields match (grep -E); prints them
+wait_rec() { # SECONDS PATTERN [NOT_FILE]: until the record fields match (grep -E), with
+    # another file than NOT_FILE; prints them
     local until=$((SECONDS + $1)) r
     while :; do
         r=$(rec "$(status_json)")
-        if grep -qE "$2" <<<"$r"; then echo "$r"; return 0; fi
+        if grep -qE "$2" <<<"$r" && { [ -z "${3:-}" ] || [ "$(kv file "$r")" != "$3" ]; }; then
+            echo "$r"
+            return 0
+        fi
         [ $SECONDS -lt "$until" ] || { echo "$r"; return 1; }
         sleep 1
     done
@@ -102,7 +106,9 @@ t_plug=$(now)
 qmp blockdev-add "{\"driver\": \"raw\", \"node-name\": \"recdisk\", \"file\": {\"driver\": \"file\", \"filename\": \"$USB_IMG\"}}" >/dev/null &&
     qmp device_add '{"driver": "usb-storage", "id": "recusb", "bus": "xhci.0", "drive": "recdisk"}' >/dev/null ||
     { result FAIL "record 1. the USB disk could not be plugged in through the monitor"; exit 1; }
-if r=$(wait_rec 60 '^state=recording location=usb file=onair-'); then
+# A new file on the stick, not the /data one that runs on until the next key frame.
+data_file=$(kv file "$r")
+if r=$(wait_rec 60 '^state=recording location=usb file=onair-' "$data_file"); then
     moved=$(awk -v a="$(now)" -v b="$t_plug" 'BEGIN { printf "%.1f", a - b }')
     mounted=$(box "grep ' /run/onair/usb ' /proc/\$(systemctl show -p MainPID --value onair.service)/mounts | cut -d' ' -f1-3" 2>/dev/null | head -1)
     seen=$(box "grep -c ' /run/onair/usb ' /proc/self/mounts" 2>/dev/null || true)
@@ -117,7 +123,7 @@ sleep 6
 usb_file=$(kv file "$(rec "$(status_json)")")
 t_pull=$(now)
 qmp device_del '{"id": "recusb"}' >/dev/null || say "device_del failed"
-r=$(wait_rec 60 '^state=recording location=data file=onair-') && back=1 || back=0
+r=$(wait_rec 60 '^state=recording location=data file=onair-' "$usb_file") && back=1 || back=0
 t_back=$(now)
 sleep 3
 t_end=$(now)
