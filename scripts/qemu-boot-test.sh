@@ -46,6 +46,11 @@
 #      while live, tried by tryboot and kept; a broken one is tried once and the box comes
 #      back on its own; a power cut mid-install leaves the old slot (ONAIR_QEMU_UPDATE=0
 #      skips it, and gives the box one root disk as before).
+#  12. (before 10, after 8) recording: scripts/qemu/record-check.sh switches recording on, a USB
+#      disk labelled ONAIR-REC is hot-plugged through the monitor (the recording moves to it)
+#      and pulled mid-write (back to /data, no restart, the stick still readable); then the
+#      power is pulled mid-recording, the box boots again (the test's one extra boot) and the
+#      last file must decode to within 1 s of the cut (ONAIR_QEMU_RECORD=0 skips it).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
 # receiver and a DHCP server (dnsmasq, one lease: 192.0.2.2, no router, no DNS; 192.0.2.1 as
@@ -617,6 +622,26 @@ fi
 if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_ALSA:-1}" = 1 ] && qemu_alive; then
     phase "ALSA sound from snd-aloop"
     scenario_check alsa alsa-check.sh 5
+fi
+
+# ----------------------------------------------------------------- 12. recording
+# The same box records (issue 25): a USB disk labelled ONAIR-REC hot-plugged through the
+# monitor takes the recording, pulled mid-write it falls back to /data; then the power is
+# pulled mid-recording and, after the one extra boot of the test, the last file must decode to
+# within 1 s of the cut (scripts/qemu/record-check.sh). ONAIR_QEMU_RECORD=0 skips it.
+if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_RECORD:-1}" = 1 ] && qemu_alive; then
+    phase "recording: USB disk plugged in and pulled, power cut"
+    RECORD_PHASE=cut scenario_check record record-check.sh 2
+    if ! qemu_alive; then
+        phase "recording: boot after the power cut"
+        reboot_box
+        if [ $ssh_ok = 1 ]; then
+            phase "recording: the last file after the power cut"
+            RECORD_PHASE=after scenario_check record record-check.sh 1
+        else
+            fail "record 3. power cut: the box did not come back"
+        fi
+    fi
 fi
 
 # ------------------------------------------------------------------ 10. the clock

@@ -34,6 +34,9 @@ packages=(
   # and read back (sfdisk, mtools, blkid), the package's source copy (make, rsync)
   genimage fdisk mtools dosfstools e2fsprogs util-linux make rsync
   busybox  # tests/import_card.rs runs the first-boot import with the image's shell tools
+  # tests/recording.rs: a disk that stalls, as a FUSE file system (tests/peers/stall_fs.py,
+  # run with the system Python; libfuse2 comes with it)
+  python3-fusepy
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -26,6 +26,7 @@ use crate::output::rtmp::RtmpOutput;
 use crate::output::whip::WhipOutput;
 use crate::output::{Output, OutputStats};
 use crate::recorder::FlightRecorder;
+use crate::recording::{AudioSpec, Recording, RecordingInputs};
 use crate::status::{DataPartition, StatusContext, StatusError, StatusServer, StatusSources};
 use crate::supervisor::{
     Driver, DriverParts, Event, Heartbeat, Machine, MachineView, StopCause, StreamState, notify,
@@ -249,6 +250,7 @@ struct Parts {
     media: Media,
     audio: Option<Audio>,
     monitor: Option<NetworkMonitor>,
+    recording: Option<Recording>,
     leds: JoinHandle<()>,
     status: Option<JoinHandle<()>>,
     signals: JoinHandle<()>,
@@ -291,6 +293,14 @@ impl Parts {
             .as_ref()
             .is_some_and(DataPartition::unusable)
             .then_some("data partition unusable: /data is a RAM disk");
+        let recording = start_recording(
+            &config,
+            &shared,
+            &media,
+            on_air(views.machine.clone(), &shutdown),
+            recorder,
+            &shutdown,
+        );
         let leds = tokio::spawn(leds::run(
             config.leds.clone(),
             views.state,
@@ -302,8 +312,11 @@ impl Parts {
                 sources: status_sources(
                     &config,
                     &shared,
-                    &media,
-                    audio.as_ref(),
+                    Lanes {
+                        media: &media,
+                        audio: audio.as_ref(),
+                        recording: recording.as_ref(),
+                    },
                     network,
                     views.machine,
                     BoxFacts {
@@ -331,6 +344,7 @@ impl Parts {
             media,
             audio,
             monitor,
+            recording,
             leds,
             status,
             signals,
@@ -359,6 +373,10 @@ impl Parts {
         }
         if let Some(audio) = self.audio {
             audio.stopped().await;
+        }
+        // Its files were closed (or given up on a hung disk) while the rest stopped.
+        if let Some(recording) = self.recording {
+            recording.stopped().await;
         }
     }
 }
@@ -473,11 +491,17 @@ struct BoxFacts<'a> {
     clock: &'a Clock,
 }
 
+/// The media side's lanes whose counters status shows: the picture, the sound, the recording.
+struct Lanes<'a> {
+    media: &'a Media,
+    audio: Option<&'a Audio>,
+    recording: Option<&'a Recording>,
+}
+
 fn status_sources(
     config: &Config,
     shared: &Shared,
-    media: &Media,
-    audio: Option<&Audio>,
+    lanes: Lanes,
     network: watch::Receiver<NetworkStatus>,
     view: watch::Receiver<MachineView>,
     facts: BoxFacts,
@@ -485,10 +509,11 @@ fn status_sources(
     StatusSources {
         view,
         network,
-        media: media.stats.clone(),
+        media: lanes.media.stats.clone(),
         output_stats: shared.output_stats.clone(),
         keyframes: shared.keyframes.clone(),
-        audio: audio.map(|a| a.stats.clone()),
+        audio: lanes.audio.map(|a| a.stats.clone()),
+        recording: lanes.recording.map(|r| r.stats.clone()),
         adaptation: shared.adaptation.clone(),
         clock: facts.clock.subscribe(),
         started: Instant::now(),
@@ -498,6 +523,58 @@ fn status_sources(
         data_partition: facts.data_partition,
         state_dir: config.state_dir.clone(),
     }
+}
+
+/// Starts the recording lane beside the connection (nothing unless `record.enabled`): the
+/// same units from the door, the sound as the output carries it.
+fn start_recording(
+    config: &Config,
+    shared: &Shared,
+    media: &Media,
+    on_air: watch::Receiver<bool>,
+    recorder: &FlightRecorder,
+    shutdown: &CancellationToken,
+) -> Option<Recording> {
+    let codec = audio_codec(&config.output);
+    let audio = (config.audio.kind != AudioKind::None).then(|| AudioSpec {
+        codec,
+        channels: crate::media::audio::encode::sent_channels(codec, &config.audio),
+    });
+    Recording::start(
+        RecordingInputs {
+            config: config.record.clone(),
+            state_dir: config.state_dir.clone(),
+            door: shared.door.clone(),
+            fps: config.source.fps,
+            audio,
+            clock: media.clock.clone(),
+            on_air,
+            recorder: recorder.clone(),
+        },
+        shutdown.child_token(),
+    )
+}
+
+/// Whether the stream is on the air, for the recording's sidecars (the windows `onair
+/// recordings` shows): the watchdog's view has `live_since` while a connection carries the
+/// stream, the slate included.
+fn on_air(
+    mut view: watch::Receiver<MachineView>,
+    shutdown: &CancellationToken,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(view.borrow().live_since.is_some());
+    let shutdown = shutdown.child_token();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = view.changed() => if changed.is_err() { return },
+            }
+            let live = view.borrow_and_update().live_since.is_some();
+            tx.send_if_modified(|was| std::mem::replace(was, live) != live);
+        }
+    });
+    rx
 }
 
 /// The network monitor's verdict as a watch channel, its changes forwarded to the watchdog.

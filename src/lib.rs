@@ -13,6 +13,7 @@ pub mod media;
 pub mod net;
 pub mod output;
 pub mod recorder;
+pub mod recording;
 pub mod secret;
 pub mod status;
 pub mod supervisor;

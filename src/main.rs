@@ -106,6 +106,14 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonSocket,
     },
+    /// List the recordings, with the windows in each when the stream was not live.
+    Recordings {
+        /// Print the daemon's JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        daemon: DaemonSocket,
+    },
 }
 
 /// Where the running daemon answers.
@@ -242,6 +250,14 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
+        Command::Recordings { json, daemon } => {
+            ask_daemon(&daemon, EXIT_FAILURE, |path| async move {
+                if json {
+                    return client::ask(&path, Request::Recordings).await;
+                }
+                Ok(render::recordings(&client::recordings(&path).await?).into_bytes())
+            })
+        }
         Command::Run { config: path } => {
             for (name, value) in onair::media::capture::GST_ENVIRONMENT {
                 if std::env::var_os(name).is_none() {
@@ -329,15 +345,9 @@ where
         Ok(path) => path,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("onair: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(exchange(path)) {
         Ok(out) => {

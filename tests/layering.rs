@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["daemon", "update"],
     &["status", "leds"],
     &["supervisor"],
-    &["output", "net"],
+    &["output", "net", "recording"],
     &["media", "clock"],
     &["config"],
     &["secret", "recorder"],

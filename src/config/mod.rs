@@ -7,7 +7,7 @@
 //! is not silently ignored.
 //!
 //! One section, one file: `source.rs` (with `edid.rs`, the EDID it names), `audio.rs`, `encoder.rs`, `output.rs`, `reconnect.rs`,
-//! `network.rs`, `leds.rs`, `status.rs` each hold the section's public type, its raw serde
+//! `network.rs`, `leds.rs`, `status.rs`, `record.rs` each hold the section's public type, its raw serde
 //! mirror (every field optional where the contract has a default), the validation from one to
 //! the other and its tests. A new section is a new such file plus a field in [`Config`] and
 //! `RawConfig`, a line in `RawConfig::validate`, its re-exports below and its keys in README.
@@ -25,6 +25,7 @@ mod output;
 mod placeholders;
 mod ranges;
 mod reconnect;
+mod record;
 mod scrub;
 mod source;
 mod status;
@@ -40,6 +41,7 @@ pub use network::{DEFAULT_ROUTE_TABLE, DEFAULT_SETTLE, NetworkConfig, PathsMode}
 pub use output::OutputConfig;
 pub use placeholders::PLACEHOLDER_TOKEN;
 pub use reconnect::ReconnectConfig;
+pub use record::{DEFAULT_RECORD_DIR, DEFAULT_USB_LABEL, RecordConfig, RecordTo};
 pub use source::{
     EdidChoice, MAX_SLATE_TEXT, OnLoss, SourceConfig, SourceFormat, SourceKind, TestPattern,
 };
@@ -97,6 +99,8 @@ pub struct Config {
     pub leds: LedConfig,
     pub status: StatusConfig,
     pub audio: AudioConfig,
+    /// Recording what is streamed (off by default).
+    pub record: RecordConfig,
     /// Where the daemon keeps small state that must survive a restart (the WHIP resource URL
     /// to DELETE). `/run` survives a daemon restart but not a reboot, which is what we want.
     pub state_dir: PathBuf,
@@ -132,6 +136,8 @@ struct RawConfig {
     status: status::RawStatus,
     #[serde(default)]
     audio: audio::RawAudio,
+    #[serde(default)]
+    record: record::RawRecord,
     state_dir: Option<PathBuf>,
 }
 
@@ -147,6 +153,7 @@ impl RawConfig {
         let leds = self.leds.validate()?;
         let audio = self.audio.validate()?;
         let status = self.status.validate()?;
+        let record = self.record.validate()?;
         Ok(Config {
             source,
             encoder,
@@ -156,6 +163,7 @@ impl RawConfig {
             leds,
             status,
             audio,
+            record,
             state_dir: self
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),

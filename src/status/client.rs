@@ -103,6 +103,11 @@ pub async fn history(path: &Path) -> Result<Vec<Record>, ClientError> {
     decode(path, Request::History, &answer)
 }
 
+pub async fn recordings(path: &Path) -> Result<crate::recording::Listing, ClientError> {
+    let answer = ask(path, Request::Recordings).await?;
+    decode(path, Request::Recordings, &answer)
+}
+
 /// `onair retry` (`force`: override the server's `Retry-After`, root only).
 pub async fn retry(path: &Path, force: bool) -> Result<RetryReply, ClientError> {
     let request = if force {

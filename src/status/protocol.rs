@@ -2,7 +2,7 @@
 //!
 //! It is deliberately tiny so that a person can speak it with `socat` when the CLI is not at
 //! hand: the client connects, writes one request line (`status`, `history`, `retry` or
-//! `retry force`, ending
+//! `retry force`, `recordings`, ending
 //! in `\n` or in the end of its writing half), and the server answers with one JSON document
 //! followed by `\n`, then closes. A refused request is answered with `{"error": "..."}`.
 //!
@@ -30,6 +30,8 @@ pub enum Request {
     Retry,
     /// `retry`, overriding the server's `Retry-After` (`onair retry --force`); root only.
     RetryForce,
+    /// The recordings on the disks in use ([`Listing`](crate::recording::Listing)).
+    Recordings,
 }
 
 impl Request {
@@ -39,6 +41,7 @@ impl Request {
             Request::History => "history",
             Request::Retry => "retry",
             Request::RetryForce => "retry force",
+            Request::Recordings => "recordings",
         }
     }
 
@@ -50,6 +53,7 @@ impl Request {
             "history" => Some(Request::History),
             "retry" => Some(Request::Retry),
             "retry force" => Some(Request::RetryForce),
+            "recordings" => Some(Request::Recordings),
             _ => None,
         }
     }
@@ -91,6 +95,7 @@ mod tests {
             Request::History,
             Request::Retry,
             Request::RetryForce,
+            Request::Recordings,
         ] {
             assert_eq!(Request::parse(r.as_str()), Some(r));
             assert_eq!(Request::parse(&format!("{r}\r\n")), Some(r));

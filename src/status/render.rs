@@ -13,6 +13,7 @@ use super::snapshot::{
 use super::update::{Phase, UpdateSnapshot};
 use crate::output::adapt::AdaptStatus;
 use crate::recorder::{Entry, Record};
+use crate::recording::{Listing, RecordingSnapshot};
 use crate::supervisor::StreamState;
 use std::fmt::Write;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub fn status(s: &StatusSnapshot) -> String {
         ("estimate", estimate(&s.adapt)),
         ("resent", resent(&s.adapt)),
         ("audio", s.audio.as_ref().map(audio)),
+        ("record", s.record.as_ref().map(record)),
         ("frames", Some(frames(s))),
         ("reconnects", Some(s.reconnects.to_string())),
         ("live", Some(live(s))),
@@ -406,6 +408,93 @@ pub fn retry(r: &RetryReply) -> String {
     format!("retry sent; {what}\n")
 }
 
+/// `recording on usb: onair-20261206T140322Z.mkv 12.3 MB, 1021 MiB free, 4 files`, or
+/// `STOPPED for 8s (why): nothing is recorded` — the state first, as for the input; the last
+/// error and drops after it.
+fn record(r: &RecordingSnapshot) -> String {
+    let since = duration(secs(r.since));
+    let reason = r.reason.as_deref().map(one_line).unwrap_or_default();
+    let mut text = match r.state.as_str() {
+        "recording" => format!(
+            "recording on {} for {since}: {} {}",
+            text_or(r.location.as_deref(), "?"),
+            text_or(r.file.as_deref(), "?"),
+            megabytes(r.file_bytes)
+        ),
+        "stopped" => format!("STOPPED for {since} ({reason}): nothing is recorded"),
+        "waiting" => format!(
+            "waiting on {} for {since} ({reason})",
+            text_or(r.location.as_deref(), "?")
+        ),
+        other => format!("{} for {since}", one_line(other)),
+    };
+    if let Some(free) = r.free_mb {
+        text.push_str(&format!(", {free} MiB free"));
+    }
+    text.push_str(&format!(
+        ", {} file{}",
+        r.files,
+        if r.files == 1 { "" } else { "s" }
+    ));
+    if r.dropped > 0 {
+        text.push_str(&format!(", {} frames dropped by the disk", r.dropped));
+    }
+    if let Some(e) = &r.last_error {
+        text.push_str(&format!("; last error: {}", one_line(e)));
+    }
+    text
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// `onair recordings`: one line per file, oldest first (start and end in local time, length,
+/// size, where), and under it each window when the stream was not live.
+pub fn recordings(l: &Listing) -> String {
+    if !l.enabled {
+        return "recording is off (record.enabled in the config)\n".into();
+    }
+    if l.recordings.is_empty() {
+        return "no recordings yet\n".into();
+    }
+    let mut out = String::new();
+    if l.more > 0 {
+        let _ = writeln!(out, "({} older recordings not listed)", l.more);
+    }
+    for r in &l.recordings {
+        let _ = writeln!(
+            out,
+            "{} .. {}  {:>8}  {:>9}  {:<4}  {}{}",
+            local_time(r.start),
+            clock_time(r.end),
+            duration(secs(r.end - r.start)),
+            megabytes(r.bytes),
+            one_line(&r.location),
+            one_line(&r.path),
+            if r.recording { "  (recording)" } else { "" }
+        );
+        for w in &r.not_live {
+            let _ = writeln!(
+                out,
+                "    not live {} .. {} ({})",
+                clock_time(w.from),
+                clock_time(w.to),
+                duration(secs(w.to - w.from))
+            );
+        }
+    }
+    out
+}
+
+/// The time of day of `local_time`: `14:02:07.120`.
+fn clock_time(unix_s: f64) -> String {
+    let full = local_time(unix_s);
+    full.split_once(' ')
+        .map(|(_, t)| t.to_string())
+        .unwrap_or(full)
+}
+
 fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s).unwrap_or_default()
 }
@@ -541,6 +630,7 @@ mod tests {
             frames_sent: 211_000,
             keyframes_forced: 4,
             audio: None,
+            record: None,
             output: OutputSnapshot {
                 kind: "whip".into(),
                 url: "https://whip.example.com/api/whip?token=***".into(),
@@ -857,5 +947,90 @@ daemon      pid 412, onair 0.1.0
             "retry sent; attempt 2 is already under way, so nothing changes\n"
         );
         assert!(retry(&r(StreamState::Live, None)).contains("nothing changes"));
+    }
+
+    #[test]
+    fn the_record_line_says_where_what_and_why() {
+        let mut r = RecordingSnapshot {
+            state: "recording".into(),
+            since: 65.0,
+            to: "usb".into(),
+            location: Some("usb".into()),
+            dir: Some("/run/onair/usb/recordings".into()),
+            file: Some("onair-20261206T140322Z.mkv".into()),
+            file_bytes: 12_340_000,
+            bytes_written: 50_000_000,
+            free_mb: Some(1021),
+            min_free_mb: 64,
+            files: 4,
+            ..Default::default()
+        };
+        assert_eq!(
+            record(&r),
+            "recording on usb for 1m 05s: onair-20261206T140322Z.mkv 12.3 MB, 1021 MiB free, 4 files"
+        );
+        r.state = "stopped".into();
+        r.reason = Some("/data/recordings is full\n".into());
+        r.dropped = 7;
+        r.last_error = Some("the USB disk ONAIR-REC was unplugged".into());
+        assert_eq!(
+            record(&r),
+            "STOPPED for 1m 05s (/data/recordings is full ): nothing is recorded, 1021 MiB free, \
+             4 files, 7 frames dropped by the disk; last error: the USB disk ONAIR-REC was unplugged"
+        );
+        let mut s = snapshot();
+        s.record = Some(r);
+        assert!(
+            status(&s).contains("\nrecord      STOPPED for"),
+            "{}",
+            status(&s)
+        );
+    }
+
+    #[test]
+    fn recordings_are_listed_with_the_windows_off_the_air() {
+        use crate::recording::RecordingEntry;
+        use crate::recording::sidecar::Window;
+        let t0 = 1_700_000_000.0;
+        let l = Listing {
+            enabled: true,
+            recordings: vec![RecordingEntry {
+                file: "onair-20231114T221320Z.mkv".into(),
+                path: "/data/recordings/onair-20231114T221320Z.mkv".into(),
+                location: "data".into(),
+                start: t0,
+                end: t0 + 300.0,
+                recording: true,
+                bytes: 94_000_000,
+                not_live: vec![Window {
+                    from: t0 + 30.0,
+                    to: t0 + 60.5,
+                }],
+            }],
+            more: 0,
+        };
+        let text = recordings(&l);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(
+            lines[0],
+            format!(
+                "{} .. {}    5m 00s    94.0 MB  data  /data/recordings/onair-20231114T221320Z.mkv  (recording)",
+                local_time(t0),
+                clock_time(t0 + 300.0)
+            )
+        );
+        assert_eq!(
+            lines[1],
+            format!(
+                "    not live {} .. {} (30s)",
+                clock_time(t0 + 30.0),
+                clock_time(t0 + 60.5)
+            )
+        );
+        assert_eq!(
+            recordings(&Listing::default()),
+            "recording is off (record.enabled in the config)\n"
+        );
     }
 }

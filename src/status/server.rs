@@ -422,7 +422,9 @@ async fn serve_client(
     let mut _permit = None;
     let reply = match request {
         Ok(Ok(line)) => match (Request::parse(&line), serving.try_acquire()) {
-            (None, _) => error_line("unknown request; send one line: status, history or retry"),
+            (None, _) => {
+                error_line("unknown request; send one line: status, history, retry or recordings")
+            }
             (Some(_), Err(_)) => error_line(BUSY),
             (Some(request), Ok(permit)) => {
                 _permit = Some(permit);
@@ -476,6 +478,7 @@ async fn answer(request: Request, peer: Option<u32>, ctx: &StatusContext) -> Vec
     match request {
         Request::Status => json_line(&ctx.sources.snapshot()),
         Request::History => json_line(&ctx.recorder.snapshot()),
+        Request::Recordings => json_line(&ctx.sources.recordings()),
         Request::Retry => retry(false, ctx).await,
         Request::RetryForce if may_force(peer) => retry(true, ctx).await,
         Request::RetryForce => {
@@ -606,6 +609,7 @@ mod tests {
             output_stats: Arc::new(OutputStats::default()),
             keyframes: KeyframeRequester::new(),
             audio: None,
+            recording: None,
             adaptation: Arc::new(Adaptation::new(
                 &EncoderConfig {
                     kind: EncoderKind::X264,

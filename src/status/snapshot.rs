@@ -11,6 +11,7 @@ use crate::media::{KeyframeRequester, MediaStats};
 use crate::net::{NetworkStatus, Path, UplinkStatus};
 use crate::output::OutputStats;
 use crate::output::adapt::{AdaptStatus, Adaptation};
+use crate::recording::{Listing, RecordingSnapshot, RecordingStats};
 use crate::supervisor::{MachineView, StreamState};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ pub struct StatusSnapshot {
     /// The sound; absent when `audio.kind` is `none`.
     #[serde(default)]
     pub audio: Option<AudioSnapshot>,
+    /// The recording; absent when `record.enabled` is false.
+    #[serde(default)]
+    pub record: Option<RecordingSnapshot>,
     pub output: OutputSnapshot,
     /// What became of the data partition at boot; `null` when the daemon was not started by
     /// the image (no report from `onair-data`).
@@ -170,6 +174,7 @@ pub struct StatusSources {
     pub output_stats: Arc<OutputStats>,
     pub keyframes: KeyframeRequester,
     pub audio: Option<Arc<AudioStats>>,
+    pub recording: Option<Arc<RecordingStats>>,
     pub adaptation: Arc<Adaptation>,
     pub clock: watch::Receiver<ClockView>,
     pub started: Instant,
@@ -231,6 +236,14 @@ impl StatusSources {
         })
     }
 
+    /// What `onair recordings` lists (from memory: no disk is touched).
+    pub fn recordings(&self) -> Listing {
+        self.recording
+            .as_ref()
+            .map(|r| r.listing())
+            .unwrap_or_default()
+    }
+
     pub fn snapshot(&self) -> StatusSnapshot {
         let now = Instant::now();
         let view = self.view.borrow().clone();
@@ -268,6 +281,7 @@ impl StatusSources {
             frames_sent: self.output_stats.frames_sent(),
             keyframes_forced: self.keyframes.forced_count(),
             audio: self.audio(now),
+            record: self.recording.as_ref().map(|r| r.snapshot()),
             output: OutputSnapshot {
                 kind: self.output_kind.clone(),
                 url: self.output_url.clone(),

@@ -46,6 +46,27 @@ impl AudioCodec {
             AudioCodec::Aac => "aac",
         }
     }
+
+    /// The caps a muxer takes this codec's frames with, as the encoder made them: Opus 48 kHz
+    /// (the muxer writes its header from these), or raw AAC with the AudioSpecificConfig that
+    /// the encoder's frames carry (`AudioUnit::codec_data`).
+    pub fn mux_caps(self, channels: u32, codec_data: Option<&[u8]>) -> gstreamer::Caps {
+        let b = match self {
+            AudioCodec::Opus => {
+                gstreamer::Caps::builder("audio/x-opus").field("channel-mapping-family", 0i32)
+            }
+            AudioCodec::Aac => gstreamer::Caps::builder("audio/mpeg")
+                .field("mpegversion", 4i32)
+                .field("stream-format", "raw"),
+        };
+        let mut b = b
+            .field("rate", RATE as i32)
+            .field("channels", channels as i32);
+        if let Some(data) = codec_data {
+            b = b.field("codec_data", gstreamer::Buffer::from_slice(data.to_vec()));
+        }
+        b.build()
+    }
 }
 
 /// One encoded audio frame.
