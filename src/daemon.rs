@@ -651,7 +651,7 @@ fn reload(loaded: Result<Config, ConfigError>, current: &mut Config) -> Vec<Even
             log::error!("SIGHUP: keeping the running config: {e}");
             vec![]
         }
-        Ok(new) if new == *current || current.differs_only_in_reconnect(&new) => {
+        Ok(new) if new == *current || current.applies_in_place(&new) => {
             log::info!("SIGHUP: config reloaded; retrying now");
             let policy = new.reconnect.clone();
             *current = new;
