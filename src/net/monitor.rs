@@ -33,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 const INITIAL_RCVBUF: usize = 256 * 1024;
 /// Largest receive buffer asked for after repeated overruns.
 const MAX_RCVBUF: usize = 4 * 1024 * 1024;
+/// Kinds remembered by name for interfaces that are gone (a bound on a box where interfaces
+/// come and go).
+const MAX_REMEMBERED_KINDS: usize = 64;
 /// Wait before reopening a connection that failed.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -113,6 +116,9 @@ struct Monitor {
     last_switch: Option<String>,
     /// Each interface's kind, by index (with its name: an index can be reused).
     kinds: HashMap<u32, (String, UplinkKind)>,
+    /// The last kind known by name, for an uplink that is gone (an unplugged phone is still
+    /// a phone in `onair status`).
+    last_kinds: HashMap<String, UplinkKind>,
     /// The last snapshot's uplink candidates (for interfaces that never had a route).
     seen: Vec<Candidate>,
     /// Tells the field watchers which interfaces are Wi-Fi and modems...
@@ -190,6 +196,7 @@ pub(super) async fn start(
         switches: 0,
         last_switch: None,
         kinds: HashMap::new(),
+        last_kinds: HashMap::new(),
         seen: Vec::new(),
         field_interfaces,
         facts,
@@ -425,6 +432,14 @@ impl Monitor {
             if !known {
                 let kind = UplinkKind::from_facts(&field::read_facts(sys, &link.name));
                 self.kinds.insert(link.index, (link.name.clone(), kind));
+                if self.last_kinds.len() >= MAX_REMEMBERED_KINDS {
+                    // Forget the names no interface has now (the uplinks keep at most 16).
+                    let present: Vec<&str> =
+                        snapshot.links.iter().map(|l| l.name.as_str()).collect();
+                    self.last_kinds
+                        .retain(|name, _| present.contains(&name.as_str()));
+                }
+                self.last_kinds.insert(link.name.clone(), kind);
             }
         }
         let mut wanted = Interfaces::default();
@@ -454,6 +469,7 @@ impl Monitor {
             .values()
             .find(|(n, _)| n == name)
             .map(|(_, k)| *k)
+            .or_else(|| self.last_kinds.get(name).copied())
             .unwrap_or_default()
     }
 
