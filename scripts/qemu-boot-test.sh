@@ -30,6 +30,12 @@
 #      tone into the snd-aloop loopback card, the daemon captures the other side and the
 #      receiver must hear it; the player stopped (silence), the card unplugged and back
 #      (ONAIR_QEMU_ALSA=0 skips it).
+#   9. (after 5, a second boot) the field uplinks: the card holds only Wi-Fi credentials, the
+#      wired NIC has no carrier from power-on, the venue's access point is an emulated radio
+#      inside the box: it joins and goes live; a phone (qemu usb-net) plugged in and out, the
+#      access point stopped; a wrong password named in status; WPA3-SAE
+#      (scripts/qemu/wifi-boot.sh, wifi-check.sh; ONAIR_QEMU_WIFI=0 skips it;
+#      ONAIR_QEMU_UPLINK_BENCH=N adds N timed boots each on the cable and on Wi-Fi only).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
 # receiver and a DHCP server (dnsmasq, one lease: 192.0.2.2, no router, no DNS), so the box
@@ -631,6 +637,20 @@ if { [ $ssh_ok = 1 ] || [ $stream_ok = 1 ]; } && ! qemu_alive; then
         fail "boot partition afterwards: unexpected files ($files) or report, or the data disk lacks the config"
     fi
 fi
+
+# ------------------------------------------------------------------ 9. field uplinks (issue 22)
+# One more boot, Wi-Fi only: the cable cut from power-on, a phone plugged in and out, a wrong
+# password, WPA3-SAE (scripts/qemu/wifi-boot.sh and wifi-check.sh). ONAIR_QEMU_WIFI=0 skips
+# it; ONAIR_QEMU_UPLINK_BENCH=N times N boots each on the cable and on Wi-Fi only.
+# shellcheck source=scripts/qemu/wifi-boot.sh
+. "$SCRIPT_DIR/qemu/wifi-boot.sh"
+if [ "${ONAIR_QEMU_WIFI:-1}" = 1 ] && [ $ssh_ok = 1 ] && ! qemu_alive; then
+    wifi_boot
+fi
+if [ "${ONAIR_QEMU_UPLINK_BENCH:-0}" -gt 0 ] && [ $ssh_ok = 1 ]; then
+    uplink_boots "$ONAIR_QEMU_UPLINK_BENCH"
+fi
+# ------------------------------------------------------------------ end of 9
 
 phase ""
 finished=1
