@@ -9,9 +9,9 @@
 #   2. A phone plugged in: a qemu usb-net device (the USB network function of a tethering
 #      phone) hot-plugged through the monitor while live on Wi-Fi comes up as a `tether`
 #      uplink and the stream stays on Wi-Fi (its metric is lower); the access point stopped:
-#      longest gap between decoded frames <= 1.0 s, now on the phone; the access point back
-#      (the box's settle_ms of 30 s keeps the stream on the phone meanwhile), the phone
-#      unplugged: back on Wi-Fi, longest gap <= 1.0 s.
+#      longest gap between decoded frames <= 1.0 s (ONAIR_QEMU_UPLINK_GAP), now on the phone;
+#      the access point back (the box's settle_ms of 30 s keeps the stream on the phone
+#      meanwhile), the phone unplugged: back on Wi-Fi, longest gap <= 1.0 s.
 #   3. Wrong password: the wired link given back (`set_link`), a config with a wrong
 #      passphrase by SIGHUP: `onair status` says "authentication failed (wrong password)"
 #      within 30 s while the stream goes on over the cable; the corrected config by SIGHUP:
@@ -22,6 +22,9 @@
 # Run by scripts/qemu-boot-test.sh (wifi-boot.sh) with the usual scenario arguments and, in
 # the environment, WIFI_PSK, WIFI_SAE (the venue's passphrases), QEMU_START_MONO (when the
 # box was powered on, on the receiver's clock). Prints "PASS ..."/"FAIL ..." lines.
+# ONAIR_QEMU_UPLINK_GAP (seconds, default 1.0, the issue's limit) is the longest gap allowed
+# in step 2: under emulation a new WHIP session takes 0.6-1.0 s (ten times the hardware's), so
+# a loaded machine can cross 1.0 s; a CI host that cannot keep up may set 1.5.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,6 +34,7 @@ scenario_args "$@"
 : "${WIFI_PSK:?}" "${WIFI_SAE:?}" "${QEMU_START_MONO:?}"
 
 WIDTH=320 HEIGHT=240 FPS=15
+MAX_GAP=${ONAIR_QEMU_UPLINK_GAP:-1.0}
 SSID=onair-venue
 PHONE_MAC=52:54:00:6f:61:04
 VENUE=/run/onair-venue/venue.sh
@@ -189,7 +193,7 @@ t_stop=$(at_box "sh $VENUE ap stop") || t_stop=""
 sleep 8
 words=$(wait_until 20 'u.get("path") == u.get("tether_if")') || true
 t_end=$(now)
-out=$(judge gap --from "$(add "${t_stop:-$t_end}" -1)" --to "$t_end" --max 1.0) && rc=0 || rc=$?
+out=$(judge gap --from "$(add "${t_stop:-$t_end}" -1)" --to "$t_end" --max "$MAX_GAP") && rc=0 || rc=$?
 if [ "$rc" = 0 ] && [ -n "$t_stop" ] && [ "$(kv path "$words")" = "$phone_if" ]; then
     result PASS "wifi 2a. phone ($phone_if, tether) plugged in while live on Wi-Fi, then the access point stopped: now on the phone, ${out#PASS }"
 else
@@ -205,7 +209,7 @@ qmp device_del '{"id": "phone0"}' >/dev/null || say "   unplugging the phone fai
 sleep 8
 words=$(wait_until 20 'u.get("path") == u.get("wifi_if")') || true
 t_end=$(now)
-out=$(judge gap --from "$(add "$t_unplug" -1)" --to "$t_end" --max 1.0) && rc=0 || rc=$?
+out=$(judge gap --from "$(add "$t_unplug" -1)" --to "$t_end" --max "$MAX_GAP") && rc=0 || rc=$?
 if [ "$rc" = 0 ] && [ "$(kv path "$words")" = "$(kv wifi_if "$words")" ]; then
     result PASS "wifi 2b. phone unplugged: back on Wi-Fi ($(kv wifi_if "$words")), ${out#PASS }"
 else
