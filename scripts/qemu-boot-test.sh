@@ -51,6 +51,13 @@
 #      and pulled mid-write (back to /data, no restart, the stick still readable); then the
 #      power is pulled mid-recording, the box boots again (the test's one extra boot) and the
 #      last file must decode to within 1 s of the cut (ONAIR_QEMU_RECORD=0 skips it).
+#  13. (after 5, before 9, one more boot) the field uplinks: the card holds only Wi-Fi credentials, the
+#      wired NIC has no carrier from power-on, the venue's access point is an emulated radio
+#      inside the box: it joins and goes live; a phone (qemu usb-net) plugged in and out, the
+#      access point stopped; a wrong password named in status; WPA3-SAE
+#      (scripts/qemu/wifi-boot.sh, wifi-check.sh; ONAIR_QEMU_WIFI=0 skips it;
+#      ONAIR_QEMU_UPLINK_BENCH=N adds N timed boots each on the cable and on Wi-Fi only;
+#      ONAIR_QEMU_UPLINK_GAP=S allows gaps of S seconds at the switches, default 1.0).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
 # receiver and a DHCP server (dnsmasq, one lease: 192.0.2.2, no router, no DNS; 192.0.2.1 as
@@ -482,7 +489,7 @@ reboot_box() {
     wait_ssh
 }
 
-# ------------------------------------------------------------------ 9. A/B slots (setup)
+# ------------------------------------------------------------------ 11. A/B slots (setup)
 # Two slot disks, autoboot.txt, the emulated firmware and the test bundles (made in the
 # background while the box boots): scripts/qemu/update-check.sh (issue 26).
 if [ "${ONAIR_QEMU_UPDATE:-1}" = 1 ]; then
@@ -707,6 +714,25 @@ if { [ $ssh_ok = 1 ] || [ $stream_ok = 1 ]; } && ! qemu_alive; then
         fail "boot partition afterwards: unexpected files ($files) or report, or the data disk lacks the config"
     fi
 fi
+
+# ----------------------------------------------------------------- 13. field uplinks (issue 22)
+# One more boot, Wi-Fi only: the cable cut from power-on, a phone plugged in and out, a wrong
+# password, WPA3-SAE (scripts/qemu/wifi-boot.sh and wifi-check.sh). ONAIR_QEMU_WIFI=0 skips
+# it; ONAIR_QEMU_UPLINK_BENCH=N times N boots each on the cable and on Wi-Fi only. It runs
+# before check 9, which damages the data partition; the data disk is given back as this boot
+# found it (the first boot's config), which is what check 9 starts from.
+# shellcheck source=scripts/qemu/wifi-boot.sh
+. "$SCRIPT_DIR/qemu/wifi-boot.sh"
+if [ "${ONAIR_QEMU_WIFI:-1}" = 1 ] && [ $ssh_ok = 1 ] && ! qemu_alive; then
+    cp --sparse=always "$RUN/data.ext4" "$RUN/data-before-wifi.ext4"
+    wifi_boot
+    if qemu_alive; then power_off || true; fi
+    mv "$RUN/data-before-wifi.ext4" "$RUN/data.ext4"
+fi
+if [ "${ONAIR_QEMU_UPLINK_BENCH:-0}" -gt 0 ] && [ $ssh_ok = 1 ]; then
+    uplink_boots "$ONAIR_QEMU_UPLINK_BENCH"
+fi
+# ------------------------------------------------------------------ end of 13
 
 # ------------------------------------------------------------------ 9. damaged data partition
 # Two more boots with the data disk damaged: repaired by the check; beyond repair, a RAM disk

@@ -18,7 +18,7 @@ use crate::media::audio::{Audio, AudioCodec, AudioError};
 use crate::media::encoder::{self, CodecWait};
 use crate::media::{BitrateHandle, Door, KeyframeRequester, Media, MediaError, MediaEvent};
 use crate::net::{
-    ClaimError, NetworkMonitor, NetworkStatus, RoutingClaim, ServerAddr, StatusChange,
+    self, ClaimError, NetworkMonitor, NetworkStatus, RoutingClaim, ServerAddr, StatusChange,
     claim_routing,
 };
 use crate::output::adapt::Adaptation;
@@ -63,8 +63,15 @@ pub enum DaemonError {
 const RELEASE_BUDGET: Duration = Duration::from_millis(800);
 
 /// Runs until SIGINT/SIGTERM. Restarts its parts in place when SIGHUP brings a config that
-/// changes more than the reconnect settings.
-pub async fn run(config_path: PathBuf, mut config: Config) -> Result<(), DaemonError> {
+/// changes more than what applies in place (the reconnect policy, the field uplinks).
+/// `network_files`: where the operating system's Wi-Fi and modem files live (`onair
+/// network-files` wrote them at boot); a SIGHUP renders them again from the new config and
+/// the radios read them. `None`: the daemon leaves them alone (tests, a development machine).
+pub async fn run(
+    config_path: PathBuf,
+    mut config: Config,
+    network_files: Option<PathBuf>,
+) -> Result<(), DaemonError> {
     // One recorder for the daemon's life, so `--history` keeps what happened before a
     // SIGHUP restart.
     let recorder = FlightRecorder::new();
@@ -80,7 +87,14 @@ pub async fn run(config_path: PathBuf, mut config: Config) -> Result<(), DaemonE
     }
     loop {
         claim_routing_if_steering(&config, &mut routing)?;
-        let (parts, watchdog) = Parts::start(&config_path, config, &recorder, &signals).await?;
+        let (parts, watchdog) = Parts::start(
+            &config_path,
+            config,
+            network_files.as_deref(),
+            &recorder,
+            &signals,
+        )
+        .await?;
         let cause = watchdog.run().await;
         if !matches!(cause, StopCause::Restart(_)) {
             notify::stopping();
@@ -262,6 +276,7 @@ impl Parts {
     async fn start(
         config_path: &Path,
         config: Config,
+        network_files: Option<&Path>,
         recorder: &FlightRecorder,
         signals: &Signals,
     ) -> Result<(Parts, Watchdog), DaemonError> {
@@ -331,9 +346,14 @@ impl Parts {
         });
         // The last sender moves into the signal task: once every producer is gone the
         // watchdog hears `InputsClosed`.
+        let field = network_files.map(|dir| FieldFiles {
+            dir: dir.to_path_buf(),
+            reconfigured: monitor.as_ref().and_then(NetworkMonitor::reconfigured),
+        });
         let signals = handle_signals(
             config_path.to_path_buf(),
             config,
+            field,
             events,
             signals.clone(),
             &shutdown,
@@ -726,10 +746,60 @@ impl Signals {
     }
 }
 
+/// Where a SIGHUP renders the operating system's Wi-Fi and modem files, and whom it tells.
+struct FieldFiles {
+    dir: PathBuf,
+    reconfigured: Option<net::field::Reconfigured>,
+}
+
+/// How long rendering the field files and telling the radios may hold the signal task up.
+const FIELD_FILES_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl FieldFiles {
+    /// Renders `config`'s files and has the radios read them if they changed; logs what it
+    /// did. A failure costs the new Wi-Fi settings only (the running ones stay).
+    async fn apply(&self, config: &Config) {
+        let ctrl_dir = Path::new(net::field::WPA_CTRL_DIR);
+        let applied = tokio::time::timeout(
+            FIELD_FILES_TIMEOUT,
+            net::field::apply(
+                &config.network,
+                &self.dir,
+                ctrl_dir,
+                self.reconfigured.as_ref(),
+            ),
+        )
+        .await;
+        match applied {
+            Ok(Ok(a)) if a.written.wifi_changed => {
+                let told = if a.reconfigured.is_empty() {
+                    "no radio is running to read them".to_string()
+                } else {
+                    format!("{} read them again", a.reconfigured.join(", "))
+                };
+                log::info!(
+                    "SIGHUP: the Wi-Fi settings changed ({} network(s)); {told}",
+                    config.network.wifi.len()
+                );
+                for failure in a.failed {
+                    log::warn!("SIGHUP: cannot tell wpa_supplicant of {failure}");
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::error!("SIGHUP: {e}; the radios keep their settings"),
+            Err(_) => log::error!(
+                "SIGHUP: the Wi-Fi settings took more than {} s to apply",
+                FIELD_FILES_TIMEOUT.as_secs()
+            ),
+        }
+    }
+}
+
 /// Turns signals into events: SIGINT/SIGTERM stop the run, SIGHUP reloads the config.
 fn handle_signals(
     config_path: PathBuf,
     current: Config,
+    field: Option<FieldFiles>,
     events: mpsc::Sender<Event>,
     signals: Signals,
     shutdown: &CancellationToken,
@@ -737,6 +807,7 @@ fn handle_signals(
     tokio::spawn(signal_events(
         config_path,
         current,
+        field,
         events,
         signals,
         shutdown.child_token(),
@@ -751,6 +822,7 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(2);
 async fn signal_events(
     config_path: PathBuf,
     mut current: Config,
+    field: Option<FieldFiles>,
     events: mpsc::Sender<Event>,
     signals: Signals,
     shutdown: CancellationToken,
@@ -797,7 +869,12 @@ async fn signal_events(
                         reloading = start_reading();
                         vec![]
                     }
-                    Ok(Ok(result)) => reload(result, &mut current),
+                    Ok(Ok(result)) => {
+                        if let (Ok(new), Some(field)) = (&result, &field) {
+                            field.apply(new).await;
+                        }
+                        reload(result, &mut current)
+                    }
                     Ok(Err(_)) => {
                         log::error!("SIGHUP: the config reader stopped; keeping the running config");
                         vec![]
@@ -853,7 +930,7 @@ fn reload(loaded: Result<Config, ConfigError>, current: &mut Config) -> Vec<Even
             log::error!("SIGHUP: keeping the running config: {e}");
             vec![]
         }
-        Ok(new) if new == *current || current.differs_only_in_reconnect(&new) => {
+        Ok(new) if new == *current || current.applies_in_place(&new) => {
             log::info!("SIGHUP: config reloaded; retrying now");
             let policy = new.reconnect.clone();
             *current = new;

@@ -33,6 +33,18 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Where `network-files` wrote the Wi-Fi and modem files: a SIGHUP writes them
+        /// again from the new config and has the radios read them.
+        #[arg(long, value_name = "DIR")]
+        network_files: Option<PathBuf>,
+    },
+    /// Write the operating system's Wi-Fi and modem files from a config (mode 0600).
+    NetworkFiles {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The directory to write them into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Validate a config file without running anything.
     CheckConfig { config: PathBuf },
@@ -258,7 +270,42 @@ fn main() -> ExitCode {
                 Ok(render::recordings(&client::recordings(&path).await?).into_bytes())
             })
         }
-        Command::Run { config: path } => {
+        Command::NetworkFiles { config, out } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("onair: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match onair::net::field::write_files(&config.network, &out) {
+                Ok(written) => {
+                    let country = config
+                        .network
+                        .wifi_country
+                        .as_deref()
+                        .unwrap_or("none: world regulatory domain");
+                    println!(
+                        "{}: {} Wi-Fi network(s), country {country}; {}",
+                        written.wpa_supplicant.display(),
+                        config.network.wifi.len(),
+                        match &written.modem_connect {
+                            Some(path) => format!("modem settings in {}", path.display()),
+                            None => "no modem settings".into(),
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("onair: {e}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+        Command::Run {
+            config: path,
+            network_files,
+        } => {
             for (name, value) in onair::media::capture::GST_ENVIRONMENT {
                 if std::env::var_os(name).is_none() {
                     // SAFETY: no other thread exists yet (the runtime is built below), so
@@ -289,7 +336,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_FAILURE);
                 }
             };
-            match runtime.block_on(onair::daemon::run(path, config)) {
+            match runtime.block_on(onair::daemon::run(path, config, network_files)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("onair: {e}");

@@ -36,6 +36,16 @@ fn base_configs() -> Vec<Value> {
             "output": {"kind": "whip", "url": "https://h.example/api/whip", "token": TOKEN},
             "leds": {"backend": "gpio", "live_pin": 17, "status_pin": 27}
         }),
+        // The key as a Wi-Fi passphrase, a WPA3 password and the modem's password: secrets
+        // in the network section are kept out of refusals as the token is.
+        json!({
+            "source": {"kind": "test"},
+            "output": {"kind": "whip", "url": "http://192.0.2.1/api/whip"},
+            "network": {"wifi_country": "DE", "wifi": [
+                {"ssid": "venue", "psk": TOKEN, "priority": 3},
+                {"ssid": "backstage", "sae_password": TOKEN, "hidden": true}],
+                "modem": {"apn": "internet", "pin": "1234", "password": TOKEN}}
+        }),
     ]
 }
 
@@ -68,6 +78,12 @@ const KNOWN_KEYS: &[&str] = &[
     "network",
     "interfaces",
     "state_dir",
+    "wifi",
+    "ssid",
+    "psk",
+    "sae_password",
+    "modem",
+    "pin",
 ];
 
 fn key_name() -> impl Strategy<Value = String> {
@@ -212,7 +228,7 @@ proptest! {
     /// Structured mutations: the document stays valid JSON, so a refusal must name a key.
     #[test]
     fn mutated_configs_are_refused_by_key_and_never_echo_the_token(
-        base in 0usize..3,
+        base in 0usize..4,
         mutations in prop::collection::vec(mutation(), 1..5),
     ) {
         let mut v = base_configs()[base].clone();
@@ -234,7 +250,7 @@ proptest! {
     /// Text mutations: cut, spliced, with stray bytes and trailing garbage. No panic, no token.
     #[test]
     fn broken_text_never_panics_or_echoes_the_token(
-        base in 0usize..3,
+        base in 0usize..4,
         cut in any::<prop::sample::Index>(),
         splice in any::<String>(),
         at in any::<prop::sample::Index>(),

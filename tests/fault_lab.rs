@@ -696,7 +696,7 @@ fn flapping_primary_keeps_the_stream_on_the_secondary() {
         "{s:#}"
     );
     assert!(
-        daemon.status_text().contains("eth0 settling ("),
+        daemon.status_text().contains("eth0 wired settling ("),
         "onair status shows the flapping uplink held back:\n{}",
         daemon.status_text()
     );

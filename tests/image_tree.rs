@@ -131,6 +131,20 @@ const UPSTREAM_SYMBOLS: &[&str] = &[
     "BR2_PACKAGE_RAUC",
     "BR2_PACKAGE_RAUC_DBUS",
     "BR2_PACKAGE_RAUC_JSON",
+    "BR2_PACKAGE_WPA_SUPPLICANT",
+    "BR2_PACKAGE_WPA_SUPPLICANT_NL80211",
+    "BR2_PACKAGE_WPA_SUPPLICANT_WPA3",
+    "BR2_PACKAGE_WPA_SUPPLICANT_CTRL_IFACE",
+    "BR2_PACKAGE_WPA_SUPPLICANT_CLI",
+    "BR2_PACKAGE_WIRELESS_REGDB",
+    "BR2_PACKAGE_IW",
+    "BR2_PACKAGE_MODEM_MANAGER",
+    "BR2_PACKAGE_MODEM_MANAGER_LIBQMI",
+    "BR2_PACKAGE_MODEM_MANAGER_LIBMBIM",
+    "BR2_PACKAGE_USB_MODESWITCH",
+    "BR2_PACKAGE_USB_MODESWITCH_DATA",
+    "BR2_PACKAGE_BRCMFMAC_SDIO_FIRMWARE_RPI",
+    "BR2_PACKAGE_BRCMFMAC_SDIO_FIRMWARE_RPI_WIFI",
     "BR2_ROOTFS_OVERLAY",
     "BR2_ROOTFS_POST_BUILD_SCRIPT",
     "BR2_ROOTFS_POST_FAKEROOT_SCRIPT",
@@ -177,6 +191,11 @@ const SCRIPTS: &[&str] = &[
 ];
 
 const OVERLAY: &str = "board/common/rootfs-overlay";
+
+/// Programs the overlay's units run that a package of every image installs (checked against
+/// Buildroot 2026.05.1's install commands), with the package's symbol.
+const PACKAGE_PROGRAMS: &[(&str, &str)] =
+    &[("/usr/sbin/wpa_supplicant", "BR2_PACKAGE_WPA_SUPPLICANT")];
 
 // ---- helpers ----------------------------------------------------------------------------------
 
@@ -1372,11 +1391,24 @@ fn units_start_programs_the_image_has() {
                     .next()
                     .unwrap_or("");
                 let in_overlay = repo().join(OVERLAY).join(program.trim_start_matches('/'));
-                if program != "/usr/bin/onair" && !in_overlay.is_file() {
+                let from_package = PACKAGE_PROGRAMS.iter().find(|(p, _)| *p == program);
+                if program != "/usr/bin/onair" && !in_overlay.is_file() && from_package.is_none() {
                     errors.push(format!(
                         "{unit}: {key} runs {program}, which is neither /usr/bin/onair nor a file \
-                         of the overlay"
+                         of the overlay nor in PACKAGE_PROGRAMS"
                     ));
+                }
+                if let Some((_, symbol)) = from_package {
+                    for board in &BOARDS {
+                        let (rel, settings) = defconfig(board);
+                        if setting(&settings, symbol)
+                            .is_none_or(|s| s.value.as_deref() != Some("y"))
+                        {
+                            errors.push(format!(
+                                "{unit}: runs {program}, but {rel} does not set {symbol}=y"
+                            ));
+                        }
+                    }
                 }
                 if in_overlay.is_file() && !is_executable(&format!("{OVERLAY}{program}")) {
                     errors.push(format!("{unit}: {program} is not executable"));
@@ -1616,6 +1648,403 @@ fn the_box_keeps_its_time_across_reboots_and_never_starts_before_the_build_date(
     assert!(
         record == "{\"set_by\": \"rtc\"}\n" || record == "{\"set_by\": \"unknown\"}\n",
         "{record}: {log}"
+    );
+}
+
+// ---- field uplinks: Wi-Fi, phones, modems ------------------------------------------------------
+
+/// `[Section]` → `Key=value` pairs of a systemd-style file, in order.
+fn sections(text: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut section = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+        } else if let Some((k, v)) = line.split_once('=') {
+            out.push((section.clone(), k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+fn entry<'a>(entries: &'a [(String, String, String)], section: &str, key: &str) -> Vec<&'a str> {
+    entries
+        .iter()
+        .filter(|(s, k, _)| s == section && k == key)
+        .map(|(_, _, v)| v.as_str())
+        .collect()
+}
+
+#[test]
+fn every_image_has_what_the_field_uplinks_need() {
+    let common = [
+        "BR2_PACKAGE_WPA_SUPPLICANT=y",
+        "BR2_PACKAGE_WPA_SUPPLICANT_NL80211=y",
+        "BR2_PACKAGE_WPA_SUPPLICANT_WPA3=y",
+        "BR2_PACKAGE_WPA_SUPPLICANT_CTRL_IFACE=y",
+        "BR2_PACKAGE_WIRELESS_REGDB=y",
+        "BR2_PACKAGE_MODEM_MANAGER=y",
+        "BR2_PACKAGE_MODEM_MANAGER_LIBQMI=y",
+        "BR2_PACKAGE_MODEM_MANAGER_LIBMBIM=y",
+        "BR2_PACKAGE_USB_MODESWITCH_DATA=y",
+    ];
+    let kernel_common = [
+        "CONFIG_CFG80211=m",
+        "CONFIG_USB_NET_RNDIS_HOST=m",
+        "CONFIG_USB_NET_CDCETHER=m",
+        "CONFIG_USB_NET_CDC_NCM=m",
+        "CONFIG_USB_NET_HUAWEI_CDC_NCM=m",
+        "CONFIG_USB_NET_QMI_WWAN=m",
+        "CONFIG_USB_NET_CDC_MBIM=m",
+        "CONFIG_USB_SERIAL_OPTION=m",
+        "CONFIG_USB_IPHETH=m",
+    ];
+    let mut errors = Vec::new();
+    for board in &BOARDS {
+        let (rel, _) = defconfig(board);
+        let text = read(&rel);
+        let lines: BTreeSet<&str> = text.lines().map(str::trim).collect();
+        let mut wanted = common.to_vec();
+        if board.raspberry_pi {
+            // The built-in radio of the Pi 4/400/CM4 and Pi 5/500/CM5 (CYW43455) needs its
+            // firmware and NVRAM, which the kernel does not carry.
+            wanted.extend([
+                "BR2_PACKAGE_BRCMFMAC_SDIO_FIRMWARE_RPI=y",
+                "BR2_PACKAGE_BRCMFMAC_SDIO_FIRMWARE_RPI_WIFI=y",
+            ]);
+        }
+        for line in wanted {
+            if !lines.contains(line) {
+                errors.push(format!("{rel}: missing `{line}`"));
+            }
+        }
+        let frag_rel = format!("board/{}/linux.fragment", board.name);
+        let frag = read(&frag_rel);
+        let frag_lines: BTreeSet<&str> = frag.lines().map(str::trim).collect();
+        let mut kernel = kernel_common.to_vec();
+        kernel.push(if board.raspberry_pi {
+            "CONFIG_BRCMFMAC=m"
+        } else {
+            "CONFIG_MAC80211_HWSIM=m"
+        });
+        for line in kernel {
+            if !frag_lines.contains(line) {
+                errors.push(format!("{frag_rel}: missing `{line}`"));
+            }
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn networkd_gives_each_kind_of_uplink_dhcp_and_its_metric() {
+    use onair::net::field::{MODEM_DRIVERS, TETHER_DRIVERS, UplinkKind};
+    let dir = format!("{OVERLAY}/usr/lib/systemd/network");
+    let mut files: Vec<String> = files_under(&dir)
+        .into_iter()
+        .filter(|f| f.ends_with(".network"))
+        .collect();
+    files.sort();
+    let mut errors = Vec::new();
+    // networkd takes the first file (in lexical order) that matches: a phone's or a modem's
+    // USB function, which udev may name en*, is matched by its driver before the wired file.
+    let order: Vec<(&str, UplinkKind)> = vec![
+        ("60-onair-modem.network", UplinkKind::Modem),
+        ("70-onair-tether.network", UplinkKind::Tether),
+        ("75-onair-wifi.network", UplinkKind::Wifi),
+        ("80-onair-wired.network", UplinkKind::Wired),
+    ];
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        order.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>(),
+        "{dir}: the .network files, in the order networkd reads them"
+    );
+    for (name, kind) in order {
+        let rel = format!("{dir}/{name}");
+        let e = sections(&read(&rel));
+        let has = |section: &str, key: &str, value: &str| entry(&e, section, key).contains(&value);
+        if !has("Link", "RequiredForOnline", "no") {
+            errors.push(format!(
+                "{rel}: needs RequiredForOnline=no: nothing at boot waits for it"
+            ));
+        }
+        let drivers: Vec<&str> = entry(&e, "Match", "Driver")
+            .iter()
+            .flat_map(|v| v.split_whitespace())
+            .collect();
+        match kind {
+            UplinkKind::Tether => {
+                if drivers != TETHER_DRIVERS {
+                    errors.push(format!("{rel}: Driver= must list {TETHER_DRIVERS:?} (net/field/kind.rs), found {drivers:?}"));
+                }
+            }
+            UplinkKind::Modem => {
+                if drivers != MODEM_DRIVERS {
+                    errors.push(format!("{rel}: Driver= must list {MODEM_DRIVERS:?} (net/field/kind.rs), found {drivers:?}"));
+                }
+                // The bearer's address comes from onair-modem's runtime file, not from DHCP.
+                if !has("Network", "DHCP", "no") {
+                    errors.push(format!(
+                        "{rel}: DHCP=no (onair-modem writes the bearer's settings)"
+                    ));
+                }
+                let script = read(&format!("{OVERLAY}/usr/libexec/onair/onair-modem"));
+                if !script.contains(&format!("METRIC={}", kind.metric())) {
+                    errors.push(format!(
+                        "onair-modem: METRIC={} (UplinkKind::Modem)",
+                        kind.metric()
+                    ));
+                }
+            }
+            UplinkKind::Wifi => {
+                if !has("Match", "Type", "wlan") {
+                    errors.push(format!("{rel}: [Match] Type=wlan"));
+                }
+            }
+            UplinkKind::Wired => {
+                if !has("Match", "Name", "eth* en*") {
+                    errors.push(format!("{rel}: [Match] Name=eth* en*"));
+                }
+            }
+        }
+        if kind != UplinkKind::Modem {
+            let metric = kind.metric().to_string();
+            if !has("Network", "DHCP", "yes")
+                || !has("DHCPv4", "RouteMetric", &metric)
+                || !has("IPv6AcceptRA", "RouteMetric", &metric)
+            {
+                errors.push(format!(
+                    "{rel}: DHCP=yes with RouteMetric={metric} for IPv4 and IPv6 (UplinkKind::{kind:?})"
+                ));
+            }
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn nothing_at_boot_waits_for_a_network() {
+    let mut errors = Vec::new();
+    for unit in files_under(&format!("{OVERLAY}/usr/lib/systemd/system")) {
+        for (key, value) in unit_entries(&read(&unit)) {
+            if !["After", "Wants", "Requires", "BindsTo", "Requisite"].contains(&key.as_str()) {
+                continue;
+            }
+            for dep in value.split_whitespace() {
+                if dep == "network-online.target" || dep.starts_with("systemd-networkd-wait-online")
+                {
+                    errors.push(format!(
+                        "{unit}: {key}={dep}: the box must go live on whatever uplink comes up, \
+                         without waiting for one (a cable may never come)"
+                    ));
+                }
+            }
+        }
+    }
+    let preset = read(&format!(
+        "{OVERLAY}/usr/lib/systemd/system-preset/50-onair.preset"
+    ));
+    if !preset
+        .lines()
+        .any(|l| l.trim() == "disable systemd-networkd-wait-online.service")
+    {
+        errors.push(
+            "50-onair.preset: `disable systemd-networkd-wait-online.service` (enabling \
+                     systemd-networkd enables it too, through Also=)"
+                .into(),
+        );
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+#[test]
+fn wifi_units_read_the_files_the_daemon_writes() {
+    use onair::net::field::{WPA_CTRL_DIR, WPA_SUPPLICANT_FILE};
+    let rel = format!("{OVERLAY}/usr/lib/systemd/system/onair-wifi@.service");
+    let e = sections(&read(&rel));
+    let exec = entry(&e, "Service", "ExecStart").join(" ");
+    let network_dir = "/run/onair/network";
+    for want in [
+        "/usr/sbin/wpa_supplicant ".to_string(),
+        "-i %I".to_string(),
+        "-D nl80211".to_string(),
+        format!("-c {network_dir}/{WPA_SUPPLICANT_FILE}"),
+    ] {
+        assert!(
+            exec.contains(&want),
+            "{rel}: ExecStart needs `{want}`: {exec}"
+        );
+    }
+    assert_eq!(entry(&e, "Install", "DefaultInstance"), ["wlan0"], "{rel}");
+    assert!(
+        entry(&e, "Unit", "After").iter().any(|v| v
+            .split_whitespace()
+            .any(|d| d == "onair-network-files.service")),
+        "{rel}: After=onair-network-files.service (its config file is written there)"
+    );
+    // The daemon and the boot's writer use the same directory.
+    for script in ["onair-start", "onair-network-files"] {
+        let text = read(&format!("{OVERLAY}/usr/libexec/onair/{script}"));
+        assert!(
+            text.contains(&format!("ONAIR_NETWORK_DIR:-{network_dir}")),
+            "{script}: the network files live in {network_dir}"
+        );
+    }
+    // The control sockets are where the rendered file puts them and the daemon reads them.
+    let config = onair::config::Config::parse(
+        r#"{"source": {"kind": "test"}, "output": {"kind": "whip", "url": "http://192.0.2.1/w"}}"#,
+    )
+    .expect("valid");
+    let conf = onair::net::field::render(&config.network).wpa_supplicant;
+    assert!(
+        conf.contains(&format!("ctrl_interface={WPA_CTRL_DIR}\n")),
+        "{conf}"
+    );
+    let rel = format!("{OVERLAY}/usr/lib/systemd/system/onair-network-files.service");
+    let e = sections(&read(&rel));
+    assert!(
+        entry(&e, "Unit", "After")
+            .iter()
+            .any(|v| v.split_whitespace().any(|d| d == "onair-import.service")),
+        "{rel}: After=onair-import.service (it reads the imported config)"
+    );
+}
+
+/// A stand-in for mmcli: one QMI modem in `MODEM_STATE`, one bearer with a static address;
+/// `--simple-connect` is recorded (without its value: that is the test's to check) and
+/// connects the modem.
+const FAKE_MMCLI: &str = r#"#!/bin/sh
+dir=$(dirname "$0")
+case "$1 $2" in
+"-L ")
+	echo "    /org/freedesktop/ModemManager1/Modem/3 [Quectel] EG25"
+	;;
+"-m /org/freedesktop/ModemManager1/Modem/3")
+	case "$3" in
+	--simple-connect=*)
+		printf '%s\n' "${3#--simple-connect=}" >"$dir/connect-args"
+		echo connected >"$dir/state"
+		echo "successfully connected the modem"
+		;;
+	-K)
+		echo "modem.generic.state                             : $(cat "$dir/state")"
+		echo "modem.generic.bearers.length                    : 1"
+		echo "modem.generic.bearers.value[1]                  : /org/freedesktop/ModemManager1/Bearer/0"
+		;;
+	esac
+	;;
+"-b /org/freedesktop/ModemManager1/Bearer/0")
+	cat <<'B'
+bearer.status.interface                         : wwan0
+bearer.status.connected                         : yes
+bearer.ipv4-config.method                       : static
+bearer.ipv4-config.address                      : 203.0.113.77
+bearer.ipv4-config.prefix                       : 30
+bearer.ipv4-config.gateway                      : 203.0.113.78
+bearer.ipv4-config.dns.length                   : 2
+bearer.ipv4-config.dns.value[1]                 : 203.0.113.53
+bearer.ipv4-config.dns.value[2]                 : --
+B
+	;;
+esac
+"#;
+
+#[test]
+fn the_modem_script_connects_with_the_settings_and_configures_the_bearer() {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let bin = tmp.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    fs::write(bin.join("mmcli"), FAKE_MMCLI).unwrap();
+    fs::write(
+        bin.join("networkctl"),
+        "#!/bin/sh\necho \"$@\" >>\"$(dirname \"$0\")/networkctl-calls\"\n",
+    )
+    .unwrap();
+    for tool in ["mmcli", "networkctl"] {
+        fs::set_permissions(bin.join(tool), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::write(bin.join("state"), "registered\n").unwrap();
+    let network = tmp.path().join("network");
+    let networkd = tmp.path().join("networkd");
+    let run = || {
+        let out = Command::new("sh")
+            .arg(repo().join(OVERLAY).join("usr/libexec/onair/onair-modem"))
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("ONAIR_NETWORK_DIR", &network)
+            .env("ONAIR_NETWORKD_DIR", &networkd)
+            .env("ONAIR_MODEM_ONCE", "1")
+            .output()
+            .expect("run onair-modem");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Without the settings the modem is left alone.
+    run();
+    assert!(
+        !bin.join("connect-args").exists(),
+        "connected without network.modem"
+    );
+    // With them (as `onair network-files` writes them): connected, and the bearer's address
+    // handed to networkd with the modem's metric.
+    let config = onair::config::Config::parse(
+        r#"{"source": {"kind": "test"}, "output": {"kind": "whip", "url": "http://192.0.2.1/w"},
+            "network": {"modem": {"apn": "internet.provider", "pin": "2468", "password": "pw,\"x"}}}"#,
+    );
+    assert!(config.is_err(), "a quote in the password is refused");
+    let config = onair::config::Config::parse(
+        r#"{"source": {"kind": "test"}, "output": {"kind": "whip", "url": "http://192.0.2.1/w"},
+            "network": {"modem": {"apn": "internet.provider", "pin": "2468", "password": "pw, x'y"}}}"#,
+    )
+    .expect("valid");
+    onair::net::field::write_files(&config.network, &network).expect("written");
+    let log = run();
+    assert_eq!(
+        fs::read_to_string(bin.join("connect-args")).unwrap(),
+        "apn=internet.provider,pin=2468,password=\"pw, x'y\"\n"
+    );
+    assert!(
+        !log.contains("2468") && !log.contains("pw, x"),
+        "secrets in the log: {log}"
+    );
+    let file = networkd.join("50-onair-modem-wwan0.network");
+    let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("{e}; log: {log}"));
+    let e = sections(&text);
+    assert_eq!(entry(&e, "Match", "Name"), ["wwan0"]);
+    assert_eq!(entry(&e, "Network", "Address"), ["203.0.113.77/30"]);
+    assert_eq!(entry(&e, "Network", "DNS"), ["203.0.113.53"]);
+    assert_eq!(entry(&e, "Route", "Gateway"), ["203.0.113.78"]);
+    assert_eq!(
+        entry(&e, "Route", "Metric"),
+        [onair::net::field::UplinkKind::Modem
+            .metric()
+            .to_string()
+            .as_str()]
+    );
+    assert_eq!(
+        fs::read_to_string(bin.join("networkctl-calls")).unwrap(),
+        "reload\n"
+    );
+    // The next round finds it connected and the file unchanged: nothing to do.
+    fs::remove_file(bin.join("connect-args")).unwrap();
+    run();
+    assert!(!bin.join("connect-args").exists());
+    assert_eq!(
+        fs::read_to_string(bin.join("networkctl-calls")).unwrap(),
+        "reload\n"
     );
 }
 

@@ -1,8 +1,9 @@
 //! The first-boot import (`onair-import`) against what a careless or hostile person can put on
 //! the FAT card: `authorized_keys` lines that only look like keys, a config that must not stay
-//! recoverable on the card once imported, and files far too large to be what they claim; and
-//! what it does when the data partition could not be used (a RAM disk on /data): the owner
-//! can still log in with the card's keys and the card's config is used, and kept.
+//! recoverable on the card once imported (the stream key, Wi-Fi passphrases, a SIM PIN), and
+//! files far too large to be what they claim; and what it does when the data partition could
+//! not be used (a RAM disk on /data): the owner can still log in with the card's keys and the
+//! card's config is used, and kept.
 //!
 //! The script runs as the box runs it: with the system `sh`, and — where Debian's `busybox` is
 //! installed (scripts/setup.sh installs it) — with BusyBox's `sh`, `awk`, `dd`, `sed` alone on
@@ -90,6 +91,11 @@ impl Card {
 
     /// Runs the import with `shell` (a program and the PATH it gets); returns its output.
     fn import(&self, shell: &Shell) -> String {
+        self.import_with(shell, &self.path("onair"))
+    }
+
+    /// The same with another `onair` (the real binary).
+    fn import_with(&self, shell: &Shell, onair: &Path) -> String {
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let mut cmd = Command::new(&shell.program);
         cmd.args(&shell.args)
@@ -97,7 +103,7 @@ impl Card {
             .env("ONAIR_DATA_DIR", self.path("data"))
             .env("ONAIR_DATA_REPORT", self.path("data-partition"))
             .env("ONAIR_BOOT_DIR", self.path("boot"))
-            .env("ONAIR_BIN", self.path("onair"))
+            .env("ONAIR_BIN", onair)
             .env("ONAIR_DEFAULT_CONFIG", self.path("default.json"));
         if let Some(path) = &shell.path {
             cmd.env("PATH", path);
@@ -359,5 +365,139 @@ fn on_a_ram_disk_the_cards_keys_and_config_are_used_and_kept() {
             "{}:\n{report}",
             shell.name
         );
+    }
+}
+
+/// Secrets of a config with Wi-Fi and a modem, as a person writes it on the card.
+const WIFI_SECRETS: [&str; 4] = [
+    "Card-Stream-Key-77",
+    "venue wifi passphrase",
+    "wpa3 only pass",
+    "pw-of-modem",
+];
+
+fn wifi_config(pin: &str) -> String {
+    format!(
+        r#"{{"source": {{"kind": "test"}},
+  "output": {{"kind": "whip", "url": "https://192.0.2.10/api/whip", "token": "{}"}},
+  "network": {{"wifi_country": "DE", "wifi": [
+      {{"ssid": "Venue", "psk": "{}"}},
+      {{"ssid": "Backstage", "sae_password": "{}", "hidden": true, "priority": 2}}],
+    "modem": {{"apn": "internet", "pin": {pin}, "password": "{}"}}}}}}"#,
+        WIFI_SECRETS[0], WIFI_SECRETS[1], WIFI_SECRETS[2], WIFI_SECRETS[3]
+    )
+}
+
+/// With the real `onair check-config`: Wi-Fi passphrases and the modem's PIN and password ride
+/// in onair.json like the stream key. Imported, the card's copy is zeros; refused (here for a
+/// PIN written as a number), the refusal on the card names the key and no secret. Either way
+/// the settings the radios read are written 0600 and nothing secret is printed.
+#[test]
+fn wifi_and_modem_secrets_are_imported_like_the_stream_key() {
+    let onair = PathBuf::from(env!("CARGO_BIN_EXE_onair"));
+    for shell in shells() {
+        let card = Card::new();
+        let config = wifi_config(r#""1357""#);
+        card.put("boot/onair.json", config.as_bytes());
+        fs::hard_link(
+            card.path("boot/onair.json"),
+            card.path("what-the-card-keeps"),
+        )
+        .unwrap();
+        let log = card.import_with(&shell, &onair);
+        let kept = fs::read(card.path("what-the-card-keeps")).unwrap();
+        assert!(
+            kept.len() == config.len() && kept.iter().all(|&b| b == 0),
+            "{}: the card still holds the config:\n{log}",
+            shell.name
+        );
+        let report = fs::read_to_string(card.path("boot/onair-import.txt")).unwrap();
+        assert!(
+            report.contains("imported onair.json"),
+            "{}: {report}",
+            shell.name
+        );
+        let mode = fs::metadata(card.path("data/onair/onair.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{}: the imported config is 0600",
+            shell.name
+        );
+
+        // At boot the radios' settings are written from it.
+        let out_dir = card.path("run-network");
+        let out = Command::new("sh")
+            .arg(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("board/common/rootfs-overlay/usr/libexec/onair/onair-network-files"),
+            )
+            .env("ONAIR_BIN", &onair)
+            .env("ONAIR_DATA_DIR", card.path("data"))
+            .env("ONAIR_DEFAULT_CONFIG", card.path("default.json"))
+            .env("ONAIR_NETWORK_DIR", &out_dir)
+            .output()
+            .expect("run onair-network-files");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{printed}");
+        assert!(
+            printed.contains("2 Wi-Fi network(s), country DE"),
+            "{printed}"
+        );
+        let wpa = fs::read_to_string(out_dir.join("wpa_supplicant.conf")).unwrap();
+        assert!(
+            wpa.contains(&format!("psk=\"{}\"", WIFI_SECRETS[1])),
+            "{wpa}"
+        );
+        for file in ["wpa_supplicant.conf", "modem-connect"] {
+            let mode = fs::metadata(out_dir.join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{file} is 0600");
+        }
+        for secret in WIFI_SECRETS.iter().chain(&["1357"]) {
+            assert!(
+                !log.contains(secret),
+                "{}: {secret} in the log:\n{log}",
+                shell.name
+            );
+            assert!(
+                !report.contains(secret),
+                "{}: {secret} in the report",
+                shell.name
+            );
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+
+        // A PIN written as a number is refused, naming the key and nothing else.
+        let card = Card::new();
+        card.put("boot/onair.json", wifi_config("8642").as_bytes());
+        let log = card.import_with(&shell, &onair);
+        let report = fs::read_to_string(card.path("boot/onair-import.txt")).unwrap();
+        assert!(
+            report.contains("REJECTED onair.json") && report.contains("network.modem.pin"),
+            "{}: {report}",
+            shell.name
+        );
+        for secret in WIFI_SECRETS.iter().chain(&["8642"]) {
+            assert!(
+                !log.contains(secret),
+                "{}: {secret} in the log:\n{log}",
+                shell.name
+            );
+            assert!(
+                !report.contains(secret),
+                "{}: {secret} in the report:\n{report}",
+                shell.name
+            );
+        }
     }
 }

@@ -17,9 +17,9 @@
 # Stage 2 does for Debian what Buildroot does for the qemu-aarch64 image: the overlays
 # board/common/rootfs-overlay then board/qemu-aarch64/rootfs-overlay (copied with Buildroot's
 # rsync options), /usr/bin/onair, the post-build steps (/data, ~root/.ssh -> /data/ssh/root-keys,
-# the clock's floor /usr/lib/clock-epoch), `systemctl preset` of the units in 50-onair.preset,
-# the post-fakeroot password check, and a read-only root with tmpfs on /tmp and /var
-# (Buildroot: BR2_INIT_SYSTEMD_VAR_FACTORY).
+# the clock's floor /usr/lib/clock-epoch), `systemctl preset` of the units 50-onair.preset
+# names (enable and disable), the post-fakeroot password check, and a read-only root with
+# tmpfs on /tmp and /var (Buildroot: BR2_INIT_SYSTEMD_VAR_FACTORY).
 #
 # Prints progress on stderr and, last, on stdout: IMAGE_DIR=<DIR/image-key2>.
 # Runs as root (mmdebstrap --mode=root, device nodes, file ownership). Old cache entries
@@ -253,21 +253,23 @@ EOF
 : >"$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
 
-# Enable what 50-onair.preset enables, when the rootfs has the unit (dropbear is not in
+# Enable and disable what 50-onair.preset says, when the rootfs has the unit (dropbear is not in
 # this rootfs: Debian's OpenSSH ssh.service takes its place).
 preset=$root/usr/lib/systemd/system-preset/50-onair.preset
 [ -f "$preset" ] || die "overlay lacks usr/lib/systemd/system-preset/50-onair.preset"
-enabled=() skipped=()
+enabled=() disabled=() skipped=()
 while read -r verb unit; do
-    [ "$verb" = enable ] || continue
+    case $verb in enable | disable) ;; *) continue ;; esac
     if [ -e "$root/usr/lib/systemd/system/$unit" ] || [ -e "$root/lib/systemd/system/$unit" ]; then
+        # In file order, as preset-all has it: enabling systemd-networkd enables its
+        # wait-online unit too (Also=), which a later line disables again.
         systemctl --root="$root" --quiet preset "$unit"
-        enabled+=("$unit")
+        if [ "$verb" = enable ]; then enabled+=("$unit"); else disabled+=("$unit"); fi
     else
         skipped+=("$unit")
     fi
 done < <(sed 's/#.*//' "$preset")
-log "stage 2: systemctl preset ${enabled[*]} (not in this rootfs: ${skipped[*]:-none})"
+log "stage 2: systemctl preset ${enabled[*]}; disabled ${disabled[*]:-none} (not in this rootfs: ${skipped[*]:-none})"
 for unit in onair-data.service onair-clock.service onair-import.service onair.service ssh.service \
     systemd-networkd.service systemd-timesyncd.service; do
     [ -n "$(find "$root/etc/systemd/system" -name "$unit" -type l)" ] ||

@@ -7,7 +7,7 @@
 //! is not silently ignored.
 //!
 //! One section, one file: `source.rs` (with `edid.rs`, the EDID it names), `audio.rs`, `encoder.rs`, `output.rs`, `reconnect.rs`,
-//! `network.rs`, `leds.rs`, `status.rs`, `record.rs` each hold the section's public type, its raw serde
+//! `network.rs` (with `uplinks.rs` for its Wi-Fi and modem keys), `leds.rs`, `status.rs`, `record.rs` each hold the section's public type, its raw serde
 //! mirror (every field optional where the contract has a default), the validation from one to
 //! the other and its tests. A new section is a new such file plus a field in [`Config`] and
 //! `RawConfig`, a line in `RawConfig::validate`, its re-exports below and its keys in README.
@@ -31,6 +31,7 @@ mod source;
 mod status;
 #[cfg(test)]
 mod test_support;
+mod uplinks;
 
 pub use audio::{AudioConfig, AudioKind, DEFAULT_AUDIO_DEVICE, MAX_AUDIO_OFFSET_MS};
 pub use edid::{EDID_BLOCK, Edid, EdidError, MAX_EDID_BYTES, SHIPPED_OFFERS};
@@ -46,6 +47,7 @@ pub use source::{
     EdidChoice, MAX_SLATE_TEXT, OnLoss, SourceConfig, SourceFormat, SourceKind, TestPattern,
 };
 pub use status::{DEFAULT_STATUS_SOCKET, StatusConfig};
+pub use uplinks::{MAX_WIFI_NETWORKS, MAX_WIFI_PRIORITY, ModemConfig, WifiNetwork, WifiSecurity};
 
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -109,11 +111,16 @@ pub struct Config {
 pub const DEFAULT_STATE_DIR: &str = "/run/onair";
 
 impl Config {
-    /// Whether `new` differs from `self` only in settings the watchdog can apply without
-    /// touching the stream (reconnect policy), so SIGHUP need not drop the stream.
-    pub fn differs_only_in_reconnect(&self, new: &Config) -> bool {
+    /// Whether `new` differs from `self` only in settings that apply without touching the
+    /// stream, so SIGHUP need not drop it: the reconnect policy (the watchdog takes it) and
+    /// the field uplinks' settings (the operating system's Wi-Fi and modem files, rendered
+    /// again; the stream follows whatever uplink they bring up).
+    pub fn applies_in_place(&self, new: &Config) -> bool {
         let mut same = new.clone();
         same.reconnect = self.reconnect.clone();
+        same.network.wifi = self.network.wifi.clone();
+        same.network.wifi_country = self.network.wifi_country.clone();
+        same.network.modem = self.network.modem.clone();
         &same == self
     }
 }
@@ -225,12 +232,23 @@ mod tests {
     }
 
     #[test]
-    fn reconnect_only_changes_are_detected() {
+    fn reconnect_and_field_uplink_changes_apply_in_place() {
         let a = Config::parse(MINIMAL).unwrap();
         let mut b = a.clone();
         b.reconnect.max_attempts = 5;
-        assert!(a.differs_only_in_reconnect(&b));
-        b.encoder.bitrate_kbps = 1000;
-        assert!(!a.differs_only_in_reconnect(&b));
+        assert!(a.applies_in_place(&b));
+        b.network.wifi_country = Some("FR".into());
+        b.network.wifi.push(WifiNetwork {
+            ssid: "venue".into(),
+            security: WifiSecurity::Psk(crate::secret::Secret::new("password1")),
+            hidden: false,
+            priority: 0,
+        });
+        assert!(a.applies_in_place(&b));
+        b.network.settle = Duration::ZERO;
+        assert!(!a.applies_in_place(&b));
+        let mut c = a.clone();
+        c.encoder.bitrate_kbps = 1000;
+        assert!(!a.applies_in_place(&c));
     }
 }

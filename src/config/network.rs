@@ -2,9 +2,12 @@
 //! and settle time, and how the stream follows a change of path (steer, follow, ignore).
 //!
 //! Only the patterns are stored and checked here; what they mean for a link the kernel
-//! reports is net's decision (net/interface_patterns.rs).
+//! reports is net's decision (net/interface_patterns.rs). The field uplinks the operating
+//! system brings up from the config (Wi-Fi networks, the radio's country, a modem's APN) are
+//! checked in uplinks.rs.
 
 use super::ConfigError;
+use super::uplinks::{self, ModemConfig, RawModem, RawWifi, WifiNetwork};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -27,6 +30,13 @@ pub struct NetworkConfig {
     /// The daemon's routing table for `PathsMode::Steer`; each uplink's own table is this
     /// number plus its interface index.
     pub route_table: u32,
+    /// Wi-Fi networks the box may join (wpa_supplicant's, rendered by net/field/render.rs).
+    pub wifi: Vec<WifiNetwork>,
+    /// The regulatory country of the radio (ISO 3166 alpha-2, upper case); `None`: the
+    /// world domain, with fewer channels and passive scans only on some.
+    pub wifi_country: Option<String>,
+    /// A USB modem's data connection (ModemManager's).
+    pub modem: Option<ModemConfig>,
 }
 
 /// What a change of the path to the server (outgoing interface, source address, gateway)
@@ -59,6 +69,9 @@ impl Default for NetworkConfig {
             settle: DEFAULT_SETTLE,
             paths: PathsMode::Steer,
             route_table: DEFAULT_ROUTE_TABLE,
+            wifi: Vec::new(),
+            wifi_country: None,
+            modem: None,
         }
     }
 }
@@ -76,6 +89,10 @@ pub(super) struct RawNetwork {
     settle_ms: Option<u64>,
     paths: Option<PathsMode>,
     route_table: Option<u32>,
+    #[serde(default)]
+    wifi: Vec<RawWifi>,
+    wifi_country: Option<String>,
+    modem: Option<RawModem>,
 }
 
 /// Longest settle time accepted: beyond an hour a preferred uplink would in effect never
@@ -136,6 +153,9 @@ impl RawNetwork {
             settle,
             paths: self.paths.unwrap_or_default(),
             route_table,
+            wifi: uplinks::validate_wifi(self.wifi)?,
+            wifi_country: uplinks::validate_country(self.wifi_country)?,
+            modem: uplinks::validate_modem(self.modem)?,
         })
     }
 }

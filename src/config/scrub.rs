@@ -1,7 +1,8 @@
 //! No secret and no control character in a refusal. A refused config has no typed form, so
 //! the secrets it may hold (the token, the RTMP stream key, a URL's user info and query
-//! values) are found in the text itself and blanked out of every message; serde's messages,
-//! which quote the offending value, lose the quotation first.
+//! values, the Wi-Fi passphrases, the SIM PIN and the modem password) are found in the text
+//! itself and blanked out of every message; serde's messages, which quote the offending
+//! value, lose the quotation first.
 
 use super::ConfigError;
 
@@ -52,10 +53,34 @@ fn secrets_in(text: &str) -> Vec<String> {
     // A query value like `1` would blank out ordinary words; such short values are kept out
     // of messages by never quoting values in the first place.
     secrets.retain(|s| s.len() >= 3);
-    if let Some(token) = output["token"].as_str().filter(|t| t.len() >= 2) {
-        secrets.push(token.to_string());
+    if let Some(token) = secret_text(&output["token"]).filter(|t| t.len() >= 2) {
+        secrets.push(token);
     }
+    let network = &value["network"];
+    let mut fields: Vec<&serde_json::Value> = Vec::new();
+    if let Some(networks) = network["wifi"].as_array() {
+        for n in networks {
+            fields.extend([&n["psk"], &n["sae_password"]]);
+        }
+    }
+    fields.extend([&network["modem"]["pin"], &network["modem"]["password"]]);
+    secrets.extend(
+        fields
+            .into_iter()
+            .filter_map(secret_text)
+            .filter(|s| s.len() >= 3),
+    );
     secrets
+}
+
+/// A secret's text as serde would quote it: a string, or a number written without quotes (a
+/// numeric PIN or passphrase, which serde's "invalid type" message repeats).
+fn secret_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// Last line of defence for every refusal of `text`: no secret of it, no control character.
@@ -130,6 +155,35 @@ mod tests {
         let unknown_variant = with(r#"{"output": {"kind": "s3cret-key"}}"#);
         let msg = Config::parse(&unknown_variant).unwrap_err().to_string();
         assert!(!msg.contains("s3cret-key"), "{msg}");
+        // A numeric token, PIN or passphrase, written without quotes, is quoted back by serde.
+        for (patch, secret) in [
+            (r#"{"output": {"token": 9876543}}"#, "9876543"),
+            (
+                r#"{"network": {"modem": {"apn": "internet", "pin": 4321}}}"#,
+                "4321",
+            ),
+            (
+                r#"{"network": {"wifi": [{"ssid": "v", "psk": 31415926}]}}"#,
+                "31415926",
+            ),
+            (
+                r#"{"network": {"wifi": [{"ssid": "v", "sae_password": 2718281}]}}"#,
+                "2718281",
+            ),
+            (
+                r#"{"network": {"modem": {"apn": "internet", "password": 55501234}}}"#,
+                "55501234",
+            ),
+        ] {
+            let msg = Config::parse(&with(patch)).unwrap_err().to_string();
+            assert!(!msg.contains(secret), "{patch}: {msg}");
+        }
+        // A passphrase that a later refusal of another key happens to contain.
+        let text = with(
+            r#"{"network": {"wifi": [{"ssid": "v", "psk": "network.settle_ms"}], "settle_ms": -1}}"#,
+        );
+        let msg = Config::parse(&text).unwrap_err().to_string();
+        assert!(!msg.contains("network.settle_ms"), "{msg}");
     }
 
     #[test]

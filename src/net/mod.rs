@@ -19,10 +19,13 @@
 //!   install and remove the steering.
 //! - `monitor.rs`: the task that ties them together, and the server-name resolver.
 //! - `claim.rs`: one daemon per network namespace steers (a second refuses to start).
+//! - `field/`: the field uplinks (Wi-Fi, a phone, a modem): each uplink's kind, the operating
+//!   system's files rendered from the config, and the Wi-Fi and modem facts read back.
 
 mod claim;
 mod debounce;
 mod decide;
+pub mod field;
 mod interface_patterns;
 mod monitor;
 mod netlink;
@@ -31,6 +34,7 @@ mod steer;
 mod uplinks;
 
 use crate::config::NetworkConfig;
+pub use field::{ModemStatus, UplinkKind, WifiState, WifiStatus};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
@@ -87,11 +91,20 @@ impl fmt::Display for Path {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UplinkStatus {
     pub name: String,
+    /// Wired, Wi-Fi, a tethering phone or a modem.
+    #[serde(default)]
+    pub kind: UplinkKind,
     pub state: UplinkState,
     /// Could carry the stream now (`in_use`, `usable` or `settling`).
     pub usable: bool,
     /// Times it stopped being usable since the daemon started.
     pub flaps: u64,
+    /// A Wi-Fi uplink's network, state, signal and rate (from its wpa_supplicant).
+    #[serde(default)]
+    pub wifi: Option<WifiStatus>,
+    /// A modem's state, operator and signal (from ModemManager), when known.
+    #[serde(default)]
+    pub modem: Option<ModemStatus>,
 }
 
 /// An uplink's state. The names are a public contract (`onair status --json`).
@@ -292,6 +305,7 @@ pub async fn cleanup_routes() -> Result<Removed, CleanupError> {
 pub struct NetworkMonitor {
     status: watch::Receiver<NetworkStatus>,
     task: JoinHandle<()>,
+    reconfigured: Option<field::Reconfigured>,
 }
 
 impl NetworkMonitor {
@@ -305,8 +319,18 @@ impl NetworkMonitor {
         server: Option<ServerAddr>,
         shutdown: CancellationToken,
     ) -> Result<NetworkMonitor, NetError> {
-        let (status, task) = monitor::start(config.clone(), server, shutdown).await?;
-        Ok(NetworkMonitor { status, task })
+        let started = monitor::start(config.clone(), server, shutdown).await?;
+        Ok(NetworkMonitor {
+            status: started.status,
+            task: started.task,
+            reconfigured: started.reconfigured,
+        })
+    }
+
+    /// What [`field::apply`] tells when the radios read new networks (the Wi-Fi watchers
+    /// then forget an old password's refusal). `None` without netlink monitoring.
+    pub fn reconfigured(&self) -> Option<field::Reconfigured> {
+        self.reconfigured.clone()
     }
 
     /// Current status; `changed()` wakes on every reported change.

@@ -3,18 +3,24 @@
 //! owns the resolver task that keeps the server's host name resolved, the uplink choice, and
 //! the steering that carries it out (installed while it runs, removed when it stops).
 //!
+//! Each interface's kind (wired, Wi-Fi, tether, modem) is read from sysfs once per interface;
+//! the Wi-Fi and modem facts come from watcher tasks of their own (field/watch.rs), told here
+//! which interfaces to watch, and are folded into each uplink's status.
+//!
 //! Failure handling: an overrun (messages lost) reopens the socket with a bigger receive
 //! buffer and re-reads everything; a broken connection is reopened after a short delay. The
 //! last status stays published meanwhile: not knowing is not the same as being offline.
 
 use super::debounce::Debounce;
 use super::decide::{Verdict, change_line, evaluate};
+use super::field::{self, FieldFacts, Interfaces, Reconfigured, UplinkKind};
 use super::netlink::{Event, Querier, Session};
 use super::snapshot::{Plan, Snapshot};
 use super::steer;
 use super::uplinks::{self, Candidate, Choice, Uplinks};
-use super::{NetError, NetworkStatus, Path, ServerAddr, UplinkState};
+use super::{NetError, NetworkStatus, Path, ServerAddr, UplinkState, UplinkStatus};
 use crate::config::{NetworkConfig, PathsMode};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 const INITIAL_RCVBUF: usize = 256 * 1024;
 /// Largest receive buffer asked for after repeated overruns.
 const MAX_RCVBUF: usize = 4 * 1024 * 1024;
+/// Kinds remembered by name for interfaces that are gone (a bound on a box where interfaces
+/// come and go).
+const MAX_REMEMBERED_KINDS: usize = 64;
 /// Wait before reopening a connection that failed.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -105,13 +114,32 @@ struct Monitor {
     steer_failures: Vec<String>,
     switches: u64,
     last_switch: Option<String>,
+    /// Each interface's kind, by index (with its name: an index can be reused).
+    kinds: HashMap<u32, (String, UplinkKind)>,
+    /// The last kind known by name, for an uplink that is gone (an unplugged phone is still
+    /// a phone in `onair status`).
+    last_kinds: HashMap<String, UplinkKind>,
+    /// The last snapshot's uplink candidates (for interfaces that never had a route).
+    seen: Vec<Candidate>,
+    /// Tells the field watchers which interfaces are Wi-Fi and modems...
+    field_interfaces: watch::Sender<Interfaces>,
+    /// ...and what they read.
+    facts: watch::Receiver<FieldFacts>,
+    field_task: JoinHandle<()>,
+}
+
+/// What `start` hands the [`super::NetworkMonitor`].
+pub(super) struct Started {
+    pub status: watch::Receiver<NetworkStatus>,
+    pub task: JoinHandle<()>,
+    pub reconfigured: Option<Reconfigured>,
 }
 
 pub(super) async fn start(
     config: NetworkConfig,
     server: Option<ServerAddr>,
     shutdown: CancellationToken,
-) -> Result<(watch::Receiver<NetworkStatus>, JoinHandle<()>), NetError> {
+) -> Result<Started, NetError> {
     if !config.netlink {
         log::info!("network: netlink monitoring off (config network.netlink); assuming online");
         let (tx, rx) = watch::channel(NetworkStatus {
@@ -123,7 +151,11 @@ pub(super) async fn start(
             shutdown.cancelled().await;
             drop(tx);
         });
-        return Ok((rx, task));
+        return Ok(Started {
+            status: rx,
+            task,
+            reconfigured: None,
+        });
     }
 
     let server = match server {
@@ -137,6 +169,14 @@ pub(super) async fn start(
         PathsMode::Steer => Steering::On,
         PathsMode::Follow | PathsMode::Ignore => Steering::Off,
     };
+    let (field_interfaces, interfaces_rx) = watch::channel(Interfaces::default());
+    let (reconfigured, reconfigured_rx) = Reconfigured::new();
+    let (facts, field_task) = field::start_watchers(
+        std::path::PathBuf::from(field::WPA_CTRL_DIR),
+        interfaces_rx,
+        reconfigured_rx,
+        shutdown.child_token(),
+    );
     let mut monitor = Monitor {
         rcvbuf: INITIAL_RCVBUF,
         config,
@@ -155,6 +195,12 @@ pub(super) async fn start(
         steer_failures: Vec::new(),
         switches: 0,
         last_switch: None,
+        kinds: HashMap::new(),
+        last_kinds: HashMap::new(),
+        seen: Vec::new(),
+        field_interfaces,
+        facts,
+        field_task,
     };
     let querier = session.querier();
     let steers = monitor.steering == Steering::On;
@@ -165,22 +211,37 @@ pub(super) async fn start(
         }
         monitor.evaluate(&querier, Instant::now(), true).await
     };
-    tokio::select! {
+    let started = tokio::select! {
         _ = shutdown.cancelled() => {
             if steers {
                 // Best effort: a start that never finished leaves no routing behind.
                 let _ = querier.flush().await;
             }
-            return Err(NetError::Shutdown);
+            Err(NetError::Shutdown)
         }
-        result = first => result?,
+        result = first => result,
+    };
+    if let Err(e) = started {
+        monitor.field_task.abort();
+        return Err(e);
     }
     monitor.session = Some(session);
     monitor.server = match monitor.server {
         Server::Name(name) => spawn_resolver(name, shutdown.clone()),
         other => other,
     };
-    Ok((rx, tokio::spawn(monitor.run(shutdown))))
+    Ok(Started {
+        status: rx,
+        task: tokio::spawn(monitor.run(shutdown)),
+        reconfigured: Some(reconfigured),
+    })
+}
+
+async fn facts_changed(facts: &mut watch::Receiver<FieldFacts>) {
+    if facts.changed().await.is_err() {
+        // The watchers stopped (shutdown): nothing more will come.
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn next_event(session: &mut Option<Session>) -> Event {
@@ -225,6 +286,10 @@ impl Monitor {
                     }
                 },
                 _ = resolved(&mut self.server) => self.debounce.event(Instant::now()),
+                _ = facts_changed(&mut self.facts) => {
+                    let verdict = self.verdict.clone();
+                    self.publish(&verdict, Instant::now());
+                }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
                     if deadline.is_some() =>
                 {
@@ -243,6 +308,9 @@ impl Monitor {
             && let Err(e) = task.await
         {
             log::error!("network: resolver task failed: {e}");
+        }
+        if let Err(e) = self.field_task.await {
+            log::error!("network: uplink watchers failed: {e}");
         }
         log::debug!("network: monitor stopped");
     }
@@ -311,7 +379,9 @@ impl Monitor {
         let ips = self.server.ips();
         let mut snapshot = querier.state().await?;
         let family = ips.as_ref().and_then(|ips| ips.first().copied());
+        self.learn_kinds(&snapshot);
         let seen = uplinks::candidates(&self.config, &snapshot, family);
+        self.seen = seen.clone();
         let choice = self.uplinks.update(&self.config, now, seen.clone());
         self.recheck_at = choice.recheck_at;
         self.steer(querier, &mut snapshot, &seen, &choice, ips.as_deref())
@@ -344,6 +414,95 @@ impl Monitor {
         Ok(())
     }
 
+    /// Reads the kind of every interface not seen before (by index and name) and tells the
+    /// field watchers which ones are Wi-Fi and modems.
+    fn learn_kinds(&mut self, snapshot: &Snapshot) {
+        self.kinds.retain(|index, (name, _)| {
+            snapshot
+                .links
+                .iter()
+                .any(|l| l.index == *index && l.name == *name)
+        });
+        let sys = std::path::Path::new(field::SYS_CLASS_NET);
+        for link in snapshot.links.iter().filter(|l| !l.loopback) {
+            let known = self
+                .kinds
+                .get(&link.index)
+                .is_some_and(|(name, _)| *name == link.name);
+            if !known {
+                let kind = UplinkKind::from_facts(&field::read_facts(sys, &link.name));
+                self.kinds.insert(link.index, (link.name.clone(), kind));
+                if self.last_kinds.len() >= MAX_REMEMBERED_KINDS {
+                    // Forget the names no interface has now (the uplinks keep at most 16).
+                    let present: Vec<&str> =
+                        snapshot.links.iter().map(|l| l.name.as_str()).collect();
+                    self.last_kinds
+                        .retain(|name, _| present.contains(&name.as_str()));
+                }
+                self.last_kinds.insert(link.name.clone(), kind);
+            }
+        }
+        let mut wanted = Interfaces::default();
+        for link in &snapshot.links {
+            if !super::interface_patterns::watches(&self.config, &link.name) {
+                continue;
+            }
+            match self.kinds.get(&link.index).map(|(_, k)| *k) {
+                Some(UplinkKind::Wifi) => {
+                    wanted.wifi.insert(link.name.clone());
+                }
+                Some(UplinkKind::Modem) => {
+                    wanted.modems.insert(link.name.clone());
+                }
+                _ => {}
+            }
+        }
+        self.field_interfaces.send_if_modified(|current| {
+            let changed = *current != wanted;
+            *current = wanted;
+            changed
+        });
+    }
+
+    fn kind_of(&self, name: &str) -> UplinkKind {
+        self.kinds
+            .values()
+            .find(|(n, _)| n == name)
+            .map(|(_, k)| *k)
+            .or_else(|| self.last_kinds.get(name).copied())
+            .unwrap_or_default()
+    }
+
+    /// Each uplink's kind and field facts; and the Wi-Fi and modem interfaces that never had
+    /// a route (a radio that cannot join still says why), after the uplinks.
+    fn decorate(&self, uplinks: &mut Vec<UplinkStatus>) {
+        let facts = self.facts.borrow();
+        for candidate in &self.seen {
+            let kind = self.kind_of(&candidate.name);
+            let has_facts = match kind {
+                UplinkKind::Wifi => facts.wifi.contains_key(&candidate.name),
+                UplinkKind::Modem => true,
+                _ => false,
+            };
+            if has_facts && !uplinks.iter().any(|u| u.name == candidate.name) {
+                uplinks.push(UplinkStatus {
+                    name: candidate.name.clone(),
+                    kind,
+                    state: candidate.state,
+                    usable: false,
+                    flaps: 0,
+                    wifi: None,
+                    modem: None,
+                });
+            }
+        }
+        for u in uplinks.iter_mut() {
+            u.kind = self.kind_of(&u.name);
+            u.wifi = facts.wifi.get(&u.name).cloned();
+            u.modem = facts.modems.get(&u.name).cloned();
+        }
+    }
+
     fn publish(&mut self, verdict: &Verdict, now: Instant) {
         let in_use = verdict.path.as_ref().map(|p| p.interface.as_str());
         let mut uplinks = self.uplinks.view(now, in_use);
@@ -355,6 +514,7 @@ impl Monitor {
                 }
             }
         }
+        self.decorate(&mut uplinks);
         let status = NetworkStatus {
             uplinks,
             switches: self.switches,

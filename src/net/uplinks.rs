@@ -14,7 +14,7 @@
 use super::decide::{Usability, interface_address, usability};
 use super::interface_patterns::{preference, watches};
 use super::snapshot::{Link, NextHop, Route, RouteKind, Snapshot};
-use super::{UplinkState, UplinkStatus};
+use super::{UplinkKind, UplinkState, UplinkStatus};
 use crate::config::NetworkConfig;
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -307,9 +307,13 @@ impl Uplinks {
                 };
                 UplinkStatus {
                     name: k.last.name.clone(),
+                    // The monitor adds what it knows of the interface (field/).
+                    kind: UplinkKind::default(),
                     state,
                     usable: state.usable(),
                     flaps: k.flaps,
+                    wifi: None,
+                    modem: None,
                 }
             })
             .collect()

@@ -11,6 +11,7 @@ use super::snapshot::{
     AudioSnapshot, ClockSnapshot, InputSnapshot, NetworkSnapshot, OutputSnapshot,
 };
 use super::update::{Phase, UpdateSnapshot};
+use crate::net::WifiState;
 use crate::output::adapt::AdaptStatus;
 use crate::recorder::{Entry, Record};
 use crate::recording::{Listing, RecordingSnapshot};
@@ -27,6 +28,8 @@ pub fn status(s: &StatusSnapshot) -> String {
         ("network", Some(network(&s.network))),
         ("path", path(&s.network)),
         ("uplinks", uplinks(&s.network)),
+        ("wifi", wifi(&s.network)),
+        ("modem", modem(&s.network)),
         ("clock", Some(clock(&s.clock))),
         ("encoder", Some(text_or(s.encoder.as_deref(), "none yet"))),
         ("source", Some(one_line(&s.source))),
@@ -101,7 +104,7 @@ fn path(n: &NetworkSnapshot) -> Option<String> {
     Some(path)
 }
 
-/// `eth0 in use, wlan0 usable (2 flaps)`; `None` when no uplink is known.
+/// `eth0 wired in use, wlan0 wifi usable (2 flaps)`; `None` when no uplink is known.
 fn uplinks(n: &NetworkSnapshot) -> Option<String> {
     if n.uplinks.is_empty() {
         return None;
@@ -111,8 +114,9 @@ fn uplinks(n: &NetworkSnapshot) -> Option<String> {
         .iter()
         .map(|u| {
             let mut text = format!(
-                "{} {}",
+                "{} {} {}",
                 one_line(&u.name),
+                u.kind,
                 u.state.as_str().replace('_', " ")
             );
             if u.flaps > 0 {
@@ -142,6 +146,62 @@ fn clock(c: &ClockSnapshot) -> String {
         .map(|f| format!(" from {}", one_line(f)))
         .unwrap_or_default();
     format!("{state}, set by {}{from}", one_line(&c.set_by))
+}
+
+/// `wlan0 "Venue" connected, -48 dBm, 72 Mbit/s` or `wlan0 "Venue" AUTHENTICATION FAILED
+/// (wrong password)`, one per Wi-Fi interface; `None` without any.
+fn wifi(n: &NetworkSnapshot) -> Option<String> {
+    let lines: Vec<String> = n
+        .uplinks
+        .iter()
+        .filter_map(|u| {
+            let w = u.wifi.as_ref()?;
+            let mut text = one_line(&u.name);
+            if let Some(ssid) = &w.ssid {
+                text.push_str(&format!(" \"{}\"", one_line(ssid)));
+            }
+            match w.state {
+                WifiState::AuthenticationFailed => text.push_str(&format!(
+                    " AUTHENTICATION FAILED ({})",
+                    w.reason.as_deref().map(one_line).unwrap_or_default()
+                )),
+                WifiState::NoSupplicant => text.push_str(" no wpa_supplicant"),
+                state => text.push_str(&format!(" {}", state.as_str().replace('_', " "))),
+            }
+            if let Some(dbm) = w.signal_dbm {
+                text.push_str(&format!(", {dbm} dBm"));
+            }
+            if let Some(rate) = w.rate_mbps {
+                text.push_str(&format!(", {rate} Mbit/s"));
+            }
+            Some(text)
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+/// `wwan0 connected, Vodafone.de, lte, signal 73 %`, one per modem; `None` without any.
+fn modem(n: &NetworkSnapshot) -> Option<String> {
+    let lines: Vec<String> = n
+        .uplinks
+        .iter()
+        .filter_map(|u| {
+            let m = u.modem.as_ref()?;
+            let mut parts = vec![one_line(&u.name)];
+            parts.extend(
+                [&m.state, &m.operator, &m.access]
+                    .into_iter()
+                    .flatten()
+                    .map(|t| one_line(t)),
+            );
+            let mut text = parts.join(", ").replacen(", ", " ", 1);
+            if let Some(pct) = m.signal_pct {
+                text.push_str(&format!(", signal {pct} %"));
+            }
+            Some(text)
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
 }
 
 /// `1800 kbit/s, target 2000 (300 to 2500)`, or with `(adaptation off)`.
@@ -547,7 +607,7 @@ pub fn local_time(unix_s: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::{Path, UplinkState, UplinkStatus};
+    use crate::net::{ModemStatus, Path, UplinkKind, UplinkState, UplinkStatus, WifiStatus};
     use crate::output::adapt::{AdaptStatus, EstimateSource, Retransmissions};
     use crate::status::snapshot::{ClockSnapshot, InputSnapshot, NetworkSnapshot, OutputSnapshot};
 
@@ -572,15 +632,27 @@ mod tests {
                 uplinks: vec![
                     UplinkStatus {
                         name: "eth0".into(),
+                        kind: UplinkKind::Wired,
                         state: UplinkState::Settling,
                         usable: true,
                         flaps: 3,
+                        wifi: None,
+                        modem: None,
                     },
                     UplinkStatus {
                         name: "wlan0".into(),
+                        kind: UplinkKind::Wifi,
                         state: UplinkState::InUse,
                         usable: true,
                         flaps: 0,
+                        wifi: Some(WifiStatus {
+                            state: WifiState::Connected,
+                            ssid: Some("Venue \"Guest\"\n".into()),
+                            reason: None,
+                            signal_dbm: Some(-48),
+                            rate_mbps: Some(72),
+                        }),
+                        modem: None,
                     },
                 ],
                 switches: 1,
@@ -651,7 +723,8 @@ state       reconnecting for 12s
 attempt     3, next in 4.2s
 network     up (eth0, wlan0)
 path        wlan0 src 198.51.100.2 gw 198.51.100.1, steered, 1 switch
-uplinks     eth0 settling (3 flaps), wlan0 in use
+uplinks     eth0 wired settling (3 flaps), wlan0 wifi in use
+wifi        wlan0 \"Venue \"Guest\" \" connected, -48 dBm, 72 Mbit/s
 clock       unsynchronized (since 42s), set by https-date from https://whip.example.com
 encoder     x264enc
 source      test 1280x720@30
@@ -759,6 +832,55 @@ daemon      pid 412, onair 0.1.0
         assert!(text.contains("network     up\n"), "{text}");
         s.network.up = false;
         assert!(status(&s).contains("network     down\n"));
+    }
+
+    #[test]
+    fn field_uplinks_say_their_kind_network_and_trouble() {
+        let mut s = snapshot();
+        s.network.uplinks[1].wifi = Some(WifiStatus {
+            state: WifiState::AuthenticationFailed,
+            ssid: Some("Venue".into()),
+            reason: Some("wrong password".into()),
+            signal_dbm: None,
+            rate_mbps: None,
+        });
+        s.network.uplinks[1].state = UplinkState::Dormant;
+        s.network.uplinks.push(UplinkStatus {
+            name: "wwan0".into(),
+            kind: UplinkKind::Modem,
+            state: UplinkState::Usable,
+            usable: true,
+            flaps: 0,
+            wifi: None,
+            modem: Some(ModemStatus {
+                state: Some("connected".into()),
+                operator: Some("Vodafone.de".into()),
+                signal_pct: Some(73),
+                access: Some("lte".into()),
+            }),
+        });
+        let text = status(&s);
+        for line in [
+            "uplinks     eth0 wired settling (3 flaps), wlan0 wifi dormant, wwan0 modem usable\n",
+            "wifi        wlan0 \"Venue\" AUTHENTICATION FAILED (wrong password)\n",
+            "modem       wwan0 connected, Vodafone.de, lte, signal 73 %\n",
+        ] {
+            assert!(text.contains(line), "{line}in:\n{text}");
+        }
+        // The JSON names the kind and the facts.
+        let json = serde_json::to_value(&s.network.uplinks[2]).expect("json");
+        assert_eq!(json["kind"], "modem");
+        assert_eq!(json["modem"]["signal_pct"], 73);
+        assert_eq!(json["wifi"], serde_json::Value::Null);
+        // A modem ModemManager says nothing about yet, a radio without its supplicant.
+        s.network.uplinks[2].modem = Some(ModemStatus::default());
+        s.network.uplinks[1].wifi = Some(WifiStatus::no_supplicant());
+        let text = status(&s);
+        assert!(text.contains("modem       wwan0\n"), "{text}");
+        assert!(
+            text.contains("wifi        wlan0 no wpa_supplicant\n"),
+            "{text}"
+        );
     }
 
     #[test]
