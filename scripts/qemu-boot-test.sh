@@ -76,7 +76,9 @@
 # host prerequisites (qemu-system-arm from bookworm-backports, mmdebstrap, mtools, ...), and
 # runs scripts/setup-cross.sh and scripts/setup.sh (receiver's .venv) unless --no-setup.
 #
-# Options:  --hold      after the checks, keep the box running for manual SSH until Enter
+# Options:  --prepare   only the host prerequisites and the cached Debian root file system
+#                       (stage 1), then exit: scripts/test.sh runs this while cargo compiles
+#           --hold      after the checks, keep the box running for manual SSH until Enter
 #           --rebuild   ignore the caches (rebuild the Debian tarball and the image)
 #           --no-setup  do not install anything (the prerequisites must be there)
 # Environment: ONAIR_QEMU_BIN (an aarch64 onair binary to use instead of building one),
@@ -89,10 +91,11 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 cd "$REPO_ROOT"
 
-HOLD=0 REBUILD=${ONAIR_QEMU_REBUILD:-0} SETUP=1
+HOLD=0 REBUILD=${ONAIR_QEMU_REBUILD:-0} SETUP=1 PREPARE=0
 for arg in "$@"; do
     case $arg in
     --hold) HOLD=1 ;;
+    --prepare) PREPARE=1 ;;
     --rebuild) REBUILD=1 ;;
     --no-setup) SETUP=0 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
@@ -282,6 +285,20 @@ for tool in qemu-system-aarch64 mmdebstrap mkfs.vfat mcopy mtype mdir ssh ssh-ke
     command -v "$tool" >/dev/null || die "$tool not found (run without --no-setup to install it)"
 done
 [ -x .venv/bin/python ] || die ".venv missing: run scripts/setup.sh (or this script without --no-setup)"
+
+if [ $PREPARE = 1 ]; then
+    # The slow part that needs no binary: the Debian tarball (stage 1), built while the test
+    # command compiles. The boot test proper finds it in the cache.
+    phase "root file system, stage 1 (Debian arm64)"
+    rebuild_env=()
+    [ "$REBUILD" = 1 ] && rebuild_env=(ONAIR_QEMU_REBUILD=1)
+    env "${rebuild_env[@]}" "$SCRIPT_DIR/qemu/build-rootfs.sh" --stage1-only --cache "$QDIR/cache" \
+        2> >(sed 's/^/    /' >&2) || die "building the Debian root file system failed"
+    phase ""
+    finished=1
+    log "prepared: host prerequisites and the Debian root file system are in place"
+    exit 0
+fi
 
 # ------------------------------------------------------------------ the daemon
 if [ -n "${ONAIR_QEMU_BIN:-}" ]; then

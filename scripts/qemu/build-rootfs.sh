@@ -44,16 +44,22 @@ ROOT_LABEL=onair-root
 log() { printf '[build-rootfs] %s\n' "$*" >&2; }
 die() { printf '[build-rootfs] ERROR: %s\n' "$*" >&2; exit 1; }
 
-BIN="" CACHE=""
+BIN="" CACHE="" STAGE1_ONLY=0
 while [ $# -gt 0 ]; do
     case $1 in
     --bin) BIN=$2; shift 2 ;;
     --cache) CACHE=$2; shift 2 ;;
-    *) die "unknown argument $1 (usage: $0 --bin ONAIR_AARCH64_BINARY --cache DIR)" ;;
+    # Only the Debian tarball (no binary needed): the test command builds it while cargo
+    # compiles, since neither waits for the other.
+    --stage1-only) STAGE1_ONLY=1; shift ;;
+    *) die "unknown argument $1 (usage: $0 --bin ONAIR_AARCH64_BINARY --cache DIR | --stage1-only --cache DIR)" ;;
     esac
 done
-{ [ -n "$BIN" ] && [ -n "$CACHE" ]; } || die "usage: $0 --bin ONAIR_AARCH64_BINARY --cache DIR"
-[ -f "$BIN" ] || die "no such binary: $BIN"
+[ -n "$CACHE" ] || die "usage: $0 --bin ONAIR_AARCH64_BINARY --cache DIR | --stage1-only --cache DIR"
+if [ $STAGE1_ONLY = 0 ]; then
+    [ -n "$BIN" ] || die "usage: $0 --bin ONAIR_AARCH64_BINARY --cache DIR"
+    [ -f "$BIN" ] || die "no such binary: $BIN"
+fi
 [ "$(id -u)" -eq 0 ] || die "must run as root (mmdebstrap --mode=root, device nodes, ownership)"
 for tool in mmdebstrap mke2fs rsync systemctl systemd-sysusers sha256sum openssl; do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/qemu-boot-test.sh installs the prerequisites)"
@@ -154,6 +160,11 @@ else
     mv "$work/debian.tar" "$tarball"
     rm -rf "$work"; work=""
     log "stage 1: done in $((SECONDS - t))s ($(du -h "$tarball" | cut -f1))"
+fi
+
+if [ $STAGE1_ONLY = 1 ]; then
+    echo "STAGE1=$tarball"
+    exit 0
 fi
 
 # ------------------------------------------------------------------ stage 2: the box
