@@ -42,7 +42,7 @@
 # the output directories go; default ~/onair-build, outside the repository:
 # a build writes gigabytes there while it runs), BR2_DL_DIR (download cache
 # shared by the boards, default $ONAIR_BUILD_DIR/dl; it also holds the crates
-# fetched by --download-only, onair-crates: see README, "Build without internet").
+# fetched by --download-only, onair-crates: see README, "Building the image").
 
 set -eu
 
@@ -126,7 +126,7 @@ for tool in which sed make gcc g++ diff bash patch gzip bzip2 perl tar cpio \
 done
 if [ -n "$missing" ]; then
 	echo "build-image: missing host tools:$missing" >&2
-	echo "  On Debian/Ubuntu: sudo apt-get install build-essential bc bzip2 cpio debianutils diffutils file findutils gawk git gzip patch perl python3 rsync tar unzip wget xz-utils" >&2
+	echo "  On Debian/Ubuntu: sudo apt-get install build-essential bc bzip2 cpio debianutils diffutils file findutils gawk git gzip openssl patch perl python3 rsync tar unzip wget xz-utils" >&2
 	exit 1
 fi
 if [ "$(id -u)" = 0 ]; then

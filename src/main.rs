@@ -76,7 +76,7 @@ enum Command {
     /// Install a signed update bundle into the inactive system slot while the stream goes on,
     /// then reboot into it once; it is kept only if it proves itself (exit 1 refused or failed).
     Update {
-        /// The bundle (`.raucb`), copied onto the box (e.g. `scp FILE root@box:/data/`).
+        /// The bundle (`.raucb`), copied onto the box (e.g. `scp -O FILE root@box:/data/`).
         bundle: PathBuf,
         /// Install only: the next `systemctl reboot --reboot-argument='0 tryboot'` tries it.
         #[arg(long)]

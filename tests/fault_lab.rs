@@ -836,7 +836,7 @@ fn server_down_25s_is_probed_and_live_within_1_5s_of_its_return() {
 /// on a machine loaded twice over by other work, while the box refused them few requests
 /// (their target falls to the 300 kbit/s floor: GCC reads the loss in their TWCC feedback);
 /// after any packet webrtcbin's jitter buffer gives up on, its depayloader drops every frame
-/// until the next key frame (README: "Known limitations", under Tests).
+/// until the next key frame (tests/README.md: "Known limitations").
 /// The box never reconnects.
 #[test]
 fn five_percent_loss_two_minutes_every_receiver_decodes_99_percent() {

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Check 9 of scripts/qemu-boot-test.sh (sourced by it): the box's clock (issue 22). A box
+# Check 10 of scripts/qemu-boot-test.sh (sourced by it): the box's clock (issue 22). A box
 # whose clock is a year behind, on a network that drops NTP, must still go live over HTTPS
 # with a certificate issued today; once NTP answers, its clock is synchronized.
 #

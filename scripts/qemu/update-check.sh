@@ -26,7 +26,7 @@
 #   it is read from the kernel's last words in the previous boot's console log ("reboot:
 #   Restarting system with command '0 tryboot'"), so it lives exactly one boot, and a power
 #   cut (qmp quit) or a poweroff never sets it.
-# update_checks (after check 8, on the booted box):
+# update_checks (after check 10, on the booted box):
 #   (3) a bundle signed by another key and a truncated one: refused with the reason, slot B
 #       not written, still live on the same session;
 #   (1) the good bundle installed while live: no frame lost during the install; the box
@@ -180,7 +180,7 @@ kv2() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
 median() { printf '%s\n' "$@" | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print (NR ? v[int((NR + 1) / 2)] : "?") }'; }
 
-# update_good SLOT RUN: check 1 once: the good bundle (already on /data) into SLOT while live,
+# update_good SLOT RUN: check 1 once: the good bundle (on the bundles disk) into SLOT while live,
 # no frame lost during the install, the reboot into SLOT by tryboot, live, kept, /data unchanged.
 # "No frame lost": every frame the daemon handed to the connection since it started (its
 # frames_sent; the session has lasted since then: no reconnect) was decoded by the receiver —

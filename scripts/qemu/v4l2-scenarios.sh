@@ -248,7 +248,7 @@ check wait-bright --since "$(now)" --count 15 --timeout 30 >/dev/null || true
 
 # ------------------------------------------------------------------ benchmark (optional)
 # ONAIR_QEMU_V4L2_RUNS=N: the signal lost for 3 s and back N times; the time from its return
-# to the first live picture the receiver decodes, each and the median (README, Benchmarks).
+# to the first live picture the receiver decodes, each and the median (scripts/README.md, Benchmarks).
 runs=${ONAIR_QEMU_V4L2_RUNS:-0}
 if [ "$runs" -gt 0 ]; then
     say "benchmark: HDMI signal back -> live picture, $runs runs"

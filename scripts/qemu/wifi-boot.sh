@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Check 9 of scripts/qemu-boot-test.sh (sourced by it, after boot 1's poweroff): the field
+# Check 13 of scripts/qemu-boot-test.sh (sourced by it, after boot 1's poweroff): the field
 # uplinks, in one more boot. Uses the test script's RUN, NS, QMP_SOCK, CMDLINE, QEMU_EXTRA,
 # TOKEN, HOST_IP, PORT, WIDTH, HEIGHT, FPS, BOX_SSH, SSH_OPTS and its functions (phase, log,
 # pass, fail, start_qemu, wait_ssh, power_off, qemu_alive, qmp, scenario_check).

@@ -239,7 +239,9 @@ pub fn meaning(state: StreamState) -> &'static str {
         StreamState::Reconnecting => "connection lost, retrying",
         StreamState::Offline => "no network; retries resume when a link comes back",
         StreamState::Failed => "gave up (rejected stream key or too many attempts)",
-        StreamState::NoInput => "network fine, but no camera/HDMI signal",
+        StreamState::NoInput => {
+            "no camera/HDMI signal: on air with the slate (`on_loss: slate`), or off air (`disconnect`)"
+        }
     }
 }
 
@@ -450,7 +452,7 @@ pub(crate) mod tests {
 | `reconnecting` | off | blink 2 Hz | connection lost, retrying |
 | `offline` | off | double-blink | no network; retries resume when a link comes back |
 | `failed` | off | on | gave up (rejected stream key or too many attempts) |
-| `no_input` | blink 1 Hz | off | network fine, but no camera/HDMI signal |
+| `no_input` | blink 1 Hz | off | no camera/HDMI signal: on air with the slate (`on_loss: slate`), or off air (`disconnect`) |
 | daemon stopped | off | off | |
 ";
         assert_eq!(markdown_table(), expected);
