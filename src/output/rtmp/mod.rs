@@ -441,6 +441,7 @@ impl CapacityProbe for BacklogProbe {
             loss: None,
             rtt: None,
             retransmissions: None,
+            resending_bps: None,
         }
     }
 }
