@@ -378,16 +378,18 @@ fn retransmissions(s: &Value) -> String {
 }
 
 /// Issue 23, 1: a receiver that asks again like Broadcast Box (pion, every 100 ms for every
-/// packet still missing), a 1 Mbit/s uplink, adaptation on. What the box offers the uplink
-/// stays within 1.3 times its target every second after the first 2 s (1.09–1.27 x in four
-/// runs); the viewer decodes ≥ 85 % of the frames over the first 10 s and ≥ 95 % over the next
-/// 10 s. The issue also asks for no freeze over 0.5 s after the first 2 s; that is not met (3.0
-/// to 3.7 s in four runs) and is held to 4.5 s here: the packets lost while the box still
-/// sends 2500 kbit/s into the bucket (the first ~2 s, until the estimate falls) cannot all be
-/// repaired within the budget, and aiortc's jitter buffer holds every later frame behind the
-/// first hole it never gets until 128 packets have passed it (~1.7 s at 750 kbit/s), then asks
-/// for a key frame. The frames are late, not lost: over 100 % of them decode after the first
-/// 2 s.
+/// packet still missing; and, like Broadcast Box, no RTX in its answer), a 1 Mbit/s uplink,
+/// adaptation on. What the box offers the uplink stays within 1.3 times its target every
+/// second after the first 2 s (1.00–1.07 x in ten runs); the viewer decodes ≥ 85 % of the
+/// frames over the first 10 s and ≥ 95 % over the next 10 s (100 % both); no freeze over
+/// 0.5 s after the first 2 s (0.10–0.41 s). Until the first NACK reaches the box (~0.6 s:
+/// the bucket's 300 ms of queue, then pion's tick) it pours its 2500 kbit/s into the bucket,
+/// and 50–70 packets are lost; aiortc's jitter buffer holds every later frame behind the
+/// oldest hole (until 512 packets have passed it), so the freeze lasts until the holes are
+/// repaired, in order. What made that fit: the NACK that shows the loss caps the rate at
+/// once (`nack_loss.rs`), the holes are repaired oldest first, spread out rather than in
+/// half-second bursts, for up to 5 s, and what the repairs take is kept off the encoder's
+/// share, so the repairs do not overfill the uplink. Before: 3.0–3.7 s freezes.
 #[test]
 fn pion_like_receiver_one_megabit_no_retransmission_flood() {
     let _serial = serial();
@@ -405,18 +407,17 @@ fn pion_like_receiver_one_megabit_no_retransmission_flood() {
     let then = window(&stats, t0 + 10.0, t0 + 20.0);
     let settled = window(&stats, t0 + 2.0, t0 + 20.0);
     let s = daemon.status().expect("status");
-    let worst = seconds
-        .iter()
-        .filter(|o| o.at > 2.0)
-        .map(Offered::ratio)
-        .fold(0.0, f64::max);
+    // The seconds are counted from the limit on: the first two are its first 2 s (the second
+    // one ends a few milliseconds after the 2 s mark, sampling takes that long).
+    let after_two = || seconds.iter().skip(2);
+    let worst = after_two().map(Offered::ratio).fold(0.0, f64::max);
     eprintln!(
         "  first 10 s: {first}\n  next 10 s: {then}\n  after 2 s: {settled}\n  worst second after 2 s: {worst:.2}x the target\n  {}\n  the receiver asked for {} packets in {} NACKs",
         retransmissions(&s),
         stats["nacked_packets"],
         stats["nacks_sent"]
     );
-    for o in seconds.iter().filter(|o| o.at > 2.0) {
+    for o in after_two() {
         assert!(
             o.ratio() <= 1.3,
             "{:.0} kbit/s offered at +{:.1} s, {:.2}x the target {:.0}\n{}",
@@ -429,7 +430,7 @@ fn pion_like_receiver_one_megabit_no_retransmission_flood() {
     }
     assert!(first.share >= 0.85, "first 10 s: {first}");
     assert!(then.share >= 0.95, "next 10 s: {then}");
-    assert!(settled.longest_gap <= 4.5, "after 2 s: {settled}");
+    assert!(settled.longest_gap <= 0.5, "after 2 s: {settled}");
     assert_eq!(reconnects(&daemon), 0, "the box reconnected");
 }
 

@@ -831,13 +831,19 @@ fn server_down_25s_is_probed_and_live_within_1_5s_of_its_return() {
 /// Issue 23, 3: 5 % random loss both ways for 2 minutes, against every kind of receiver at
 /// once (a lab each, about 2 minutes in all): aiortc, pion-like (asks again every 100 ms),
 /// webrtcbin asking for gaps only and webrtcbin with GStreamer's defaults. The aiortc kinds
-/// decode ≥ 99 % of the frames (99.7–100 % in five runs). The webrtcbin kinds are held to
-/// 90 %, not the issue's 99 %: they decoded 97.1–99.4 % in four runs, 93.7–94.6 % in a fifth
-/// on a machine loaded twice over by other work, while the box refused them few requests
-/// (their target falls to the 300 kbit/s floor: GCC reads the loss in their TWCC feedback);
-/// after any packet webrtcbin's jitter buffer gives up on, its depayloader drops every frame
-/// until the next key frame (tests/README.md: "Known limitations").
-/// The box never reconnects.
+/// decode ≥ 99 % of the frames (99.4–100 % in six runs on a loaded machine). The webrtcbin
+/// kinds are held to 90 %, not the issue's 99 % (91.4–99.0 % in six runs, under a load
+/// average of 4–7 on 2 cores): the box now refuses them almost nothing (at most 29 requests
+/// over budget, none for a packet still in its pacer), but for the first seconds of a session
+/// GStreamer's RTCP may carry feedback only every 0.3–0.4 s (RFC 4585's early-feedback rule
+/// until its first regular report, 3–6 s in) while its jitter buffer waits 200 ms, so a
+/// packet lost then can be neither asked for nor repaired in time (its log: "NACK not sent
+/// early", "Removing 2 expired NACKS"), and its depayloader drops every frame until the next
+/// key frame: 22–75 % of the frames of the first 7 s decode, 93.5–99.6 % of the rest
+/// (tests/README.md: "Known limitations"). Printed for each: the share after the first
+/// 7 s. The box never reconnects; resendings travel as RTX where the answer accepts it
+/// (aiortc) and on the media SSRC where it does not (the pion-like receiver, like Broadcast
+/// Box).
 #[test]
 fn five_percent_loss_two_minutes_every_receiver_decodes_99_percent() {
     use common::ReceiverKind;
@@ -884,19 +890,41 @@ fn five_percent_loss_two_minutes_every_receiver_decodes_99_percent() {
             .filter(|&t| t >= t0 && t < t1)
             .count();
         let share = decoded as f64 / ((t1 - t0) * 30.0);
+        let settled = frame_times(&stats)
+            .into_iter()
+            .filter(|&t| t >= t0 + 7.0 && t < t1)
+            .count() as f64
+            / ((t1 - t0 - 7.0) * 30.0);
         let r = &s["adapt"]["retransmissions"];
         eprintln!(
-            "{kind:?}: 5 % loss both ways for {:.0} s: {decoded} frames ({:.1} %), {} reconnects, \
-             target {} kbit/s; resent {}, ignored {} too soon / {} too old / {} over budget",
+            "{kind:?}: 5 % loss both ways for {:.0} s: {decoded} frames ({:.1} %; {:.1} % after \
+             the first 7 s), {} reconnects, target {} kbit/s; resent {}, ignored {} too soon / \
+             {} too old / {} over budget; video packets by payload type {}",
             t1 - t0,
             share * 100.0,
+            settled * 100.0,
             s["reconnects"],
             s["adapt"]["target_kbps"],
             r["resent"],
             r["too_soon"],
             r["too_old"],
-            r["over_budget"]
+            r["over_budget"],
+            stats["video_payload_types"]
         );
+        // The offer's RTX format (103, apt=102): aiortc accepts it, the pion-like receiver
+        // (like Broadcast Box) does not.
+        let rtx = stats["video_payload_types"]["103"].as_u64().unwrap_or(0);
+        match kind {
+            ReceiverKind::Aiortc if rtx == 0 => {
+                failures.push(format!("{kind:?}: no resending came as RTX"));
+            }
+            ReceiverKind::AiortcPion if rtx > 0 => {
+                failures.push(format!(
+                    "{kind:?}: {rtx} RTX packets, the answer refused RTX"
+                ));
+            }
+            _ => {}
+        }
         let wanted = match kind {
             ReceiverKind::Aiortc | ReceiverKind::AiortcPion => 0.99,
             ReceiverKind::Webrtcbin | ReceiverKind::WebrtcbinDefault => 0.90,

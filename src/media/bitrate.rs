@@ -5,6 +5,10 @@
 //! capture restarts with a new encoder. A freshly installed encoder is given the current target at
 //! once, so a capture restart does not undo what the adaptation decided. Like the key-frame
 //! requester, the handle is cheap to clone and safe to call from any thread.
+//!
+//! The target is what the connection may send; what resendings of lost packets take of it
+//! now (the protection, as libwebrtc calls it) is kept off the encoder's share, so pictures
+//! and repairs together stay within the target rather than on top of it.
 
 use crate::lock::lock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -23,8 +27,10 @@ pub struct BitrateHandle {
 struct Inner {
     /// What the encoder was built with (the configured bitrate).
     configured_kbps: u32,
-    /// What the encoder should run at now.
+    /// What the connection may send now.
     target_kbps: AtomicU32,
+    /// What resendings take of it now: the encoder runs at the target less this.
+    protection_kbps: AtomicU32,
     setter: Mutex<Option<Arc<dyn BitrateSetter>>>,
     /// Changes carried out on a running encoder.
     applied: AtomicU64,
@@ -37,6 +43,7 @@ impl BitrateHandle {
             inner: Arc::new(Inner {
                 configured_kbps,
                 target_kbps: AtomicU32::new(configured_kbps),
+                protection_kbps: AtomicU32::new(0),
                 setter: Mutex::new(None),
                 applied: AtomicU64::new(0),
             }),
@@ -48,31 +55,53 @@ impl BitrateHandle {
     pub fn set_encoder(&self, setter: Option<Arc<dyn BitrateSetter>>) {
         let mut slot = lock(&self.inner.setter);
         if let Some(s) = &setter {
-            let target = self.target_kbps();
-            if target != self.inner.configured_kbps {
-                s.set_kbps(target);
+            let kbps = self.encoder_kbps();
+            if kbps != self.inner.configured_kbps {
+                s.set_kbps(kbps);
                 self.inner.applied.fetch_add(1, Ordering::Relaxed);
             }
         }
         *slot = setter;
     }
 
-    /// Asks the encoder for `kbps` from now on (kept for the next encoder if none runs now).
+    /// Lets the connection send `kbps` from now on (kept for the next encoder if none runs now).
     pub fn set_target(&self, kbps: u32) {
+        self.change(&self.inner.target_kbps, kbps);
+    }
+
+    /// Resendings take `kbps` of the target now; the encoder gets the rest.
+    pub fn set_protection(&self, kbps: u32) {
+        self.change(&self.inner.protection_kbps, kbps);
+    }
+
+    fn change(&self, value: &AtomicU32, kbps: u32) {
         // Under the lock, so a concurrent `set_encoder` cannot install an encoder between the
-        // store and the apply and miss the new target.
+        // store and the apply and miss the change.
         let slot = lock(&self.inner.setter);
-        if self.inner.target_kbps.swap(kbps, Ordering::Relaxed) == kbps {
+        let before = self.encoder_kbps();
+        value.store(kbps, Ordering::Relaxed);
+        let after = self.encoder_kbps();
+        if after == before {
             return;
         }
         if let Some(s) = slot.as_ref() {
-            s.set_kbps(kbps);
+            s.set_kbps(after);
             self.inner.applied.fetch_add(1, Ordering::Relaxed);
         }
     }
 
+    /// What the connection may send now.
     pub fn target_kbps(&self) -> u32 {
         self.inner.target_kbps.load(Ordering::Relaxed)
+    }
+
+    pub fn protection_kbps(&self) -> u32 {
+        self.inner.protection_kbps.load(Ordering::Relaxed)
+    }
+
+    /// What the encoder is asked for now: the target less the protection.
+    pub fn encoder_kbps(&self) -> u32 {
+        self.target_kbps().saturating_sub(self.protection_kbps())
     }
 
     pub fn configured_kbps(&self) -> u32 {
@@ -126,5 +155,22 @@ mod tests {
         handle.set_encoder(Some(second.clone()));
         assert_eq!(*lock(&second.0), vec![650]);
         assert_eq!(handle.target_kbps(), 650);
+    }
+
+    #[test]
+    fn resendings_are_kept_off_the_encoder_s_share() {
+        let handle = BitrateHandle::new(1000);
+        let encoder = Arc::new(Recorder::default());
+        handle.set_encoder(Some(encoder.clone()));
+        handle.set_protection(200);
+        handle.set_target(800);
+        handle.set_protection(0);
+        assert_eq!(*lock(&encoder.0), vec![800, 600, 800]);
+        assert_eq!((handle.target_kbps(), handle.encoder_kbps()), (800, 800));
+        // A new encoder starts at the target less the protection of the moment.
+        handle.set_protection(100);
+        let second = Arc::new(Recorder::default());
+        handle.set_encoder(Some(second.clone()));
+        assert_eq!(*lock(&second.0), vec![700]);
     }
 }

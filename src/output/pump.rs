@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -351,6 +351,11 @@ async fn watch_liveness<P: LivenessProbe>(
 pub trait CapacityProbe: Send + 'static {
     /// What the connection knows about its path at `now`.
     fn report(&mut self, now: Instant) -> PathReport;
+
+    /// Woken when the path has news that should not wait for the next poll (a cut).
+    fn urgent(&self) -> Option<Arc<Notify>> {
+        None
+    }
 }
 
 /// Starts the task that adapts the encoder's bitrate to what this connection's path carries,
@@ -382,10 +387,12 @@ async fn adapt_loop<P: CapacityProbe>(
 ) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let urgent = probe.urgent().unwrap_or_default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
+            _ = urgent.notified() => {}
         }
         let now = Instant::now();
         let report = probe.report(now);

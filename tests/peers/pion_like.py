@@ -11,6 +11,9 @@ already relies on (aiortc/aioice pinned in requirements.txt).
 - Receiver reports like Broadcast Box's: LSR = 0 and DLSR = 0 ("no sender report received"),
   because Broadcast Box never reads the RTCP of the tracks it receives, so pion's report
   interceptor never sees the sender's reports.
+- An answer that does not accept RTX: Broadcast Box registers no RTX format, so the box
+  resends on the media SSRC (whip_receiver.py leaves video/rtx out of its codec preferences
+  in pion mode).
 - A path delay (netem is not in this kernel): every packet the receiver sends (RTCP and STUN)
   leaves `delay` seconds late, as if the path back to the box were that much longer. The
   receiver's own round trip is measured on its ICE consent checks, which cross the same delay.

@@ -374,6 +374,9 @@ class Stats:
         # Packets asked for again, summed over every NACK sent.
         self.nacked_packets = 0
         self.nacks_sent = 0
+        # RTP packets received on the video track by payload type (a resending on the RTX
+        # SSRC carries the RTX payload type).
+        self.video_payload_types: dict[int, int] = {}
 
 
 class Receiver:
@@ -434,7 +437,10 @@ class Receiver:
             if media.kind not in ("audio", "video"):
                 continue
             transceiver = pc.addTransceiver(media.kind, direction="recvonly")
-            wanted = {"video": ("video/h264", "video/rtx"), "audio": ("audio/opus",)}[media.kind]
+            # Broadcast Box registers no RTX format (its source at 9f43de2), so pion's answer
+            # never accepts the publisher's: in pion mode neither does this one.
+            video = ("video/h264",) if self.nack_mode == "pion" else ("video/h264", "video/rtx")
+            wanted = {"video": video, "audio": ("audio/opus",)}[media.kind]
             caps = RTCRtpReceiver.getCapabilities(media.kind).codecs
             transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() in wanted])
         filtered, dropped = filter_remote_candidates(offer_text, self.loopback_only)
@@ -458,8 +464,8 @@ class Receiver:
         video = next(m for m in offer.media if m.kind == "video")
         session.remote_ice_ufrag = video.ice.usernameFragment if video.ice else None
         fid = next((g for g in video.ssrc_group if g.semantic == "FID"), None)
-        if fid and fid.ssrcs:
-            session.offer_video_ssrc = fid.ssrcs[0]
+        if fid and fid.items:
+            session.offer_video_ssrc = int(fid.items[0])
         elif video.ssrc:
             session.offer_video_ssrc = video.ssrc[0].ssrc
         # Reserve the key before the first await, so two concurrent POSTs on one key
@@ -536,8 +542,7 @@ class Receiver:
         if self.nack_mode == "pion":
             self._spawn(pion_like.pion_nacks(receiver)(), session.tasks)
 
-    @staticmethod
-    def _hook_sender_reports(session: Session, kind: str, receiver: RTCRtpReceiver) -> None:
+    def _hook_sender_reports(self, session: Session, kind: str, receiver: RTCRtpReceiver) -> None:
         """Keep each track's last RTCP sender report: it maps the track's RTP clock to the
         sender's wall clock, which is how a player lines sound up with pictures."""
         original = getattr(receiver, "_handle_rtcp_packet", None)
@@ -556,6 +561,9 @@ class Receiver:
 
         async def first_rtp(packet: Any, *args: Any, **kwargs: Any) -> None:
             session.first_rtp.setdefault(kind, packet.timestamp)
+            if kind == "video":
+                counts = self.stats.video_payload_types
+                counts[packet.payload_type] = counts.get(packet.payload_type, 0) + 1
             await original_rtp(packet, *args, **kwargs)
 
         receiver._handle_rtp_packet = first_rtp
@@ -984,6 +992,7 @@ class Handlers:
             "nack_mode": rx.nack_mode,
             "nacks_sent": st.nacks_sent,
             "nacked_packets": st.nacked_packets,
+            "video_payload_types": {str(k): v for k, v in st.video_payload_types.items()},
             "path_delay_ms": round(rx.path_delay.delay_s * 1000.0, 1),
             "own_rtts": list(rx.path_delay.own_rtts),
         })

@@ -89,6 +89,8 @@ pub struct PathReport {
     pub rtt: Option<Duration>,
     /// This connection's answers to the server's NACKs so far (WHIP).
     pub retransmissions: Option<Retransmissions>,
+    /// What its resendings take now, in bit/s (WHIP): kept off the encoder's share.
+    pub resending_bps: Option<f64>,
 }
 
 /// What a connection may send now, in bit/s: the encoder's target and what is reserved beside
@@ -121,7 +123,7 @@ impl SendRate {
 pub struct AdaptStatus {
     /// `encoder.adapt`.
     pub enabled: bool,
-    /// What the encoder is asked for now.
+    /// What the connection may send now (the encoder gets it less what resendings take).
     pub target_kbps: u32,
     pub min_kbps: u32,
     pub max_kbps: u32,
@@ -323,10 +325,30 @@ impl Adaptation {
             );
             self.apply(step.to_kbps, &why);
         }
+        if self.enabled {
+            self.protect(report.resending_bps.unwrap_or(0.0));
+        }
+    }
+
+    /// Keeps what resendings take (bit/s) off the encoder's share, as libwebrtc keeps its
+    /// protection off the encoder's: pictures and repairs together then stay within what the
+    /// connection may send, and a repair after a loss burst neither overfills the path nor
+    /// waits for a budget the pictures crowd out. The encoder never goes below the floor;
+    /// changes of less than the controller's deadband are not made.
+    fn protect(&self, resending_bps: f64) {
+        let target = self.encoder.target_kbps();
+        let room = target.saturating_sub(self.settings.floor_kbps);
+        let wanted = ((resending_bps.max(0.0) / 1000.0).round() as u32).min(room);
+        let now = self.encoder.protection_kbps();
+        let small = f64::from(wanted.abs_diff(now)) < f64::from(target) * self.settings.deadband;
+        if wanted != now && (wanted == 0 || !small) {
+            self.encoder.set_protection(wanted);
+        }
     }
 
     /// The connection ended: its path measurements are gone; its target is remembered.
     pub fn end(&self, session: &Session, now: Instant) {
+        self.encoder.set_protection(0);
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         let status = &mut state.status;
@@ -406,6 +428,7 @@ mod tests {
             loss: Some(0.012),
             rtt: Some(Duration::from_millis(23)),
             retransmissions: None,
+            resending_bps: None,
         }
     }
 
@@ -515,13 +538,53 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn what_resendings_take_is_kept_off_the_encoder_s_share() {
+        let encoder = BitrateHandle::new(2500);
+        let a = Adaptation::new(&config(true), encoder.clone(), FlightRecorder::new());
+        let t0 = Instant::now();
+        let mut session = a.begin(ETH, t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let repairing = |bps| PathReport {
+            resending_bps: Some(bps),
+            ..twcc(1000.0)
+        };
+        a.observe(&mut session, at(200), repairing(200_000.0));
+        assert_eq!(
+            (encoder.target_kbps(), encoder.encoder_kbps()),
+            (850, 650),
+            "the connection's target stands; the encoder gets the rest"
+        );
+        assert_eq!(a.status().target_kbps, 850);
+        // Small changes are not made; the end of the repairs is.
+        a.observe(&mut session, at(400), repairing(180_000.0));
+        assert_eq!(encoder.encoder_kbps(), 650);
+        a.observe(&mut session, at(600), repairing(0.0));
+        assert_eq!(encoder.encoder_kbps(), 850);
+        // Never below the floor.
+        a.observe(&mut session, at(800), repairing(800_000.0));
+        assert_eq!(encoder.encoder_kbps(), 300);
+        // The connection ends: nothing is being repaired any more.
+        a.end(&session, at(1000));
+        assert_eq!(encoder.encoder_kbps(), 850);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn switched_off_it_only_watches() {
         let encoder = BitrateHandle::new(2500);
         let a = Adaptation::new(&config(false), encoder.clone(), FlightRecorder::new());
         let t0 = Instant::now();
         let mut session = a.begin(ETH, t0);
-        a.observe(&mut session, t0 + Duration::from_secs(1), twcc(500.0));
+        let repairing = PathReport {
+            resending_bps: Some(300_000.0),
+            ..twcc(500.0)
+        };
+        a.observe(&mut session, t0 + Duration::from_secs(1), repairing);
         assert_eq!(encoder.target_kbps(), 2500);
+        assert_eq!(
+            encoder.encoder_kbps(),
+            2500,
+            "the bitrate stays as configured"
+        );
         let s = a.status();
         assert!(!s.enabled);
         assert_eq!(

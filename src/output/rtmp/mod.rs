@@ -485,6 +485,7 @@ impl CapacityProbe for BacklogProbe {
             loss: None,
             rtt: None,
             retransmissions: None,
+            resending_bps: None,
         }
     }
 }

@@ -17,7 +17,11 @@
 //!
 //! [`PathFeedback`] keeps the latest of each and decides which one speaks for the path: fresh
 //! TWCC when there is any (GCC weighs delay and loss itself); otherwise the lower of REMB and
-//! the loss-based estimate. Time is an argument, so the choice is unit tested.
+//! the loss-based estimate; and for a second after a NACK that shows heavy loss
+//! (`nack_loss.rs`), no more than that NACK says: it comes before REMB or a receiver report
+//! can. Not beside fresh TWCC: GCC sees every packet arrive or not, while a receiver that asks
+//! for packets merely late (GStreamer's default) can name most of a stretch that is still on
+//! its way. Time is an argument, so the choice is unit tested.
 
 use super::pass_through::Tap;
 use crate::lock::lock;
@@ -33,6 +37,7 @@ use rtc::rtcp::sender_report::SenderReport;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// TWCC feedback comes many times a second; this long without any and it no longer counts.
@@ -45,6 +50,11 @@ const REPORTS_FRESH: Duration = Duration::from_secs(12);
 const SENT_REPORTS: usize = 16;
 /// A round trip from the receiver reports counts this long; the consent checks' after it.
 const RTT_FRESH: Duration = Duration::from_secs(12);
+/// What a NACK showing heavy loss says holds this long: until the estimators have caught up
+/// (the adaptation raises no higher than the lowest estimate of the last 2 s anyway).
+const NACK_FRESH: Duration = Duration::from_secs(1);
+/// What resendings take is their bytes over this last stretch (the budget's window).
+const RESENDING_WINDOW: Duration = super::retransmit::BUDGET_WINDOW;
 
 /// The latest word from the server about the path.
 pub struct PathFeedback {
@@ -62,6 +72,12 @@ pub struct PathFeedback {
     ice_rtt: Option<(Duration, Instant)>,
     /// What became of the server's NACKs (`nack_gate.rs`).
     retransmissions: Option<Retransmissions>,
+    /// The rate a NACK showing heavy loss said to send at, and when (`nack_loss.rs`).
+    nack_cap: Option<(f64, Instant)>,
+    /// Wakes the adaptation when that must not wait for its next poll.
+    urgent: Arc<Notify>,
+    /// The resendings of the last window: when, and their bytes on the wire.
+    resent: VecDeque<(Instant, u32)>,
     /// Our sender reports: the middle 32 bits of their NTP time, and when they left.
     sent: VecDeque<(u32, Instant)>,
 }
@@ -80,6 +96,9 @@ impl PathFeedback {
             rtt: None,
             ice_rtt: None,
             retransmissions: None,
+            nack_cap: None,
+            urgent: Arc::new(Notify::new()),
+            resent: VecDeque::new(),
             sent: VecDeque::new(),
         }
     }
@@ -147,6 +166,51 @@ impl PathFeedback {
         self.retransmissions = Some(counts);
     }
 
+    /// A packet was resent (`bytes` on the wire).
+    pub fn on_resent(&mut self, now: Instant, bytes: u32) {
+        self.forget_resent_before(now);
+        self.resent.push_back((now, bytes));
+    }
+
+    fn forget_resent_before(&mut self, now: Instant) {
+        while self
+            .resent
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= RESENDING_WINDOW)
+        {
+            self.resent.pop_front();
+        }
+    }
+
+    /// What resendings take now, in bit/s.
+    fn resending_bps(&self, now: Instant) -> f64 {
+        let bytes: u64 = self
+            .resent
+            .iter()
+            .filter(|(at, _)| now.saturating_duration_since(*at) < RESENDING_WINDOW)
+            .map(|(_, b)| u64::from(*b))
+            .sum();
+        bytes as f64 * 8.0 / RESENDING_WINDOW.as_secs_f64()
+    }
+
+    /// A NACK showed heavy loss: send at most `bps` for a while. The first such NACK of an
+    /// episode measures the bottleneck best, while the box still overfills it; those that
+    /// follow within the while are the aftermath (the box's own lower rate into a queue still
+    /// full), and taking them would ratchet the figure down (measured: 609, then 446 kbit/s
+    /// on a 1 Mbit/s uplink).
+    pub fn on_nack_loss(&mut self, now: Instant, bps: f64) {
+        if !bps.is_finite() || bps <= 0.0 {
+            return;
+        }
+        let current = self
+            .nack_cap
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= NACK_FRESH);
+        if current.is_none() {
+            self.nack_cap = Some((bps, now));
+            self.urgent.notify_one();
+        }
+    }
+
     /// The round trip: from the receiver reports while they give one, otherwise from the
     /// consent checks.
     pub fn rtt(&self, now: Instant) -> Option<Duration> {
@@ -183,9 +247,20 @@ impl PathFeedback {
                     bps: self.loss.target(),
                     source: EstimateSource::Loss,
                 });
-            match (remb, loss) {
+            let estimate = match (remb, loss) {
                 (Some(r), Some(l)) => Some(if l.bps < r.bps { l } else { r }),
                 (r, l) => r.or(l),
+            };
+            let nack = self
+                .nack_cap
+                .filter(|(_, at)| fresh(Some(*at), NACK_FRESH))
+                .map(|(bps, _)| Estimate {
+                    bps,
+                    source: EstimateSource::Loss,
+                });
+            match (estimate, nack) {
+                (Some(e), Some(n)) => Some(if n.bps < e.bps { n } else { e }),
+                (e, n) => e.or(n),
             }
         };
         PathReport {
@@ -193,6 +268,7 @@ impl PathFeedback {
             loss: self.loss.average_loss(),
             rtt: self.rtt(now),
             retransmissions: self.retransmissions,
+            resending_bps: Some(self.resending_bps(now)),
         }
     }
 }
@@ -245,6 +321,10 @@ pub struct FeedbackProbe(pub Arc<Mutex<PathFeedback>>);
 impl CapacityProbe for FeedbackProbe {
     fn report(&mut self, now: Instant) -> PathReport {
         lock(&self.0).report(now)
+    }
+
+    fn urgent(&self) -> Option<Arc<Notify>> {
+        Some(lock(&self.0).urgent.clone())
     }
 }
 
@@ -326,7 +406,26 @@ mod tests {
     async fn nothing_heard_means_no_estimate() {
         let f = feedback();
         let r = f.report(Instant::now());
-        assert_eq!(r, PathReport::default());
+        assert_eq!(
+            r,
+            PathReport {
+                resending_bps: Some(0.0),
+                ..PathReport::default()
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_resendings_take_is_their_last_half_second() {
+        let t0 = Instant::now();
+        let mut f = feedback();
+        for i in 0..10 {
+            f.on_resent(secs(t0, 0.05 * f64::from(i)), 1250);
+        }
+        // 12 500 bytes in half a second: 200 kbit/s.
+        assert_eq!(f.report(secs(t0, 0.46)).resending_bps, Some(200_000.0));
+        assert_eq!(f.report(secs(t0, 0.75)).resending_bps, Some(80_000.0));
+        assert_eq!(f.report(secs(t0, 1.0)).resending_bps, Some(0.0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -387,6 +486,36 @@ mod tests {
             f.report(secs(t0, 5.5)).estimate.map(|e| (e.bps, e.source)),
             Some((300_000.0, EstimateSource::Remb))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nack_showing_heavy_loss_caps_remb_for_a_second_but_not_twcc() {
+        let t0 = Instant::now();
+        let mut f = feedback();
+        f.on_remb(t0, 2_500_000.0);
+        f.on_nack_loss(secs(t0, 0.1), 800_000.0);
+        let e = f.report(secs(t0, 0.2)).estimate.expect("an estimate");
+        assert_eq!((e.bps, e.source), (800_000.0, EstimateSource::Loss));
+        // Within the second the figure stands, higher or lower.
+        f.on_nack_loss(secs(t0, 0.3), 1_200_000.0);
+        f.on_nack_loss(secs(t0, 0.4), 700_000.0);
+        assert_eq!(
+            f.report(secs(t0, 0.5)).estimate.map(|e| e.bps),
+            Some(800_000.0)
+        );
+        // Once the estimators have had a second, they speak again.
+        f.on_remb(secs(t0, 1.3), 900_000.0);
+        let e = f.report(secs(t0, 1.3)).estimate.expect("an estimate");
+        assert_eq!((e.bps, e.source), (900_000.0, EstimateSource::Remb));
+        // Alone (no estimator has spoken yet), it still caps.
+        let mut f = feedback();
+        f.on_nack_loss(t0, 600_000.0);
+        assert_eq!(f.report(t0).estimate.map(|e| e.bps), Some(600_000.0));
+        // Beside fresh TWCC it does not: GCC knows what arrived.
+        let mut f = feedback();
+        f.on_gcc(t0, 2_500_000.0, EstimatorStats::default());
+        f.on_nack_loss(t0, 600_000.0);
+        assert_eq!(f.report(t0).estimate.map(|e| e.bps), Some(2_500_000.0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,10 +13,12 @@ pub mod feedback;
 pub mod gcc;
 pub mod http;
 mod nack_gate;
+mod nack_loss;
 mod pacer;
 mod pass_through;
 pub mod peer;
 mod peer_setup;
+mod repair_flow;
 pub mod retransmit;
 pub mod rtcp_watch;
 

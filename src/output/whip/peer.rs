@@ -12,23 +12,33 @@
 //! control interceptor (the send history, matched against the server's TWCC feedback) driving
 //! Google Congestion Control (`gcc/`), the feedback watch reading REMB and receiver reports
 //! (`feedback.rs`), the abs-send-time stamp (for servers that send REMB), the transport-wide
-//! sequence numbers, and webrtc-rs's defaults (NACK, reports); between the NACK responder and
-//! the wire our NACK gate (`nack_gate.rs`: which requests are worth answering) and our pacer
-//! (`pacer.rs`: 2.5 × the target, sound first).
+//! sequence numbers, and webrtc-rs's defaults (reports, the NACK responder — with a history as
+//! long as the NACK gate's); between the NACK responder and the wire our NACK gate
+//! (`nack_gate.rs`: which requests are worth answering, and when each packet really left) and
+//! our pacer (`pacer.rs`: 2.5 × the target, sound first). The video offers a repair flow (RTX,
+//! RFC 4588); where the answer accepts it, the send history, the transport-wide sequence
+//! numbers and the abs-send-time stamp treat it as a stream of its own (`repair_flow.rs`).
 
 use super::abs_send_time::AbsSendTime;
 use super::feedback::{FeedbackWatch, ObservedGcc, PathFeedback};
 use super::gcc::Gcc;
 use super::http::WhipError;
-use super::nack_gate::NackGate;
+use super::nack_gate::{NackGate, VideoSsrcs};
 use super::pacer::SendPacer;
 use super::pass_through::PassThrough;
 use super::peer_setup::{self, IceSettings};
+use super::repair_flow::WithRepairFlow;
+use super::retransmit;
 use super::rtcp_watch::{RtcpClock, RtcpWatch};
 use crate::media::KeyframeRequester;
 use crate::output::adapt::SendRate;
-use rtc::interceptor::{CongestionControlBuilder, Registry, Slot, TwccSenderBuilder};
+use rtc::interceptor::{
+    CongestionControlBuilder, NackResponderBuilder, Registry, Slot, TwccSenderBuilder,
+};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
 };
@@ -42,7 +52,6 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
-    register_default_interceptors,
 };
 
 /// Our interceptor only observes; next to the wire it sees inbound RTCP before anything else.
@@ -59,6 +68,9 @@ const ABS_SEND_TIME_SLOT: usize = 1600;
 /// those worth answering; application-ward of the pacer (3000), so it notes each packet when
 /// it is handed over, before any queueing.
 const NACK_GATE_SLOT: usize = 3500;
+/// Wire-ward of the pacer (3000), so it sees each packet when it really leaves; above the
+/// transport-wide sequence numbers (2000), which is all it needs.
+const DEPARTURES_SLOT: usize = 2500;
 
 /// What the peer connection tells us, in order.
 #[derive(Debug)]
@@ -125,6 +137,7 @@ pub async fn build(
     rate: SendRate,
 ) -> Result<Peer, WhipError> {
     let ssrc = rand::random::<u32>();
+    let rtx_ssrc = rand::random::<u32>();
     let audio_ssrc = audio.then(rand::random::<u32>);
     let rtcp = RtcpClock::new();
     let feedback = Arc::new(Mutex::new(PathFeedback::new(
@@ -134,7 +147,10 @@ pub async fn build(
     )));
     let (media_engine, registry) = media_engine(audio)?;
     let streams = Streams {
-        video: ssrc,
+        video: VideoSsrcs {
+            media: ssrc,
+            rtx: rtx_ssrc,
+        },
         audio: audio_ssrc,
     };
     let registry =
@@ -149,7 +165,7 @@ pub async fn build(
         Handler { tx },
     )
     .await?;
-    let (track, audio) = match add_tracks(&pc, ssrc, audio_ssrc).await {
+    let (track, audio) = match add_tracks(&pc, streams).await {
         Ok(tracks) => tracks,
         Err(e) => {
             close_quietly(&pc).await;
@@ -176,9 +192,20 @@ fn media_engine(audio: bool) -> Result<(MediaEngine, Registry), WhipError> {
             .register_codec(codec, kind)
             .map_err(webrtc_error)?;
     }
-    // The defaults negotiate transport-cc (the header extension and the feedback type).
+    // webrtc-rs's defaults (`register_default_interceptors`) but for the NACK side: the box
+    // receives no media to ask about (no generator), and its responder keeps as many packets
+    // as the NACK gate judges (its default keeps 1 024, under 4 s at the ceiling's rate). The
+    // H.264 format lists the nack feedback itself. transport-cc is negotiated here (the header
+    // extension and the feedback type).
+    configure_simulcast_extension_headers(&mut media_engine).map_err(webrtc_error)?;
     let registry =
-        register_default_interceptors(Registry::new(), &mut media_engine).map_err(webrtc_error)?;
+        configure_twcc_receiver_only(Registry::new(), &mut media_engine).map_err(webrtc_error)?;
+    let registry = configure_rtcp_reports(registry).with(
+        Slot::NackResponder,
+        NackResponderBuilder::new()
+            .with_size(retransmit::HISTORY as u16)
+            .build(),
+    );
     media_engine
         .register_header_extension(
             RTCRtpHeaderExtensionCapability {
@@ -202,7 +229,8 @@ fn with_our_interceptors(
     feedback: &Arc<Mutex<PathFeedback>>,
     rate: SendRate,
 ) -> Registry {
-    let ssrc = streams.video;
+    let ssrc = streams.video.media;
+    let (nack_gate, departures) = NackGate::new(streams.video, feedback.clone(), rate.clone());
     registry
         .with(
             Slot::from(RTCP_WATCH_SLOT),
@@ -210,11 +238,13 @@ fn with_our_interceptors(
         )
         .with(
             Slot::CongestionControl,
-            CongestionControlBuilder::new(ObservedGcc::new(
-                Gcc::new(range.initial, range.min, range.max),
-                feedback.clone(),
-            ))
-            .build(),
+            WithRepairFlow(
+                CongestionControlBuilder::new(ObservedGcc::new(
+                    Gcc::new(range.initial, range.min, range.max),
+                    feedback.clone(),
+                ))
+                .build(),
+            ),
         )
         .with(
             Slot::from(FEEDBACK_WATCH_SLOT),
@@ -222,20 +252,21 @@ fn with_our_interceptors(
         )
         .with(
             Slot::from(ABS_SEND_TIME_SLOT),
-            PassThrough::new(AbsSendTime::new(Instant::now())),
+            WithRepairFlow(PassThrough::new(AbsSendTime::new(Instant::now()))),
         )
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-        .with(Slot::Pacer, SendPacer::new(rate.clone(), streams.audio))
         .with(
-            Slot::from(NACK_GATE_SLOT),
-            NackGate::new(ssrc, feedback.clone(), rate),
+            Slot::TwccSender,
+            WithRepairFlow(TwccSenderBuilder::new().build()),
         )
+        .with(Slot::from(DEPARTURES_SLOT), PassThrough::new(departures))
+        .with(Slot::Pacer, SendPacer::new(rate, streams.audio))
+        .with(Slot::from(NACK_GATE_SLOT), nack_gate)
 }
 
-/// Our SSRCs: the video's, and the sound's when there is sound.
+/// Our SSRCs: the video's (and its repair flow's), and the sound's when there is sound.
 #[derive(Debug, Clone, Copy)]
 struct Streams {
-    video: u32,
+    video: VideoSsrcs,
     audio: Option<u32>,
 }
 
@@ -279,13 +310,10 @@ type Tracks = (
 );
 
 /// The sendonly video track, and with `audio` the Opus track in the same stream.
-async fn add_tracks(
-    pc: &Arc<dyn PeerConnection>,
-    ssrc: u32,
-    audio_ssrc: Option<u32>,
-) -> Result<Tracks, WhipError> {
-    let video = add_sendonly(pc, peer_setup::video_track(ssrc)).await?;
-    let audio = match audio_ssrc {
+async fn add_tracks(pc: &Arc<dyn PeerConnection>, streams: Streams) -> Result<Tracks, WhipError> {
+    let video = streams.video;
+    let video = add_sendonly(pc, peer_setup::video_track(video.media, video.rtx)).await?;
+    let audio = match streams.audio {
         Some(ssrc) => Some((add_sendonly(pc, peer_setup::audio_track(ssrc)).await?, ssrc)),
         None => None,
     };

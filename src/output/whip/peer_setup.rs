@@ -3,10 +3,12 @@
 //! tested; `peer.rs` hands the choices to webrtc-rs.
 
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX,
+};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -15,6 +17,11 @@ use std::time::Duration;
 /// Constrained baseline, packetization-mode 1: what Broadcast Box and browsers accept.
 const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 const H264_PAYLOAD_TYPE: u8 = 102;
+/// Its repair flow (RFC 4588): resendings on an SSRC of their own, so a receiver can tell a
+/// resending from a late packet (GStreamer's jitter buffer learns the round trip from them).
+/// webrtc-rs's responder sends them where the answer accepts the format, on the media SSRC
+/// otherwise (Broadcast Box registers no RTX format, so its answer never accepts it).
+const RTX_PAYLOAD_TYPE: u8 = 103;
 const OPUS_PAYLOAD_TYPE: u8 = 111;
 const OPUS_FMTP: &str = "minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1";
 /// The media stream both tracks belong to, so players sync them.
@@ -58,15 +65,30 @@ impl IceSettings {
     }
 }
 
-/// The codecs to offer, in order: H.264 always, Opus with audio.
+/// The codecs to offer, in order: H.264 and its repair flow always, Opus with audio.
 pub fn codecs(audio: bool) -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
-    let mut codecs = vec![(
-        RTCRtpCodecParameters {
-            rtp_codec: h264_codec(),
-            payload_type: H264_PAYLOAD_TYPE,
-        },
-        RtpCodecKind::Video,
-    )];
+    let mut codecs = vec![
+        (
+            RTCRtpCodecParameters {
+                rtp_codec: h264_codec(),
+                payload_type: H264_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Video,
+        ),
+        (
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_RTX.to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: format!("apt={H264_PAYLOAD_TYPE}"),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: RTX_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Video,
+        ),
+    ];
     if audio {
         codecs.push((
             RTCRtpCodecParameters {
@@ -111,14 +133,18 @@ fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-/// The H.264 track, sent as `ssrc`.
-pub fn video_track(ssrc: u32) -> MediaStreamTrack {
+/// The H.264 track, sent as `ssrc`, resendings as `rtx_ssrc` where the answer accepts RTX.
+pub fn video_track(ssrc: u32, rtx_ssrc: u32) -> MediaStreamTrack {
     track(
         "onair-video",
         "video",
         RtpCodecKind::Video,
         h264_codec(),
-        ssrc,
+        RTCRtpCodingParameters {
+            ssrc: Some(ssrc),
+            rtx: Some(RTCRtpRtxParameters { ssrc: rtx_ssrc }),
+            ..Default::default()
+        },
     )
 }
 
@@ -129,7 +155,10 @@ pub fn audio_track(ssrc: u32) -> MediaStreamTrack {
         "audio",
         RtpCodecKind::Audio,
         opus_codec(),
-        ssrc,
+        RTCRtpCodingParameters {
+            ssrc: Some(ssrc),
+            ..Default::default()
+        },
     )
 }
 
@@ -138,7 +167,7 @@ fn track(
     label: &str,
     kind: RtpCodecKind,
     codec: RTCRtpCodec,
-    ssrc: u32,
+    coding: RTCRtpCodingParameters,
 ) -> MediaStreamTrack {
     MediaStreamTrack::new(
         STREAM_ID.to_owned(),
@@ -146,10 +175,7 @@ fn track(
         label.to_owned(),
         kind,
         vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
+            rtp_coding_parameters: coding,
             codec,
             ..Default::default()
         }],
@@ -210,9 +236,16 @@ mod tests {
     }
 
     #[test]
-    fn h264_is_offered_always_with_its_feedback_and_opus_only_with_audio() {
+    fn h264_is_offered_always_with_its_feedback_and_repair_flow_and_opus_only_with_audio() {
         let video = codecs(false);
-        assert_eq!(video.len(), 1);
+        assert_eq!(video.len(), 2);
+        let (rtx, kind) = &video[1];
+        assert_eq!(*kind, RtpCodecKind::Video);
+        assert_eq!(rtx.rtp_codec.mime_type, MIME_TYPE_RTX);
+        assert_eq!(
+            (rtx.payload_type, rtx.rtp_codec.sdp_fmtp_line.as_str()),
+            (103, "apt=102")
+        );
         let (h264, kind) = &video[0];
         assert_eq!(*kind, RtpCodecKind::Video);
         assert_eq!(h264.payload_type, 102);
@@ -235,8 +268,8 @@ mod tests {
             );
         }
         let both = codecs(true);
-        assert_eq!(both.len(), 2);
-        let (opus, kind) = &both[1];
+        assert_eq!(both.len(), 3);
+        let (opus, kind) = &both[2];
         assert_eq!(*kind, RtpCodecKind::Audio);
         assert_eq!(opus.payload_type, 111);
         assert_eq!(opus.rtp_codec.mime_type, MIME_TYPE_OPUS);
@@ -248,7 +281,7 @@ mod tests {
 
     #[test]
     fn both_tracks_share_one_stream_and_carry_their_own_ssrc_and_codec() {
-        let video = video_track(7);
+        let video = video_track(7, 9);
         let audio = audio_track(8);
         assert_eq!(video.stream_id(), audio.stream_id());
         assert_ne!(video.track_id(), audio.track_id());
@@ -260,6 +293,9 @@ mod tests {
         };
         assert_eq!(coding(&video), (Some(7), MIME_TYPE_H264.to_owned()));
         assert_eq!(coding(&audio), (Some(8), MIME_TYPE_OPUS.to_owned()));
+        let rtx = |t: &MediaStreamTrack| t.codings()[0].rtp_coding_parameters.rtx.clone();
+        assert_eq!(rtx(&video).map(|r| r.ssrc), Some(9));
+        assert!(rtx(&audio).is_none());
         assert_eq!(sendonly().direction, RTCRtpTransceiverDirection::Sendonly);
     }
 }

@@ -3,30 +3,52 @@
 //! A real server asks again: pion's NACK generator (Broadcast Box) repeats every 100 ms its
 //! request for every packet still missing. A sender that answers every request multiplies a
 //! loss episode — behind a 1 Mbit/s uplink the box once offered 30 Mbit/s of old packets. The
-//! anchor is libwebrtc's sender: a packet is not resent within one round trip of its last
-//! sending, and all retransmissions pass a rate limiter tied to the target. Here, a packet is
-//! resent only when all of these hold:
+//! anchor is libwebrtc's sender (`RtpPacketHistory`, `RTPSender::OnReceivedNack`): a packet
+//! still waiting in the pacer is not queued again, a packet is not resent within one round
+//! trip of its last resending, the history keeps a packet for three times the longer of 1 s
+//! and three round trips (3 s on a short path), and all retransmissions pass a rate limiter
+//! (as much as the whole target over 500 ms). Here, a packet is resent only when all of these
+//! hold:
 //! - it is in the recent history (we sent it, on the media SSRC);
-//! - it is still useful: sent first at most [`MAX_AGE`] ago (a live viewer has moved past an
-//!   older packet: its jitter buffer has given up on it and waits for a key frame);
+//! - it has left the pacer, and no earlier resending of it is still waiting there (a request
+//!   for a packet on its way — GStreamer asks for a packet as soon as it is late — would
+//!   only send it twice);
+//! - it is still useful: it left at most [`useful_for`] ago. A receiver that still asks for
+//!   an older packet has not moved past it — aiortc's jitter buffer holds every later frame
+//!   behind it until 512 packets have passed, pion asks for as far back — and a libwebrtc
+//!   receiver stops asking for what a key frame made useless. libwebrtc keeps 3 s on a short
+//!   path, but may spend the whole target on repairs; within a quarter of it, the 50–60 holes
+//!   an uplink that halves under the box leaves take up to 4 s to repair, so the horizon is
+//!   5 s (nine round trips on a long path, as libwebrtc's);
 //! - it was not resent within the last round trip ([`UNKNOWN_RTT`] while none is known, never
 //!   less than [`MIN_INTERVAL`]), so a request that crossed our last answer on the way does
 //!   not cost the packet twice (the first request is always answered: libwebrtc's rule too);
 //! - the retransmissions of the last [`BUDGET_WINDOW`] plus this one stay within
 //!   [`BUDGET_SHARE`] of the current target (or of the path's estimate, when that is lower:
-//!   with adaptation off the target can be far above what the path carries).
+//!   with adaptation off the target can be far above what the path carries), and within what
+//!   has accrued at that share (a token bucket [`BURST`] of the window's budget deep). Without
+//!   the bucket a loss burst spends the whole window at once and then nothing for half a
+//!   second: a receiver stuck behind its oldest hole (aiortc) froze for 0.4–0.5 s every
+//!   500 ms while the holes were repaired. The same budget spread out repairs them a few at a
+//!   time, each time pion asks.
+//!
+//! Its caller asks in the order the receiver listed the packets, oldest first, as libwebrtc
+//! answers: a receiver's buffer is stuck behind its oldest hole, and that hole's deadline is
+//! the nearest.
 //!
 //! webrtc-rs's NACK responder keeps the packets and builds the answer (on the media SSRC, or
 //! as RTX where the server negotiated it); [`super::nack_gate`] sits wire-ward of it and hands
-//! it only the requests this gate lets through.
+//! it only the requests this gate lets through, and tells it when each packet really left.
 
 pub use crate::output::adapt::Retransmissions as Counts;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// A packet first sent longer ago than this is not resent (the receiver's latency budget).
-pub const MAX_AGE: Duration = Duration::from_millis(1000);
+/// A packet is useful this long after it left…
+pub const USEFUL: Duration = Duration::from_secs(5);
+/// …or this many round trips, when that is longer (libwebrtc's horizon on a long path).
+const USEFUL_RTTS: u32 = 9;
 /// The least time between two resendings of one packet while no round trip is known (libwebrtc
 /// starts from the same 100 ms).
 pub const UNKNOWN_RTT: Duration = Duration::from_millis(100);
@@ -35,21 +57,36 @@ pub const UNKNOWN_RTT: Duration = Duration::from_millis(100);
 /// trip, which on a short path is a few milliseconds; a floor much above that costs its
 /// viewers frames (in the lab, 50 ms: 2 % of them under 5 % loss).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
-/// All retransmissions together stay within this share of the target…
+/// All retransmissions together stay within this share of the target… (what they take of it
+/// is kept off the encoder's share: `media/bitrate.rs`).
 pub const BUDGET_SHARE: f64 = 0.3;
-/// …over any window this long.
+/// …over any window this long…
 pub const BUDGET_WINDOW: Duration = Duration::from_millis(500);
-/// Packets remembered: a second and more of the ceiling's packets (2500 kbit/s ≈ 230 per
-/// second), a power of two so a sequence number indexes it.
-const HISTORY: usize = 2048;
+/// …and at most this share of the window's budget at once (then as it accrues). A packet may
+/// go whenever anything has accrued, so a packet larger than what is left never waits for
+/// more than that: at the 300 kbit/s floor a quarter of the window's budget is 1 406 bytes.
+pub const BURST: f64 = 0.25;
+/// A packet handed to the pacer and not seen leaving after this long is taken as gone (the
+/// pacer refuses pictures when its queue is full); a key frame takes at most a fifth of a
+/// second of the target to leave at 2.5 times the target.
+const LONGEST_QUEUED: Duration = Duration::from_millis(1000);
+/// Packets remembered: several seconds of the ceiling's packets (2500 kbit/s ≈ 230 per second),
+/// a power of two so a sequence number indexes it. webrtc-rs's NACK responder keeps as many
+/// (`peer.rs`), so a packet this history knows, it still has.
+pub const HISTORY: usize = 2048;
+
+/// How long after it left a packet is still worth resending, for a round trip `rtt`.
+pub fn useful_for(rtt: Option<Duration>) -> Duration {
+    USEFUL.max(rtt.unwrap_or(Duration::ZERO) * USEFUL_RTTS)
+}
 
 /// What became of one requested packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Resend,
-    /// Sent again (or first) within the last round trip.
+    /// Still waiting in the pacer, or sent again within the last round trip.
     TooSoon,
-    /// First sent longer than [`MAX_AGE`] ago.
+    /// Left longer than [`useful_for`] ago.
     TooOld,
     /// The retransmission budget is spent.
     OverBudget,
@@ -60,10 +97,22 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     seq: u16,
-    first: Instant,
-    /// When it was last resent.
+    /// Handed to the pacer.
+    queued: Instant,
+    /// Left the pacer (the first time).
+    left: Option<Instant>,
+    /// A resending handed to the pacer and not yet gone.
+    resend_queued: Option<Instant>,
+    /// When the last resending left.
     resent: Option<Instant>,
     bytes: u32,
+}
+
+impl Sent {
+    fn waiting(&self, now: Instant) -> bool {
+        let recent = |at: Instant| now.saturating_duration_since(at) < LONGEST_QUEUED;
+        (self.left.is_none() && recent(self.queued)) || self.resend_queued.is_some_and(recent)
+    }
 }
 
 /// The history of one media stream and the retransmissions' spending.
@@ -72,6 +121,10 @@ pub struct RetransmitGate {
     /// Retransmissions of the last window: when, and how many bytes.
     spent: VecDeque<(Instant, u32)>,
     spent_bytes: u64,
+    /// The bucket that spreads the budget: bytes that may go now (below zero after a packet
+    /// larger than what was left), and when it was last filled.
+    tokens: f64,
+    filled: Option<Instant>,
     counts: Counts,
 }
 
@@ -87,18 +140,48 @@ impl RetransmitGate {
             history: vec![None; HISTORY],
             spent: VecDeque::new(),
             spent_bytes: 0,
+            tokens: f64::INFINITY,
+            filled: None,
             counts: Counts::default(),
         }
     }
 
-    /// A packet of the media stream went out for the first time (`bytes` on the wire).
-    pub fn on_sent(&mut self, now: Instant, seq: u16, bytes: u32) {
-        self.history[usize::from(seq) % HISTORY] = Some(Sent {
+    fn slot(seq: u16) -> usize {
+        usize::from(seq) % HISTORY
+    }
+
+    fn get(&self, seq: u16) -> Option<Sent> {
+        self.history[Self::slot(seq)].filter(|s| s.seq == seq)
+    }
+
+    /// A packet of the media stream was handed to the pacer (`bytes` on the wire).
+    pub fn on_queued(&mut self, now: Instant, seq: u16, bytes: u32) {
+        self.history[Self::slot(seq)] = Some(Sent {
             seq,
-            first: now,
+            queued: now,
+            left: None,
+            resend_queued: None,
             resent: None,
             bytes,
         });
+    }
+
+    /// A packet of the media stream left the pacer: for the first time, or a resending of it.
+    pub fn on_left(&mut self, now: Instant, seq: u16, resending: bool) {
+        let slot = Self::slot(seq);
+        if let Some(sent) = self.history[slot].as_mut().filter(|s| s.seq == seq) {
+            if resending {
+                sent.resend_queued = None;
+                sent.resent = Some(now);
+            } else if sent.left.is_none() {
+                sent.left = Some(now);
+            }
+        }
+    }
+
+    /// When a packet left (or, not seen leaving, was handed over).
+    pub fn left_at(&self, seq: u16) -> Option<(Instant, u32)> {
+        self.get(seq).map(|s| (s.left.unwrap_or(s.queued), s.bytes))
     }
 
     /// The server asks for `seq` again. `rtt`: the round trip, when known; `target_bps`: what
@@ -123,11 +206,14 @@ impl RetransmitGate {
     }
 
     fn judge(&mut self, now: Instant, seq: u16, rtt: Option<Duration>, target_bps: f64) -> Verdict {
-        let slot = usize::from(seq) % HISTORY;
-        let Some(sent) = self.history[slot].filter(|s| s.seq == seq) else {
+        let Some(sent) = self.get(seq) else {
             return Verdict::Unknown;
         };
-        if now.saturating_duration_since(sent.first) > MAX_AGE {
+        if sent.waiting(now) {
+            return Verdict::TooSoon;
+        }
+        let left = sent.left.unwrap_or(sent.queued);
+        if now.saturating_duration_since(left) > useful_for(rtt) {
             return Verdict::TooOld;
         }
         if let Some(last) = sent.resent
@@ -136,14 +222,25 @@ impl RetransmitGate {
             return Verdict::TooSoon;
         }
         self.forget_spent_before(now);
-        let allowed = BUDGET_SHARE * target_bps.max(0.0) / 8.0 * BUDGET_WINDOW.as_secs_f64();
+        let per_second = BUDGET_SHARE * target_bps.max(0.0) / 8.0;
+        let allowed = per_second * BUDGET_WINDOW.as_secs_f64();
         if (self.spent_bytes + u64::from(sent.bytes)) as f64 > allowed {
             return Verdict::OverBudget;
         }
+        let depth = allowed * BURST;
+        let since = self
+            .filled
+            .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+        self.tokens = (self.tokens + per_second * since.as_secs_f64()).min(depth);
+        self.filled = Some(now);
+        if self.tokens <= 0.0 {
+            return Verdict::OverBudget;
+        }
+        self.tokens -= f64::from(sent.bytes);
         self.spent.push_back((now, sent.bytes));
         self.spent_bytes += u64::from(sent.bytes);
-        self.history[slot] = Some(Sent {
-            resent: Some(now),
+        self.history[Self::slot(seq)] = Some(Sent {
+            resend_queued: Some(now),
             ..sent
         });
         Verdict::Resend
@@ -172,12 +269,23 @@ mod tests {
     /// 1 Mbit/s: 30 % over 500 ms is 18 750 bytes, 15 packets of 1 250.
     const TARGET: f64 = 1_000_000.0;
 
+    /// Packets handed over and gone at `t0`.
     fn gate_with(t0: Instant, packets: std::ops::Range<u16>) -> RetransmitGate {
         let mut g = RetransmitGate::new();
         for seq in packets {
-            g.on_sent(t0, seq, 1250);
+            g.on_queued(t0, seq, 1250);
+            g.on_left(t0, seq, false);
         }
         g
+    }
+
+    /// What the gate answers, each resending taken to leave at once.
+    fn ask(g: &mut RetransmitGate, at: Instant, seq: u16, rtt: Option<Duration>) -> Verdict {
+        let v = g.decide(at, seq, rtt, TARGET);
+        if v == Verdict::Resend {
+            g.on_left(at, seq, true);
+        }
+        v
     }
 
     #[tokio::test(start_paused = true)]
@@ -186,63 +294,112 @@ mod tests {
         let mut g = gate_with(t0, 0..10);
         // The first request is answered however soon it comes.
         let rtt = Some(MS(150));
-        assert_eq!(g.decide(t0 + MS(10), 3, rtt, TARGET), Verdict::Resend);
+        assert_eq!(ask(&mut g, t0 + MS(10), 3, rtt), Verdict::Resend);
         // pion asks again 100 ms later, within the round trip of 150 ms: not answered.
-        assert_eq!(g.decide(t0 + MS(110), 3, rtt, TARGET), Verdict::TooSoon);
-        assert_eq!(g.decide(t0 + MS(160), 3, rtt, TARGET), Verdict::Resend);
-        assert_eq!(g.decide(t0 + MS(260), 3, rtt, TARGET), Verdict::TooSoon);
+        assert_eq!(ask(&mut g, t0 + MS(110), 3, rtt), Verdict::TooSoon);
+        assert_eq!(ask(&mut g, t0 + MS(160), 3, rtt), Verdict::Resend);
+        assert_eq!(ask(&mut g, t0 + MS(260), 3, rtt), Verdict::TooSoon);
         // Without a round trip, 100 ms; under a very short one, the floor.
-        assert_eq!(g.decide(t0 + MS(300), 3, None, TARGET), Verdict::Resend);
-        assert_eq!(g.decide(t0 + MS(340), 3, None, TARGET), Verdict::TooSoon);
-        assert_eq!(
-            g.decide(t0 + MS(360), 3, Some(MS(1)), TARGET),
-            Verdict::Resend
-        );
-        assert_eq!(
-            g.decide(t0 + MS(365), 3, Some(MS(1)), TARGET),
-            Verdict::TooSoon
-        );
+        assert_eq!(ask(&mut g, t0 + MS(300), 3, None), Verdict::Resend);
+        assert_eq!(ask(&mut g, t0 + MS(340), 3, None), Verdict::TooSoon);
+        assert_eq!(ask(&mut g, t0 + MS(360), 3, Some(MS(1))), Verdict::Resend);
+        assert_eq!(ask(&mut g, t0 + MS(365), 3, Some(MS(1))), Verdict::TooSoon);
         assert_eq!(g.counts().resent, 4);
         assert_eq!(g.counts().too_soon, 4);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_old_packet_or_one_never_sent_is_not_resent() {
+    async fn a_packet_still_in_the_pacer_is_not_queued_again() {
         let t0 = Instant::now();
-        let mut g = gate_with(t0, 0..10);
-        assert_eq!(g.decide(t0 + MS(1001), 4, None, TARGET), Verdict::TooOld);
-        assert_eq!(g.decide(t0 + MS(200), 99, None, TARGET), Verdict::Unknown);
-        // Overwritten by a packet HISTORY later: the old number is forgotten.
-        g.on_sent(t0 + MS(100), 5 + HISTORY as u16, 1250);
-        assert_eq!(g.decide(t0 + MS(200), 5, None, TARGET), Verdict::Unknown);
-        let c = g.counts();
-        assert_eq!((c.too_old, c.resent), (3, 0));
+        let mut g = RetransmitGate::new();
+        g.on_queued(t0, 7, 1250);
+        // Asked for while it waits behind a key frame: it is on its way.
+        assert_eq!(g.decide(t0 + MS(30), 7, None, TARGET), Verdict::TooSoon);
+        g.on_left(t0 + MS(40), 7, false);
+        assert_eq!(g.decide(t0 + MS(50), 7, None, TARGET), Verdict::Resend);
+        // Its resending has not left yet: asked again, it is not queued a second time, however
+        // long the round trip rule would allow.
+        assert_eq!(
+            g.decide(t0 + MS(200), 7, Some(MS(1)), TARGET),
+            Verdict::TooSoon
+        );
+        g.on_left(t0 + MS(210), 7, true);
+        assert_eq!(
+            g.decide(t0 + MS(215), 7, Some(MS(1)), TARGET),
+            Verdict::TooSoon
+        );
+        assert_eq!(
+            g.decide(t0 + MS(225), 7, Some(MS(1)), TARGET),
+            Verdict::Resend
+        );
+        // A packet never seen leaving (the pacer refused it) is not waited for forever.
+        g.on_queued(t0, 8, 1250);
+        assert_eq!(g.decide(t0 + MS(1001), 8, None, TARGET), Verdict::Resend);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retransmissions_stay_within_their_share_of_the_target() {
+    async fn a_packet_is_useful_for_five_seconds_or_nine_round_trips() {
+        assert_eq!(useful_for(None), MS(5000));
+        assert_eq!(useful_for(Some(MS(20))), MS(5000));
+        assert_eq!(useful_for(Some(MS(700))), MS(6300));
         let t0 = Instant::now();
-        let mut g = gate_with(t0, 0..100);
+        let mut g = gate_with(t0, 0..10);
+        assert_eq!(ask(&mut g, t0 + MS(4999), 4, None), Verdict::Resend);
+        assert_eq!(ask(&mut g, t0 + MS(5001), 5, None), Verdict::TooOld);
+        assert_eq!(
+            ask(&mut g, t0 + MS(6000), 6, Some(MS(700))),
+            Verdict::Resend
+        );
+        assert_eq!(ask(&mut g, t0 + MS(200), 99, None), Verdict::Unknown);
+        // Overwritten by a packet HISTORY later: the old number is forgotten.
+        g.on_queued(t0 + MS(100), 7 + HISTORY as u16, 1250);
+        assert_eq!(ask(&mut g, t0 + MS(200), 7, None), Verdict::Unknown);
+        let c = g.counts();
+        assert_eq!((c.too_old, c.resent), (3, 2));
+    }
+
+    /// Asks for `seqs` at `at`; the packets resent.
+    fn resent(g: &mut RetransmitGate, at: Instant, seqs: std::ops::Range<u16>) -> Vec<u16> {
+        seqs.filter(|&s| ask(g, at, s, None) == Verdict::Resend)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retransmissions_stay_within_their_share_of_the_target_and_are_spread_out() {
+        // 1 Mbit/s: 30 % over 500 ms is 18 750 bytes (15 packets of 1 250), a quarter of that
+        // at once (4 687: three packets, and a fourth on what is left), then 3 750 bytes every
+        // 100 ms.
+        let t0 = Instant::now();
+        let mut g = gate_with(t0, 0..200);
         let at = t0 + MS(200);
-        let verdicts: Vec<_> = (0..20).map(|s| g.decide(at, s, None, TARGET)).collect();
-        assert_eq!(
-            verdicts.iter().filter(|v| **v == Verdict::Resend).count(),
-            15,
-            "{verdicts:?}"
+        assert_eq!(resent(&mut g, at, 0..40), (0..4).collect::<Vec<_>>());
+        assert_eq!(g.counts().over_budget, 36);
+        // pion asks again every 100 ms: a few more each time, the oldest first, until the
+        // window's 12 packets are spent; then more once the first have left it.
+        let per_tick: Vec<usize> = (1..=5u16)
+            .map(|i| resent(&mut g, at + MS(100 * u64::from(i)), 0..40).len())
+            .collect();
+        assert_eq!(per_tick, [3, 3, 3, 2, 4]);
+        // Over any second of this, no more than a quarter of the target.
+        let mut g = gate_with(t0, 0..2000);
+        let mut bytes = 0u64;
+        for tick in 0..10u64 {
+            let first = (tick * 10) as u16;
+            bytes += 1250 * resent(&mut g, t0 + MS(100 * tick), first..first + 100).len() as u64;
+        }
+        assert!(
+            bytes as f64 <= BUDGET_SHARE * TARGET / 8.0,
+            "{bytes} bytes in a second"
         );
-        assert_eq!(g.counts().over_budget, 5);
-        // The window moves on: room again 500 ms later.
-        assert_eq!(
-            g.decide(at + MS(499), 50, None, TARGET),
-            Verdict::OverBudget
-        );
-        assert_eq!(g.decide(at + MS(500), 50, None, TARGET), Verdict::Resend);
-        // A lower target, a smaller budget: 300 kbit/s allows 4 packets per window.
+        // A lower target, a smaller budget: at 300 kbit/s two packets at once (one, and one
+        // on what is left), then one as soon as a little has accrued.
         let mut g = gate_with(t0, 0..100);
-        let n = (0..20)
-            .filter(|&s| g.decide(at, s, None, 300_000.0) == Verdict::Resend)
-            .count();
-        assert_eq!(n, 4);
+        let low = |g: &mut RetransmitGate, at, s| g.decide(at, s, None, 300_000.0);
+        assert_eq!(low(&mut g, at, 0), Verdict::Resend);
+        assert_eq!(low(&mut g, at, 1), Verdict::Resend);
+        assert_eq!(low(&mut g, at, 2), Verdict::OverBudget);
+        assert_eq!(low(&mut g, at + MS(40), 2), Verdict::OverBudget);
+        assert_eq!(low(&mut g, at + MS(100), 2), Verdict::Resend);
     }
 
     #[tokio::test(start_paused = true)]
@@ -254,7 +411,7 @@ mod tests {
         let mut resent_bytes = 0u64;
         for round in 1..=10u64 {
             for seq in 0..100 {
-                if g.decide(t0 + MS(100 * round), seq, Some(MS(300)), TARGET) == Verdict::Resend {
+                if ask(&mut g, t0 + MS(100 * round), seq, Some(MS(300))) == Verdict::Resend {
                     resent_bytes += 1250;
                 }
             }
