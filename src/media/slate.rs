@@ -494,7 +494,8 @@ mod tests {
         let started = std::time::Instant::now();
         let slate = make(&c);
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(slate.what.starts_with("card"), "{}", slate.what);
+        // "plain card" where textoverlay is missing (the arm64 plugins under qemu-user).
+        assert!(slate.what.contains("card"), "{}", slate.what);
         let said = slate.description();
         assert!(said.contains("not used: 20000x20000"), "{said}");
         assert_eq!(slate.buffer.size(), video_info(&c).size());

@@ -180,6 +180,11 @@ impl Rauc {
     }
 
     fn spawn(&self, args: &[&std::ffi::OsStr]) -> Result<tokio::process::Child, RaucError> {
+        // Where exec is emulated (qemu-user, as on the cross-test host) a missing program is
+        // not an error from spawn but an exit 127 with nothing said; looking first names it.
+        if self.program.components().count() > 1 {
+            std::fs::metadata(&self.program).map_err(|source| self.spawn_error(source))?;
+        }
         Command::new(&self.program)
             .args(args)
             .stdin(Stdio::null())
