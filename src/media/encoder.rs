@@ -349,7 +349,13 @@ mod tests {
             .property("caps", caps)
             .build()
             .unwrap();
-        let sink = gstreamer_app::AppSink::builder().sync(false).build();
+        // One unit waiting at most: the encoder cannot run ahead of the test, so a bitrate
+        // change made when a unit is pulled reaches the encoder at that unit, even on a busy
+        // machine (unbounded, openh264 had encoded to 8 s before the change at 4 s arrived).
+        let sink = gstreamer_app::AppSink::builder()
+            .sync(false)
+            .max_buffers(1)
+            .build();
         pipeline
             .add_many([&src, &raw_filter, encoder, &h264_filter, sink.upcast_ref()])
             .unwrap();
