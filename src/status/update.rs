@@ -7,7 +7,6 @@
 //! names are a public contract, like the rest of the status document.
 
 use serde::{Deserialize, Serialize};
-use std::io::Read;
 use std::path::Path;
 
 /// Name of the document in the daemon's state directory (`/run/onair`).
@@ -73,15 +72,8 @@ impl Phase {
 /// Reads the document from `dir`; `None` when there is none (a box without updates, a
 /// development machine) or it is not one: it is a report, never worth an error.
 pub fn read(dir: &Path) -> Option<UpdateSnapshot> {
-    let file = std::fs::File::open(dir.join(FILE_NAME)).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut text = Vec::new();
-    file.take(MAX_BYTES + 1).read_to_end(&mut text).ok()?;
-    if text.len() as u64 > MAX_BYTES {
-        return None;
-    }
+    // Not opened blocking: a FIFO left at the path must not hang whoever asks.
+    let text = crate::config::read_regular_file(&dir.join(FILE_NAME), MAX_BYTES).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
@@ -120,7 +112,7 @@ mod tests {
     }
 
     #[test]
-    fn junk_a_directory_or_a_huge_file_is_no_document() {
+    fn junk_a_directory_a_fifo_or_a_huge_file_is_no_document() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(FILE_NAME), "not json").unwrap();
         assert_eq!(read(dir.path()), None);
@@ -130,6 +122,14 @@ mod tests {
         std::fs::remove_dir(dir.path().join(FILE_NAME)).unwrap();
         let huge = format!(r#"{{"slot":"A","version":"{}"}}"#, "x".repeat(20_000));
         std::fs::write(dir.path().join(FILE_NAME), huge).unwrap();
+        assert_eq!(read(dir.path()), None);
+        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
+        // A FIFO with no writer: a blocking open would wait forever.
+        nix::unistd::mkfifo(
+            &dir.path().join(FILE_NAME),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("mkfifo");
         assert_eq!(read(dir.path()), None);
     }
 }

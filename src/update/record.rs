@@ -9,7 +9,6 @@
 
 use crate::status::update::{Phase, UpdateOutcome};
 use serde::{Deserialize, Serialize};
-use std::io::Read;
 use std::path::Path;
 
 /// Where the record lives on the box.
@@ -46,15 +45,8 @@ pub enum RecordError {
 /// Reads the record; `None` when there is none or it is unreadable (a record is advice: a
 /// box whose record was lost still judges its trials, with no expectation of live).
 pub fn read(path: &Path) -> Option<Record> {
-    let file = std::fs::File::open(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut text = Vec::new();
-    file.take(MAX_BYTES + 1).read_to_end(&mut text).ok()?;
-    if text.len() as u64 > MAX_BYTES {
-        return None;
-    }
+    // Not opened blocking: a FIFO left at the path must not hang whoever asks.
+    let text = crate::config::read_regular_file(path, MAX_BYTES).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
