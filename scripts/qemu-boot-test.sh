@@ -656,6 +656,9 @@ fi
 if [ $ssh_ok = 1 ] && [ $stream_ok = 1 ] && [ "${ONAIR_QEMU_RECORD:-1}" = 1 ] && qemu_alive; then
     phase "recording: USB disk plugged in and pulled, power cut"
     RECORD_PHASE=cut scenario_check record record-check.sh 2
+    # The check ends by pulling the power (qmp quit); qemu takes a moment to exit after
+    # answering, and a box taken for alive here would leave the next check a dead one.
+    for _ in $(seq 40); do qemu_alive || break; sleep 0.5; done
     if ! qemu_alive; then
         phase "recording: boot after the power cut"
         reboot_box

@@ -76,9 +76,13 @@ _boot_wifi() {
     _cut_cable || fail "wifi: could not cut the wired link through qemu's monitor"
     wait_ssh
 }
-_boot_wired() {
+# SSH to the box's wired address again: the checks after this one boot on the cable.
+_ssh_wired() {
     BOX_SSH=(ip netns exec "$NS" ssh "${SSH_OPTS[@]}" -o BatchMode=yes -o IdentitiesOnly=yes
         -i "$RUN/id_ed25519" "root@$BOX_IP")
+}
+_boot_wired() {
+    _ssh_wired
     start_qemu
     wait_ssh
 }
@@ -92,6 +96,7 @@ wifi_boot() {
     if [ "$ssh_ok" != 1 ]; then
         fail "wifi: no SSH over the venue's Wi-Fi within ${BOOT_TIMEOUT}s (the box did not join, or the venue did not come up: console-$boots.log)"
         power_off hard || true
+        _ssh_wired
         return
     fi
     local box_ip=$BOX_IP
@@ -101,6 +106,7 @@ wifi_boot() {
     BOX_IP=$box_ip
     phase "field uplinks: poweroff, the card afterwards"
     power_off || fail "wifi: the box did not power off"
+    _ssh_wired
     local files report traces
     files=$(mdir -b -i "$RUN/boot.vfat" ::/ 2>&1 | sed 's|^::/||' | sort | tr '\n' ' ')
     report=$(mtype -i "$RUN/boot.vfat" ::/onair-import.txt 2>&1 | tr -d '\r') || true
