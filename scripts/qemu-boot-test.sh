@@ -177,8 +177,8 @@ cleanup() {
     done
     # Deleting the namespace deletes tap0 with it.
     [ $ns_made = 0 ] || ip netns del "$NS" 2>/dev/null || true
-    # Check 11's slot disks (slot B is a whole root file system); the logs stay.
-    rm -f "$RUN"/slot-*.qcow2
+    # Check 11's slot disks (slot B is a whole root file system) and bundles; the logs stay.
+    rm -f "$RUN"/slot-*.qcow2 "$RUN/bundles.ext4"
     if [ $finished = 0 ]; then
         [ ${#results[@]} -gt 0 ] || results+=("FAIL  (stopped before any check: exit status $rc)")
         failed=1

@@ -339,8 +339,8 @@ update_checks() {
     else
         fail "update 4: expected slot $cur live after the power cut at ${pct:-no progress seen} (booted $back_slot, $lv, $st)"
     fi
-    # The slot disks stay: the boots after this check (checks 13 and 9) boot whichever slot
-    # the emulated firmware picks. The harness removes them at its end.
-    rm -f "$RUN/bundles.ext4"
+    # The slot disks and the bundles' disk stay: the boots after this check (checks 13 and 9)
+    # boot whichever slot the emulated firmware picks, with the same disks. The harness
+    # removes them at its end.
     log "update checks took $((SECONDS - u0))s; $UPDATE_FIGURES"
 }
