@@ -39,8 +39,17 @@ journalctl -b -o cat -u onair-data.service -u onair-import.service -u onair.serv
 BOX
 }
 
+# The data disk's name on the box: virtio disks are named in the order they are given, the
+# root disk(s) first (one, or check 11's two slots and its bundles), then the card, then data.
+_data_dev() {
+    local n=0 a
+    for a in "${ROOT_DRIVES[@]}"; do [[ $a == virtio-blk-pci* ]] && n=$((n + 1)); done
+    printf '/dev/vd%b\n' "\\$(printf '%03o' $((97 + n + 1)))"
+}
+
 data_damage_check() {
-    local facts fact report files t_boot
+    local facts fact report files t_boot dev
+    dev=$(_data_dev)
     _dd() { sed -n "s/^$1=//p" <<<"$facts" | head -1; }
     local want_sum
     want_sum=$(sha256sum <"$RUN/onair.json" | cut -c1-64)
@@ -53,19 +62,19 @@ data_damage_check() {
     if [ "$ssh_ok" = 1 ]; then
         facts=$(_data_facts) || true
         printf '%s\n' "$facts" | sed 's/^/    /'
-        if [ "$(_dd state)" = live ] && [[ $(_dd report) == state=repaired\;device=/dev/vdc\;* ]] &&
-            [ "$(_dd data_mount)" = /dev/vdc,ext4 ] && [ "$(_dd config_sum)" = "$want_sum" ] &&
-            [[ $(_dd status_data) == "/dev/vdc repaired at boot" ]] &&
+        if [ "$(_dd state)" = live ] && [[ $(_dd report) == "state=repaired;device=$dev;"* ]] &&
+            [ "$(_dd data_mount)" = "$dev,ext4" ] && [ "$(_dd config_sum)" = "$want_sum" ] &&
+            [[ $(_dd status_data) == "$dev repaired at boot" ]] &&
             grep -q 'backup at block 8193 used' <<<"$facts"; then
             pass "data partition A: the first superblock destroyed: found by its backup's label, repaired by e2fsck -p from it, mounted; live with the config imported at the first boot (SSH after ${boot_secs}s, live $(_dd live_after)s after SSH, $((SECONDS - t_boot))s for the boot and checks); onair status: data $(_dd status_data)"
         else
-            fail "data partition A: expected state=repaired on /dev/vdc, mounted, live with the imported config (see the facts above)"
+            fail "data partition A: expected state=repaired on $dev, mounted, live with the imported config (see the facts above)"
         fi
     fi
     power_off hard || true
     report=$(mtype -i "$RUN/boot.vfat" ::/onair-import.txt 2>&1 | tr -d '\r') || true
     printf '%s\n' "$report" | sed 's/^/    onair-import.txt: /'
-    if grep -q '/dev/vdc was damaged and repaired at boot' <<<"$report"; then
+    if grep -q "$dev was damaged and repaired at boot" <<<"$report"; then
         pass "data partition A: onair-import.txt on the card says the partition was repaired at boot"
     else
         fail "data partition A: onair-import.txt does not say the partition was repaired"
@@ -94,9 +103,9 @@ data_damage_check() {
     if [ "$ssh_ok" = 1 ]; then
         facts=$(_data_facts) || true
         printf '%s\n' "$facts" | sed 's/^/    /'
-        if [ "$(_dd state)" = live ] && [[ $(_dd report) == state=ram_disk\;device=/dev/vdc\;*exit\ 4* ]] &&
+        if [ "$(_dd state)" = live ] && [[ $(_dd report) == "state=ram_disk;device=$dev;"*"exit 4"* ]] &&
             [[ $(_dd data_mount) == *,tmpfs ]] && [ "$(_dd config_sum)" = "$want_sum" ] &&
-            [[ $(_dd status_data) == "RAM DISK: the data partition /dev/vdc cannot be used"* ]] &&
+            [[ $(_dd status_data) == "RAM DISK: the data partition $dev cannot be used"* ]] &&
             [[ $(_dd json_data) == *'"state":"ram_disk"'* ]] &&
             grep -q '^log: leds: live=on status=flash every 2 s (state live, data partition unusable' <<<"$facts"; then
             pass "data partition B: beyond e2fsck -p: not mounted, a RAM disk instead; SSH with the card's key (authorized_keys.imported) after ${boot_secs}s; live with the card's onair.json $(_dd live_after)s after SSH ($((SECONDS - t_boot))s for the boot and checks); onair status: data $(_dd status_data | cut -c1-90)...; LEDs: green on, red flashing every 2 s"
@@ -110,10 +119,10 @@ data_damage_check() {
     files=$(mdir -b -i "$RUN/boot.vfat" ::/ 2>&1 | sed 's|^::/||' | sort | tr '\n' ' ')
     report=$(mtype -i "$RUN/boot.vfat" ::/onair-import.txt 2>&1 | tr -d '\r') || true
     printf '%s\n' "$report" | sed 's/^/    onair-import.txt: /'
-    if grep -q 'the data partition /dev/vdc cannot be used: e2fsck -p cannot repair it unattended' <<<"$report" &&
-        grep -q 'e2fsck -y /dev/vdc' <<<"$report" &&
+    if grep -q "the data partition $dev cannot be used: e2fsck -p cannot repair it unattended" <<<"$report" &&
+        grep -q "e2fsck -y $dev" <<<"$report" &&
         [[ " $files " == *" onair.json "* ]] && [[ " $files " == *" authorized_keys.imported "* ]]; then
-        pass "data partition B: onair-import.txt names /dev/vdc and why it cannot be used; onair.json and authorized_keys.imported are still on the card"
+        pass "data partition B: onair-import.txt names $dev and why it cannot be used; onair.json and authorized_keys.imported are still on the card"
     else
         fail "data partition B: onair-import.txt or the card's files are not as expected ($files)"
     fi
