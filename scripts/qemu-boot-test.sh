@@ -57,7 +57,7 @@
 #      access point stopped; a wrong password named in status; WPA3-SAE
 #      (scripts/qemu/wifi-boot.sh, wifi-check.sh; ONAIR_QEMU_WIFI=0 skips it;
 #      ONAIR_QEMU_UPLINK_BENCH=N adds N timed boots each on the cable and on Wi-Fi only;
-#      ONAIR_QEMU_UPLINK_GAP=S allows gaps of S seconds at the switches, default 1.0).
+#      ONAIR_QEMU_UPLINK_GAP=S allows gaps of S seconds at the switches, default 1.5).
 #
 # Network: a network namespace made for the run holds tap0 (192.0.2.1/24, TEST-NET-1), the
 # receiver and a DHCP server (dnsmasq, one lease: 192.0.2.2, no router, no DNS; 192.0.2.1 as
